@@ -1,0 +1,112 @@
+#pragma once
+// L2-L4 frame parser: Ethernet, 802.1Q / QinQ (0x88a8, 0x9100), MPLS label stacks, PPPoE session,
+// IPv4 (options, fragments), IPv6 (extension headers, fragment header), GRE and IP-in-IP /
+// IPv6-in-IP (the innermost IP flow is the one classified), TCP, UDP.
+//
+// Pure: bytes in, `frame_info` out. No allocation, no logging, no globals; safe from any thread.
+// A frame the parser does not understand gets a typed outcome and is forwarded by the fast path.
+
+#include <array>
+#include <cstdint>
+
+#include "dataplane/packet/bytes.hpp"
+
+namespace sluice::packet {
+
+// Outcomes, defined once. `ok` means L4 (TCP/UDP) was parsed; the rest say why it was not.
+#define SLUICE_FRAME_OUTCOMES(X)                                                  \
+  X(ok, "ok")                                   /* TCP or UDP header parsed */   \
+  X(other_l4, "other_l4")                       /* IP fine, L4 not TCP/UDP */    \
+  X(fragment, "fragment")                       /* non-first IP fragment */      \
+  X(truncated, "truncated")                     /* ran out of bytes */           \
+  X(unsupported_l2, "unsupported_l2")           /* ethertype we do not parse */  \
+  X(bad_ipv4, "bad_ipv4")                       /* bad version/IHL/length */     \
+  X(bad_ipv6, "bad_ipv6")                       /* bad version/ext chain */      \
+  X(bad_l4, "bad_l4")                           /* bad TCP data offset, UDP len */ \
+  X(unsupported_tunnel, "unsupported_tunnel")   /* GRE flags/proto we skip */    \
+  X(too_deep, "too_deep")                       /* encapsulation nesting limit */
+
+enum class frame_outcome : std::uint8_t {
+#define SLUICE_X(name, str) name,
+  SLUICE_FRAME_OUTCOMES(SLUICE_X)
+#undef SLUICE_X
+      count
+};
+[[nodiscard]] const char* to_string(frame_outcome o) noexcept;
+
+// Encapsulations seen on the way to the innermost IP header (bit set).
+enum encap_flag : std::uint16_t {
+  encap_vlan = 1u << 0,
+  encap_qinq = 1u << 1,
+  encap_mpls = 1u << 2,
+  encap_pppoe = 1u << 3,
+  encap_gre = 1u << 4,
+  encap_ip_in_ip = 1u << 5,  // IPv4/IPv6 inside IPv4/IPv6
+};
+
+// An IPv4 address is stored as ::ffff:a.b.c.d is NOT used: v4 lives in bytes[0..3], rest zero.
+struct ip_address {
+  std::array<std::uint8_t, 16> bytes{};
+  std::uint8_t version = 0;  // 4 or 6, 0 when unset
+
+  [[nodiscard]] std::uint32_t v4() const noexcept { return load_be32(bytes.data()); }
+  friend bool operator==(const ip_address&, const ip_address&) = default;
+};
+
+enum tcp_flag : std::uint8_t {
+  tcp_fin = 0x01,
+  tcp_syn = 0x02,
+  tcp_rst = 0x04,
+  tcp_psh = 0x08,
+  tcp_ack = 0x10,
+  tcp_urg = 0x20,
+};
+
+struct frame_info {
+  frame_outcome outcome = frame_outcome::truncated;
+  std::uint16_t encap = 0;       // encap_flag bits
+  std::uint16_t outer_vlan = 0;  // first VLAN id seen (0 if none)
+
+  // Innermost IP header.
+  std::uint8_t ip_version = 0;    // 4 or 6 (0 when L3 not reached)
+  std::uint8_t l4_proto = 0;      // IPPROTO_* of the innermost header
+  std::uint8_t ttl = 0;           // TTL / hop limit
+  std::uint16_t l3_offset = 0;    // offset of the innermost IP header in the frame
+  std::uint16_t l3_length = 0;    // IP datagram length per its header (clamped to the frame)
+  ip_address src;
+  ip_address dst;
+
+  // Fragmentation of the innermost IP datagram.
+  bool is_fragment = false;       // MF set or offset != 0
+  bool more_fragments = false;
+  std::uint16_t frag_offset = 0;  // in bytes
+  std::uint32_t frag_id = 0;      // IPv4 id or IPv6 fragment identification
+
+  // L4 (valid when outcome == ok).
+  std::uint16_t l4_offset = 0;
+  std::uint16_t src_port = 0;
+  std::uint16_t dst_port = 0;
+  std::uint8_t tcp_flags = 0;
+  std::uint32_t tcp_seq = 0;
+  std::uint32_t tcp_ack = 0;
+  std::uint16_t tcp_window = 0;
+  std::uint16_t payload_offset = 0;  // start of TCP/UDP payload in the frame
+  std::uint16_t payload_length = 0;  // bounded by both the IP length and the frame
+
+  [[nodiscard]] bytes payload(bytes frame) const noexcept {
+    return frame.subspan(payload_offset, payload_length);
+  }
+};
+
+// Parses an Ethernet frame down to the innermost L4 header.
+[[nodiscard]] frame_info parse_frame(bytes frame) noexcept;
+
+// Parses starting at an IP header (version from the first nibble): for tunnels' inner packets and
+// for reassembled datagrams. Offsets in the result are relative to `packet`.
+[[nodiscard]] frame_info parse_ip(bytes packet) noexcept;
+
+// True when the TCP/UDP checksum of a parsed (non-fragment) frame is correct. A UDP checksum of 0
+// over IPv4 counts as correct (not computed). Used to ignore injected fakes with bad checksums.
+[[nodiscard]] bool l4_checksum_ok(bytes frame, const frame_info& info) noexcept;
+
+}  // namespace sluice::packet
