@@ -7,6 +7,7 @@
 // A frame the parser does not understand gets a typed outcome and is forwarded by the fast path.
 
 #include <array>
+#include <compare>
 #include <cstdint>
 
 #include "dataplane/packet/bytes.hpp"
@@ -17,7 +18,7 @@ namespace sluice::packet {
 #define SLUICE_FRAME_OUTCOMES(X)                                                  \
   X(ok, "ok")                                   /* TCP or UDP header parsed */   \
   X(other_l4, "other_l4")                       /* IP fine, L4 not TCP/UDP */    \
-  X(fragment, "fragment")                       /* non-first IP fragment */      \
+  X(fragment, "fragment")                       /* needs IP reassembly first */  \
   X(truncated, "truncated")                     /* ran out of bytes */           \
   X(unsupported_l2, "unsupported_l2")           /* ethertype we do not parse */  \
   X(bad_ipv4, "bad_ipv4")                       /* bad version/IHL/length */     \
@@ -50,7 +51,7 @@ struct ip_address {
   std::uint8_t version = 0;  // 4 or 6, 0 when unset
 
   [[nodiscard]] std::uint32_t v4() const noexcept { return load_be32(bytes.data()); }
-  friend bool operator==(const ip_address&, const ip_address&) = default;
+  friend auto operator<=>(const ip_address&, const ip_address&) = default;
 };
 
 enum tcp_flag : std::uint8_t {
