@@ -52,6 +52,10 @@ struct client_hello_info {
 // Cheap test on the first bytes of a TCP payload: could this be a TLS handshake record?
 [[nodiscard]] bool looks_like_tls_handshake(bytes stream_prefix) noexcept;
 
+// An SSL 2.0-framed ClientHello (2-byte record header with the top bit set, message type 1,
+// version 3.x), as old clients send to reach TLS servers. It has no extensions, hence no SNI.
+[[nodiscard]] bool is_sslv2_client_hello(bytes stream_prefix) noexcept;
+
 // `stream` is the contiguous start of the client's TCP byte stream. Copies the first handshake
 // message across however many records it spans into `scratch`, setting `message_len`.
 // Returns client_hello when a full message was assembled (its type is checked by
