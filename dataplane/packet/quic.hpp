@@ -6,7 +6,9 @@
 // dataplane/flow/stream_buffer.hpp); parse it with parse_client_hello (tls.hpp).
 //
 // The decryptor owns pre-fetched OpenSSL objects: create one per worker thread, at start-up, and
-// use it from that thread only. `decrypt` does not allocate and does not log.
+// use it from that thread only. `decrypt` does not log and allocates nothing itself; with keys
+// cached for the last (version, DCID) it makes no OpenSSL allocation either, while deriving keys
+// for a new DCID costs ~16 small allocations inside OpenSSL 3's HMAC (EVP_MAC context copies).
 
 #include <array>
 #include <cstddef>
@@ -50,6 +52,13 @@ struct quic_initial_result {
   bytes dcid;                // view into the datagram (first packet's DCID)
 };
 
+// Client Initial keys (RFC 9001 §5.1-5.2 / RFC 9369 §3.3); exposed for tests and tools.
+struct quic_initial_keys {
+  std::array<std::uint8_t, 16> key{};
+  std::array<std::uint8_t, 12> iv{};
+  std::array<std::uint8_t, 16> hp{};
+};
+
 // Cheap test: QUIC long header with a version this module knows (or 0 = version negotiation)?
 [[nodiscard]] bool looks_like_quic_initial(bytes datagram) noexcept;
 [[nodiscard]] bool quic_version_supported(std::uint32_t version) noexcept;
@@ -61,9 +70,16 @@ class quic_initial_decryptor {
   quic_initial_decryptor(const quic_initial_decryptor&) = delete;
   quic_initial_decryptor& operator=(const quic_initial_decryptor&) = delete;
 
-  // `scratch` must hold at least datagram.size() bytes; plaintexts are written there.
+  // `scratch` must hold at least datagram.size() bytes (else `truncated`); plaintexts are written
+  // there. On `malformed` and `too_many_chunks` the chunks found before the problem are valid.
+  // An Initial whose AEAD fails is skipped; `decrypt_failed` only when none opened.
   [[nodiscard]] quic_outcome decrypt(bytes datagram, std::span<std::uint8_t> scratch,
                                      quic_initial_result& out) noexcept;
+
+  // Derives the client Initial keys for `version` and the client's first DCID. False for an
+  // unsupported version or a DCID over 20 bytes. Leaves the decryptor's key cache alone.
+  [[nodiscard]] bool derive_client_keys(std::uint32_t version, bytes dcid,
+                                        quic_initial_keys& out) noexcept;
 
  private:
   struct impl;

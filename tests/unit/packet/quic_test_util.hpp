@@ -1,0 +1,145 @@
+#pragma once
+// Helpers for the QUIC tests: hex decoding, a client-Initial sealer (the inverse of the
+// decryptor, built on the same OpenSSL primitives, to make packets with chosen frames) and a
+// CRYPTO-stream reassembler.
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/packet/quic.hpp"
+
+namespace sluice::packet::quic_test {
+
+using byte_vector = std::vector<std::uint8_t>;
+
+inline byte_vector from_hex(std::string_view hex) {
+  byte_vector out;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  int high = -1;
+  for (char c : hex) {
+    const int v = nibble(c);
+    if (v < 0) continue;
+    if (high < 0) {
+      high = v;
+    } else {
+      out.push_back(static_cast<std::uint8_t>(high << 4 | v));
+      high = -1;
+    }
+  }
+  return out;
+}
+
+inline std::string to_hex(bytes b) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (std::uint8_t v : b) {
+    s += digits[v >> 4];
+    s += digits[v & 15];
+  }
+  return s;
+}
+
+inline void put_varint(byte_vector& out, std::uint64_t v) {
+  if (v < 64) {
+    out.push_back(static_cast<std::uint8_t>(v));
+  } else if (v < 16384) {
+    out.push_back(static_cast<std::uint8_t>(0x40 | (v >> 8)));
+    out.push_back(static_cast<std::uint8_t>(v));
+  } else {
+    out.push_back(static_cast<std::uint8_t>(0x80 | (v >> 24)));
+    out.push_back(static_cast<std::uint8_t>(v >> 16));
+    out.push_back(static_cast<std::uint8_t>(v >> 8));
+    out.push_back(static_cast<std::uint8_t>(v));
+  }
+}
+
+inline byte_vector crypto_frame(std::uint64_t offset, std::string_view data) {
+  byte_vector f{0x06};
+  put_varint(f, offset);
+  put_varint(f, data.size());
+  f.insert(f.end(), data.begin(), data.end());
+  return f;
+}
+
+// Builds a protected long-header packet of `type_bits` (Initial: 0 for v1, 1 for v2) carrying
+// `payload`, with a 1-byte packet number, keyed as a client Initial for (version, dcid).
+inline byte_vector seal_long(quic_initial_decryptor& d, std::uint32_t version, std::uint8_t type_bits,
+                             const byte_vector& dcid, std::uint8_t pn, byte_vector payload) {
+  quic_initial_keys keys;
+  if (!d.derive_client_keys(version, dcid, keys)) throw std::runtime_error("derive");
+  while (payload.size() < 4) payload.push_back(0);  // room for the header-protection sample
+  byte_vector h{static_cast<std::uint8_t>(0xc0 | (type_bits << 4)), 0, 0, 0, 0};
+  for (int i = 0; i < 4; ++i) h[1 + i] = static_cast<std::uint8_t>(version >> (24 - 8 * i));
+  h.push_back(static_cast<std::uint8_t>(dcid.size()));
+  h.insert(h.end(), dcid.begin(), dcid.end());
+  h.push_back(0);                                   // SCID length
+  if (type_bits == ((version == 0x6b3343cf) ? 1 : 0)) h.push_back(0);  // Initial: empty token
+  const std::size_t length = 1 + payload.size() + 16;
+  h.push_back(static_cast<std::uint8_t>(0x40 | (length >> 8)));
+  h.push_back(static_cast<std::uint8_t>(length));
+  const std::size_t pn_offset = h.size();
+  h.push_back(pn);
+
+  std::array<std::uint8_t, 12> nonce = keys.iv;
+  nonce[11] ^= pn;
+  byte_vector ct(payload.size() + 16);
+  EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
+  int len = 0;
+  EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), nullptr, keys.key.data(), nonce.data());
+  EVP_EncryptUpdate(c, nullptr, &len, h.data(), static_cast<int>(h.size()));
+  EVP_EncryptUpdate(c, ct.data(), &len, payload.data(), static_cast<int>(payload.size()));
+  EVP_EncryptFinal_ex(c, ct.data() + len, &len);
+  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, ct.data() + payload.size());
+  EVP_CIPHER_CTX_free(c);
+
+  byte_vector pkt = h;
+  pkt.insert(pkt.end(), ct.begin(), ct.end());
+  std::array<std::uint8_t, 16> mask{};
+  c = EVP_CIPHER_CTX_new();
+  EVP_EncryptInit_ex(c, EVP_aes_128_ecb(), nullptr, keys.hp.data(), nullptr);
+  EVP_CIPHER_CTX_set_padding(c, 0);
+  EVP_EncryptUpdate(c, mask.data(), &len, pkt.data() + pn_offset + 4, 16);
+  EVP_CIPHER_CTX_free(c);
+  pkt[0] ^= mask[0] & 0x0f;
+  pkt[pn_offset] ^= mask[1];
+  return pkt;
+}
+
+// Lays CRYPTO chunks out by offset and returns the contiguous prefix from offset 0.
+class crypto_stream {
+ public:
+  void add(const quic_initial_result& r) {
+    for (std::size_t i = 0; i < r.chunk_count; ++i) {
+      const auto& c = r.chunks[i];
+      const std::size_t end = static_cast<std::size_t>(c.offset) + c.data.size();
+      if (end > data_.size()) {
+        data_.resize(end);
+        have_.resize(end);
+      }
+      std::copy(c.data.begin(), c.data.end(), data_.begin() + static_cast<long>(c.offset));
+      std::fill(have_.begin() + static_cast<long>(c.offset), have_.begin() + static_cast<long>(end),
+                true);
+    }
+  }
+  [[nodiscard]] bytes prefix() const {
+    const auto gap = std::find(have_.begin(), have_.end(), false);
+    return bytes{data_.data(), static_cast<std::size_t>(gap - have_.begin())};
+  }
+
+ private:
+  byte_vector data_;
+  std::vector<bool> have_;
+};
+
+}  // namespace sluice::packet::quic_test
