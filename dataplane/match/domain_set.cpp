@@ -1,0 +1,305 @@
+#include "dataplane/match/domain_set.hpp"
+
+#include <array>
+#include <bit>
+#include <cstring>
+
+static_assert(std::endian::native == std::endian::little, "hash_label assumes little-endian");
+#include <new>
+#include <stdexcept>
+
+#include <sys/mman.h>
+
+#include "dataplane/match/domain_name.hpp"
+
+namespace sluice::match {
+
+namespace {
+
+constexpr std::array<std::uint8_t, 256> make_fold_table() {
+  std::array<std::uint8_t, 256> t{};
+  for (unsigned i = 0; i < 256; ++i) {
+    t[i] = static_cast<std::uint8_t>(i >= 'A' && i <= 'Z' ? i + ('a' - 'A') : i);
+  }
+  return t;
+}
+constexpr std::array<std::uint8_t, 256> fold = make_fold_table();
+
+// Hashing: each label is hashed on its own, 8 folded bytes per multiply (SWAR lowercase), and
+// label hashes are chained right to left, so the running value after k labels is the hash of
+// the suffix made of the last k labels: one pass over the name yields the hash of every
+// label-boundary suffix. The builder hashes rule names with the same functions. The finaliser
+// (murmur3 fmix64) spreads the bits before they index the table.
+constexpr std::uint64_t k_label = 0x9e3779b97f4a7c15ull;
+constexpr std::uint64_t k_chain = 0xd6e8feb86659fd93ull;
+constexpr std::uint64_t suffix_seed = 0x243f6a8885a308d3ull;
+
+// ASCII 'A'..'Z' -> 'a'..'z' in all 8 bytes at once; other bytes (including >= 0x80) unchanged.
+inline std::uint64_t fold8(std::uint64_t x) noexcept {
+  const std::uint64_t heptets = x & 0x7f7f7f7f7f7f7f7full;
+  const std::uint64_t above_z = heptets + 0x2525252525252525ull;  // bit 7 set if > 'Z'
+  const std::uint64_t from_a = heptets + 0x3f3f3f3f3f3f3f3full;   // bit 7 set if >= 'A'
+  const std::uint64_t upper = ~x & (from_a ^ above_z) & 0x8080808080808080ull;
+  return x | (upper >> 2);
+}
+
+// Hashes the label base[start, end). Reads only bytes of base[0, end): a short tail is taken
+// from the 8 bytes that end at `end` (they lie inside the name) and shifted down, which avoids a
+// variable-length copy and its store-forwarding stall.
+inline std::uint64_t hash_label(const char* base, std::size_t start, std::size_t end) noexcept {
+  const std::size_t n = end - start;
+  std::uint64_t h = k_label ^ n;
+  std::size_t i = start;
+  for (; i + 8 <= end; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, base + i, 8);
+    h = (h ^ fold8(w)) * k_label;
+    h ^= h >> 32;
+  }
+  if (i < end) {
+    const std::size_t rem = end - i;  // 1..7
+    std::uint64_t w = 0;
+    if (end >= 8) {
+      std::memcpy(&w, base + end - 8, 8);
+      w >>= 8 * (8 - rem);  // little-endian: drop the bytes before the tail
+    } else {
+      for (std::size_t j = 0; j < rem; ++j) {
+        w |= std::uint64_t{static_cast<unsigned char>(base[i + j])} << (8 * j);
+      }
+    }
+    h = (h ^ fold8(w)) * k_label;
+    h ^= h >> 32;
+  }
+  return h;
+}
+
+inline std::uint64_t extend(std::uint64_t suffix, std::uint64_t label) noexcept {
+  return (std::rotl(suffix, 27) ^ label) * k_chain;
+}
+
+inline std::uint64_t finalize(std::uint64_t h) noexcept {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
+}
+
+// Hash of a normalised rule name (no empty labels).
+std::uint64_t hash_name(std::string_view s) noexcept {
+  std::uint64_t h = suffix_seed;
+  std::size_t end = s.size();
+  for (std::size_t i = s.size(); i-- > 0;) {
+    if (s[i] == '.') {
+      h = extend(h, hash_label(s.data(), i + 1, end));
+      end = i;
+    }
+  }
+  return finalize(extend(h, hash_label(s.data(), 0, end)));
+}
+
+inline bool equal_folded(const char* stored, const char* wire, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (static_cast<unsigned char>(stored[i]) != fold[static_cast<unsigned char>(wire[i])]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+inline bool test_bit(const std::uint64_t (&bits)[2], unsigned n) noexcept {
+  return n < 128 && ((bits[n >> 6] >> (n & 63)) & 1u) != 0;
+}
+inline void set_bit(std::uint64_t (&bits)[2], unsigned n) noexcept {
+  if (n < 128) bits[n >> 6] |= std::uint64_t{1} << (n & 63);
+}
+
+}  // namespace
+
+namespace detail {
+
+namespace {
+constexpr std::size_t huge_page = std::size_t{2} << 20;
+}
+
+table_memory::table_memory(std::size_t bytes) {
+  if (bytes == 0) return;
+  if (bytes < huge_page) {  // small sets: plain pages, no 2 MiB reservation
+    const std::size_t rounded = (bytes + 4095) & ~std::size_t{4095};
+    void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    data_ = p;
+    bytes_ = rounded;
+    return;
+  }
+  const std::size_t rounded = (bytes + huge_page - 1) & ~(huge_page - 1);
+  const std::size_t mapped = rounded + huge_page;  // room to align the start
+  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  const auto base = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t aligned = (base + huge_page - 1) & ~(std::uintptr_t{huge_page} - 1);
+  if (aligned > base) munmap(p, aligned - base);
+  const std::uintptr_t tail = aligned + rounded;
+  if (base + mapped > tail) munmap(reinterpret_cast<void*>(tail), base + mapped - tail);
+  data_ = reinterpret_cast<void*>(aligned);
+  bytes_ = rounded;
+  (void)madvise(data_, bytes_, MADV_HUGEPAGE);  // a hint: fine if THP is off
+}
+
+table_memory::~table_memory() {
+  if (data_ != nullptr) munmap(data_, bytes_);
+}
+
+table_memory::table_memory(table_memory&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+table_memory& table_memory::operator=(table_memory&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) munmap(data_, bytes_);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+}  // namespace detail
+
+domain_set::domain_set(std::span<const domain_rule> rules, const combine_fn& combine) {
+  if (rules.empty()) return;
+  const std::size_t capacity = std::bit_ceil(std::max<std::size_t>(16, rules.size() * 2));
+  std::size_t arena_bytes = 0;
+  for (const auto& r : rules) {
+    if (r.name.empty() || r.name.size() > max_name_length) {
+      throw std::invalid_argument("domain_set: bad name length: '" + r.name + "'");
+    }
+    arena_bytes += r.name.size();
+  }
+  if (arena_bytes > UINT32_MAX) throw std::invalid_argument("domain_set: names exceed 4 GiB");
+  detail::table_memory slot_memory(capacity * sizeof(slot));
+  detail::table_memory arena_memory(arena_bytes);
+  slot* slots = static_cast<slot*>(slot_memory.data());  // zero-filled: every slot empty
+  char* arena = static_cast<char*>(arena_memory.data());
+  std::size_t arena_size = 0;
+  const std::uint64_t mask = capacity - 1;
+  std::size_t entries = 0;
+
+  for (const auto& r : rules) {
+    const std::uint8_t want = r.subdomain ? has_pattern : has_exact;
+    const std::uint64_t h = hash_name(r.name);
+    std::size_t idx = h & mask;
+    while (true) {
+      slot& s = slots[idx];
+      if (s.flags == 0) {
+        s.hash = h;
+        s.offset = static_cast<std::uint32_t>(arena_size);
+        s.length = static_cast<std::uint8_t>(r.name.size());
+        s.labels = 1;
+        for (char c : r.name) s.labels += c == '.';
+        std::memcpy(arena + arena_size, r.name.data(), r.name.size());
+        arena_size += r.name.size();
+        ++entries;
+        break;
+      }
+      if (s.hash == h && s.length == r.name.size() &&
+          equal_folded(arena + s.offset, r.name.data(), r.name.size())) {
+        break;
+      }
+      idx = (idx + 1) & mask;
+    }
+    slot& s = slots[idx];
+    std::uint32_t& value = r.subdomain ? s.pattern_value : s.exact_value;
+    if (s.flags & want) {
+      if (!combine) {
+        throw std::invalid_argument("domain_set: duplicate rule '" +
+                                    std::string(r.subdomain ? "*." : "") + r.name + "'");
+      }
+      value = combine(value, r.value);
+    } else {
+      s.flags |= want;
+      value = r.value;
+    }
+    set_bit(r.subdomain ? pattern_labels_ : exact_labels_, s.labels);
+  }
+  slot_memory_ = std::move(slot_memory);
+  arena_memory_ = std::move(arena_memory);
+  slots_ = slots;
+  arena_ = arena;
+  capacity_ = capacity;
+  arena_size_ = arena_size;
+  mask_ = mask;
+  entries_ = entries;
+}
+
+const domain_set::slot* domain_set::probe(std::uint64_t hash, const char* name, std::size_t length,
+                                          std::uint8_t want) const noexcept {
+  std::size_t idx = hash & mask_;
+  while (true) {
+    const slot& s = slots_[idx];
+    if (s.flags == 0) return nullptr;
+    if (s.hash == hash && s.length == length &&
+        equal_folded(arena_ + s.offset, name, length)) {
+      return (s.flags & want) ? &s : nullptr;  // names are unique in the table
+    }
+    idx = (idx + 1) & mask_;
+  }
+}
+
+domain_match domain_set::find(std::string_view wire_name) const noexcept {
+  if (entries_ == 0) return {};
+  std::size_t n = wire_name.size();
+  if (n != 0 && wire_name[n - 1] == '.') --n;
+  if (n == 0 || n > max_name_length) return {};
+  const char* p = wire_name.data();
+
+  // suffix_start[k] / suffix_hash[k]: the suffix made of the last k+1 labels.
+  std::uint32_t suffix_start[128];
+  std::uint64_t suffix_hash[128];
+  unsigned count = 0;
+  std::uint64_t h = suffix_seed;
+  std::size_t end = n;  // one past the current label
+  // memrchr finds the dots with SIMD instead of a per-byte branch that mispredicts.
+  while (const void* dot = memrchr(p, '.', end)) {
+    const std::size_t i = static_cast<std::size_t>(static_cast<const char*>(dot) - p);
+    if (i + 1 == end) return {};  // empty label: not a valid name
+    h = extend(h, hash_label(p, i + 1, end));
+    suffix_start[count] = static_cast<std::uint32_t>(i + 1);
+    suffix_hash[count] = h;
+    ++count;
+    end = i;
+  }
+  if (end == 0) return {};
+  suffix_start[count] = 0;
+  suffix_hash[count] = extend(h, hash_label(p, 0, end));
+  ++count;  // count = labels in the name (<= 127 because n <= 253)
+
+  // Finalise the candidates and prefetch their home slots first, so the cache misses of a large
+  // table overlap instead of queueing one after another.
+  const bool try_exact = test_bit(exact_labels_, count);
+  if (try_exact) {
+    suffix_hash[count - 1] = finalize(suffix_hash[count - 1]);
+    __builtin_prefetch(&slots_[suffix_hash[count - 1] & mask_]);
+  }
+  for (unsigned k = 0; k + 1 < count; ++k) {
+    if (test_bit(pattern_labels_, k + 1)) {
+      suffix_hash[k] = finalize(suffix_hash[k]);
+      __builtin_prefetch(&slots_[suffix_hash[k] & mask_]);
+    }
+  }
+
+  if (try_exact) {
+    if (const slot* s = probe(suffix_hash[count - 1], p, n, has_exact)) {
+      return {s->exact_value, domain_match_kind::exact, true};
+    }
+  }
+  for (unsigned k = count - 1; k-- > 0;) {  // longest proper suffix first
+    if (!test_bit(pattern_labels_, k + 1)) continue;
+    const std::size_t start = suffix_start[k];
+    if (const slot* s = probe(suffix_hash[k], p + start, n - start, has_pattern)) {
+      return {s->pattern_value, domain_match_kind::subdomain, true};
+    }
+  }
+  return {};
+}
+
+}  // namespace sluice::match

@@ -1,0 +1,15 @@
+#pragma once
+// Starts a DPDK EAL that only provides memory — no hugepages, no devices, no shared config — for
+// the programs that need rte_fib but not ports: unit tests, benchmarks and offline tools. Runs
+// unprivileged. Call once, from the main thread, before compiling a policy with prefixes.
+
+#include <cstddef>
+#include <string>
+
+namespace sluice::match {
+
+// `memory_mb` bounds the EAL's heap (the IPv4 DIR24-8 table alone takes 64 MiB). Returns false
+// with rte_strerror's text in `error` when the EAL refuses to start.
+[[nodiscard]] bool init_offline_eal(const char* program, std::size_t memory_mb, std::string& error);
+
+}  // namespace sluice::match
