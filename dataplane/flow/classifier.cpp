@@ -1,0 +1,423 @@
+#include "dataplane/flow/classifier.hpp"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+
+#include "dataplane/packet/gquic.hpp"
+#include "dataplane/packet/http.hpp"
+#include "dataplane/packet/tls.hpp"
+
+namespace sluice::flow {
+
+namespace {
+
+template <typename E, std::size_t N>
+const char* name_of(E e, const char* const (&names)[N]) noexcept {
+  const auto i = static_cast<std::size_t>(e);
+  return i < N ? names[i] : "invalid";
+}
+
+constexpr const char* name_kind_names[] = {
+#define SLUICE_X(name, str) str,
+    SLUICE_NAME_KINDS(SLUICE_X)
+#undef SLUICE_X
+};
+constexpr const char* flow_status_names[] = {
+#define SLUICE_X(name, str) str,
+    SLUICE_FLOW_STATES(SLUICE_X)
+#undef SLUICE_X
+};
+constexpr const char* give_up_names[] = {
+#define SLUICE_X(name, str) str,
+    SLUICE_GIVE_UP_REASONS(SLUICE_X)
+#undef SLUICE_X
+};
+constexpr const char* protocol_names[] = {"unknown", "tls",  "sslv2", "http", "dns_tcp",
+                                          "dns_udp", "quic", "gquic", "ssdp"};
+static_assert(std::size(name_kind_names) == static_cast<std::size_t>(name_kind::count));
+static_assert(std::size(flow_status_names) == static_cast<std::size_t>(flow_status::count));
+static_assert(std::size(give_up_names) == static_cast<std::size_t>(give_up_reason::count));
+static_assert(std::size(protocol_names) == static_cast<std::size_t>(flow_protocol::ssdp) + 1);
+
+constexpr bool is_dns_port(std::uint16_t port) noexcept {
+  return port == 53 || port == 5353 || port == 5355;  // DNS, mDNS, LLMNR
+}
+
+std::uint8_t dir_code(direction d) noexcept { return static_cast<std::uint8_t>(d) + 1; }
+
+// Could these first bytes of a TCP stream be a client's request we read?
+flow_protocol guess_tcp_protocol(const packet::frame_info& info, packet::bytes payload) noexcept {
+  if (packet::looks_like_tls_handshake(payload)) {
+    // Handshake type 1 (ClientHello) when the first record's body has begun.
+    if (payload.size() > 5 && payload[5] != 1) return flow_protocol::unknown;
+    return flow_protocol::tls;
+  }
+  if (packet::is_sslv2_client_hello(payload)) return flow_protocol::sslv2;
+  if (packet::looks_like_http_request(payload)) return flow_protocol::http;
+  if (is_dns_port(info.dst_port)) return flow_protocol::dns_tcp;
+  return flow_protocol::unknown;
+}
+
+// When guess_tcp_protocol says unknown: is the prefix merely too short to tell? A first segment
+// of a few bytes ("GE", or the start of an SSLv2 header) is what DPI-evasion tools send on
+// purpose; calling it unrecognized would let the rest of the request pass unread.
+bool too_short_to_tell(packet::bytes prefix) noexcept {
+  packet::http_request_info req;
+  if (packet::parse_http_request(prefix, req) == packet::http_outcome::need_more) return true;
+  const std::size_t n = prefix.size();
+  return n > 0 && n < 5 && (prefix[0] & 0x80) != 0 && (n < 3 || prefix[2] == 1) &&
+         (n < 4 || prefix[3] == 3);
+}
+
+}  // namespace
+
+const char* to_string(name_kind k) noexcept { return name_of(k, name_kind_names); }
+const char* to_string(flow_status s) noexcept { return name_of(s, flow_status_names); }
+const char* to_string(give_up_reason r) noexcept { return name_of(r, give_up_names); }
+const char* to_string(flow_protocol p) noexcept { return name_of(p, protocol_names); }
+
+classifier::classifier(buffer_pool& pool, config cfg) : pool_(pool), cfg_(cfg) {}
+
+classify_result classifier::on_packet(flow_state& st, const packet::frame_info& info,
+                                      packet::bytes frame, direction dir) noexcept {
+  classify_result out;
+  out.status = st.status;
+  if (st.final() || info.outcome != packet::frame_outcome::ok) return out;
+  const packet::bytes payload = info.payload(frame);
+  if (info.l4_proto == IPPROTO_TCP) {
+    on_tcp(st, info, payload, dir, out);
+  } else if (info.l4_proto == IPPROTO_UDP) {
+    on_udp(st, info, payload, out);
+  }
+  out.status = st.status;
+  return out;
+}
+
+void classifier::on_tcp(flow_state& st, const packet::frame_info& info, packet::bytes payload,
+                        direction dir, classify_result& out) noexcept {
+  const bool syn = info.tcp_flags & packet::tcp_syn;
+  const bool ack = info.tcp_flags & packet::tcp_ack;
+  if (info.tcp_flags & packet::tcp_rst) return;
+  if (syn && !ack) {
+    st.client_dir = dir_code(dir);
+    st.client_base_seq = info.tcp_seq + 1;
+    st.base_known = true;
+  } else if (syn && ack) {
+    // The SYN-ACK's sender is the server; it acknowledges the client's ISN + 1.
+    st.client_dir = dir_code(dir == direction::forward ? direction::reverse : direction::forward);
+    // Keep the base a SYN gave: with TCP Fast Open the SYN-ACK also acknowledges the SYN's
+    // data, so its ack number is past the client's first payload byte.
+    if (!st.base_known) {
+      st.client_base_seq = info.tcp_ack;
+      st.base_known = true;
+    }
+    return;  // a SYN-ACK carries no client bytes
+  }
+  if (payload.empty()) return;
+
+  if (st.client_dir == 0) {
+    // Picked up mid-handshake: the side whose first payload is a request is the client.
+    if (guess_tcp_protocol(info, payload) == flow_protocol::unknown) {
+      if (++st.idle_payloads >= cfg_.max_idle_payloads) finish(st, flow_status::unrecognized, out);
+      return;
+    }
+    st.client_dir = dir_code(dir);
+  }
+  if (dir_code(dir) != st.client_dir) {
+    // The server spoke first (a banner) or answers; a request never follows a server's data
+    // forever, so bound the wait.
+    if (++st.idle_payloads >= cfg_.max_idle_payloads * 2) finish(st, flow_status::unrecognized, out);
+    return;
+  }
+  if (!st.base_known) {
+    st.client_base_seq = info.tcp_seq;
+    st.base_known = true;
+  }
+  // Data in a SYN (TCP Fast Open) starts at ISN + 1 = base; otherwise seq - base.
+  const std::uint32_t offset = syn ? 0u : info.tcp_seq - st.client_base_seq;
+  if (offset > (1u << 30)) return;  // before the base: an old retransmission, nothing new
+
+  if (st.protocol == flow_protocol::unknown && offset == 0) {
+    st.protocol = guess_tcp_protocol(info, payload);
+    if (st.protocol == flow_protocol::unknown && !too_short_to_tell(payload)) {
+      finish(st, flow_status::unrecognized, out);
+      return;
+    }
+  }
+
+  if (!st.stream.attached() && offset == 0 && st.protocol != flow_protocol::unknown) {
+    // Common case: the whole request is in this segment; parse it in place, copy nothing.
+    parse_client_stream(st, payload, false, out);
+    if (st.status != flow_status::pending || out.name_count != 0) return;
+  }
+  if (!store(st, offset, payload)) {
+    out.status = st.status;
+    return;
+  }
+  if (st.protocol == flow_protocol::unknown) {
+    // Bytes arrived ahead of the stream's first segment; decide once offset 0 is here.
+    const packet::bytes head = st.stream.contiguous();
+    if (head.empty()) return;
+    st.protocol = guess_tcp_protocol(info, head);
+    if (st.protocol == flow_protocol::unknown) {
+      if (!too_short_to_tell(head)) finish(st, flow_status::unrecognized, out);
+      return;
+    }
+  }
+  const packet::bytes stream = st.stream.contiguous();
+  if (stream.empty()) return;
+  parse_client_stream(st, stream, stream.size() == st.stream.capacity(), out);
+}
+
+bool classifier::store(flow_state& st, std::uint64_t offset, packet::bytes data) noexcept {
+  if (!st.stream.attached()) {
+    const auto buffer = pool_.acquire();
+    if (buffer.empty()) {
+      st.status = flow_status::gave_up;
+      st.reason = give_up_reason::pool_empty;
+      return false;
+    }
+    st.stream.attach(buffer);
+  }
+  switch (st.stream.insert(offset, data)) {
+    case stream_buffer::insert_result::ok:
+    case stream_buffer::insert_result::clipped:
+      return true;
+    case stream_buffer::insert_result::beyond_cap:
+      // Bytes past the cap cannot matter while the prefix is still incomplete; the parse of
+      // the prefix decides whether we have run out of room.
+      return true;
+    case stream_buffer::insert_result::too_scattered:
+      st.status = flow_status::gave_up;
+      st.reason = give_up_reason::too_scattered;
+      release(st);
+      return false;
+  }
+  return false;
+}
+
+void classifier::parse_client_stream(flow_state& st, packet::bytes stream, bool stream_full,
+                                     classify_result& out) noexcept {
+  switch (st.protocol) {
+    case flow_protocol::tls: {
+      std::size_t len = 0;
+      const std::size_t room = std::min(tls_scratch_.size(), pool_.buffer_size());
+      auto r = packet::tls_handshake_from_records(stream, {tls_scratch_.data(), room}, len);
+      if (r == packet::tls_outcome::client_hello) {
+        packet::client_hello_info ch;
+        r = packet::parse_client_hello({tls_scratch_.data(), len}, ch);
+        if (r == packet::tls_outcome::client_hello) {
+          out.has_ech = ch.has_ech;
+          out.has_esni = ch.has_esni;
+          if (ch.has_sni && !ch.sni.empty()) {
+            out.kind = name_kind::tls_sni;
+            out.names[0] = ch.sni;
+            out.name_count = 1;
+            finish(st, flow_status::named, out);
+          } else {
+            finish(st, flow_status::nameless, out);
+          }
+          return;
+        }
+      }
+      if (r == packet::tls_outcome::need_more) {
+        if (stream_full) give_up(st, give_up_reason::over_cap, out);
+        return;
+      }
+      if (r == packet::tls_outcome::too_large) {
+        give_up(st, give_up_reason::over_cap, out);
+      } else if (r == packet::tls_outcome::not_client_hello || r == packet::tls_outcome::not_tls) {
+        finish(st, flow_status::unrecognized, out);
+      } else {
+        give_up(st, give_up_reason::malformed, out);
+      }
+      return;
+    }
+    case flow_protocol::sslv2:
+      finish(st, flow_status::nameless, out);  // SSLv2 framing cannot carry extensions
+      return;
+    case flow_protocol::http: {
+      packet::http_request_info req;
+      switch (packet::parse_http_request(stream, req)) {
+        case packet::http_outcome::host:
+          out.kind = name_kind::http_host;
+          out.names[0] = req.host;
+          out.name_count = 1;
+          finish(st, flow_status::named, out);
+          return;
+        case packet::http_outcome::no_host:
+          finish(st, flow_status::nameless, out);
+          return;
+        case packet::http_outcome::need_more:
+          if (stream_full) give_up(st, give_up_reason::over_cap, out);
+          return;
+        case packet::http_outcome::not_http:
+          finish(st, flow_status::unrecognized, out);
+          return;
+        default:
+          give_up(st, give_up_reason::malformed, out);
+          return;
+      }
+    }
+    case flow_protocol::dns_tcp: {
+      switch (packet::parse_dns_tcp(stream, dns_)) {
+        case packet::dns_outcome::question:
+          report_dns(dns_, out);
+          finish(st, flow_status::named, out);
+          return;
+        case packet::dns_outcome::need_more:
+          if (stream_full) give_up(st, give_up_reason::over_cap, out);
+          return;
+        case packet::dns_outcome::no_question:
+          finish(st, flow_status::nameless, out);
+          return;
+        default:
+          finish(st, flow_status::unrecognized, out);
+          return;
+      }
+    }
+    default:
+      return;
+  }
+}
+
+void classifier::on_udp(flow_state& st, const packet::frame_info& info, packet::bytes payload,
+                        classify_result& out) noexcept {
+  if (payload.empty()) return;
+  if (st.protocol == flow_protocol::unknown || st.protocol == flow_protocol::dns_udp) {
+    if (is_dns_port(info.dst_port) || is_dns_port(info.src_port)) {
+      // Every DNS datagram is read on its own: a flow (a resolver's 5-tuple) asks many names.
+      // Only queries name the flow: a response echoes a question someone already asked.
+      const auto r = packet::parse_dns_message(payload, dns_);
+      if (r == packet::dns_outcome::question || r == packet::dns_outcome::truncated ||
+          r == packet::dns_outcome::no_question) {
+        st.protocol = flow_protocol::dns_udp;
+        if (!dns_.is_response && dns_.count > 0) {
+          report_dns(dns_, out);
+          st.status = flow_status::named;
+        }
+        return;
+      }
+      if (st.protocol == flow_protocol::dns_udp) return;
+    }
+  }
+  if (st.protocol == flow_protocol::unknown || st.protocol == flow_protocol::quic) {
+    // Either side may send long-header packets; only the client's Initials decrypt with keys
+    // derived from their own DCID, so the server's simply fail and are skipped.
+    if (packet::looks_like_quic_initial(payload)) {
+      parse_quic(st, payload, out);
+      return;
+    }
+  }
+  if (st.protocol == flow_protocol::unknown || st.protocol == flow_protocol::gquic) {
+    packet::gquic_info g;
+    const auto r = packet::parse_gquic_chlo(payload, g);
+    if (r == packet::gquic_outcome::chlo) {
+      st.protocol = flow_protocol::gquic;
+      if (!g.sni.empty()) {
+        out.kind = name_kind::gquic_sni;
+        out.names[0] = g.sni;
+        out.name_count = 1;
+        finish(st, flow_status::named, out);
+      } else {
+        finish(st, flow_status::nameless, out);
+      }
+      return;
+    }
+    if (r == packet::gquic_outcome::no_chlo) {
+      st.protocol = flow_protocol::gquic;
+      if (++st.idle_payloads >= cfg_.max_idle_payloads) finish(st, flow_status::unrecognized, out);
+      return;
+    }
+  }
+  if (st.protocol == flow_protocol::unknown || st.protocol == flow_protocol::ssdp) {
+    // HTTP over UDP (SSDP M-SEARCH / NOTIFY) carries a Host header too.
+    packet::http_request_info req;
+    if (packet::looks_like_http_request(payload) &&
+        packet::parse_http_request(payload, req) == packet::http_outcome::host) {
+      st.protocol = flow_protocol::ssdp;
+      st.status = flow_status::named;
+      out.kind = name_kind::http_host;
+      out.names[0] = req.host;
+      out.name_count = 1;
+      return;
+    }
+  }
+  if (st.protocol == flow_protocol::unknown &&
+      ++st.idle_payloads >= cfg_.max_idle_payloads) {
+    finish(st, flow_status::unrecognized, out);
+  }
+}
+
+void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_result& out) noexcept {
+  packet::quic_initial_result q;
+  const auto r = quic_.decrypt(payload, quic_scratch_, q);
+  if (r != packet::quic_outcome::initial && r != packet::quic_outcome::too_many_chunks) {
+    // Not the client's Initial (a server packet, 0-RTT, Retry): not evidence against QUIC.
+    if (st.protocol == flow_protocol::unknown && ++st.idle_payloads >= cfg_.max_idle_payloads) {
+      finish(st, flow_status::unrecognized, out);
+    }
+    return;
+  }
+  st.protocol = flow_protocol::quic;
+  packet::bytes hello;
+  if (!st.stream.attached() && q.chunk_count == 1 && q.chunks[0].offset == 0) {
+    hello = q.chunks[0].data;  // the whole ClientHello in one frame: parse in place
+  } else {
+    for (std::size_t i = 0; i < q.chunk_count; ++i) {
+      if (!store(st, q.chunks[i].offset, q.chunks[i].data)) {
+        out.status = st.status;
+        return;
+      }
+    }
+    hello = st.stream.contiguous();
+  }
+  if (hello.empty()) return;
+  packet::client_hello_info ch;
+  const auto t = packet::parse_client_hello(hello, ch);
+  if (t == packet::tls_outcome::client_hello) {
+    out.has_ech = ch.has_ech;
+    out.has_esni = ch.has_esni;
+    if (ch.has_sni && !ch.sni.empty()) {
+      // The view may point into the stream buffer that finish() returns to the pool; pool
+      // memory is only rewritten by a later acquire, i.e. a later on_packet call.
+      out.names[0] = ch.sni;
+      out.kind = name_kind::quic_sni;
+      out.name_count = 1;
+      finish(st, flow_status::named, out);
+    } else {
+      finish(st, flow_status::nameless, out);
+    }
+  } else if (t == packet::tls_outcome::need_more) {
+    if (!st.stream.attached()) store(st, 0, hello);
+    else if (hello.size() == st.stream.capacity()) give_up(st, give_up_reason::over_cap, out);
+  } else {
+    give_up(st, give_up_reason::malformed, out);
+  }
+}
+
+void classifier::report_dns(const packet::dns_questions& q, classify_result& out) noexcept {
+  out.kind = name_kind::dns_qname;
+  out.name_count = std::min<std::uint8_t>(q.count, classify_result::max_names);
+  for (std::size_t i = 0; i < out.name_count; ++i) out.names[i] = q.names[i].view();
+}
+
+void classifier::finish(flow_state& st, flow_status status, classify_result& out) noexcept {
+  st.status = status;
+  out.status = status;
+  if (st.final()) release(st);
+}
+
+void classifier::give_up(flow_state& st, give_up_reason why, classify_result& out) noexcept {
+  st.reason = why;
+  finish(st, flow_status::gave_up, out);
+}
+
+void classifier::release(flow_state& st) noexcept {
+  if (!st.stream.attached()) return;
+  pool_.release(st.stream.storage());
+  st.stream.attach({});
+}
+
+}  // namespace sluice::flow

@@ -1,0 +1,161 @@
+#pragma once
+// Per-flow name extraction: feeds a flow's packets through the protocol readers and reports the
+// name the flow asks for — TLS SNI (ClientHello across records, segments, out-of-order, TCP Fast
+// Open), QUIC Initial SNI (CRYPTO frames across Initial packets), gQUIC CHLO SNI, HTTP Host
+// (request split across segments), DNS question names (UDP and TCP).
+//
+// The client side is whoever sends the request: the SYN sender, the side a SYN-ACK answers, or
+// (when the capture or the flow table picked the flow up mid-handshake) the side whose first
+// payload looks like a ClientHello / HTTP request / DNS query.
+//
+// Memory: per-flow state is `flow_state` (small, lives in the caller's flow table). A segment
+// that completes a request by itself is parsed in place; only requests that span packets borrow
+// a reassembly buffer from the worker's `buffer_pool`, whose buffer size is the per-flow byte
+// cap. Past the cap, with the pool empty, or with a stream too scattered, the flow is given up
+// (pass, and the reason is reported for counting).
+//
+// One `classifier` per worker thread; no allocation, no logging, no locks in on_packet.
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "dataplane/flow/stream_buffer.hpp"
+#include "dataplane/packet/dns.hpp"
+#include "dataplane/packet/frame.hpp"
+#include "dataplane/packet/quic.hpp"
+
+namespace sluice::flow {
+
+#define SLUICE_NAME_KINDS(X) \
+  X(none, "none")            \
+  X(tls_sni, "tls_sni")      \
+  X(quic_sni, "quic_sni")    \
+  X(gquic_sni, "gquic_sni")  \
+  X(http_host, "http_host")  \
+  X(dns_qname, "dns_qname")
+
+enum class name_kind : std::uint8_t {
+#define SLUICE_X(name, str) name,
+  SLUICE_NAME_KINDS(SLUICE_X)
+#undef SLUICE_X
+      count
+};
+
+#define SLUICE_FLOW_STATES(X)                                                        \
+  X(pending, "pending")           /* still reading; later packets may name it */     \
+  X(named, "named")               /* name(s) found; final except for DNS/SSDP */     \
+  X(nameless, "nameless")         /* request read completely and it has no name */   \
+  X(unrecognized, "unrecognized") /* no protocol we read; final */                   \
+  X(gave_up, "gave_up")           /* cap, pool, scattering or malformed; final */
+
+enum class flow_status : std::uint8_t {
+#define SLUICE_X(name, str) name,
+  SLUICE_FLOW_STATES(SLUICE_X)
+#undef SLUICE_X
+      count
+};
+
+#define SLUICE_GIVE_UP_REASONS(X)                   \
+  X(none, "none")                                   \
+  X(over_cap, "over_cap")                           \
+  X(pool_empty, "pool_empty")                       \
+  X(too_scattered, "too_scattered")                 \
+  X(malformed, "malformed")
+
+enum class give_up_reason : std::uint8_t {
+#define SLUICE_X(name, str) name,
+  SLUICE_GIVE_UP_REASONS(SLUICE_X)
+#undef SLUICE_X
+      count
+};
+
+enum class flow_protocol : std::uint8_t {
+  unknown,
+  tls,
+  sslv2,  // SSL 2.0-framed ClientHello
+  http,
+  dns_tcp,
+  dns_udp,
+  quic,
+  gquic,
+  ssdp,  // HTTP over UDP
+};
+
+[[nodiscard]] const char* to_string(name_kind k) noexcept;
+[[nodiscard]] const char* to_string(flow_status s) noexcept;
+[[nodiscard]] const char* to_string(give_up_reason r) noexcept;
+[[nodiscard]] const char* to_string(flow_protocol p) noexcept;
+
+// Which way a packet travels relative to the orientation the caller chose for the flow key.
+enum class direction : std::uint8_t { forward = 0, reverse = 1 };
+
+struct flow_state {
+  stream_buffer stream;              // the client's stream (TCP) or CRYPTO stream (QUIC)
+  std::uint32_t client_base_seq = 0; // TCP sequence number of the client's first payload byte
+  flow_status status = flow_status::pending;
+  flow_protocol protocol = flow_protocol::unknown;
+  give_up_reason reason = give_up_reason::none;
+  std::uint8_t client_dir = 0;       // 0 unknown, 1 + direction otherwise
+  bool base_known = false;
+  std::uint8_t idle_payloads = 0;    // payload packets seen without progress
+
+  [[nodiscard]] bool final() const noexcept {
+    return status != flow_status::pending &&
+           !(status == flow_status::named &&
+             (protocol == flow_protocol::dns_udp || protocol == flow_protocol::ssdp));
+  }
+};
+
+struct classify_result {
+  static constexpr std::size_t max_names = packet::dns_questions::max_questions;
+  flow_status status = flow_status::pending;  // the flow's status after this packet
+  name_kind kind = name_kind::none;
+  std::uint8_t name_count = 0;                // names this packet revealed (views valid until
+  std::array<std::string_view, max_names> names{};  // the next on_packet or release call)
+  bool has_ech = false;
+  bool has_esni = false;
+};
+
+class classifier {
+ public:
+  struct config {
+    std::uint8_t max_idle_payloads = 6;  // payload packets without a request before "unrecognized"
+  };
+
+  explicit classifier(buffer_pool& pool) : classifier(pool, config{}) {}
+  classifier(buffer_pool& pool, config cfg);
+  classifier(const classifier&) = delete;
+  classifier& operator=(const classifier&) = delete;
+
+  // `frame` is the whole frame `info` was parsed from. Packets of a flow whose state is final()
+  // need not be passed (the result would repeat the status).
+  [[nodiscard]] classify_result on_packet(flow_state& state, const packet::frame_info& info,
+                                          packet::bytes frame, direction dir) noexcept;
+
+  // Gives the flow's reassembly buffer (if any) back to the pool. Call when the flow ends;
+  // on_packet calls it itself once a flow reaches a final status.
+  void release(flow_state& state) noexcept;
+
+ private:
+  void on_tcp(flow_state& st, const packet::frame_info& info, packet::bytes payload, direction dir,
+              classify_result& out) noexcept;
+  void on_udp(flow_state& st, const packet::frame_info& info, packet::bytes payload,
+              classify_result& out) noexcept;
+  void parse_client_stream(flow_state& st, packet::bytes stream, bool stream_full,
+                           classify_result& out) noexcept;
+  void parse_quic(flow_state& st, packet::bytes payload, classify_result& out) noexcept;
+  bool store(flow_state& st, std::uint64_t offset, packet::bytes data) noexcept;
+  void report_dns(const packet::dns_questions& q, classify_result& out) noexcept;
+  void finish(flow_state& st, flow_status status, classify_result& out) noexcept;
+  void give_up(flow_state& st, give_up_reason why, classify_result& out) noexcept;
+
+  buffer_pool& pool_;
+  config cfg_;
+  packet::quic_initial_decryptor quic_;
+  packet::dns_questions dns_{};
+  std::array<std::uint8_t, 65536> quic_scratch_{};
+  std::array<std::uint8_t, 65536> tls_scratch_{};
+};
+
+}  // namespace sluice::flow
