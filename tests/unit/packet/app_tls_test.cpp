@@ -9,112 +9,13 @@
 #include <vector>
 
 #include "dataplane/packet/tls.hpp"
+#include "tests/unit/support/packet_builder.hpp"
 
 using namespace sluice::packet;
 
 namespace {
 
-using buf = std::vector<std::uint8_t>;
-
-void put16(buf& b, std::size_t v) {
-  b.push_back(static_cast<std::uint8_t>(v >> 8));
-  b.push_back(static_cast<std::uint8_t>(v));
-}
-void put24(buf& b, std::size_t v) {
-  b.push_back(static_cast<std::uint8_t>(v >> 16));
-  put16(b, v & 0xffff);
-}
-void append(buf& b, std::string_view s) { b.insert(b.end(), s.begin(), s.end()); }
-void append(buf& b, const buf& s) { b.insert(b.end(), s.begin(), s.end()); }
-
-struct ext {
-  std::uint16_t type;
-  buf data;
-};
-
-// server_name extension data with the given (type 0) host names.
-buf sni_data(std::initializer_list<std::string_view> names) {
-  buf list;
-  for (auto n : names) {
-    list.push_back(0);
-    put16(list, n.size());
-    append(list, n);
-  }
-  buf d;
-  put16(d, list.size());
-  append(d, list);
-  return d;
-}
-
-buf alpn_data(std::initializer_list<std::string_view> protos) {
-  buf list;
-  for (auto p : protos) {
-    list.push_back(static_cast<std::uint8_t>(p.size()));
-    append(list, p);
-  }
-  buf d;
-  put16(d, list.size());
-  append(d, list);
-  return d;
-}
-
-// A TLS 1.3-style ClientHello handshake message (type byte included). `exts` empty and
-// `with_extensions` false gives a pre-extension hello.
-buf build_hello(const std::vector<ext>& exts, bool with_extensions = true) {
-  buf body;
-  put16(body, 0x0303);
-  for (int i = 0; i < 32; ++i) body.push_back(static_cast<std::uint8_t>(i * 7));  // random
-  body.push_back(32);
-  for (int i = 0; i < 32; ++i) body.push_back(static_cast<std::uint8_t>(0xa0 + i));
-  put16(body, 6);  // GREASE, TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384
-  put16(body, 0x2a2a);
-  put16(body, 0x1301);
-  put16(body, 0x1302);
-  body.push_back(1);
-  body.push_back(0);
-  if (with_extensions) {
-    buf block;
-    for (const auto& e : exts) {
-      put16(block, e.type);
-      put16(block, e.data.size());
-      append(block, e.data);
-    }
-    put16(body, block.size());
-    append(body, block);
-  }
-  buf msg{1};
-  put24(msg, body.size());
-  append(msg, body);
-  return msg;
-}
-
-// Wraps a handshake message into `n` records of near-equal size.
-buf to_records(const buf& message, std::size_t n) {
-  buf out;
-  std::size_t pos = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t len = (message.size() - pos) / (n - i);
-    out.push_back(22);
-    put16(out, i == 0 ? 0x0301 : 0x0303);
-    put16(out, len);
-    out.insert(out.end(), message.begin() + static_cast<std::ptrdiff_t>(pos),
-               message.begin() + static_cast<std::ptrdiff_t>(pos + len));
-    pos += len;
-  }
-  return out;
-}
-
-// Record header + fragment.
-buf record(std::uint8_t type, const buf& fragment) {
-  buf out{type, 3, 3};
-  put16(out, fragment.size());
-  append(out, fragment);
-  return out;
-}
-
-// Built hellos that are typical of real clients: GREASE ext, key_share-ish filler, etc.
-ext grease(std::uint16_t t) { return {t, {}}; }
-ext filler(std::uint16_t t, std::size_t n) { return {t, buf(n, 0x11)}; }
+using namespace sluice::test;
 
 struct hello_case {
   const char* description;
@@ -128,10 +29,10 @@ struct hello_case {
 };
 
 std::vector<hello_case> hello_cases() {
-  const auto std_exts = [](std::vector<ext> mid) {
-    std::vector<ext> v{grease(0x0a0a), filler(23, 0), filler(0xff01, 1)};
+  const auto std_exts = [](std::vector<tls_ext> mid) {
+    std::vector<tls_ext> v{grease_ext(0x0a0a), filler_ext(23, 0), filler_ext(0xff01, 1)};
     v.insert(v.end(), mid.begin(), mid.end());
-    v.push_back(filler(51, 38));  // key_share-sized
+    v.push_back(filler_ext(51, 38));  // key_share-sized
     v.push_back({0x1a1a, buf{0}});
     return v;
   };
@@ -158,44 +59,44 @@ std::vector<hello_case> hello_cases() {
   }
 
   return {
-      {"SNI and ALPN", build_hello(std_exts({{0, sni_data({"web.telegram.org"})}, {16, alpn_data({"h2", "http/1.1"})}})),
+      {"SNI and ALPN", tls_client_hello(std_exts({{0, sni_data({"web.telegram.org"})}, {16, alpn_data({"h2", "http/1.1"})}})),
        tls_outcome::client_hello, "web.telegram.org", "h2", true, false, false},
-      {"no SNI", build_hello(std_exts({{16, alpn_data({"http/1.1"})}})), tls_outcome::client_hello, "",
+      {"no SNI", tls_client_hello(std_exts({{16, alpn_data({"http/1.1"})}})), tls_outcome::client_hello, "",
        "http/1.1", false, false, false},
-      {"no extensions at all (SSL 3.0 style)", build_hello({}, false), tls_outcome::client_hello, "", "",
+      {"no extensions at all (SSL 3.0 style)", tls_client_hello({}, false), tls_outcome::client_hello, "", "",
        false, false, false},
-      {"empty extension block", build_hello({}), tls_outcome::client_hello, "", "", false, false, false},
-      {"ECH 0xfe0d with outer SNI", build_hello(std_exts({{0, sni_data({"cloudflare-ech.com"})}, filler(0xfe0d, 200)})),
+      {"empty extension block", tls_client_hello({}), tls_outcome::client_hello, "", "", false, false, false},
+      {"ECH 0xfe0d with outer SNI", tls_client_hello(std_exts({{0, sni_data({"cloudflare-ech.com"})}, filler_ext(0xfe0d, 200)})),
        tls_outcome::client_hello, "cloudflare-ech.com", "", true, true, false},
-      {"ESNI 0xffce without SNI", build_hello(std_exts({filler(0xffce, 100)})), tls_outcome::client_hello, "", "",
+      {"ESNI 0xffce without SNI", tls_client_hello(std_exts({filler_ext(0xffce, 100)})), tls_outcome::client_hello, "", "",
        false, false, true},
-      {"uppercase SNI kept as sent", build_hello(std_exts({{0, sni_data({"T.ME"})}})), tls_outcome::client_hello,
+      {"uppercase SNI kept as sent", tls_client_hello(std_exts({{0, sni_data({"T.ME"})}})), tls_outcome::client_hello,
        "T.ME", "", true, false, false},
-      {"SNI with trailing dot kept as sent", build_hello(std_exts({{0, sni_data({"t.me."})}})),
+      {"SNI with trailing dot kept as sent", tls_client_hello(std_exts({{0, sni_data({"t.me."})}})),
        tls_outcome::client_hello, "t.me.", "", true, false, false},
-      {"two host_name entries: first wins", build_hello(std_exts({{0, sni_data({"example.com", "t.me"})}})),
+      {"two host_name entries: first wins", tls_client_hello(std_exts({{0, sni_data({"example.com", "t.me"})}})),
        tls_outcome::client_hello, "example.com", "", true, false, false},
-      {"unknown name type before host_name", build_hello(std_exts({{0, sni_then_other}})),
+      {"unknown name type before host_name", tls_client_hello(std_exts({{0, sni_then_other}})),
        tls_outcome::client_hello, "t.me", "", true, false, false},
-      {"only an unknown name type", build_hello(std_exts({{0, sni_other_type}})), tls_outcome::client_hello, "",
+      {"only an unknown name type", tls_client_hello(std_exts({{0, sni_other_type}})), tls_outcome::client_hello, "",
        "", false, false, false},
-      {"SNI as the last extension", build_hello({grease(0x3a3a), {0, sni_data({"t.me"})}}),
+      {"SNI as the last extension", tls_client_hello({grease_ext(0x3a3a), {0, sni_data({"t.me"})}}),
        tls_outcome::client_hello, "t.me", "", true, false, false},
-      {"zero-length host_name", build_hello(std_exts({{0, sni_data({""})}})), tls_outcome::malformed, "", "",
+      {"zero-length host_name", tls_client_hello(std_exts({{0, sni_data({""})}})), tls_outcome::malformed, "", "",
        false, false, false},
-      {"empty server_name extension", build_hello(std_exts({{0, {}}})), tls_outcome::malformed, "", "", false,
+      {"empty server_name extension", tls_client_hello(std_exts({{0, {}}})), tls_outcome::malformed, "", "", false,
        false, false},
-      {"ServerNameList longer than extension", build_hello(std_exts({{0, sni_bad_list}})), tls_outcome::malformed,
+      {"ServerNameList longer than extension", tls_client_hello(std_exts({{0, sni_bad_list}})), tls_outcome::malformed,
        "", "", false, false, false},
-      {"ServerNameList shorter than its entry", build_hello(std_exts({{0, sni_short_list}})),
+      {"ServerNameList shorter than its entry", tls_client_hello(std_exts({{0, sni_short_list}})),
        tls_outcome::malformed, "", "", false, false, false},
-      {"host_name length past the list", build_hello(std_exts({{0, sni_entry_over}})), tls_outcome::malformed, "",
+      {"host_name length past the list", tls_client_hello(std_exts({{0, sni_entry_over}})), tls_outcome::malformed, "",
        "", false, false, false},
-      {"duplicate server_name", build_hello(std_exts({{0, sni_data({"a.example"})}, {0, sni_data({"t.me"})}})),
+      {"duplicate server_name", tls_client_hello(std_exts({{0, sni_data({"a.example"})}, {0, sni_data({"t.me"})}})),
        tls_outcome::malformed, "", "", false, false, false},
-      {"duplicate GREASE extension", build_hello(std_exts({grease(0x0a0a)})), tls_outcome::malformed, "", "",
+      {"duplicate GREASE extension", tls_client_hello(std_exts({grease_ext(0x0a0a)})), tls_outcome::malformed, "", "",
        false, false, false},
-      {"empty ALPN protocol name", build_hello(std_exts({{16, alpn_empty_proto}})), tls_outcome::malformed, "", "",
+      {"empty ALPN protocol name", tls_client_hello(std_exts({{16, alpn_empty_proto}})), tls_outcome::malformed, "", "",
        false, false, false},
   };
 }
@@ -358,7 +259,7 @@ TEST_CASE("tls: built hellos through 1, 2 and 3 records and every stream truncat
     for (std::size_t n_records : {1u, 2u, 3u}) {
       CAPTURE(std::string{c.description});
       CAPTURE(n_records);
-      const buf stream = to_records(c.message, n_records);
+      const buf stream = tls_records(c.message, n_records);
       const full_result whole = run_stream(stream);
       REQUIRE(whole.records == tls_outcome::client_hello);
       CHECK(whole.hello == c.outcome);
@@ -379,12 +280,12 @@ TEST_CASE("tls: built hellos through 1, 2 and 3 records and every stream truncat
 }
 
 TEST_CASE("tls: trailing bytes after the message are ignored by the record walker") {
-  const buf msg = build_hello({{0, sni_data({"t.me"})}});
-  buf stream = to_records(msg, 1);
+  const buf msg = tls_client_hello({{0, sni_data({"t.me"})}});
+  buf stream = tls_records(msg, 1);
   // a second handshake message in the same record, then application data
-  buf more = to_records(build_hello({{0, sni_data({"other.example"})}}), 1);
+  buf more = tls_records(tls_client_hello({{0, sni_data({"other.example"})}}), 1);
   append(stream, more);
-  append(stream, record(23, buf(10, 0)));
+  append(stream, tls_record(23, buf(10, 0)));
   const full_result r = run_stream(stream);
   REQUIRE(r.records == tls_outcome::client_hello);
   REQUIRE(r.hello == tls_outcome::client_hello);
@@ -392,15 +293,15 @@ TEST_CASE("tls: trailing bytes after the message are ignored by the record walke
 }
 
 TEST_CASE("tls: record walker refusals") {
-  const buf msg = build_hello({{0, sni_data({"t.me"})}});
-  const buf two = to_records(msg, 2);
+  const buf msg = tls_client_hello({{0, sni_data({"t.me"})}});
+  const buf two = tls_records(msg, 2);
   const std::size_t first_record = 5 + msg.size() / 2;
 
-  buf ccs_first = record(20, buf{1});
-  append(ccs_first, to_records(msg, 1));
+  buf ccs_first = tls_record(20, buf{1});
+  append(ccs_first, tls_records(msg, 1));
 
   buf ccs_between(two.begin(), two.begin() + static_cast<std::ptrdiff_t>(first_record));
-  append(ccs_between, record(20, buf{1}));
+  append(ccs_between, tls_record(20, buf{1}));
 
   buf alert_partial(two.begin(), two.begin() + static_cast<std::ptrdiff_t>(first_record));
   alert_partial.push_back(21);  // only the type byte of the next record: already wrong
@@ -408,8 +309,8 @@ TEST_CASE("tls: record walker refusals") {
   buf bad_version_next(two.begin(), two.begin() + static_cast<std::ptrdiff_t>(first_record));
   append(bad_version_next, buf{22, 0x7f});
 
-  buf zero_record = record(22, {});
-  append(zero_record, to_records(msg, 1));
+  buf zero_record = tls_record(22, {});
+  append(zero_record, tls_records(msg, 1));
 
   buf huge_record{22, 3, 1};
   put16(huge_record, (1u << 14) + 257);
@@ -445,13 +346,13 @@ TEST_CASE("tls: record walker refusals") {
 
   // A zero-length record after the first is malformed too (first one fails looks_like).
   buf zero_second(two.begin(), two.begin() + static_cast<std::ptrdiff_t>(first_record));
-  append(zero_second, record(22, {}));
+  append(zero_second, tls_record(22, {}));
   CHECK(run_stream(zero_second).records == tls_outcome::malformed);
 
   // Scratch too small for a normal hello, and too small for the header itself.
   std::array<std::uint8_t, 64> small{};
   std::array<std::uint8_t, 3> tiny{};
-  const buf one = to_records(msg, 1);
+  const buf one = tls_records(msg, 1);
   std::size_t len = 99;
   CHECK(tls_handshake_from_records(one, small, len) == tls_outcome::too_large);
   CHECK(len == 0);
@@ -463,21 +364,21 @@ TEST_CASE("tls: record walker refusals") {
 }
 
 TEST_CASE("tls: parse_client_hello refusals") {
-  buf server_hello = build_hello({{0, sni_data({"t.me"})}});
+  buf server_hello = tls_client_hello({{0, sni_data({"t.me"})}});
   server_hello[0] = 2;
-  buf long_session = build_hello({});
+  buf long_session = tls_client_hello({});
   long_session[4 + 2 + 32] = 33;
-  buf odd_suites = build_hello({});
+  buf odd_suites = tls_client_hello({});
   odd_suites[4 + 2 + 32 + 1 + 32 + 1] = 5;
-  buf no_compression = build_hello({});
+  buf no_compression = tls_client_hello({});
   no_compression[4 + 2 + 32 + 1 + 32 + 2 + 6] = 0;
-  buf trailing = build_hello({{0, sni_data({"t.me"})}});
+  buf trailing = tls_client_hello({{0, sni_data({"t.me"})}});
   trailing.push_back(0);  // body one byte longer than the extension block says
   trailing[3] += 1;
-  buf one_byte_ext_len = build_hello({}, false);
+  buf one_byte_ext_len = tls_client_hello({}, false);
   one_byte_ext_len.push_back(0);
   one_byte_ext_len[3] += 1;
-  buf ext_overrun = build_hello({{0, sni_data({"t.me"})}});
+  buf ext_overrun = tls_client_hello({{0, sni_data({"t.me"})}});
   ext_overrun[ext_overrun.size() - sni_data({"t.me"}).size() - 1] += 1;  // ext length + 1
 
   struct row {
@@ -555,8 +456,8 @@ TEST_CASE("tls: real ClientHellos from captures") {
     // Re-record the message as two records split at every point: same answer each time.
     const buf message(stream.begin() + 5, stream.end());
     for (std::size_t split = 1; split < message.size(); ++split) {
-      buf two = record(22, buf(message.begin(), message.begin() + static_cast<std::ptrdiff_t>(split)));
-      append(two, record(22, buf(message.begin() + static_cast<std::ptrdiff_t>(split), message.end())));
+      buf two = tls_record(22, buf(message.begin(), message.begin() + static_cast<std::ptrdiff_t>(split)));
+      append(two, tls_record(22, buf(message.begin() + static_cast<std::ptrdiff_t>(split), message.end())));
       const full_result r2 = run_stream(two);
       if (r2.records != tls_outcome::client_hello || r2.hello != tls_outcome::client_hello ||
           r2.info.sni != r.sni) {

@@ -10,48 +10,16 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/unit/support/packet_builder.hpp"
+
 namespace {
 
 namespace pk = sluice::packet;
 using pk::frame_outcome;
-using buf = std::vector<std::uint8_t>;
 
-// ---- tiny byte builder ------------------------------------------------------------------------
+// ---- builders ---------------------------------------------------------------------------------
 
-buf cat(std::initializer_list<buf> parts) {
-  buf out;
-  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
-  return out;
-}
-void put16(buf& b, std::uint16_t v) {
-  b.push_back(static_cast<std::uint8_t>(v >> 8));
-  b.push_back(static_cast<std::uint8_t>(v));
-}
-void put32(buf& b, std::uint32_t v) {
-  put16(b, static_cast<std::uint16_t>(v >> 16));
-  put16(b, static_cast<std::uint16_t>(v));
-}
-void set16(buf& b, std::size_t at, std::uint16_t v) {
-  b[at] = static_cast<std::uint8_t>(v >> 8);
-  b[at + 1] = static_cast<std::uint8_t>(v);
-}
-buf text(std::string_view s) { return {s.begin(), s.end()}; }
-
-pk::ip_address v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d) {
-  pk::ip_address r;
-  r.bytes = {a, b, c, d};
-  r.version = 4;
-  return r;
-}
-pk::ip_address v6(std::uint16_t first, std::uint16_t last) {
-  pk::ip_address r;
-  r.bytes[0] = static_cast<std::uint8_t>(first >> 8);
-  r.bytes[1] = static_cast<std::uint8_t>(first);
-  r.bytes[14] = static_cast<std::uint8_t>(last >> 8);
-  r.bytes[15] = static_cast<std::uint8_t>(last);
-  r.version = 6;
-  return r;
-}
+using namespace sluice::test;
 
 const pk::ip_address a4 = v4(10, 0, 0, 1);
 const pk::ip_address b4 = v4(192, 0, 2, 7);
@@ -59,160 +27,6 @@ const pk::ip_address c4 = v4(198, 51, 100, 1);  // tunnel endpoints
 const pk::ip_address d4 = v4(203, 0, 113, 9);
 const pk::ip_address a6 = v6(0x2001, 0x1);
 const pk::ip_address b6 = v6(0x2a00, 0x99);
-
-// Independent reference checksum: 16-bit words, one at a time.
-std::uint16_t ref_checksum(const buf& pseudo, const buf& l4) {
-  std::uint32_t sum = 0;
-  auto add = [&](const buf& b) {
-    for (std::size_t i = 0; i < b.size(); i += 2) {
-      sum += static_cast<std::uint32_t>(b[i] << 8) + (i + 1 < b.size() ? b[i + 1] : 0);
-    }
-  };
-  add(pseudo);
-  add(l4);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<std::uint16_t>(~sum);
-}
-
-// Fills in the TCP/UDP checksum of a complete segment.
-void fix_l4_checksum(buf& l4, std::uint8_t proto, const pk::ip_address& src,
-                     const pk::ip_address& dst) {
-  const std::size_t at = proto == 6 ? 16 : 6;
-  if (l4.size() < at + 2) return;
-  buf pseudo;
-  const std::size_t alen = src.version == 6 ? 16 : 4;
-  pseudo.insert(pseudo.end(), src.bytes.begin(), src.bytes.begin() + alen);
-  pseudo.insert(pseudo.end(), dst.bytes.begin(), dst.bytes.begin() + alen);
-  put32(pseudo, proto);
-  put32(pseudo, static_cast<std::uint32_t>(l4.size()));
-  set16(l4, at, 0);
-  std::uint16_t c = ref_checksum(pseudo, l4);
-  if (proto == 17 && c == 0) c = 0xffff;
-  set16(l4, at, c);
-}
-
-buf tcp(std::uint16_t sp, std::uint16_t dp, const buf& payload,
-        std::uint8_t flags = pk::tcp_ack | pk::tcp_psh, const buf& options = {}) {
-  buf b;
-  put16(b, sp);
-  put16(b, dp);
-  put32(b, 0x01020304);
-  put32(b, 0x05060708);
-  b.push_back(static_cast<std::uint8_t>((5 + options.size() / 4) << 4));
-  b.push_back(flags);
-  put16(b, 0xfaf0);
-  put32(b, 0);  // checksum, urgent pointer
-  return cat({b, options, payload});
-}
-
-buf udp(std::uint16_t sp, std::uint16_t dp, const buf& payload) {
-  buf b;
-  put16(b, sp);
-  put16(b, dp);
-  put16(b, static_cast<std::uint16_t>(8 + payload.size()));
-  put16(b, 0);
-  return cat({b, payload});
-}
-
-struct v4_opts {
-  buf options{};
-  std::uint16_t frag = 0;  // flags + offset field as on the wire
-  std::uint16_t id = 0x1234;
-  int total_length = -1;         // override
-  std::uint8_t version_ihl = 0;  // override
-};
-
-buf ipv4(const pk::ip_address& src, const pk::ip_address& dst, std::uint8_t proto, buf l4,
-         const v4_opts& o = {}) {
-  if ((proto == 6 || proto == 17) && o.frag == 0) fix_l4_checksum(l4, proto, src, dst);
-  const std::size_t hl = 20 + o.options.size();
-  buf h;
-  h.push_back(o.version_ihl ? o.version_ihl : static_cast<std::uint8_t>(0x40 | (hl / 4)));
-  h.push_back(0);
-  put16(h, static_cast<std::uint16_t>(o.total_length >= 0 ? o.total_length : hl + l4.size()));
-  put16(h, o.id);
-  put16(h, o.frag);
-  h.push_back(64);
-  h.push_back(proto);
-  put16(h, 0);
-  h.insert(h.end(), src.bytes.begin(), src.bytes.begin() + 4);
-  h.insert(h.end(), dst.bytes.begin(), dst.bytes.begin() + 4);
-  h.insert(h.end(), o.options.begin(), o.options.end());
-  set16(h, 10, ref_checksum({}, h));
-  return cat({h, l4});
-}
-
-// `exts` is a ready chain of extension headers; `l4_proto` is the upper layer after it.
-buf ipv6(const pk::ip_address& src, const pk::ip_address& dst, std::uint8_t next, const buf& exts,
-         buf l4, std::uint8_t l4_proto, bool checksum = true, int payload_length = -1) {
-  if (checksum && (l4_proto == 6 || l4_proto == 17)) fix_l4_checksum(l4, l4_proto, src, dst);
-  buf h{0x60, 0, 0, 0};
-  put16(h,
-        static_cast<std::uint16_t>(payload_length >= 0 ? payload_length : exts.size() + l4.size()));
-  h.push_back(next);
-  h.push_back(57);
-  h.insert(h.end(), src.bytes.begin(), src.bytes.end());
-  h.insert(h.end(), dst.bytes.begin(), dst.bytes.end());
-  return cat({h, exts, l4});
-}
-// Hop-by-hop or destination options with one PadN option (8 bytes in all).
-buf opts_header(std::uint8_t next) { return {next, 0, 1, 4, 0, 0, 0, 0}; }
-buf routing_header(std::uint8_t next) {  // type 4 (SRH-like), 24 bytes, segments left 0
-  buf b{next, 2, 4, 0, 0, 0, 0, 0};
-  b.resize(24);
-  return b;
-}
-buf frag6(std::uint8_t next, std::uint16_t offset, bool more, std::uint32_t id) {
-  buf b{next, 0};
-  put16(b, static_cast<std::uint16_t>(offset | (more ? 1 : 0)));
-  put32(b, id);
-  return b;
-}
-
-buf eth(std::uint16_t type, const buf& payload) {
-  buf b{0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02};
-  put16(b, type);
-  return cat({b, payload});
-}
-struct tag {
-  std::uint16_t tpid;
-  std::uint16_t id;
-};
-buf eth_tagged(std::initializer_list<tag> tags, std::uint16_t type, const buf& payload) {
-  buf b{0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02};
-  for (const auto& t : tags) {
-    put16(b, t.tpid);
-    put16(b, static_cast<std::uint16_t>(0x2000 | t.id));  // PCP 1
-  }
-  put16(b, type);
-  return cat({b, payload});
-}
-buf mpls(std::initializer_list<std::uint32_t> labels, const buf& payload) {
-  buf b;
-  std::size_t i = 0;
-  for (auto l : labels) {
-    ++i;
-    put32(b, (l << 12) | (i == labels.size() ? 0x100u : 0u) | 64u);
-  }
-  return cat({b, payload});
-}
-buf pppoe(std::uint16_t ppp_proto, const buf& payload) {
-  buf b{0x11, 0x00};
-  put16(b, 0x4d2);
-  put16(b, static_cast<std::uint16_t>(payload.size() + 2));
-  put16(b, ppp_proto);
-  return cat({b, payload});
-}
-buf gre(std::uint16_t flags, std::uint16_t proto, const buf& fields, const buf& payload) {
-  buf b;
-  put16(b, flags);
-  put16(b, proto);
-  return cat({b, fields, payload});
-}
-buf pad_to(buf b, std::size_t n) {
-  if (b.size() < n) b.resize(n, 0);
-  return b;
-}
 
 // ---- cases ----------------------------------------------------------------------------------
 

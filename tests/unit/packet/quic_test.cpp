@@ -17,6 +17,7 @@ using quic_test::crypto_frame;
 using quic_test::from_hex;
 using quic_test::seal_long;
 using quic_test::to_hex;
+using sluice::test::cat;
 
 const byte_vector rfc_dcid = from_hex("8394c8f03e515708");
 
@@ -153,11 +154,6 @@ TEST_CASE("quic: the key cache does not leak across versions or DCIDs") {
 TEST_CASE("quic: frames inside Initials (sealed here)") {
   quic_initial_decryptor d;
   const byte_vector dcid = from_hex("0011223344556677");
-  auto cat = [](std::initializer_list<byte_vector> parts) {
-    byte_vector out;
-    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
-    return out;
-  };
   const byte_vector hello = crypto_frame(0, "hello");
   const byte_vector ack = from_hex("02" "05" "00" "01" "00" "01" "00");  // 1 extra range
   const byte_vector ack_ecn = from_hex("03" "05" "00" "00" "00" "01" "02" "4003");
@@ -220,11 +216,6 @@ TEST_CASE("quic: coalesced packets in one datagram") {
   const auto handshake = seal_long(d, 1, 2, dcid, 0, crypto_frame(0, "not me"));
   const auto zero_rtt = seal_long(d, 1, 1, dcid, 0, crypto_frame(0, "nor me"));
   const byte_vector short_header = from_hex("40a1a2a3a4a5a6a7a8000102030405060708090a0b0c0d0e0f");
-  auto cat = [](std::initializer_list<byte_vector> parts) {
-    byte_vector out;
-    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
-    return out;
-  };
   byte_vector bad_tag = initial_b;
   bad_tag.back() ^= 1;
 

@@ -1,11 +1,12 @@
 #pragma once
-// Helpers for the QUIC tests: hex decoding, a client-Initial sealer (the inverse of the
-// decryptor, built on the same OpenSSL primitives, to make packets with chosen frames) and a
-// CRYPTO-stream reassembler.
+// Helpers for the QUIC tests: a client-Initial sealer (the inverse of the decryptor, built on the
+// same OpenSSL primitives, to make packets with chosen frames) and a CRYPTO-stream reassembler.
+// Generic byte builders (hex, cat, frames) live in tests/unit/support/packet_builder.hpp.
 
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -13,42 +14,15 @@
 #include <vector>
 
 #include "dataplane/packet/quic.hpp"
+#include "tests/unit/support/packet_builder.hpp"
 
 namespace sluice::packet::quic_test {
 
-using byte_vector = std::vector<std::uint8_t>;
+using byte_vector = sluice::test::buf;
 
-inline byte_vector from_hex(std::string_view hex) {
-  byte_vector out;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  int high = -1;
-  for (char c : hex) {
-    const int v = nibble(c);
-    if (v < 0) continue;
-    if (high < 0) {
-      high = v;
-    } else {
-      out.push_back(static_cast<std::uint8_t>(high << 4 | v));
-      high = -1;
-    }
-  }
-  return out;
-}
-
-inline std::string to_hex(bytes b) {
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  for (std::uint8_t v : b) {
-    s += digits[v >> 4];
-    s += digits[v & 15];
-  }
-  return s;
-}
+// Hex helpers are the shared builder's.
+using sluice::test::from_hex;
+using sluice::test::to_hex;
 
 inline void put_varint(byte_vector& out, std::uint64_t v) {
   if (v < 64) {
