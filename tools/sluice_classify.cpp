@@ -66,7 +66,8 @@ std::string endpoint(const sluice::packet::ip_address& a, std::uint16_t port) {
 namespace {
 
 int replay(const std::string& policy_path, const sluice::match::policy_spec& spec,
-           const std::vector<std::string>& captures, std::int64_t now, show_mode show) {
+           const std::vector<std::string>& captures, std::int64_t now, show_mode show,
+           bool verify_checksums) {
   const auto compiled = sluice::match::compile_policy(spec);
   if (!compiled) {
     std::fprintf(stderr, "sluice-classify: %s: %s\n", policy_path.c_str(),
@@ -79,7 +80,9 @@ int replay(const std::string& policy_path, const sluice::match::policy_spec& spe
               policy.ruleset_sha256().c_str());
 
   sluice::flow::buffer_pool pool(4096, 16384);
-  sluice::flow::classifier cls(pool);
+  sluice::flow::classifier::config cfg;
+  cfg.verify_checksums = verify_checksums;
+  sluice::flow::classifier cls(pool, cfg);
   int status = 0;
   for (const auto& path : captures) {
     const auto result = sluice::offline::classify_capture(path, cls);
@@ -145,6 +148,10 @@ int main(int argc, char** argv) {
   app.add_option("--at", at, "evaluate time windows at this RFC 3339 time (default: now)");
   app.add_flag("--flows", show_named, "print every flow with a name or a verdict");
   app.add_flag("--stopped", show_stopped, "print the flows the policy stops or monitors");
+  bool verify_checksums = false;
+  app.add_flag("--verify-checksums", verify_checksums,
+               "ignore packets with wrong TCP/UDP checksums, as the live fast path does (off by "
+               "default: captures taken on an endpoint carry checksum-offload artefacts)");
   app.add_option("captures", captures, "pcap/pcapng files")->required()->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
 
@@ -175,7 +182,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   // The policy's prefix sets live in EAL memory: free them before the EAL goes.
-  int status = replay(policy_path, *loaded.spec, captures, now, show);
+  int status = replay(policy_path, *loaded.spec, captures, now, show, verify_checksums);
   rte_eal_cleanup();
   return status;
 }

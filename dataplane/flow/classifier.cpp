@@ -80,11 +80,17 @@ const char* to_string(flow_protocol p) noexcept { return name_of(p, protocol_nam
 classifier::classifier(buffer_pool& pool, config cfg) : pool_(pool), cfg_(cfg) {}
 
 classify_result classifier::on_packet(flow_state& st, const packet::frame_info& info,
-                                      packet::bytes frame, direction dir) noexcept {
+                                      packet::bytes frame, direction dir,
+                                      bool checksum_verified) noexcept {
   classify_result out;
   out.status = st.status;
   if (st.final() || info.outcome != packet::frame_outcome::ok) return out;
   const packet::bytes payload = info.payload(frame);
+  if (!payload.empty() && cfg_.verify_checksums && !checksum_verified &&
+      !packet::l4_checksum_ok(frame, info)) {
+    out.ignored = ignored_packet::bad_checksum;
+    return out;
+  }
   if (info.l4_proto == IPPROTO_TCP) {
     on_tcp(st, info, payload, dir, out);
   } else if (info.l4_proto == IPPROTO_UDP) {
@@ -103,6 +109,7 @@ void classifier::on_tcp(flow_state& st, const packet::frame_info& info, packet::
     st.client_dir = dir_code(dir);
     st.client_base_seq = info.tcp_seq + 1;
     st.base_known = true;
+    st.handshake_ttl = info.ttl;
   } else if (syn && ack) {
     // The SYN-ACK's sender is the server; it acknowledges the client's ISN + 1.
     st.client_dir = dir_code(dir == direction::forward ? direction::reverse : direction::forward);
@@ -123,6 +130,10 @@ void classifier::on_tcp(flow_state& st, const packet::frame_info& info, packet::
       return;
     }
     st.client_dir = dir_code(dir);
+  }
+  if (dir_code(dir) == st.client_dir && info.ttl < st.handshake_ttl) {
+    out.ignored = ignored_packet::low_ttl;
+    return;
   }
   if (dir_code(dir) != st.client_dir) {
     // The server spoke first (a banner) or answers; a request never follows a server's data

@@ -70,6 +70,14 @@ enum class give_up_reason : std::uint8_t {
       count
 };
 
+// Why a packet's request bytes were not read: likely a fake injected to mislead DPI (it would
+// not reach, or would be dropped by, the server).
+enum class ignored_packet : std::uint8_t {
+  none,
+  bad_checksum,  // TCP/UDP checksum wrong: the server's stack drops it
+  low_ttl,       // TTL below the client's handshake TTL: likely expires before the server
+};
+
 enum class flow_protocol : std::uint8_t {
   unknown,
   tls,
@@ -99,6 +107,7 @@ struct flow_state {
   std::uint8_t client_dir = 0;       // 0 unknown, 1 + direction otherwise
   bool base_known = false;
   std::uint8_t idle_payloads = 0;    // payload packets seen without progress
+  std::uint8_t handshake_ttl = 0;    // TTL of the client's SYN (0 = not seen)
 
   [[nodiscard]] bool final() const noexcept {
     return status != flow_status::pending &&
@@ -115,12 +124,17 @@ struct classify_result {
   std::array<std::string_view, max_names> names{};  // the next on_packet or release call)
   bool has_ech = false;
   bool has_esni = false;
+  ignored_packet ignored = ignored_packet::none;  // this packet's bytes were not read, and why
 };
 
 class classifier {
  public:
   struct config {
     std::uint8_t max_idle_payloads = 6;  // payload packets without a request before "unrecognized"
+    // Ignore packets with a wrong TCP/UDP checksum (likely fakes). On for live traffic, where
+    // every genuine packet on the wire has a correct checksum; off to replay captures taken
+    // on an endpoint, whose outgoing packets carry checksum-offload artefacts.
+    bool verify_checksums = true;
   };
 
   explicit classifier(buffer_pool& pool) : classifier(pool, config{}) {}
@@ -130,8 +144,14 @@ class classifier {
 
   // `frame` is the whole frame `info` was parsed from. Packets of a flow whose state is final()
   // need not be passed (the result would repeat the status).
+  //
+  // Fakes: a packet with payload whose TCP/UDP checksum is wrong, or a TCP client packet whose
+  // TTL is lower than the client's SYN had, is not read (result.ignored says why): a fake
+  // request naming an allowed name must not decide the flow before the real one. Pass
+  // `checksum_verified` when the NIC already checked the checksum and found it good.
   [[nodiscard]] classify_result on_packet(flow_state& state, const packet::frame_info& info,
-                                          packet::bytes frame, direction dir) noexcept;
+                                          packet::bytes frame, direction dir,
+                                          bool checksum_verified = false) noexcept;
 
   // Gives the flow's reassembly buffer (if any) back to the pool. Call when the flow ends;
   // on_packet calls it itself once a flow reaches a final status.

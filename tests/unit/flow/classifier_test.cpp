@@ -833,3 +833,72 @@ TEST_CASE("classifier: QUIC Initials") {
                         steps{q(b), q(a)}, name_kind::quic_sni, "quic.example.net", 1));
   }
 }
+
+// ---- fakes ----------------------------------------------------------------------------------
+
+TEST_CASE("classifier: fake ClientHellos do not decide the flow before the real one") {
+  // A DPI-evasion tool sends a ClientHello naming an allowed host that the server will never
+  // accept (bad checksum, or a TTL that expires on the way), then the real one.
+  const tcp_conv c;
+  const buf fake_stream = tls_records(tls_client_hello_for("example.org"), 1);
+  struct fake_case {
+    const char* description;
+    void (*spoil)(buf& frame);
+    fl::ignored_packet expected;
+  };
+  const fake_case cases[] = {
+      {"bad TCP checksum", [](buf& f) { f[f.size() - 1] ^= 0x5a; }, fl::ignored_packet::bad_checksum},
+      {"TTL below the SYN's", [](buf& f) { f[14 + 8] = 2; }, fl::ignored_packet::low_ttl},
+  };
+  for (const auto& fc : cases) {
+    CAPTURE(std::string(fc.description));
+    step fake = c.data(0, fake_stream);
+    fc.spoil(fake.frame);
+    const steps frames = c.handshake() + steps{fake, c.data(0, hello_stream)};
+    fl::buffer_pool pool(2, 4096);
+    fl::classifier cls(pool);
+    fl::flow_state st;
+    std::vector<fl::classify_result> results;
+    for (const auto& s : frames) {
+      const auto info = pk::parse_frame(s.frame);
+      REQUIRE(info.outcome == pk::frame_outcome::ok);
+      results.push_back(cls.on_packet(st, info, s.frame, s.dir));
+    }
+    REQUIRE(results.size() == 5);
+    CHECK(results[3].ignored == fc.expected);
+    CHECK(results[3].name_count == 0);
+    CHECK(results[3].status == flow_status::pending);
+    REQUIRE(results[4].name_count == 1);
+    CHECK(results[4].names[0] == sni);
+    CHECK(results[4].ignored == fl::ignored_packet::none);
+    CHECK(st.status == flow_status::named);
+  }
+
+  SUBCASE("with the filter off (endpoint captures), a bad checksum is read") {
+    step fake = c.data(0, fake_stream);
+    fake.frame[fake.frame.size() - 1] ^= 0x5a;
+    fl::buffer_pool pool(2, 4096);
+    fl::classifier::config cfg;
+    cfg.verify_checksums = false;
+    fl::classifier cls(pool, cfg);
+    fl::flow_state st;
+    for (const auto& s : c.handshake() + steps{fake}) {
+      const auto info = pk::parse_frame(s.frame);
+      const auto r = cls.on_packet(st, info, s.frame, s.dir);
+      CHECK(r.ignored == fl::ignored_packet::none);
+    }
+    CHECK(st.status == flow_status::named);
+  }
+  SUBCASE("a checksum the NIC already verified is not recomputed") {
+    step fake = c.data(0, fake_stream);
+    fake.frame[fake.frame.size() - 1] ^= 0x5a;  // a lie the caller vouches for: it is believed
+    fl::buffer_pool pool(2, 4096);
+    fl::classifier cls(pool);
+    fl::flow_state st;
+    for (const auto& s : c.handshake() + steps{fake}) {
+      const auto info = pk::parse_frame(s.frame);
+      (void)cls.on_packet(st, info, s.frame, s.dir, /*checksum_verified=*/true);
+    }
+    CHECK(st.status == flow_status::named);
+  }
+}
