@@ -266,22 +266,45 @@ inline bool step_mpls(frame_info& fi, walk_state& s) noexcept {
   }
 }
 
-inline bool step_pppoe(frame_info& fi, walk_state& s) noexcept {
-  if (s.end - s.off < 8) return stop(fi, frame_outcome::truncated);
-  const std::uint8_t* h = s.p + s.off;
-  // Version 1, type 1, code 0 (session data); the IP length bounds the payload, not PPPoE's.
-  if (h[0] != 0x11 || h[1] != 0x00) return stop(fi, frame_outcome::unsupported_l2);
-  fi.encap |= encap_pppoe;
-  const std::uint16_t proto = load_be16(h + 6);
-  s.off += 8;
+// The PPP protocol field: two bytes, or one when protocol-field compression (RFC 1661 §6.5)
+// dropped the high byte (a protocol's low byte is odd, its high byte even). Endpoints that
+// negotiate it exist on PPPoE too; not reading it would let such traffic pass unclassified.
+// Returns the field's length (0 when `avail` is too short).
+inline std::uint32_t read_ppp_protocol(const std::uint8_t* h, std::uint32_t avail,
+                                       std::uint16_t& proto) noexcept {
+  if (avail < 1) return 0;
+  if (h[0] & 1) {
+    proto = h[0];
+    return 1;
+  }
+  if (avail < 2) return 0;
+  proto = load_be16(h);
+  return 2;
+}
+
+inline bool step_ppp_payload(frame_info& fi, walk_state& s, std::uint16_t proto,
+                             frame_outcome otherwise) noexcept {
   if (proto == ppp_ipv4) {
     s.next = eth_ipv4;
   } else if (proto == ppp_ipv6) {
     s.next = eth_ipv6;
   } else {
-    return stop(fi, frame_outcome::unsupported_l2);
+    return stop(fi, otherwise);
   }
   return true;
+}
+
+inline bool step_pppoe(frame_info& fi, walk_state& s) noexcept {
+  if (s.end - s.off < 7) return stop(fi, frame_outcome::truncated);
+  const std::uint8_t* h = s.p + s.off;
+  // Version 1, type 1, code 0 (session data); the IP length bounds the payload, not PPPoE's.
+  if (h[0] != 0x11 || h[1] != 0x00) return stop(fi, frame_outcome::unsupported_l2);
+  fi.encap |= encap_pppoe;
+  std::uint16_t proto = 0;
+  const std::uint32_t proto_len = read_ppp_protocol(h + 6, s.end - s.off - 6, proto);
+  if (proto_len == 0) return stop(fi, frame_outcome::truncated);
+  s.off += 6 + proto_len;
+  return step_ppp_payload(fi, s, proto, frame_outcome::unsupported_l2);
 }
 
 inline bool step_ethernet(frame_info& fi, walk_state& s) noexcept {
@@ -335,7 +358,7 @@ inline bool step_gre(frame_info& fi, walk_state& s) noexcept {
 }
 
 // PPP frame inside GRE: address/control (ff 03) may be compressed away, and so may the high byte
-// of the protocol (a protocol's low byte is odd, its high byte even).
+// of the protocol.
 inline bool step_ppp(frame_info& fi, walk_state& s) noexcept {
   std::uint32_t avail = s.end - s.off;
   const std::uint8_t* h = s.p + s.off;
@@ -346,23 +369,11 @@ inline bool step_ppp(frame_info& fi, walk_state& s) noexcept {
     h += 2;
     avail -= 2;
   }
-  if (avail < 1) return stop(fi, frame_outcome::truncated);
-  std::uint16_t proto = h[0];
-  std::uint32_t proto_len = 1;
-  if (!(h[0] & 1)) {
-    if (avail < 2) return stop(fi, frame_outcome::truncated);
-    proto = load_be16(h);
-    proto_len = 2;
-  }
+  std::uint16_t proto = 0;
+  const std::uint32_t proto_len = read_ppp_protocol(h, avail, proto);
+  if (proto_len == 0) return stop(fi, frame_outcome::truncated);
   s.off = static_cast<std::uint32_t>(h - s.p) + proto_len;
-  if (proto == ppp_ipv4) {
-    s.next = eth_ipv4;
-  } else if (proto == ppp_ipv6) {
-    s.next = eth_ipv6;
-  } else {
-    return stop(fi, frame_outcome::unsupported_tunnel);
-  }
-  return true;
+  return step_ppp_payload(fi, s, proto, frame_outcome::unsupported_tunnel);
 }
 
 inline void walk(frame_info& fi, walk_state& s) noexcept {

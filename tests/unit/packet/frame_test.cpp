@@ -113,6 +113,13 @@ std::vector<frame_case> valid_cases() {
        eth_tagged({{0x8100, 5}}, 0x8848, mpls({100, 3}, v4_tcp())),
        {.encap = pk::encap_vlan | pk::encap_mpls, .outer_vlan = 5}},
       {"PPPoE IPv4", eth(0x8864, pppoe(0x0021, v4_tcp())), {.encap = pk::encap_pppoe}},
+      {"PPPoE IPv4, protocol field compressed to one byte",
+       [] {
+         buf f = eth(0x8864, pppoe(0x0021, v4_tcp()));
+         f.erase(f.begin() + 14 + 6);  // drop the protocol's zero high byte
+         return f;
+       }(),
+       {.encap = pk::encap_pppoe}},
       {"PPPoE IPv6 in QinQ",
        eth_tagged({{0x88a8, 9}, {0x8100, 10}}, 0x8864, pppoe(0x0057, v6_udp())),
        v6e(with(udp_e,
