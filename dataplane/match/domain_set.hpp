@@ -53,6 +53,14 @@ struct domain_rule {
   std::uint32_t value = 0;
 };
 
+// The same rule with the name borrowed (it must outlive the constructor call only): lets a
+// builder holding a million names in one buffer feed the set without a string per name.
+struct domain_rule_ref {
+  std::string_view name;   // normalised (normalize_rule_name), without "*."
+  bool subdomain = false;  // "*." pattern
+  std::uint32_t value = 0;
+};
+
 enum class domain_match_kind : std::uint8_t { none, exact, subdomain };
 
 struct domain_match {
@@ -73,6 +81,8 @@ class domain_set {
   // entry; without `combine` that throws std::invalid_argument. Throws std::invalid_argument for
   // names longer than 253, std::bad_alloc.
   explicit domain_set(std::span<const domain_rule> rules, const combine_fn& combine = {});
+  // Same contract, names borrowed; copies every name into the set's own arena.
+  explicit domain_set(std::span<const domain_rule_ref> rules, const combine_fn& combine = {});
 
   [[nodiscard]] domain_match find(std::string_view wire_name) const noexcept;
 
@@ -95,6 +105,8 @@ class domain_set {
   };
   static_assert(sizeof(slot) == 24);
 
+  template <typename Rule>
+  void build(std::span<const Rule> rules, const combine_fn& combine);
   [[nodiscard]] const slot* probe(std::uint64_t hash, const char* name, std::size_t length,
                                   std::uint8_t want) const noexcept;
 

@@ -3,10 +3,13 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <bit>
+#include <charconv>
+#include <cstring>
+#include <functional>
+#include <iterator>
 #include <map>
-#include <set>
 #include <stdexcept>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "dataplane/match/domain_name.hpp"
@@ -30,50 +33,101 @@ const char* to_string(compile_error_code c) noexcept {
 
 namespace {
 
-void put(std::string& out, std::string_view key, std::string_view value) {
+// Feeds the canonical serialization to SHA-256 through a small buffer: a million-name policy
+// serializes to tens of MiB that never need to exist all at once.
+class sha256_stream {
+ public:
+  sha256_stream() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) {
+      throw std::runtime_error("EVP_DigestInit(SHA-256) failed");
+    }
+    buf_.reserve(buffer_bytes);
+  }
+  void append(std::string_view s) {
+    if (buf_.size() + s.size() > buffer_bytes) flush();
+    if (s.size() > buffer_bytes) {
+      update(s);
+    } else {
+      buf_.append(s);
+    }
+  }
+  void append_number(std::uint64_t v) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+    append(std::string_view(digits, static_cast<std::size_t>(end - digits)));
+  }
+  // Lowercase hex of the digest; the stream is finished after this.
+  std::string hex() {
+    flush();
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (EVP_DigestFinal_ex(ctx_.get(), md, &md_len) != 1) {
+      throw std::runtime_error("EVP_DigestFinal(SHA-256) failed");
+    }
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(md_len * 2);
+    for (unsigned i = 0; i < md_len; ++i) {
+      out.push_back(digits[md[i] >> 4]);
+      out.push_back(digits[md[i] & 15]);
+    }
+    return out;
+  }
+
+ private:
+  static constexpr std::size_t buffer_bytes = 64 * 1024;
+  void update(std::string_view s) {
+    if (EVP_DigestUpdate(ctx_.get(), s.data(), s.size()) != 1) {
+      throw std::runtime_error("EVP_DigestUpdate(SHA-256) failed");
+    }
+  }
+  void flush() {
+    if (!buf_.empty()) update(buf_);
+    buf_.clear();
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+  std::string buf_;
+};
+
+// key=<length>:<value>\n
+void put(sha256_stream& out, std::string_view key, std::string_view value) {
   out.append(key);
-  out.push_back('=');
-  out.append(std::to_string(value.size()));
-  out.push_back(':');
+  out.append("=");
+  out.append_number(value.size());
+  out.append(":");
   out.append(value);
-  out.push_back('\n');
+  out.append("\n");
 }
-void put_opt(std::string& out, std::string_view key, const std::optional<std::int64_t>& v) {
+void put(sha256_stream& out, std::string_view key, std::uint64_t value) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  put(out, key, std::string_view(digits, static_cast<std::size_t>(end - digits)));
+}
+void put_opt(sha256_stream& out, std::string_view key, const std::optional<std::int64_t>& v) {
   put(out, key, v ? std::to_string(*v) : std::string("-"));
 }
 
 }  // namespace
 
 std::string ruleset_sha256(const policy_spec& spec) {
-  std::string s = "sluice-ruleset-v1\n";
-  put(s, "rules", std::to_string(spec.rules.size()));
+  sha256_stream s;
+  s.append("sluice-ruleset-v1\n");
+  put(s, "rules", spec.rules.size());
   for (const auto& r : spec.rules) {
     put(s, "id", r.id);
     put(s, "directive", r.directive);
     put(s, "action", to_string(r.act));
     put(s, "legal_basis", r.legal_basis);
-    put(s, "rate_bps", std::to_string(r.throttle.rate_bps));
-    put(s, "burst_bytes", std::to_string(r.throttle.burst_bytes));
+    put(s, "rate_bps", r.throttle.rate_bps);
+    put(s, "burst_bytes", r.throttle.burst_bytes);
     put_opt(s, "not_before", r.not_before);
     put_opt(s, "not_after", r.not_after);
-    put(s, "prefixes", std::to_string(r.prefixes.size()));
+    put(s, "prefixes", r.prefixes.size());
     for (const auto& p : r.prefixes) put(s, "p", p);
-    put(s, "domains", std::to_string(r.domains.size()));
+    put(s, "domains", r.domains.size());
     for (const auto& d : r.domains) put(s, "d", d);
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  if (EVP_Digest(s.data(), s.size(), md, &md_len, EVP_sha256(), nullptr) != 1) {
-    throw std::runtime_error("EVP_Digest(SHA-256) failed");
-  }
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(md_len * 2);
-  for (unsigned i = 0; i < md_len; ++i) {
-    out.push_back(hex[md[i] >> 4]);
-    out.push_back(hex[md[i] & 15]);
-  }
-  return out;
+  return s.hex();
 }
 
 // ---- matching -----------------------------------------------------------------------------------
@@ -186,11 +240,11 @@ namespace {
 
 using rule_list = std::vector<std::uint32_t>;  // ascending, unique
 
-void merge_into(rule_list& dst, const rule_list& src) {
-  rule_list out;
-  out.reserve(dst.size() + src.size());
-  std::set_union(dst.begin(), dst.end(), src.begin(), src.end(), std::back_inserter(out));
-  dst.swap(out);
+// dst = dst ∪ src; `scratch` is reused between calls so merging does not allocate per name.
+void merge_into(rule_list& dst, std::span<const std::uint32_t> src, rule_list& scratch) {
+  scratch.clear();
+  std::set_union(dst.begin(), dst.end(), src.begin(), src.end(), std::back_inserter(scratch));
+  dst.swap(scratch);
 }
 
 compile_result fail(compile_error_code code, std::size_t index, const rule_spec& r,
@@ -205,36 +259,112 @@ compile_result fail(compile_error_code code, std::size_t index, const rule_spec&
   return res;
 }
 
-// Interns rule lists as group ids.
+// Interns rule lists as group ids, numbered in first-seen order. A million names mostly carry
+// one rule each: those are answered from a table indexed by rule, not the ordered map.
 class group_table {
  public:
-  std::uint32_t intern(const rule_list& rules) {
-    auto [it, inserted] = ids_.emplace(rules, static_cast<std::uint32_t>(lists_.size()));
-    if (inserted) lists_.push_back(rules);
+  explicit group_table(std::size_t rule_count) : single_(rule_count, none) {}
+
+  std::uint32_t intern(std::span<const std::uint32_t> rules) {
+    if (rules.size() == 1 && single_[rules[0]] != none) return single_[rules[0]];
+    auto it = ids_.find(rules);
+    if (it == ids_.end()) {
+      lists_.emplace_back(rules.begin(), rules.end());
+      it = ids_.emplace(lists_.back(), static_cast<std::uint32_t>(lists_.size() - 1)).first;
+    }
+    if (rules.size() == 1) single_[rules[0]] = it->second;
     return it->second;
   }
   const std::vector<rule_list>& lists() const { return lists_; }
 
  private:
-  std::map<rule_list, std::uint32_t> ids_;
+  static constexpr std::uint32_t none = UINT32_MAX;
+  struct list_less {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+    }
+  };
+  std::map<rule_list, std::uint32_t, list_less> ids_;
   std::vector<rule_list> lists_;
+  std::vector<std::uint32_t> single_;  // rule -> id of the list {rule}, once interned
 };
 
-// Lets the name maps be probed with string_views (no std::string per parent lookup).
-struct name_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
+// One name as one rule wrote it, normalised into the name arena. The first occurrence of each
+// distinct (name, kind) is its *key* and also carries the name's own rules: almost every name
+// comes from one rule, kept inline in `rule`; a name given by several rules indexes a list of
+// all of them (`extra`), so the common case costs no allocation.
+struct name_item {
+  static constexpr std::uint32_t no_extra = UINT32_MAX;
+  std::uint64_t hash;
+  std::size_t offset;  // into the name arena
+  std::uint32_t rule;  // the rule that wrote it; for a key, the first (lowest) such rule
+  std::uint32_t extra = no_extra;
+  std::uint8_t length;
+  bool pattern;
+};
+
+std::uint64_t hash_name(std::string_view s) noexcept { return std::hash<std::string_view>{}(s); }
+
+// Open-addressing index of the keys of one kind, sized once for every name of that kind
+// (linear probing, load <= 1/2). A slot holds the top 32 bits of the hash beside item index + 1
+// (0 = empty), so a probe only touches the item, and compares names, when those bits agree.
+class key_index {
+ public:
+  explicit key_index(std::size_t names)
+      : slots_(std::bit_ceil(std::max<std::size_t>(16, 2 * names)), 0), mask_(slots_.size() - 1) {}
+
+  void prefetch(std::uint64_t hash) const noexcept { __builtin_prefetch(&slots_[hash & mask_]); }
+
+  // The index of the key equal to items[i], or i itself (now a key) when there is none. At most
+  // `names` keys may be added.
+  std::uint32_t find_or_add(std::uint32_t i, const std::vector<name_item>& items,
+                            const char* arena) {
+    const name_item& item = items[i];
+    std::uint64_t& slot =
+        slots_[probe(item.hash, std::string_view(arena + item.offset, item.length), items, arena)];
+    if (slot != 0) return static_cast<std::uint32_t>(slot) - 1;
+    slot = tag(item.hash) | (std::uint64_t{i} + 1);
+    return i;
   }
-};
-using name_map = std::unordered_map<std::string, rule_list, name_hash, std::equal_to<>>;
+  // The index of the key equal to (name, hash), or nullopt.
+  std::optional<std::uint32_t> find(std::uint64_t hash, std::string_view name,
+                                    const std::vector<name_item>& items, const char* arena) const {
+    const std::uint64_t slot = slots_[probe(hash, name, items, arena)];
+    if (slot == 0) return std::nullopt;
+    return static_cast<std::uint32_t>(slot) - 1;
+  }
 
-// Proper suffixes of a name at label boundaries, longest first ("a.b.c" -> "b.c", "c").
+ private:
+  static std::uint64_t tag(std::uint64_t hash) noexcept { return hash & 0xffffffff00000000ull; }
+
+  std::size_t probe(std::uint64_t hash, std::string_view name, const std::vector<name_item>& items,
+                    const char* arena) const {
+    for (std::size_t i = hash & mask_;; i = (i + 1) & mask_) {
+      const std::uint64_t s = slots_[i];
+      if (s == 0) return i;
+      if ((s & 0xffffffff00000000ull) != tag(hash)) continue;
+      const name_item& k = items[static_cast<std::uint32_t>(s) - 1];
+      if (k.hash == hash && k.length == name.size() &&
+          std::memcmp(arena + k.offset, name.data(), name.size()) == 0) {
+        return i;
+      }
+    }
+  }
+
+  std::vector<std::uint64_t> slots_;
+  std::size_t mask_;
+};
+
+// Proper suffixes of a name at label boundaries, longest first ("a.b.c" -> "b.c", "c"), with
+// their label counts.
 template <typename F>
 void for_each_parent(std::string_view name, F&& f) {
+  std::size_t labels = 1 + static_cast<std::size_t>(std::count(name.begin(), name.end(), '.'));
   for (std::size_t dot = name.find('.'); dot != std::string_view::npos;
        dot = name.find('.', dot + 1)) {
-    f(name.substr(dot + 1));
+    f(name.substr(dot + 1), --labels);
   }
 }
 
@@ -249,13 +379,23 @@ compile_result compile_policy(const policy_spec& spec) {
     return res;
   }
   std::unordered_set<std::string> ids;
-  std::map<ip_prefix, rule_list> prefix_rules;                       // own rules per prefix
-  name_map exact_rules, pattern_rules;  // own rules per name
+  std::map<ip_prefix, rule_list> prefix_rules;  // own rules per prefix
+
+  // Names, as each rule gives them: normalised back to back in `arena`, in rule order. Kept
+  // flat (no string or node per name) because a policy may carry a million names.
+  std::string arena;
+  std::vector<name_item> items;  // one per name written, in rule order
+  std::size_t pattern_items = 0;
   {
-    std::size_t names = 0;
-    for (const auto& r : spec.rules) names += r.domains.size();
-    exact_rules.reserve(names);  // no rehash storms at a million names
+    std::size_t names = 0, bytes = 0;
+    for (const auto& r : spec.rules) {
+      names += r.domains.size();
+      for (const auto& d : r.domains) bytes += d.size();
+    }
+    arena.reserve(bytes);
+    items.reserve(names);
   }
+
   for (std::size_t i = 0; i < spec.rules.size(); ++i) {
     const rule_spec& r = spec.rules[i];
     const auto index = static_cast<std::uint32_t>(i);
@@ -290,15 +430,63 @@ compile_result compile_policy(const policy_spec& spec) {
     for (const auto& text : r.domains) {
       const rule_name n = normalize_rule_name(text);
       if (!n) return fail(compile_error_code::bad_domain, i, r, text, to_string(n.error));
-      auto& list = (n.subdomain ? pattern_rules : exact_rules)[n.name];
-      if (list.empty() || list.back() != index) list.push_back(index);
+      items.push_back({hash_name(n.name), arena.size(), index, name_item::no_extra,
+                       static_cast<std::uint8_t>(n.name.size()), n.subdomain});
+      arena.append(n.name);
+      pattern_items += n.subdomain;
+    }
+  }
+
+  // -- distinct names and their own rules. A name's key is its first item; `keys` lists them in
+  // first-seen order.
+  if (items.size() >= UINT32_MAX) throw std::bad_alloc();  // item indices are 32-bit
+  std::vector<std::uint32_t> keys;
+  keys.reserve(items.size());
+  std::vector<rule_list> extra;              // lists of names given by more than one rule
+  std::uint64_t pattern_labels[2] = {0, 0};  // bit n: some pattern base has n labels
+  key_index exact_index(items.size() - pattern_items);
+  key_index pattern_index(pattern_items);
+  {
+    // A big index misses the cache on nearly every probe: prefetch a few items ahead so the
+    // misses overlap.
+    constexpr std::size_t ahead = 16;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (i + ahead < items.size()) {
+        const name_item& next = items[i + ahead];
+        (next.pattern ? pattern_index : exact_index).prefetch(next.hash);
+      }
+      const name_item& item = items[i];
+      const auto self = static_cast<std::uint32_t>(i);
+      const std::uint32_t k =
+          (item.pattern ? pattern_index : exact_index).find_or_add(self, items, arena.data());
+      if (k == self) {
+        keys.push_back(self);
+        if (item.pattern) {
+          const std::string_view name(arena.data() + item.offset, item.length);
+          const auto labels = 1 + static_cast<unsigned>(std::count(name.begin(), name.end(), '.'));
+          if (labels < 128) pattern_labels[labels >> 6] |= std::uint64_t{1} << (labels & 63);
+        }
+        continue;
+      }
+      // Items are in rule order, so a name's rules arrive ascending; a repeat within one rule
+      // is the last one seen.
+      name_item& key = items[k];
+      if (key.extra == name_item::no_extra) {
+        if (key.rule != item.rule) {
+          key.extra = static_cast<std::uint32_t>(extra.size());
+          extra.push_back({key.rule, item.rule});
+        }
+      } else if (extra[key.extra].back() != item.rule) {
+        extra[key.extra].push_back(item.rule);
+      }
     }
   }
 
   // -- groups.
-  group_table groups;
+  group_table groups(spec.rules.size());
   std::vector<prefix_rule> prefix_entries;
   prefix_entries.reserve(prefix_rules.size());
+  rule_list scratch;
   {
     // The map orders by (address, version, length); per family that is a pre-order walk of the
     // prefix tree, so a stack of open ancestors gives every covering prefix of each entry.
@@ -308,31 +496,73 @@ compile_result compile_policy(const policy_spec& spec) {
         if (prefix.version != version) continue;
         while (!stack.empty() && !stack.back().first.covers(prefix)) stack.pop_back();
         rule_list full = own;
-        if (!stack.empty()) merge_into(full, stack.back().second);
+        if (!stack.empty()) merge_into(full, stack.back().second, scratch);
         prefix_entries.push_back({prefix, groups.intern(full)});
         stack.emplace_back(prefix, std::move(full));
       }
     }
   }
-  std::vector<domain_rule> domain_entries;
-  domain_entries.reserve(exact_rules.size() + pattern_rules.size());
+  std::vector<domain_rule_ref> domain_entries;
+  domain_entries.reserve(keys.size());
   {
-    auto add_parent_patterns = [&](std::string_view name, rule_list& full) {
-      if (pattern_rules.empty()) return;
-      for_each_parent(name, [&](std::string_view parent) {
-        auto it = pattern_rules.find(parent);
-        if (it != pattern_rules.end()) merge_into(full, it->second);
-      });
+    auto own_rules = [&](const name_item& k) {
+      return k.extra == name_item::no_extra ? std::span<const std::uint32_t>(&k.rule, 1)
+                                            : std::span<const std::uint32_t>(extra[k.extra]);
     };
-    for (const auto& [name, own] : exact_rules) {
-      rule_list full = own;
-      add_parent_patterns(name, full);  // "*.b.c" covers the exact "a.b.c"
-      domain_entries.push_back({name, false, groups.intern(full)});
-    }
-    for (const auto& [name, own] : pattern_rules) {
-      rule_list full = own;
-      add_parent_patterns(name, full);  // anything under "b.c" is also under "c"
-      domain_entries.push_back({name, true, groups.intern(full)});
+    auto name_of = [&](const name_item& k) {
+      return std::string_view(arena.data() + k.offset, k.length);
+    };
+    // An exact "a.b.c" is also under "*.b.c" and "*.c"; a pattern "*.b.c" is also under "*.c".
+    // Only suffixes with a label count some pattern has are looked up, a block of keys at a
+    // time so the lookups can be prefetched.
+    struct parent_probe {
+      std::uint64_t hash;
+      std::uint32_t key;    // position in the block
+      std::uint32_t found;  // the pattern's key item, or none
+      std::uint16_t start;  // of the suffix in the name
+    };
+    constexpr std::uint32_t none = UINT32_MAX;
+    constexpr std::size_t block = 1024, ahead = 16;
+    std::vector<parent_probe> probes;
+    rule_list full;
+    for (std::size_t first = 0; first < keys.size(); first += block) {
+      const std::size_t last = std::min(keys.size(), first + block);
+      probes.clear();
+      if (pattern_items != 0) {
+        for (std::size_t j = first; j < last; ++j) {
+          const std::string_view name = name_of(items[keys[j]]);
+          for_each_parent(name, [&](std::string_view parent, std::size_t labels) {
+            if (labels >= 128 || ((pattern_labels[labels >> 6] >> (labels & 63)) & 1u) == 0) {
+              return;
+            }
+            probes.push_back({hash_name(parent), static_cast<std::uint32_t>(j - first), none,
+                              static_cast<std::uint16_t>(name.size() - parent.size())});
+          });
+        }
+        for (std::size_t q = 0; q < probes.size(); ++q) {
+          if (q + ahead < probes.size()) pattern_index.prefetch(probes[q + ahead].hash);
+          parent_probe& pr = probes[q];
+          const std::string_view parent = name_of(items[keys[first + pr.key]]).substr(pr.start);
+          pr.found = pattern_index.find(pr.hash, parent, items, arena.data()).value_or(none);
+        }
+      }
+      std::size_t q = 0;
+      for (std::size_t j = first; j < last; ++j) {
+        const name_item& k = items[keys[j]];
+        const auto own = own_rules(k);
+        std::uint32_t group;
+        if (q == probes.size() || probes[q].key != j - first) {
+          group = groups.intern(own);
+        } else {
+          full.assign(own.begin(), own.end());
+          for (; q < probes.size() && probes[q].key == j - first; ++q) {
+            if (probes[q].found == none) continue;
+            merge_into(full, own_rules(items[probes[q].found]), scratch);
+          }
+          group = groups.intern(full);
+        }
+        domain_entries.push_back({name_of(k), k.pattern, group});
+      }
     }
   }
 
