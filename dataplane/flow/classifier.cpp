@@ -86,7 +86,8 @@ classify_result classifier::on_packet(flow_state& st, const packet::frame_info& 
   out.status = st.status;
   if (st.final() || info.outcome != packet::frame_outcome::ok) return out;
   const packet::bytes payload = info.payload(frame);
-  if (!payload.empty() && cfg_.verify_checksums && !checksum_verified &&
+  // A first IP fragment's checksum covers bytes still to come: it cannot be checked here.
+  if (!payload.empty() && cfg_.verify_checksums && !checksum_verified && !info.is_fragment &&
       !packet::l4_checksum_ok(frame, info)) {
     out.ignored = ignored_packet::bad_checksum;
     return out;

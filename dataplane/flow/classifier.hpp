@@ -148,7 +148,8 @@ class classifier {
   // Fakes: a packet with payload whose TCP/UDP checksum is wrong, or a TCP client packet whose
   // TTL is lower than the client's SYN had, is not read (result.ignored says why): a fake
   // request naming an allowed name must not decide the flow before the real one. Pass
-  // `checksum_verified` when the NIC already checked the checksum and found it good.
+  // `checksum_verified` when the NIC already checked the checksum and found it good. A first
+  // IP fragment cannot be checked (its checksum covers the later fragments) and is read.
   [[nodiscard]] classify_result on_packet(flow_state& state, const packet::frame_info& info,
                                           packet::bytes frame, direction dir,
                                           bool checksum_verified = false) noexcept;

@@ -1,0 +1,740 @@
+#include "dataplane/engine/worker.hpp"
+
+#include <rte_branch_prediction.h>
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_hash.h>
+#include <rte_hash_crc.h>
+#include <rte_malloc.h>
+#include <rte_pause.h>
+#include <rte_prefetch.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "dataplane/engine/response.hpp"
+#include "dataplane/engine/token_bucket.hpp"
+#include "dataplane/flow/classifier.hpp"
+#include "dataplane/flow/stream_buffer.hpp"
+#include "dataplane/packet/frame.hpp"
+
+// Accounting (tested): every received packet ends in exactly one of
+//   forwarded (tx accepted it) | tx_refused (no tx queue or the NIC refused: freed) |
+//   dropped_by_rule (enforced) | mirror_consumed (mirror mode: a copy, never forwarded),
+// so after flush(): packets == forwarded + tx_refused + dropped_by_rule + mirror_consumed.
+// Unparseable packets and fragments are forwarded (fail open) and counted by parse outcome /
+// fragments_passed on top. Our own answers (RST, 451) are counted apart: resets_sent,
+// notices_sent, response_failed (no mbuf, unanswerable, or refused by tx).
+
+namespace sluice::engine {
+namespace {
+
+constexpr std::uint16_t max_burst = 64;
+constexpr std::size_t name_slot_bytes = 256;
+constexpr std::uint32_t closing_idle_seconds = 10;  // after FIN/RST
+constexpr std::uint16_t answer_every_packets = 32;  // re-answer a blocked flow at most this often
+constexpr unsigned age_per_burst = 8;               // idle-aging scan step
+constexpr unsigned prefetch_ahead = 3;
+constexpr std::uint32_t no_group = UINT32_MAX;
+constexpr std::uint32_t no_rule = match::verdict::no_rule;
+constexpr std::size_t counted_rules_per_flow = 4;
+
+// Canonical flow key: the (address, port) pair that sorts first is side a, so both directions
+// of a flow find the same entry. 40 bytes: a multiple of 4 for rte_hash_crc.
+struct flow_key {
+  std::array<std::uint8_t, 16> a;
+  std::array<std::uint8_t, 16> b;
+  std::uint16_t port_a;
+  std::uint16_t port_b;
+  std::uint16_t vlan;
+  std::uint8_t proto;
+  std::uint8_t version;
+};
+static_assert(sizeof(flow_key) == 40);
+
+struct flow_entry {
+  flow::flow_state cls;
+  std::uint64_t last_tsc = 0;
+  std::uint64_t generation = UINT64_MAX;  // of the policy the cached groups belong to
+  std::uint64_t answer_tsc = 0;           // last RST/notice sent for this flow (0 = never)
+  packet::ip_address internet;            // what prefix rules match
+  std::uint32_t ip_group = no_group;
+  std::uint32_t name_group = no_group;
+  std::uint32_t bucket_rule = no_rule;    // the throttle rule `bucket` was made for
+  std::array<std::uint32_t, counted_rules_per_flow> counted{};  // rules whose `flows` we bumped
+  token_bucket bucket{0, 0};
+  std::uint16_t since_answer = 0;
+  std::uint8_t counted_n = 0;
+  std::uint8_t name_len = 0;
+  bool in_use = false;
+  bool has_name = false;
+  bool closing = false;
+  bool unmatched_counted = false;
+};
+
+// Per-burst deltas, added to the published counters once per burst.
+struct burst_counts {
+  std::array<std::uint64_t, static_cast<std::size_t>(engine_event::count)> events{};
+  std::array<std::uint64_t, static_cast<std::size_t>(packet::frame_outcome::count)> parse{};
+  std::array<std::uint64_t, static_cast<std::size_t>(flow::give_up_reason::count)> give_ups{};
+  std::uint64_t packets = 0;
+  void add(engine_event e, std::uint64_t n = 1) noexcept {
+    events[static_cast<std::size_t>(e)] += n;
+  }
+};
+
+// What a burst reads from the policy once.
+struct burst_context {
+  const match::compiled_policy* policy = nullptr;
+  rule_counter* rules = nullptr;  // this worker's row, or null
+  std::uint64_t generation = 0;
+  std::int64_t now = 0;           // unix seconds (rule windows)
+  std::uint64_t now_tsc = 0;
+};
+
+std::optional<std::uint32_t> opt(std::uint32_t g) noexcept {
+  return g == no_group ? std::nullopt : std::optional<std::uint32_t>(g);
+}
+
+std::int64_t system_seconds() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return ts.tv_sec;
+}
+
+template <typename T>
+T* socket_array(std::size_t n, unsigned socket, const char* what) {
+  void* mem = rte_zmalloc_socket(what, sizeof(T) * n, RTE_CACHE_LINE_SIZE, static_cast<int>(socket));
+  if (mem == nullptr) {
+    throw std::runtime_error(std::string("worker: rte_zmalloc_socket refused ") + what);
+  }
+  T* p = static_cast<T*>(mem);
+  for (std::size_t i = 0; i < n; ++i) new (p + i) T();
+  return p;
+}
+
+flow::classifier::config classifier_config(const worker_config& c) noexcept {
+  flow::classifier::config k;
+  k.verify_checksums = c.verify_checksums;
+  return k;
+}
+
+}  // namespace
+
+struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
+  struct tx_buffer {
+    std::uint16_t n = 0;
+    std::array<rte_mbuf*, max_burst> pkts{};
+    std::array<bool, max_burst> response{};
+  };
+
+  impl(const worker_config& c, worker_shared& s)
+      : cfg(c),
+        shared(s),
+        pool(c.reassembly_buffers, c.reassembly_buffer_bytes),
+        cls(pool, classifier_config(c)),
+        entropy(rte_rdtsc() ^ (std::uint64_t{c.id} << 32)) {}
+
+  ~impl() {
+    if (flows != nullptr) rte_hash_free(flows);
+    if (entries != nullptr) {
+      for (std::uint32_t i = 0; i < capacity; ++i) entries[i].~flow_entry();
+      rte_free(entries);
+    }
+    rte_free(names);
+    for (auto& t : tx) {
+      for (std::uint16_t i = 0; i < t.n; ++i) rte_pktmbuf_free(t.pkts[i]);
+      t.n = 0;
+    }
+  }
+
+  // ---- tx ----------------------------------------------------------------------------------
+
+  void send_port(std::uint16_t port) noexcept {
+    tx_buffer& t = tx[port];
+    if (t.n == 0) return;
+    const std::uint16_t q = cfg.tx_queue_of_port[port];
+    const std::uint16_t sent = rte_eth_tx_burst(port, q, t.pkts.data(), t.n);
+    std::uint64_t fwd = 0, refused = 0, resp_failed = 0;
+    for (std::uint16_t i = 0; i < sent; ++i) fwd += t.response[i] ? 0 : 1;
+    for (std::uint16_t i = sent; i < t.n; ++i) {
+      (t.response[i] ? resp_failed : refused) += 1;
+      rte_pktmbuf_free(t.pkts[i]);
+    }
+    auto& ev = counters.events;
+    ev[static_cast<std::size_t>(engine_event::forwarded)] += fwd;
+    ev[static_cast<std::size_t>(engine_event::tx_refused)] += refused;
+    ev[static_cast<std::size_t>(engine_event::response_failed)] += resp_failed;
+    t.n = 0;
+  }
+
+  void flush_all() noexcept {
+    for (std::uint16_t p = 0; p < tx_ports; ++p) send_port(p);
+  }
+
+  // Buffers `m` for `port`; a port we cannot transmit on frees it (counted as refused).
+  void enqueue(std::uint16_t port, rte_mbuf* m, bool response, burst_counts& c) noexcept {
+    if (port >= tx_ports || cfg.tx_queue_of_port[port] == UINT16_MAX) [[unlikely]] {
+      rte_pktmbuf_free(m);
+      c.add(response ? engine_event::response_failed : engine_event::tx_refused);
+      return;
+    }
+    tx_buffer& t = tx[port];
+    t.pkts[t.n] = m;
+    t.response[t.n] = response;
+    if (++t.n >= tx_burst) send_port(port);
+  }
+
+  // The packet goes on unchanged (fail open, or no rule), except in mirror mode.
+  void pass(rte_mbuf* m, std::uint16_t rx_port, burst_counts& c) noexcept {
+    if (cfg.mirror_mode) {
+      rte_pktmbuf_free(m);
+      c.add(engine_event::mirror_consumed);
+      return;
+    }
+    enqueue(cfg.peer_of_port[rx_port], m, false, c);
+  }
+
+  void drop(rte_mbuf* m, burst_counts& c) noexcept {
+    rte_pktmbuf_free(m);
+    c.add(engine_event::dropped_by_rule);
+  }
+
+  // ---- answers -----------------------------------------------------------------------------
+
+  template <typename Build>
+  bool send_answer(std::uint16_t port, engine_event what, burst_counts& c, Build&& build) noexcept {
+    if (cfg.response_pool == nullptr) {
+      c.add(engine_event::response_failed);
+      return false;
+    }
+    rte_mbuf* r = rte_pktmbuf_alloc(cfg.response_pool);
+    if (r == nullptr) {
+      c.add(engine_event::response_failed);
+      return false;
+    }
+    auto* data = rte_pktmbuf_mtod(r, std::uint8_t*);
+    const std::size_t len = build(std::span<std::uint8_t>(data, rte_pktmbuf_tailroom(r)));
+    if (len == 0) {
+      rte_pktmbuf_free(r);
+      c.add(engine_event::response_failed);
+      return false;
+    }
+    r->data_len = static_cast<std::uint16_t>(len);
+    r->pkt_len = static_cast<std::uint32_t>(len);
+    c.add(what);
+    enqueue(port, r, true, c);
+    return true;
+  }
+
+  void send_resets(packet::bytes frame, const packet::frame_info& info, std::uint16_t rx_port,
+                   burst_counts& c) noexcept {
+    const std::uint16_t back = cfg.mirror_mode ? cfg.inject_port : rx_port;
+    const std::uint16_t on = cfg.mirror_mode ? cfg.inject_port : cfg.peer_of_port[rx_port];
+    send_answer(back, engine_event::resets_sent, c, [&](std::span<std::uint8_t> out) {
+      return build_tcp_reset(frame, info, reset_target::to_sender, entropy, out);
+    });
+    send_answer(on, engine_event::resets_sent, c, [&](std::span<std::uint8_t> out) {
+      return build_tcp_reset(frame, info, reset_target::to_receiver, entropy, out);
+    });
+  }
+
+  // reset / notice on TCP: answer (rate-limited per flow), then drop the packet.
+  void answer(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info, flow_entry* e,
+              const burst_context& ctx, match::action act, std::uint32_t rule,
+              std::uint16_t rx_port, bool from_client, burst_counts& c) noexcept {
+    if (info.l4_proto != IPPROTO_TCP || (info.tcp_flags & packet::tcp_rst)) {
+      drop(m, c);
+      return;
+    }
+    bool due = true;
+    if (e != nullptr) {
+      // answer_tsc is odd (non-zero marks "answered"), so it may exceed an even now_tsc of
+      // the same burst: compare without wrapping.
+      due = e->answer_tsc == 0 || ++e->since_answer >= answer_every_packets ||
+            (ctx.now_tsc > e->answer_tsc && ctx.now_tsc - e->answer_tsc >= tsc_hz);
+      if (due) {
+        e->answer_tsc = ctx.now_tsc | 1;
+        e->since_answer = 0;
+      }
+    }
+    if (due) {
+      bool noticed = false;
+      if (act == match::action::notice && !cfg.mirror_mode && e != nullptr && e->has_name &&
+          e->cls.protocol == flow::flow_protocol::http && from_client && info.payload_length > 0) {
+        const std::string_view legal = ctx.policy->rule(rule).legal_basis;
+        const std::string_view name(names + std::size_t{position_of(e)} * name_slot_bytes,
+                                    e->name_len);
+        noticed = send_answer(rx_port, engine_event::notices_sent, c,
+                              [&](std::span<std::uint8_t> out) {
+                                return build_http_notice(frame, info, legal, name, entropy, out);
+                              });
+        if (noticed) {
+          send_answer(cfg.peer_of_port[rx_port], engine_event::resets_sent, c,
+                      [&](std::span<std::uint8_t> out) {
+                        return build_tcp_reset(frame, info, reset_target::to_receiver, entropy,
+                                               out);
+                      });
+        }
+      }
+      if (!noticed) send_resets(frame, info, rx_port, c);
+    }
+    drop(m, c);
+  }
+
+  [[nodiscard]] std::uint32_t position_of(const flow_entry* e) const noexcept {
+    return static_cast<std::uint32_t>(e - entries);
+  }
+
+  // ---- policy ------------------------------------------------------------------------------
+
+  void refresh_groups(flow_entry& e, const burst_context& ctx) noexcept {
+    e.generation = ctx.generation;
+    e.counted_n = 0;
+    e.bucket_rule = no_rule;
+    e.ip_group = no_group;
+    e.name_group = no_group;
+    if (ctx.policy == nullptr) return;
+    if (auto g = ctx.policy->match_ip(e.internet)) e.ip_group = *g;
+    if (e.has_name) {
+      const std::string_view name(names + std::size_t{position_of(&e)} * name_slot_bytes,
+                                  e.name_len);
+      if (auto g = ctx.policy->match_name(name)) e.name_group = *g;
+    }
+  }
+
+  // Per-rule counters: packets always, flows once per (flow, rule) while the policy lasts.
+  void count_rules(flow_entry* e, const burst_context& ctx, const match::verdict& v,
+                   std::uint32_t ip_group, std::uint32_t name_group) noexcept {
+    if (ctx.rules == nullptr) return;
+    auto bump = [&](std::uint32_t r) {
+      ++ctx.rules[r].packets;
+      if (e == nullptr) return;
+      for (std::uint8_t i = 0; i < e->counted_n; ++i) {
+        if (e->counted[i] == r) return;
+      }
+      if (e->counted_n < counted_rules_per_flow) e->counted[e->counted_n++] = r;
+      ++ctx.rules[r].flows;
+    };
+    if (v.enforce()) bump(v.rule);
+    if (v.monitors == 0) return;
+    const auto* pol = ctx.policy;
+    if (ip_group != no_group) pol->for_each_active_monitor(pol->group(ip_group), ctx.now, bump);
+    if (name_group != no_group && name_group != ip_group) {
+      const auto ip_rules = ip_group != no_group ? pol->group(ip_group).rules
+                                                 : std::span<const std::uint32_t>{};
+      pol->for_each_active_monitor(pol->group(name_group), ctx.now, [&](std::uint32_t r) {
+        if (!std::binary_search(ip_rules.begin(), ip_rules.end(), r)) bump(r);
+      });
+    }
+  }
+
+  // Applies a verdict to a packet (consumes it).
+  void enforce(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info, flow_entry* e,
+               const burst_context& ctx, const match::verdict& v, std::uint16_t rx_port,
+               bool from_client, burst_counts& c) noexcept {
+    if (v.monitors != 0) c.add(engine_event::monitor_hits);
+    if (!v.enforce()) {
+      pass(m, rx_port, c);
+      return;
+    }
+    switch (v.act) {
+      case match::action::throttle: {
+        if (e == nullptr) {  // no per-flow state: fail open
+          pass(m, rx_port, c);
+          return;
+        }
+        if (e->bucket_rule != v.rule) {
+          const auto& r = ctx.policy->rule(v.rule);
+          e->bucket = token_bucket(
+              r.rate_bps, static_cast<std::uint32_t>(std::min<std::uint64_t>(r.burst_bytes,
+                                                                             UINT32_MAX)));
+          e->bucket_rule = v.rule;
+        }
+        if (e->bucket.admit(ctx.now_tsc, rte_pktmbuf_pkt_len(m), tsc_hz)) {
+          pass(m, rx_port, c);
+        } else {
+          c.add(engine_event::throttled_drops);
+          drop(m, c);
+        }
+        return;
+      }
+      case match::action::reset:
+      case match::action::notice:
+        answer(m, frame, info, e, ctx, v.act, v.rule, rx_port, from_client, c);
+        return;
+      case match::action::drop:
+      case match::action::monitor:
+      case match::action::count:
+        break;
+    }
+    drop(m, c);
+  }
+
+  // ---- packets -----------------------------------------------------------------------------
+
+  // Non-first fragments (and first ones too short for L4) belong to no flow key; they carry
+  // addresses, so an address rule still stops them. Phase 1: no reassembly.
+  void on_fragment(rte_mbuf* m, const packet::frame_info& info, port_role role,
+                   std::uint16_t rx_port, const burst_context& ctx, burst_counts& c) noexcept {
+    if (ctx.policy != nullptr && info.ip_version != 0) {
+      const auto& internet = role == port_role::internet ? info.src : info.dst;
+      if (auto g = ctx.policy->match_ip(internet)) {
+        const match::verdict v = ctx.policy->decide(g, std::nullopt, ctx.now);
+        if (v.enforce() && v.act != match::action::throttle) {
+          count_rules(nullptr, ctx, v, *g, no_group);
+          drop(m, c);
+          return;
+        }
+      }
+    }
+    c.add(engine_event::fragments_passed);
+    pass(m, rx_port, c);
+  }
+
+  flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
+                             const burst_context& ctx, burst_counts& c) noexcept {
+    flow_key k;
+    std::memset(&k, 0, sizeof k);
+    const int order = std::memcmp(info.src.bytes.data(), info.dst.bytes.data(), 16);
+    from_a = order < 0 || (order == 0 && info.src_port <= info.dst_port);
+    const auto& lo = from_a ? info.src : info.dst;
+    const auto& hi = from_a ? info.dst : info.src;
+    k.a = lo.bytes;
+    k.b = hi.bytes;
+    k.port_a = from_a ? info.src_port : info.dst_port;
+    k.port_b = from_a ? info.dst_port : info.src_port;
+    k.vlan = info.outer_vlan;
+    k.proto = info.l4_proto;
+    k.version = info.ip_version;
+    const hash_sig_t sig = rte_hash_crc(&k, sizeof k, 0);
+    std::int32_t pos = rte_hash_lookup_with_hash(flows, &k, sig);
+    if (pos >= 0) [[likely]] {
+      return &entries[pos];
+    }
+    pos = rte_hash_add_key_with_hash(flows, &k, sig);
+    if (pos < 0 || static_cast<std::uint32_t>(pos) >= capacity) [[unlikely]] {
+      if (pos >= 0) rte_hash_del_key_with_hash(flows, &k, sig);
+      c.add(engine_event::flow_table_full);
+      return nullptr;
+    }
+    flow_entry& e = entries[pos];
+    e = flow_entry{};
+    e.in_use = true;
+    const bool syn_ack = (info.tcp_flags & (packet::tcp_syn | packet::tcp_ack)) ==
+                         (packet::tcp_syn | packet::tcp_ack);
+    // Mirror ports carry both directions: take the server of the first packet we see.
+    const bool src_is_internet =
+        role == port_role::internet || (role == port_role::mirror && syn_ack);
+    e.internet = src_is_internet ? info.src : info.dst;
+    ++flow_count;
+    c.add(engine_event::flows_created);
+    (void)ctx;
+    return &e;
+  }
+
+  void on_packet(rte_mbuf* m, std::uint16_t rx_port, port_role role, const burst_context& ctx,
+                 burst_counts& c) noexcept {
+    const packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
+    const packet::frame_info info = packet::parse_frame(frame);
+    ++c.parse[static_cast<std::size_t>(info.outcome)];
+    if (info.outcome == packet::frame_outcome::fragment) {
+      on_fragment(m, info, role, rx_port, ctx, c);
+      return;
+    }
+    if (info.outcome != packet::frame_outcome::ok) {
+      pass(m, rx_port, c);  // fail open
+      return;
+    }
+
+    bool from_a = true;
+    flow_entry* e = find_or_create(info, role, from_a, ctx, c);
+    if (e == nullptr) {
+      pass(m, rx_port, c);  // table full: unclassified, fail open
+      return;
+    }
+    e->last_tsc = ctx.now_tsc;
+    if (e->generation != ctx.generation) refresh_groups(*e, ctx);
+    const bool tcp = info.l4_proto == IPPROTO_TCP;
+    if (tcp && (info.tcp_flags & (packet::tcp_fin | packet::tcp_rst))) e->closing = true;
+
+    const auto dir = from_a ? flow::direction::forward : flow::direction::reverse;
+    const std::uint8_t dir_code = static_cast<std::uint8_t>(dir) + 1;
+    const bool from_client =
+        e->cls.client_dir != 0 ? e->cls.client_dir == dir_code : role != port_role::internet;
+
+    std::uint32_t name_group = e->name_group;
+    match::verdict v;
+    bool judged = false;
+    if (!e->cls.final()) {
+      {
+        // The classifier ignores injected fakes (bad checksum, TTL below the handshake's); a
+        // checksum the NIC verified is not computed again.
+        const flow::flow_status before = e->cls.status;
+        const bool nic_checked = (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) ==
+                                 RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+        const flow::classify_result r = cls.on_packet(e->cls, info, frame, dir, nic_checked);
+        if (r.ignored == flow::ignored_packet::bad_checksum) {
+          c.add(engine_event::fake_ignored_checksum);
+        } else if (r.ignored == flow::ignored_packet::low_ttl) {
+          c.add(engine_event::fake_ignored_ttl);
+        }
+        if (r.status == flow::flow_status::gave_up && before != flow::flow_status::gave_up) {
+          ++c.give_ups[static_cast<std::size_t>(e->cls.reason)];
+        }
+        if (r.name_count != 0) {
+          const bool per_packet = e->cls.protocol == flow::flow_protocol::dns_udp ||
+                                  e->cls.protocol == flow::flow_protocol::ssdp;
+          // The strongest verdict among the names this packet revealed.
+          std::uint8_t best = 0;
+          std::uint32_t best_group = no_group;
+          match::verdict best_v;
+          if (ctx.policy != nullptr) {
+            best_v = ctx.policy->decide(opt(e->ip_group), std::nullopt, ctx.now);
+            for (std::uint8_t i = 0; i < r.name_count; ++i) {
+              const auto g = ctx.policy->match_name(r.names[i]);
+              if (!g) continue;
+              const match::verdict vi = ctx.policy->decide(opt(e->ip_group), g, ctx.now);
+              const bool better =
+                  best_group == no_group
+                      ? (vi.enforce() || vi.monitors != 0)
+                      : vi.enforce() &&
+                            (!best_v.enforce() || ctx.policy->stronger(vi.rule, best_v.rule));
+              if (better) {
+                best = i;
+                best_group = *g;
+                best_v = vi;
+              }
+            }
+          }
+          if (per_packet) {
+            name_group = best_group;
+            v = best_v;
+            judged = true;
+          } else {
+            const std::string_view n = r.names[best];
+            const std::size_t len = std::min(n.size(), name_slot_bytes - 1);
+            std::memcpy(names + std::size_t{position_of(e)} * name_slot_bytes, n.data(), len);
+            e->name_len = static_cast<std::uint8_t>(len);
+            e->has_name = true;
+            e->name_group = name_group = best_group;
+          }
+        }
+      }
+    }
+    if (!judged && ctx.policy != nullptr) {
+      v = ctx.policy->decide(opt(e->ip_group), opt(name_group), ctx.now);
+    }
+    if (v.enforce() || v.monitors != 0) {
+      count_rules(e, ctx, v, e->ip_group, name_group);
+    } else if (!e->unmatched_counted && e->cls.final()) {
+      e->unmatched_counted = true;
+      c.add(engine_event::policy_unmatched_flows);
+    }
+    enforce(m, frame, info, e, ctx, v, rx_port, from_client, c);
+  }
+
+  // Expires idle flows, a few entries per call, resuming where the last call stopped.
+  void age_some(std::uint64_t now_tsc, burst_counts& c) noexcept {
+    for (unsigned i = 0; i < age_per_burst; ++i) {
+      const void* key = nullptr;
+      void* data = nullptr;
+      const std::int32_t pos = rte_hash_iterate(flows, &key, &data, &age_cursor);
+      if (pos < 0) {
+        age_cursor = 0;
+        return;
+      }
+      if (static_cast<std::uint32_t>(pos) >= capacity) continue;
+      flow_entry& e = entries[pos];
+      const std::uint64_t limit = e.closing ? closing_tsc : idle_tsc;
+      if (now_tsc <= e.last_tsc || now_tsc - e.last_tsc <= limit) continue;
+      flow_key k;
+      std::memcpy(&k, key, sizeof k);
+      cls.release(e.cls);
+      e.in_use = false;
+      rte_hash_del_key(flows, &k);
+      --flow_count;
+      c.add(engine_event::flows_expired);
+    }
+  }
+
+  void process(rte_mbuf** pkts, std::uint16_t n, std::uint16_t port) noexcept {
+    burst_context ctx;
+    ctx.now_tsc = rte_rdtsc();
+    // Acquire pairs with the control thread's release store: the snapshot's contents are
+    // visible before we use the pointer. We hold it only until the end of this burst, i.e.
+    // before this loop iteration reports quiescence, so the grace period covers us.
+    const active_policy* ap = shared.policy.load(std::memory_order_acquire);
+    if (ap != nullptr) {
+      ctx.policy = ap->policy.get();
+      ctx.generation = ap->generation;
+      if (ctx.policy != nullptr && ap->rule_counters != nullptr && cfg.id < ap->workers) {
+        ctx.rules = ap->rule_counters.get() + std::size_t{cfg.id} * ctx.policy->rule_count();
+      }
+    }
+    ctx.now = shared.clock != nullptr ? shared.clock() : system_seconds();
+
+    burst_counts c;
+    c.packets = n;
+    const port_role role =
+        port < cfg.role_of_port.size() ? cfg.role_of_port[port] : port_role::subscriber;
+    if (role == port_role::subscriber) {
+      c.add(engine_event::packets_in, n);
+    } else if (role == port_role::internet) {
+      c.add(engine_event::packets_out, n);
+    }
+    for (std::uint16_t i = 0; i < n && i < prefetch_ahead; ++i) {
+      rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+    }
+    for (std::uint16_t i = 0; i < n; ++i) {
+      if (i + prefetch_ahead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + prefetch_ahead], void*));
+      on_packet(pkts[i], port, role, ctx, c);
+    }
+    age_some(ctx.now_tsc, c);
+
+    for (std::size_t i = 0; i < c.events.size(); ++i) counters.events[i] += c.events[i];
+    for (std::size_t i = 0; i < c.parse.size(); ++i) counters.parse[i] += c.parse[i];
+    for (std::size_t i = 0; i < c.give_ups.size(); ++i) counters.give_ups[i] += c.give_ups[i];
+    counters.packets += c.packets;
+    ++counters.bursts;
+  }
+
+  worker_config cfg;
+  worker_shared& shared;
+  flow::buffer_pool pool;
+  flow::classifier cls;
+  response_entropy entropy;
+  rte_hash* flows = nullptr;
+  flow_entry* entries = nullptr;
+  char* names = nullptr;
+  std::uint32_t capacity = 0;
+  std::uint32_t age_cursor = 0;
+  std::uint64_t flow_count = 0;
+  std::uint64_t tsc_hz = 0;
+  std::uint64_t idle_tsc = 0;
+  std::uint64_t closing_tsc = 0;
+  std::uint64_t drain_tsc = 0;
+  std::uint16_t tx_ports = 0;
+  std::uint16_t tx_burst = 32;
+  worker_counters counters;
+  std::array<tx_buffer, RTE_MAX_ETHPORTS> tx{};
+};
+
+worker::worker(const worker_config& cfg, worker_shared& shared)
+    : impl_(std::make_unique<impl>(cfg, shared)) {
+  impl& w = *impl_;
+  w.tsc_hz = rte_get_tsc_hz();
+  w.idle_tsc = w.tsc_hz * cfg.flow_idle_seconds;
+  w.closing_tsc = w.tsc_hz * std::min(closing_idle_seconds, cfg.flow_idle_seconds);
+  w.drain_tsc = (w.tsc_hz + US_PER_S - 1) / US_PER_S * cfg.drain_us;
+  w.tx_ports = static_cast<std::uint16_t>(
+      std::min<std::size_t>(cfg.tx_queue_of_port.size(), RTE_MAX_ETHPORTS));
+  w.tx_burst = std::clamp<std::uint16_t>(cfg.burst, 1, max_burst);
+  w.cfg.burst = w.tx_burst;
+
+  static std::atomic<unsigned> seq{0};
+  const std::string name =
+      "sl_flows_" + std::to_string(cfg.id) + "_" + std::to_string(seq.fetch_add(1));
+  rte_hash_parameters p{};
+  p.name = name.c_str();
+  p.entries = std::max<std::uint32_t>(cfg.flow_table_size, 8);
+  p.key_len = sizeof(flow_key);
+  p.hash_func = rte_hash_crc;
+  p.hash_func_init_val = 0;
+  p.socket_id = static_cast<int>(cfg.socket);
+  // The extendable table holds exactly `entries` keys whatever the bucket collisions, so
+  // "full" means full, and positions stay below `entries`.
+  p.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
+  w.flows = rte_hash_create(&p);
+  if (w.flows == nullptr) {
+    throw std::runtime_error("worker: rte_hash_create refused the flow table: " +
+                             std::string(rte_strerror(rte_errno)));
+  }
+  w.capacity = p.entries;
+  w.entries = socket_array<flow_entry>(w.capacity, cfg.socket, "sluice_flow_entries");
+  w.names = socket_array<char>(std::size_t{w.capacity} * name_slot_bytes, cfg.socket,
+                               "sluice_flow_names");
+}
+
+worker::~worker() = default;
+
+void worker::process_burst(rte_mbuf** pkts, std::uint16_t n, std::uint16_t port) noexcept {
+  impl_->process(pkts, n, port);
+}
+
+void worker::flush() noexcept { impl_->flush_all(); }
+
+const worker_counters& worker::counters() const noexcept { return impl_->counters; }
+
+std::uint64_t worker::flow_entries() const noexcept { return impl_->flow_count; }
+
+int worker::run() noexcept {
+  impl& w = *impl_;
+  rte_rcu_qsbr* qsbr = w.shared.qsbr;
+  if (qsbr != nullptr) {
+    rte_rcu_qsbr_thread_register(qsbr, w.cfg.id);
+    rte_rcu_qsbr_thread_online(qsbr, w.cfg.id);
+  }
+  std::array<rte_mbuf*, max_burst> pkts{};
+  std::uint64_t last_flush = rte_rdtsc();
+  while (!w.shared.stop.load(std::memory_order_relaxed)) {
+    while (w.shared.stall_worker_for_test.load(std::memory_order_relaxed) == w.cfg.id &&
+           !w.shared.stop.load(std::memory_order_relaxed)) {
+      rte_pause();  // test hook: no heartbeat, no quiescence
+    }
+    const std::uint64_t now = rte_rdtsc();
+    w.counters.heartbeat_tsc = now;
+    if (now - last_flush > w.drain_tsc) {
+      w.flush_all();
+      last_flush = now;
+    }
+    bool idle = true;
+    for (const io_queue& q : w.cfg.rx) {
+      const std::uint16_t n = rte_eth_rx_burst(q.port, q.queue, pkts.data(), w.tx_burst);
+      if (n == 0) continue;
+      idle = false;
+      const std::uint64_t start = rte_rdtsc();
+      w.process(pkts.data(), n, q.port);
+      w.counters.busy_cycles += rte_rdtsc() - start;
+    }
+    if (w.cfg.rx_ring != nullptr) {
+      const unsigned n = rte_ring_sc_dequeue_burst(w.cfg.rx_ring, reinterpret_cast<void**>(pkts.data()),
+                                                   w.tx_burst, nullptr);
+      if (n != 0) {
+        idle = false;
+        const std::uint64_t start = rte_rdtsc();
+        // A distributed burst mixes rx ports: process each run of one port together.
+        unsigned from = 0;
+        for (unsigned i = 1; i <= n; ++i) {
+          if (i == n || pkts[i]->port != pkts[from]->port) {
+            w.process(pkts.data() + from, static_cast<std::uint16_t>(i - from), pkts[from]->port);
+            from = i;
+          }
+        }
+        w.counters.busy_cycles += rte_rdtsc() - start;
+      }
+    }
+    if (idle) {
+      burst_counts c;
+      w.age_some(now, c);
+      w.counters.events[static_cast<std::size_t>(engine_event::flows_expired)] +=
+          c.events[static_cast<std::size_t>(engine_event::flows_expired)];
+    }
+    if (qsbr != nullptr) rte_rcu_qsbr_quiescent(qsbr, w.cfg.id);
+  }
+  w.flush_all();
+  if (qsbr != nullptr) {
+    rte_rcu_qsbr_thread_offline(qsbr, w.cfg.id);
+    rte_rcu_qsbr_thread_unregister(qsbr, w.cfg.id);
+  }
+  return 0;
+}
+
+}  // namespace sluice::engine
