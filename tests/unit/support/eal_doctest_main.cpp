@@ -1,5 +1,5 @@
-// doctest main for sluice_unit_match: the prefix sets live on rte_fib, so an EAL must exist
-// before any test runs. No hugepages, no PCI, no shared config: runs unprivileged.
+// doctest main for the test programs that need an EAL (rte_fib prefix sets, mempools, rte_hash,
+// net_ring ports): no hugepages, no PCI, no shared config, so they run unprivileged.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 #include <rte_eal.h>
@@ -11,7 +11,7 @@
 
 int main(int argc, char** argv) {
   std::string error;
-  if (!sluice::match::init_offline_eal("sluice_unit_match", 1024, error)) {
+  if (!sluice::match::init_offline_eal(argv[0], 1024, error)) {
     std::fprintf(stderr, "rte_eal_init: %s\n", error.c_str());
     return 1;
   }
