@@ -16,10 +16,13 @@
 #include <vector>
 
 #include "dataplane/offline/capture_flows.hpp"
+#include "tests/unit/support/text.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+using sluice::test::lower;
+using sluice::test::split;
 using sluice::flow::flow_status;
 using sluice::flow::name_kind;
 
@@ -43,19 +46,6 @@ const explanation* find_explanation(const std::string& capture, std::uint16_t po
     if (capture == e.capture && port == e.client_port) return &e;
   }
   return nullptr;
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string item;
-  std::istringstream in(s);
-  while (std::getline(in, item, sep)) out.push_back(item);
-  return out;
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
 }
 
 std::vector<truth_row> read_truth(const fs::path& path) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "dataplane/offline/capture_flows.hpp"
+#include "tests/unit/support/text.hpp"
 
 namespace {
 
@@ -41,14 +42,7 @@ struct manifest_row {
 };
 
 const fs::path generated_dir{SLUICE_GENERATED_DIR};
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string item;
-  std::istringstream in(s);
-  while (std::getline(in, item, sep)) out.push_back(item);
-  return out;
-}
+using sluice::test::split;
 
 std::vector<manifest_row> read_manifest() {
   std::vector<manifest_row> rows;
@@ -93,8 +87,7 @@ name_kind expected_kind(const manifest_row& r) {
 // The policy the manifest's policy_block column assumes: telegram.org, *.telegram.org, t.me,
 // *.t.me, with label boundaries, case-insensitive, one trailing dot ignored.
 bool blocked_by_name(std::string name) {
-  std::transform(name.begin(), name.end(), name.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
+  name = sluice::test::lower(std::move(name));
   if (name.ends_with('.')) name.pop_back();
   return name == "telegram.org" || name == "t.me" || name.ends_with(".telegram.org") ||
          name.ends_with(".t.me");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dataplane/packet/dns.hpp"
+#include "tests/unit/support/packet_builder.hpp"
 
 using namespace sluice::packet;
 
@@ -30,20 +31,8 @@ buf header(std::uint16_t qdcount, bool response = false) {
   return b;
 }
 
-// Wire form of a dotted name (no compression), root label included.
-void put_name(buf& b, std::string_view dotted) {
-  while (!dotted.empty()) {
-    const std::size_t dot = dotted.find('.');
-    const std::string_view label = dotted.substr(0, dot);
-    b.push_back(static_cast<std::uint8_t>(label.size()));
-    b.insert(b.end(), label.begin(), label.end());
-    dotted = dot == std::string_view::npos ? std::string_view{} : dotted.substr(dot + 1);
-  }
-  b.push_back(0);
-}
-
 void put_question(buf& b, std::string_view dotted, std::uint16_t qtype = 1, std::uint16_t qclass = 1) {
-  put_name(b, dotted);
+  sluice::test::put_dns_name(b, dotted);
   put16(b, qtype);
   put16(b, qclass);
 }
@@ -129,7 +118,7 @@ std::vector<row> rows() {
   }
   {
     buf b = header(1);
-    put_name(b, "");
+    sluice::test::put_dns_name(b, "");
     put16(b, 2);
     put16(b, 1);
     v.push_back({"root name (NS .)", b, dns_outcome::question, {{"", 2, 1}}, 1, false});
