@@ -348,7 +348,8 @@ std::size_t build_tcp_reset(bytes original_frame, const frame_info& info, reset_
     sg = {true, acked ? info.tcp_ack : 0u, next_seq,
           static_cast<std::uint8_t>(packet::tcp_rst | packet::tcp_ack), 0};
   } else {
-    sg = {false, next_seq, acked ? info.tcp_ack : 0u,
+    const std::uint32_t seq = target == reset_target::to_receiver_instead ? info.tcp_seq : next_seq;
+    sg = {false, seq, acked ? info.tcp_ack : 0u,
           static_cast<std::uint8_t>(acked ? packet::tcp_rst | packet::tcp_ack : packet::tcp_rst),
           0};
   }

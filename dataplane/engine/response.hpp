@@ -64,8 +64,11 @@ inline constexpr std::size_t notice_max_payload = 1400;
 
 // Which end of the flow the reset goes to, relative to the original packet.
 enum class reset_target : std::uint8_t {
-  to_sender,    // back to the original's source, as if from its destination
-  to_receiver,  // on to the original's destination, as if from its source
+  to_sender,            // back to the original's source, as if from its destination
+  to_receiver,          // on to the original's destination, after the original (which reached
+                        // it: mirror mode)
+  to_receiver_instead,  // on to the original's destination in place of the original (which is
+                        // dropped: inline mode)
 };
 
 // A TCP RST with no payload and no options.
@@ -76,6 +79,9 @@ enum class reset_target : std::uint8_t {
 // to_receiver: L2 copied as is, same IPs and ports; seq = original seq + payload length (+1 SYN,
 //              +1 FIN); flags RST|ACK with ack = original ack (plain RST, ack 0, when the
 //              original lacks ACK).
+// to_receiver_instead: as to_receiver but seq = original seq: the receiver never got the
+//              original, so that is the one sequence number it accepts for a RST (RFC 5961
+//              §3.2: anything else only draws a challenge ACK and the connection stays open).
 // IPv4: DF set, random ID. Window 0.
 [[nodiscard]] std::size_t build_tcp_reset(packet::bytes original_frame,
                                           const packet::frame_info& info, reset_target target,
@@ -95,7 +101,7 @@ enum class reset_target : std::uint8_t {
 // `notice_max_payload` bytes: the escaped blocked name is cut to 512 bytes, then the escaped
 // legal basis to what still fits; both at a character boundary and marked with "..." when cut.
 // Returns 0 also when the original lacks ACK (not an established connection's request). The engine
-// sends build_tcp_reset(..., to_receiver, ...) to the server alongside.
+// drops the original and sends build_tcp_reset(..., to_receiver_instead, ...) to the server.
 [[nodiscard]] std::size_t build_http_notice(packet::bytes original_frame,
                                             const packet::frame_info& info,
                                             std::string_view legal_basis,

@@ -241,8 +241,11 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     send_answer(back, engine_event::resets_sent, c, [&](std::span<std::uint8_t> out) {
       return build_tcp_reset(frame, info, reset_target::to_sender, entropy, out);
     });
+    // Inline, the original is dropped: the receiver still expects its sequence number.
+    const reset_target onward =
+        cfg.mirror_mode ? reset_target::to_receiver : reset_target::to_receiver_instead;
     send_answer(on, engine_event::resets_sent, c, [&](std::span<std::uint8_t> out) {
-      return build_tcp_reset(frame, info, reset_target::to_receiver, entropy, out);
+      return build_tcp_reset(frame, info, onward, entropy, out);
     });
   }
 
@@ -279,8 +282,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         if (noticed) {
           send_answer(cfg.peer_of_port[rx_port], engine_event::resets_sent, c,
                       [&](std::span<std::uint8_t> out) {
-                        return build_tcp_reset(frame, info, reset_target::to_receiver, entropy,
-                                               out);
+                        return build_tcp_reset(frame, info, reset_target::to_receiver_instead,
+                                               entropy, out);
                       });
         }
       }

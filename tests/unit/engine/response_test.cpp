@@ -193,6 +193,14 @@ TEST_CASE("TCP reset: every L2 prefix x IP version x segment kind, both directio
         CHECK(r.tcp_ack == k.receiver_ack);
         CHECK(r.tcp_flags == k.receiver_flags);
         CHECK(r.payload_length == 0);
+
+        // In place of a dropped original, the receiver still expects the original's seq.
+        const buf instead = reset(original, en::reset_target::to_receiver_instead, e);
+        REQUIRE(!instead.empty());
+        const pk::frame_info ri = check_answer(original, instead, false);
+        CHECK(ri.tcp_seq == k.seq);
+        CHECK(ri.tcp_ack == k.receiver_ack);
+        CHECK(ri.tcp_flags == k.receiver_flags);
       }
     }
   }
