@@ -29,8 +29,12 @@
 //   forwarded (tx accepted it) | tx_refused (no tx queue or the NIC refused: freed) |
 //   dropped_by_rule (enforced) | mirror_consumed (mirror mode: a copy, never forwarded),
 // so after flush(): packets == forwarded + tx_refused + dropped_by_rule + mirror_consumed.
-// Unparseable packets and fragments are forwarded (fail open) and counted by parse outcome /
-// fragments_passed on top. Our own answers (RST, 451) are counted apart: resets_sent,
+// Unparseable packets are forwarded (fail open) and counted by parse outcome on top. IP
+// fragments are held (fragments_held) until their datagram is complete, then a reassembled copy
+// is judged and the original fragments are forwarded or dropped by that verdict
+// (fragments_reassembled counts datagrams); held fragments are accounted when released, and
+// those released without reassembly (timeout, table full, caps, conflicting overlap, flush)
+// are forwarded unchanged and counted in fragments_passed. Our own answers (RST, 451) are counted apart: resets_sent,
 // notices_sent, response_failed (no mbuf, unanswerable, or refused by tx).
 
 namespace sluice::engine {
@@ -120,6 +124,193 @@ T* socket_array(std::size_t n, unsigned socket, const char* what) {
   return p;
 }
 
+// ---- IP fragments ----------------------------------------------------------------------------
+
+constexpr std::uint8_t frag_max_pieces = 16;       // per datagram; more: fail open
+constexpr std::uint32_t frag_max_prefix = 512;     // L2 + IP header (+ v6 extensions) we copy
+constexpr std::uint32_t frag_scratch_bytes = 65535;  // frame_info offsets are 16-bit
+constexpr std::uint8_t ipproto_fragment = 44;
+
+// A datagram's identity (RFC 791 / RFC 8200), plus the VLAN so two subscribers' VLANs never mix.
+struct frag_key {
+  std::array<std::uint8_t, 16> src;
+  std::array<std::uint8_t, 16> dst;
+  std::uint32_t id;
+  std::uint16_t vlan;
+  std::uint8_t proto;
+  std::uint8_t version;
+};
+static_assert(sizeof(frag_key) == 40);
+
+// Where one fragment's bytes sit in its frame: `l3_at` the IP header, `data_at` the fragment data
+// (after the IP header, or after the v6 fragment header), `frag_hdr_at` (v6) the fragment
+// header, `next_hdr_at` (v6) the byte that names it.
+struct frag_piece {
+  rte_mbuf* m = nullptr;
+  std::uint16_t rx_port = 0;
+  std::uint16_t l3_at = 0;
+  std::uint16_t data_at = 0;
+  std::uint16_t data_len = 0;
+  std::uint16_t frag_hdr_at = 0;
+  std::uint16_t next_hdr_at = 0;
+  std::uint32_t offset = 0;  // in the datagram's payload
+  bool more = false;
+};
+
+struct frag_slot {
+  frag_key key{};
+  std::uint64_t first_tsc = 0;
+  std::array<frag_piece, frag_max_pieces> pieces{};  // arrival order
+  std::uint8_t n = 0;
+  bool in_use = false;
+};
+
+// Finds the fragment data of a parsed fragment (`info.is_fragment`). False when the frame does
+// not hold what the parser said (never, for a parser-made info) or the v6 chain has no fragment
+// header.
+[[nodiscard]] bool locate_fragment(packet::bytes frame, const packet::frame_info& info,
+                                   frag_piece& p) noexcept {
+  const std::size_t l3 = info.l3_offset;
+  const std::size_t end = l3 + info.l3_length;
+  if (end > frame.size()) return false;
+  p.l3_at = static_cast<std::uint16_t>(l3);
+  if (info.ip_version == 4) {
+    if (end - l3 < 20) return false;
+    const std::size_t ihl = (frame[l3] & 0x0fu) * 4u;
+    if (ihl < 20 || ihl > end - l3) return false;
+    p.data_at = static_cast<std::uint16_t>(l3 + ihl);
+    p.data_len = static_cast<std::uint16_t>(end - l3 - ihl);
+    p.offset = info.frag_offset;
+    p.more = info.more_fragments;
+    return true;
+  }
+  if (info.ip_version != 6 || end - l3 < 40) return false;
+  std::size_t nh_at = l3 + 6;
+  std::size_t cur = l3 + 40;
+  for (int i = 0; i < 8; ++i) {
+    const std::uint8_t nh = frame[nh_at];
+    if (end - cur < 8) return false;
+    if (nh == ipproto_fragment) {
+      p.next_hdr_at = static_cast<std::uint16_t>(nh_at);
+      p.frag_hdr_at = static_cast<std::uint16_t>(cur);
+      p.data_at = static_cast<std::uint16_t>(cur + 8);
+      p.data_len = static_cast<std::uint16_t>(end - cur - 8);
+      p.offset = info.frag_offset;
+      p.more = info.more_fragments;
+      return true;
+    }
+    std::size_t len = 0;
+    if (nh == 0 || nh == 43 || nh == 60) {
+      len = (frame[cur + 1] + 1u) * 8u;
+    } else if (nh == 51) {
+      len = (frame[cur + 1] + 2u) * 4u;
+    } else {
+      return false;
+    }
+    if (len > end - cur) return false;
+    nh_at = cur;
+    cur += len;
+  }
+  return false;
+}
+
+std::uint16_t ipv4_header_checksum(const std::uint8_t* h, std::size_t len) noexcept {
+  std::uint32_t sum = 0;
+  for (std::size_t i = 0; i + 1 < len; i += 2) sum += packet::load_be16(h + i);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<std::uint16_t>(~sum);
+}
+
+inline void put_be16(std::uint8_t* p, std::uint32_t v) noexcept {
+  p[0] = static_cast<std::uint8_t>(v >> 8);
+  p[1] = static_cast<std::uint8_t>(v);
+}
+
+enum class reassembly : std::uint8_t { incomplete, complete, invalid };
+
+// Checks coverage of the held pieces and, when they cover the datagram, writes L2 + the
+// reassembled IP datagram (total length fixed, fragmentation cleared, v6 fragment header
+// removed) into `out` and sets `len`. `invalid`: conflicting overlap, data past the last
+// fragment's end, two different ends, or too big for `out`.
+[[nodiscard]] reassembly reassemble(const frag_slot& s, std::span<std::uint8_t> out,
+                                    std::size_t& len) noexcept {
+  std::array<std::uint8_t, frag_max_pieces> order{};
+  std::uint32_t total = 0;
+  bool have_last = false;
+  for (std::uint8_t i = 0; i < s.n; ++i) {
+    order[i] = i;
+    const frag_piece& p = s.pieces[i];
+    const std::uint32_t p_end = p.offset + p.data_len;
+    if (!p.more) {
+      if (have_last && p_end != total) return reassembly::invalid;
+      have_last = true;
+      total = p_end;
+    }
+  }
+  if (!have_last) return reassembly::incomplete;
+  for (std::uint8_t i = 0; i < s.n; ++i) {
+    if (s.pieces[i].offset + s.pieces[i].data_len > total) return reassembly::invalid;
+  }
+  // Stable (insertion) sort by offset: among equal offsets the earliest arrival comes first,
+  // which is also the piece judge_datagram takes the headers from. No allocation.
+  for (std::uint8_t i = 1; i < s.n; ++i) {
+    const std::uint8_t v = order[i];
+    std::uint8_t j = i;
+    for (; j > 0 && s.pieces[order[j - 1]].offset > s.pieces[v].offset; --j) {
+      order[j] = order[j - 1];
+    }
+    order[j] = v;
+  }
+  std::uint32_t covered = 0;
+  for (std::uint8_t i = 0; i < s.n; ++i) {
+    const frag_piece& p = s.pieces[order[i]];
+    if (p.offset > covered) return reassembly::incomplete;
+    covered = std::max(covered, p.offset + p.data_len);
+  }
+  if (covered < total) return reassembly::incomplete;
+
+  const frag_piece& first = s.pieces[order[0]];
+  const auto* f = rte_pktmbuf_mtod(first.m, const std::uint8_t*);
+  const bool v6 = s.key.version == 6;
+  const std::size_t prefix = v6 ? first.frag_hdr_at : first.data_at;
+  if (prefix > frag_max_prefix || prefix + total > out.size()) return reassembly::invalid;
+  std::uint8_t* o = out.data();
+  std::memcpy(o, f, prefix);
+  std::uint8_t* data = o + prefix;
+  covered = 0;
+  for (std::uint8_t i = 0; i < s.n; ++i) {
+    const frag_piece& p = s.pieces[order[i]];
+    const auto* d = rte_pktmbuf_mtod(p.m, const std::uint8_t*) + p.data_at;
+    const std::uint32_t p_end = p.offset + p.data_len;
+    const std::uint32_t overlap_end = std::min(covered, p_end);
+    if (overlap_end > p.offset &&
+        std::memcmp(data + p.offset, d, overlap_end - p.offset) != 0) {
+      return reassembly::invalid;  // a later copy would change what we judged
+    }
+    if (p_end > covered) {
+      const std::uint32_t from = std::max(covered, p.offset);
+      std::memcpy(data + from, d + (from - p.offset), p_end - from);
+      covered = p_end;
+    }
+  }
+  std::uint8_t* ip = o + first.l3_at;
+  if (!v6) {
+    const std::size_t ihl = first.data_at - first.l3_at;
+    if (ihl + total > 65535) return reassembly::invalid;
+    put_be16(ip + 2, static_cast<std::uint32_t>(ihl + total));
+    put_be16(ip + 6, packet::load_be16(ip + 6) & 0x4000u);  // keep DF, clear MF + offset
+    put_be16(ip + 10, 0);
+    put_be16(ip + 10, ipv4_header_checksum(ip, ihl));
+  } else {
+    const std::size_t payload = first.frag_hdr_at - first.l3_at - 40 + total;
+    if (payload > 65535) return reassembly::invalid;
+    put_be16(ip + 4, static_cast<std::uint32_t>(payload));
+    o[first.next_hdr_at] = f[first.frag_hdr_at];  // what followed the fragment header
+  }
+  len = prefix + total;
+  return reassembly::complete;
+}
+
 flow::classifier::config classifier_config(const worker_config& c) noexcept {
   flow::classifier::config k;
   k.verify_checksums = c.verify_checksums;
@@ -143,6 +334,18 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         entropy(rte_rdtsc() ^ (std::uint64_t{c.id} << 32)) {}
 
   ~impl() {
+    // Held fragments were never accounted (flush() and run() release them first): free only.
+    if (frag_slots != nullptr) {
+      for (std::uint32_t i = 0; i < frag_capacity; ++i) {
+        for (std::uint8_t k = 0; k < frag_slots[i].n; ++k) {
+          rte_pktmbuf_free(frag_slots[i].pieces[k].m);
+        }
+        frag_slots[i].~frag_slot();
+      }
+      rte_free(frag_slots);
+    }
+    if (frags != nullptr) rte_hash_free(frags);
+    rte_free(frag_scratch);
     if (flows != nullptr) rte_hash_free(flows);
     if (entries != nullptr) {
       for (std::uint32_t i = 0; i < capacity; ++i) entries[i].~flow_entry();
@@ -383,10 +586,12 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
 
   // ---- packets -----------------------------------------------------------------------------
 
-  // Non-first fragments (and first ones too short for L4) belong to no flow key; they carry
-  // addresses, so an address rule still stops them. Phase 1: no reassembly.
-  void on_fragment(rte_mbuf* m, const packet::frame_info& info, port_role role,
-                   std::uint16_t rx_port, const burst_context& ctx, burst_counts& c) noexcept {
+  // A fragment carries addresses, so an address rule stops it at once (drop/reset/notice; not
+  // throttle, which needs a flow). Otherwise TCP/UDP/tunnel fragments are held until their
+  // datagram is complete; anything else passes (fail open).
+  void on_fragment(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info,
+                   port_role role, std::uint16_t rx_port, const burst_context& ctx,
+                   burst_counts& c) noexcept {
     if (ctx.policy != nullptr && info.ip_version != 0) {
       const auto& internet = role == port_role::internet ? info.src : info.dst;
       if (auto g = ctx.policy->match_ip(internet)) {
@@ -398,8 +603,150 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         }
       }
     }
-    c.add(engine_event::fragments_passed);
-    pass(m, rx_port, c);
+    const bool reassemblable = info.l4_proto == IPPROTO_TCP || info.l4_proto == IPPROTO_UDP ||
+                               info.l4_proto == IPPROTO_IPIP || info.l4_proto == IPPROTO_IPV6 ||
+                               info.l4_proto == IPPROTO_GRE;
+    frag_piece piece;
+    piece.m = m;
+    piece.rx_port = rx_port;
+    if (frags == nullptr || !reassemblable || !locate_fragment(frame, info, piece) ||
+        piece.offset + piece.data_len > frag_scratch_bytes) {
+      c.add(engine_event::fragments_passed);
+      pass(m, rx_port, c);
+      return;
+    }
+    frag_key k;
+    std::memset(&k, 0, sizeof k);
+    k.src = info.src.bytes;
+    k.dst = info.dst.bytes;
+    k.id = info.frag_id;
+    k.vlan = info.outer_vlan;
+    k.proto = info.l4_proto;
+    k.version = info.ip_version;
+    const hash_sig_t sig = rte_hash_crc(&k, sizeof k, 0);
+    std::int32_t pos = rte_hash_lookup_with_hash(frags, &k, sig);
+    if (pos < 0) {
+      pos = rte_hash_add_key_with_hash(frags, &k, sig);
+      if (pos < 0 || static_cast<std::uint32_t>(pos) >= frag_capacity) [[unlikely]] {
+        if (pos >= 0) rte_hash_del_key_with_hash(frags, &k, sig);
+        c.add(engine_event::fragments_passed);  // table full: fail open
+        pass(m, rx_port, c);
+        return;
+      }
+      frag_slot& fresh = frag_slots[pos];
+      fresh.key = k;
+      fresh.first_tsc = ctx.now_tsc;
+      fresh.n = 0;
+      fresh.in_use = true;
+      ++frag_held_datagrams;
+    }
+    frag_slot& slot = frag_slots[pos];
+    c.add(engine_event::fragments_held);
+    if (slot.n == frag_max_pieces) {  // over the cap: the held ones and this one go on
+      release_frags(slot, c);
+      c.add(engine_event::fragments_passed);
+      pass(m, rx_port, c);
+      return;
+    }
+    slot.pieces[slot.n++] = piece;
+    std::size_t len = 0;
+    switch (reassemble(slot, std::span<std::uint8_t>(frag_scratch, frag_scratch_bytes), len)) {
+      case reassembly::incomplete:
+        return;
+      case reassembly::invalid:
+        release_frags(slot, c);
+        return;
+      case reassembly::complete:
+        break;
+    }
+    judge_datagram(slot, len, info, ctx, c);
+  }
+
+  // The reassembled copy in frag_scratch is judged like any packet of its flow; the original
+  // fragments then follow its verdict in arrival order.
+  void judge_datagram(frag_slot& slot, std::size_t len, const packet::frame_info& frag_info,
+                      const burst_context& ctx, burst_counts& c) noexcept {
+    c.add(engine_event::fragments_reassembled);
+    const frag_piece& first = *std::min_element(
+        slot.pieces.begin(), slot.pieces.begin() + slot.n,
+        [](const frag_piece& a, const frag_piece& b) { return a.offset < b.offset; });
+    const std::uint16_t l3 = first.l3_at;
+    const packet::bytes frame(frag_scratch, len);
+    packet::frame_info info = packet::parse_ip(frame.subspan(l3));
+    info.l3_offset = static_cast<std::uint16_t>(info.l3_offset + l3);
+    info.l4_offset = static_cast<std::uint16_t>(info.l4_offset + l3);
+    info.payload_offset = static_cast<std::uint16_t>(info.payload_offset + l3);
+    info.encap = static_cast<std::uint16_t>(info.encap | frag_info.encap);
+    info.outer_vlan = frag_info.outer_vlan;
+    const std::uint16_t rx_port = slot.pieces[0].rx_port;
+    const port_role role = rx_port < cfg.role_of_port.size() ? cfg.role_of_port[rx_port]
+                                                             : port_role::subscriber;
+    judgement j;
+    const bool judged = info.outcome == packet::frame_outcome::ok && !info.is_fragment &&
+                        judge(frame, info, false, role, ctx, c, j);
+    for (std::uint8_t i = 0; i < slot.n; ++i) {
+      const frag_piece& p = slot.pieces[i];
+      if (judged) {
+        enforce(p.m, frame, info, j.e, ctx, j.v, p.rx_port, j.from_client, c);
+      } else {
+        pass(p.m, p.rx_port, c);  // the datagram is not TCP/UDP we can key: fail open
+      }
+    }
+    forget_frags(slot);
+  }
+
+  // Forwards every held fragment of the datagram unchanged (fail open) and frees the slot.
+  void release_frags(frag_slot& slot, burst_counts& c) noexcept {
+    for (std::uint8_t i = 0; i < slot.n; ++i) {
+      c.add(engine_event::fragments_passed);
+      pass(slot.pieces[i].m, slot.pieces[i].rx_port, c);
+    }
+    forget_frags(slot);
+  }
+
+  void forget_frags(frag_slot& slot) noexcept {
+    rte_hash_del_key(frags, &slot.key);
+    slot.n = 0;
+    slot.in_use = false;
+    --frag_held_datagrams;
+  }
+
+  // Releases datagrams held past the timeout, a few slots per call, resuming where the last
+  // call stopped.
+  void expire_frags(std::uint64_t now_tsc, burst_counts& c) noexcept {
+    if (frags == nullptr || frag_held_datagrams == 0) return;
+    for (unsigned i = 0; i < age_per_burst; ++i) {
+      const void* key = nullptr;
+      void* data = nullptr;
+      const std::int32_t pos = rte_hash_iterate(frags, &key, &data, &frag_cursor);
+      if (pos < 0) {
+        frag_cursor = 0;
+        return;
+      }
+      if (static_cast<std::uint32_t>(pos) >= frag_capacity) continue;
+      frag_slot& slot = frag_slots[pos];
+      if (!slot.in_use || now_tsc <= slot.first_tsc ||
+          now_tsc - slot.first_tsc <= frag_timeout_tsc) {
+        continue;
+      }
+      release_frags(slot, c);
+    }
+  }
+
+  // Releases every held datagram (flush, stop).
+  void release_all_frags(burst_counts& c) noexcept {
+    if (frags == nullptr) return;
+    for (std::uint32_t i = 0; i < frag_capacity && frag_held_datagrams != 0; ++i) {
+      if (frag_slots[i].in_use) release_frags(frag_slots[i], c);
+    }
+    frag_cursor = 0;
+  }
+
+  void publish(const burst_counts& c) noexcept {
+    for (std::size_t i = 0; i < c.events.size(); ++i) counters.events[i] += c.events[i];
+    for (std::size_t i = 0; i < c.parse.size(); ++i) counters.parse[i] += c.parse[i];
+    for (std::size_t i = 0; i < c.give_ups.size(); ++i) counters.give_ups[i] += c.give_ups[i];
+    counters.packets += c.packets;
   }
 
   flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
@@ -448,21 +795,42 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     const packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
     const packet::frame_info info = packet::parse_frame(frame);
     ++c.parse[static_cast<std::size_t>(info.outcome)];
-    if (info.outcome == packet::frame_outcome::fragment) {
-      on_fragment(m, info, role, rx_port, ctx, c);
+    // First fragments long enough for L4 parse `ok`: they too wait for their datagram.
+    if (info.outcome == packet::frame_outcome::fragment ||
+        (info.outcome == packet::frame_outcome::ok && info.is_fragment)) {
+      on_fragment(m, frame, info, role, rx_port, ctx, c);
       return;
     }
     if (info.outcome != packet::frame_outcome::ok) {
       pass(m, rx_port, c);  // fail open
       return;
     }
-
-    bool from_a = true;
-    flow_entry* e = find_or_create(info, role, from_a, ctx, c);
-    if (e == nullptr) {
+    // The classifier ignores injected fakes (bad checksum, TTL below the handshake's); a
+    // checksum the NIC verified is not computed again.
+    const bool nic_checked =
+        (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+    judgement j;
+    if (!judge(frame, info, nic_checked, role, ctx, c, j)) {
       pass(m, rx_port, c);  // table full: unclassified, fail open
       return;
     }
+    enforce(m, frame, info, j.e, ctx, j.v, rx_port, j.from_client, c);
+  }
+
+  struct judgement {
+    flow_entry* e = nullptr;
+    match::verdict v;
+    bool from_client = false;
+  };
+
+  // Classifies one whole TCP/UDP packet (a received one, or a reassembled datagram) in its flow
+  // and decides. False when the flow table is full (the caller passes it unclassified).
+  [[nodiscard]] bool judge(packet::bytes frame, const packet::frame_info& info, bool nic_checked,
+                           port_role role, const burst_context& ctx, burst_counts& c,
+                           judgement& out) noexcept {
+    bool from_a = true;
+    flow_entry* e = find_or_create(info, role, from_a, ctx, c);
+    if (e == nullptr) return false;
     e->last_tsc = ctx.now_tsc;
     if (e->generation != ctx.generation) refresh_groups(*e, ctx);
     const bool tcp = info.l4_proto == IPPROTO_TCP;
@@ -478,11 +846,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     bool judged = false;
     if (!e->cls.final()) {
       {
-        // The classifier ignores injected fakes (bad checksum, TTL below the handshake's); a
-        // checksum the NIC verified is not computed again.
         const flow::flow_status before = e->cls.status;
-        const bool nic_checked = (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) ==
-                                 RTE_MBUF_F_RX_L4_CKSUM_GOOD;
         const flow::classify_result r = cls.on_packet(e->cls, info, frame, dir, nic_checked);
         if (r.ignored == flow::ignored_packet::bad_checksum) {
           c.add(engine_event::fake_ignored_checksum);
@@ -541,7 +905,10 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       e->unmatched_counted = true;
       c.add(engine_event::policy_unmatched_flows);
     }
-    enforce(m, frame, info, e, ctx, v, rx_port, from_client, c);
+    out.e = e;
+    out.v = v;
+    out.from_client = from_client;
+    return true;
   }
 
   // Expires idle flows, a few entries per call, resuming where the last call stopped.
@@ -601,11 +968,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       on_packet(pkts[i], port, role, ctx, c);
     }
     age_some(ctx.now_tsc, c);
-
-    for (std::size_t i = 0; i < c.events.size(); ++i) counters.events[i] += c.events[i];
-    for (std::size_t i = 0; i < c.parse.size(); ++i) counters.parse[i] += c.parse[i];
-    for (std::size_t i = 0; i < c.give_ups.size(); ++i) counters.give_ups[i] += c.give_ups[i];
-    counters.packets += c.packets;
+    expire_frags(ctx.now_tsc, c);
+    publish(c);
     ++counters.bursts;
   }
 
@@ -616,6 +980,13 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   response_entropy entropy;
   rte_hash* flows = nullptr;
   flow_entry* entries = nullptr;
+  rte_hash* frags = nullptr;          // null when cfg.frag_table_size == 0: fragments pass
+  frag_slot* frag_slots = nullptr;
+  std::uint8_t* frag_scratch = nullptr;  // the reassembled copy being judged
+  std::uint32_t frag_capacity = 0;
+  std::uint32_t frag_cursor = 0;
+  std::uint32_t frag_held_datagrams = 0;
+  std::uint64_t frag_timeout_tsc = 0;
   char* names = nullptr;
   std::uint32_t capacity = 0;
   std::uint32_t age_cursor = 0;
@@ -664,6 +1035,29 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
   w.entries = socket_array<flow_entry>(w.capacity, cfg.socket, "sluice_flow_entries");
   w.names = socket_array<char>(std::size_t{w.capacity} * name_slot_bytes, cfg.socket,
                                "sluice_flow_names");
+
+  w.frag_timeout_tsc = w.tsc_hz * cfg.frag_timeout_ms / 1000;
+  if (cfg.frag_table_size != 0) {
+    const std::string frag_name =
+        "sl_frags_" + std::to_string(cfg.id) + "_" + std::to_string(seq.fetch_add(1));
+    rte_hash_parameters f{};
+    f.name = frag_name.c_str();
+    f.entries = std::max<std::uint32_t>(cfg.frag_table_size, 8);
+    f.key_len = sizeof(frag_key);
+    f.hash_func = rte_hash_crc;
+    f.hash_func_init_val = 0;
+    f.socket_id = static_cast<int>(cfg.socket);
+    f.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
+    w.frags = rte_hash_create(&f);
+    if (w.frags == nullptr) {
+      throw std::runtime_error("worker: rte_hash_create refused the fragment table: " +
+                               std::string(rte_strerror(rte_errno)));
+    }
+    w.frag_capacity = f.entries;
+    w.frag_slots = socket_array<frag_slot>(w.frag_capacity, cfg.socket, "sluice_frag_slots");
+    w.frag_scratch =
+        socket_array<std::uint8_t>(frag_scratch_bytes, cfg.socket, "sluice_frag_scratch");
+  }
 }
 
 worker::~worker() = default;
@@ -672,7 +1066,13 @@ void worker::process_burst(rte_mbuf** pkts, std::uint16_t n, std::uint16_t port)
   impl_->process(pkts, n, port);
 }
 
-void worker::flush() noexcept { impl_->flush_all(); }
+void worker::flush() noexcept {
+  // Tests and shutdown: nothing stays held past a flush (fail open, fragments_passed).
+  burst_counts c;
+  impl_->release_all_frags(c);
+  impl_->publish(c);
+  impl_->flush_all();
+}
 
 const worker_counters& worker::counters() const noexcept { return impl_->counters; }
 
@@ -727,10 +1127,15 @@ int worker::run() noexcept {
     if (idle) {
       burst_counts c;
       w.age_some(now, c);
-      w.counters.events[static_cast<std::size_t>(engine_event::flows_expired)] +=
-          c.events[static_cast<std::size_t>(engine_event::flows_expired)];
+      w.expire_frags(now, c);
+      w.publish(c);
     }
     if (qsbr != nullptr) rte_rcu_qsbr_quiescent(qsbr, w.cfg.id);
+  }
+  {
+    burst_counts c;
+    w.release_all_frags(c);
+    w.publish(c);
   }
   w.flush_all();
   if (qsbr != nullptr) {

@@ -421,14 +421,9 @@ TEST_CASE("generated_evasion: synthetic evasion captures with the example Telegr
                               << " later frame(s) (the answer) forwarded");
       continue;
     }
-    if (row.needs_reassembly && !ok) {
-      known_failures.push_back(row.file);
-      WARN_MESSAGE(ok, "KNOWN FAILURE (the worker does not reassemble IP fragments yet): "
-                           << row.file << " forwarded " << passed.size() << " of "
-                           << input.size() << " frames");
-      continue;
-    }
+    // Rows marked "needs IP reassembly" (ip_fragments*) are strict: the worker reassembles.
     CHECK_MESSAGE(ok, row.file << ": block=" << row.block << " by_frame=" << row.by_frame
+                               << " needs_reassembly=" << row.needs_reassembly
                                << ": forwarded " << passed.size() << " of " << input.size());
     const auto& s = r.stats;
     const std::uint64_t received = event(s, "packets_in") + event(s, "packets_out");
