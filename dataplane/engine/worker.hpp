@@ -73,7 +73,7 @@ struct worker_config {
   std::uint32_t flow_idle_seconds = 120;      // TCP established / UDP idle timeout
   std::uint32_t reassembly_buffers = 4096;    // per worker
   std::uint32_t reassembly_buffer_bytes = 16384;  // per-flow byte cap for a request
-  std::uint32_t frag_table_size = 4096;       // IP reassembly flows
+  std::uint32_t frag_table_size = 4096;       // IP datagrams held for reassembly
   std::uint32_t frag_timeout_ms = 2000;
   std::uint16_t burst = 32;
   std::uint32_t drain_us = 100;               // tx flush deadline
@@ -84,7 +84,7 @@ struct worker_config {
 
 class worker {
  public:
-  // Allocates every table (rte_hash, rte_ip_frag, pools) on `cfg.socket`. Throws
+  // Allocates every table (flow and fragment rte_hash tables, pools) on `cfg.socket`. Throws
   // std::runtime_error naming what DPDK refused.
   worker(const worker_config& cfg, worker_shared& shared);
   ~worker();
