@@ -311,6 +311,33 @@ enum class reassembly : std::uint8_t { incomplete, complete, invalid };
   return reassembly::complete;
 }
 
+// rte_hash accepts no fewer than 8 entries.
+std::uint32_t table_entries(std::uint32_t wanted) noexcept { return std::max<std::uint32_t>(wanted, 8); }
+
+// A worker-private rte_hash with a unique name. The extendable table holds exactly `entries`
+// keys whatever the bucket collisions, so "full" means full, and positions stay below
+// `entries`. Throws std::runtime_error when DPDK refuses.
+rte_hash* create_table(const char* prefix, const worker_config& cfg, std::uint32_t key_len,
+                       std::uint32_t entries, const char* what) {
+  static std::atomic<unsigned> seq{0};
+  const std::string name =
+      prefix + std::to_string(cfg.id) + "_" + std::to_string(seq.fetch_add(1));
+  rte_hash_parameters p{};
+  p.name = name.c_str();
+  p.entries = table_entries(entries);
+  p.key_len = key_len;
+  p.hash_func = rte_hash_crc;
+  p.hash_func_init_val = 0;
+  p.socket_id = static_cast<int>(cfg.socket);
+  p.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
+  rte_hash* h = rte_hash_create(&p);
+  if (h == nullptr) {
+    throw std::runtime_error(std::string("worker: rte_hash_create refused the ") + what + ": " +
+                             rte_strerror(rte_errno));
+  }
+  return h;
+}
+
 flow::classifier::config classifier_config(const worker_config& c) noexcept {
   flow::classifier::config k;
   k.verify_checksums = c.verify_checksums;
@@ -1013,47 +1040,17 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
   w.tx_burst = std::clamp<std::uint16_t>(cfg.burst, 1, max_burst);
   w.cfg.burst = w.tx_burst;
 
-  static std::atomic<unsigned> seq{0};
-  const std::string name =
-      "sl_flows_" + std::to_string(cfg.id) + "_" + std::to_string(seq.fetch_add(1));
-  rte_hash_parameters p{};
-  p.name = name.c_str();
-  p.entries = std::max<std::uint32_t>(cfg.flow_table_size, 8);
-  p.key_len = sizeof(flow_key);
-  p.hash_func = rte_hash_crc;
-  p.hash_func_init_val = 0;
-  p.socket_id = static_cast<int>(cfg.socket);
-  // The extendable table holds exactly `entries` keys whatever the bucket collisions, so
-  // "full" means full, and positions stay below `entries`.
-  p.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
-  w.flows = rte_hash_create(&p);
-  if (w.flows == nullptr) {
-    throw std::runtime_error("worker: rte_hash_create refused the flow table: " +
-                             std::string(rte_strerror(rte_errno)));
-  }
-  w.capacity = p.entries;
+  w.flows = create_table("sl_flows_", cfg, sizeof(flow_key), cfg.flow_table_size, "flow table");
+  w.capacity = table_entries(cfg.flow_table_size);
   w.entries = socket_array<flow_entry>(w.capacity, cfg.socket, "sluice_flow_entries");
   w.names = socket_array<char>(std::size_t{w.capacity} * name_slot_bytes, cfg.socket,
                                "sluice_flow_names");
 
   w.frag_timeout_tsc = w.tsc_hz * cfg.frag_timeout_ms / 1000;
   if (cfg.frag_table_size != 0) {
-    const std::string frag_name =
-        "sl_frags_" + std::to_string(cfg.id) + "_" + std::to_string(seq.fetch_add(1));
-    rte_hash_parameters f{};
-    f.name = frag_name.c_str();
-    f.entries = std::max<std::uint32_t>(cfg.frag_table_size, 8);
-    f.key_len = sizeof(frag_key);
-    f.hash_func = rte_hash_crc;
-    f.hash_func_init_val = 0;
-    f.socket_id = static_cast<int>(cfg.socket);
-    f.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
-    w.frags = rte_hash_create(&f);
-    if (w.frags == nullptr) {
-      throw std::runtime_error("worker: rte_hash_create refused the fragment table: " +
-                               std::string(rte_strerror(rte_errno)));
-    }
-    w.frag_capacity = f.entries;
+    w.frags = create_table("sl_frags_", cfg, sizeof(frag_key), cfg.frag_table_size,
+                           "fragment table");
+    w.frag_capacity = table_entries(cfg.frag_table_size);
     w.frag_slots = socket_array<frag_slot>(w.frag_capacity, cfg.socket, "sluice_frag_slots");
     w.frag_scratch =
         socket_array<std::uint8_t>(frag_scratch_bytes, cfg.socket, "sluice_frag_scratch");
