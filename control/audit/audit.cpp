@@ -1,0 +1,1 @@
+#include "control/audit/audit.hpp"

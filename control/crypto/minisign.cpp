@@ -1,0 +1,1 @@
+#include "control/crypto/minisign.hpp"

@@ -1,0 +1,127 @@
+#pragma once
+// The controller's durable state behind one interface, with revision semantics a distributed
+// backend (etcd, issue 7) implements as well as the embedded default (SQLite in WAL mode):
+//  - every change goes through commit(): all of a batch or nothing, durable when it returns ok;
+//  - directive records carry `version` (the store revision of their last change); a batch can
+//    require a record to still be at the version it read (compare-and-swap), so two writers
+//    never silently overwrite each other;
+//  - audit records are appended in the same transaction as the change they describe, sealed
+//    into the hash chain by the store (append = CAS on the chain's head);
+//  - policy revisions are dense and monotonic: a batch may add revision N+1 only.
+// Implementations are thread-safe. Reads throw store_error on I/O failure or corruption (the
+// API answers 503); commit() never throws (except std::bad_alloc).
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "control/audit/audit.hpp"
+
+namespace sluice::control::store {
+
+struct store_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct approval {
+  std::string actor;
+  std::int64_t at = 0;  // unix seconds
+};
+
+struct directive_record {
+  std::string issuer;
+  std::string id;              // key: issuer + "/" + id
+  std::string document;        // the signed YAML, byte-exact as received
+  std::string signature;       // minisign signature file text
+  std::string action;          // block | unblock | monitor | throttle (for listing)
+  std::string state;           // awaiting_approval | scheduled | active | ended
+  std::string end_reason;      // "" | expired | lifted | revoked
+  std::string submitted_by;
+  std::int64_t received_at = 0;
+  std::int64_t updated_at = 0;
+  std::int64_t ended_at = 0;   // 0 while not ended
+  std::vector<approval> approvals;
+  std::uint64_t version = 0;   // store revision of the last change; 0 = not stored
+};
+
+// One compiled fleet-wide policy revision (the controller defines `content`'s format).
+struct revision_record {
+  std::uint64_t revision = 0;
+  std::int64_t generated_at = 0;  // unix seconds
+  std::string content;
+  std::string reason;             // what caused it ("directive approved: ...")
+};
+
+struct node_record {
+  std::string node_id;
+  std::map<std::string, std::string> labels;
+  std::int64_t first_seen = 0;
+  std::int64_t last_seen = 0;          // unix seconds
+  std::uint64_t applied_revision = 0;
+  std::string ruleset_sha256;
+  bool nack = false;                   // last report refused the offered revision
+  std::uint64_t nack_revision = 0;
+  std::string error;                   // of the last NACK
+  std::string health;                  // "ok" or what the node says is wrong
+};
+
+struct write_batch {
+  struct directive_put {
+    directive_record record;
+    std::uint64_t expected_version = 0;  // 0: must not exist yet; else must equal stored version
+  };
+  std::vector<directive_put> directives;
+  std::vector<audit::audit_record> audit;      // seq/prev_hash/hash are assigned on commit
+  std::vector<revision_record> revisions;      // each must be latest + 1, in order
+  std::map<std::string, std::string> meta;     // small named values (rollout state, ...)
+  std::vector<node_record> nodes;              // upserts
+  [[nodiscard]] bool empty() const noexcept {
+    return directives.empty() && audit.empty() && revisions.empty() && meta.empty() &&
+           nodes.empty();
+  }
+};
+
+enum class commit_outcome : std::uint8_t { ok, conflict, failed };
+
+struct commit_result {
+  commit_outcome outcome = commit_outcome::failed;
+  std::string error;                    // for conflict/failed: which record or what failed
+  std::uint64_t store_revision = 0;     // ok: the revision this commit produced
+  std::vector<std::uint64_t> audit_seqs;  // ok: seq of each appended audit record
+  [[nodiscard]] explicit operator bool() const noexcept { return outcome == commit_outcome::ok; }
+};
+
+class store {
+ public:
+  virtual ~store() = default;
+
+  [[nodiscard]] virtual commit_result commit(const write_batch& batch) = 0;
+
+  [[nodiscard]] virtual std::optional<directive_record> get_directive(const std::string& issuer,
+                                                                      const std::string& id) = 0;
+  // By received_at, then issuer/id.
+  [[nodiscard]] virtual std::vector<directive_record> list_directives() = 0;
+
+  // Records with seq > after_seq, by seq, at most `limit` (0 = all).
+  [[nodiscard]] virtual std::vector<audit::audit_record> audit_since(std::uint64_t after_seq,
+                                                                     std::size_t limit = 0) = 0;
+  [[nodiscard]] virtual std::optional<audit::audit_record> audit_head() = 0;
+
+  [[nodiscard]] virtual std::optional<revision_record> latest_revision() = 0;
+  [[nodiscard]] virtual std::optional<revision_record> get_revision(std::uint64_t revision) = 0;
+
+  [[nodiscard]] virtual std::optional<std::string> get_meta(const std::string& key) = 0;
+
+  [[nodiscard]] virtual std::vector<node_record> list_nodes() = 0;
+};
+
+// SQLite in WAL mode (synchronous=FULL: an acknowledged commit survives kill -9 and power loss).
+// Creates the schema on first open. Throws store_error when the file cannot be opened, is not
+// a Sluice database, or has a newer schema.
+[[nodiscard]] std::unique_ptr<store> open_sqlite_store(const std::string& path);
+
+}  // namespace sluice::control::store
