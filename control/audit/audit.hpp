@@ -25,7 +25,9 @@ struct audit_record {
 [[nodiscard]] const std::string& genesis_hash();
 
 // The canonical form's hash: SHA-256 over every field but `hash`, each length-prefixed, so no
-// two different records share a form.
+// two different records share a form. Lowercase hex. The form is defined in audit.cpp
+// ("sluice-audit-v1"); changing it breaks every stored chain. Throws std::runtime_error only if
+// OpenSSL itself fails (it does not for SHA-256 short of memory exhaustion).
 [[nodiscard]] std::string record_hash(const audit_record& r);
 
 // Sets r.seq, r.prev_hash and r.hash to follow `prev` (nullptr: r is the first record).
@@ -42,7 +44,19 @@ struct chain_report {
   std::string head_hash;       // hash of the last record (genesis when empty)
 };
 
-// Checks records in the order given (the store returns them by seq).
+// Checks records in the order given (the store returns them by seq): each record's hash must
+// match its contents, seqs must run 1, 2, 3, ... and each prev_hash must be the hash of the
+// record before (genesis for seq 1). Reports the first failing record only. `records` counts
+// the records checked, the failing one included; `head_hash` is that of the last record that
+// passed. Removing the newest records cannot be seen from the chain alone: compare the head
+// against one kept elsewhere.
 [[nodiscard]] chain_report verify_chain(std::span<const audit_record> records);
+
+// The same for a suffix of a chain (e.g. one page of audit_since(after_seq)): the first record
+// must be after_seq + 1 and name after_hash (the hash of record after_seq) as its prev_hash.
+// verify_chain(records) is verify_chain_after(records, 0, genesis_hash()).
+[[nodiscard]] chain_report verify_chain_after(std::span<const audit_record> records,
+                                              std::uint64_t after_seq,
+                                              std::string_view after_hash);
 
 }  // namespace sluice::control::audit

@@ -1,0 +1,603 @@
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "control/store/store.hpp"
+#include "store_test_support.hpp"
+
+namespace sluice::control::store {
+namespace {
+
+using test::make_audit;
+using test::make_directive;
+using test::raw_sql;
+using test::temp_dir;
+
+void check_same(const directive_record& a, const directive_record& b) {
+  CHECK(a.issuer == b.issuer);
+  CHECK(a.id == b.id);
+  CHECK(a.document == b.document);
+  CHECK(a.signature == b.signature);
+  CHECK(a.action == b.action);
+  CHECK(a.state == b.state);
+  CHECK(a.end_reason == b.end_reason);
+  CHECK(a.submitted_by == b.submitted_by);
+  CHECK(a.received_at == b.received_at);
+  CHECK(a.updated_at == b.updated_at);
+  CHECK(a.ended_at == b.ended_at);
+  REQUIRE(a.approvals.size() == b.approvals.size());
+  for (std::size_t i = 0; i < a.approvals.size(); ++i) {
+    CHECK(a.approvals[i].actor == b.approvals[i].actor);
+    CHECK(a.approvals[i].at == b.approvals[i].at);
+  }
+}
+
+void check_same(const node_record& a, const node_record& b) {
+  CHECK(a.node_id == b.node_id);
+  CHECK(a.labels == b.labels);
+  CHECK(a.first_seen == b.first_seen);
+  CHECK(a.last_seen == b.last_seen);
+  CHECK(a.applied_revision == b.applied_revision);
+  CHECK(a.ruleset_sha256 == b.ruleset_sha256);
+  CHECK(a.nack == b.nack);
+  CHECK(a.nack_revision == b.nack_revision);
+  CHECK(a.error == b.error);
+  CHECK(a.health == b.health);
+}
+
+node_record make_node(const std::string& id) {
+  node_record n;
+  n.node_id = id;
+  n.labels = {{"site", "a"}, {"region", "north"}};
+  n.first_seen = 1700000000;
+  n.last_seen = 1700000100;
+  n.applied_revision = 3;
+  n.ruleset_sha256 = std::string(64, 'c');
+  n.nack = true;
+  n.nack_revision = 4;
+  n.error = "line 3: unknown key \"x\"";
+  n.health = "ok";
+  return n;
+}
+
+write_batch put(const directive_record& d, std::uint64_t expected) {
+  write_batch b;
+  b.directives.push_back({d, expected});
+  return b;
+}
+
+std::uint64_t store_revision_after_noop(store& s) {
+  const auto r = s.commit(write_batch{});
+  REQUIRE(r.outcome == commit_outcome::ok);
+  return r.store_revision;
+}
+
+}  // namespace
+
+TEST_CASE("sqlite store: a fresh store is empty") {
+  temp_dir dir;
+  auto s = open_sqlite_store(dir.file("fresh.db"));
+  CHECK_FALSE(s->get_directive("mincom", "d-1").has_value());
+  CHECK(s->list_directives().empty());
+  CHECK(s->audit_since(0).empty());
+  CHECK_FALSE(s->audit_head().has_value());
+  CHECK_FALSE(s->latest_revision().has_value());
+  CHECK_FALSE(s->get_revision(1).has_value());
+  CHECK_FALSE(s->get_meta("rollout").has_value());
+  CHECK(s->list_nodes().empty());
+}
+
+TEST_CASE("sqlite store: every record type round-trips, versions follow the store revision") {
+  temp_dir dir;
+  auto s = open_sqlite_store(dir.file("rt.db"));
+
+  directive_record d = make_directive("mincom", "d-1");
+  d.approvals = {{"alice", 1700000050}, {"bob", 1700000060}};
+  d.end_reason = "";
+  d.version = 777;  // ignored: the store assigns versions
+  revision_record rev{1, 1700000070, "revision: 1\nrules: []\n", "directive approved: mincom/d-1"};
+  const node_record node = make_node("node-1");
+
+  write_batch b = put(d, 0);
+  b.audit = {make_audit("directive.submitted", "mincom/d-1", 1),
+             make_audit("directive.approved", "mincom/d-1", 2)};
+  b.audit[1].detail = R"({"actor":"alice","note":"ünïcode"})";
+  b.revisions = {rev};
+  b.meta = {{"rollout", R"({"stage":1})"}, {"emergency_stop", ""}};
+  b.nodes = {node};
+
+  const auto r1 = s->commit(b);
+  REQUIRE(r1.outcome == commit_outcome::ok);
+  CHECK(static_cast<bool>(r1));
+  CHECK(r1.error.empty());
+  CHECK(r1.store_revision == 1);
+  CHECK(r1.audit_seqs == std::vector<std::uint64_t>{1, 2});
+
+  const auto got = s->get_directive("mincom", "d-1");
+  REQUIRE(got.has_value());
+  check_same(*got, d);
+  CHECK(got->version == 1);
+
+  const auto audit = s->audit_since(0);
+  REQUIRE(audit.size() == 2);
+  CHECK(audit[0].seq == 1);
+  CHECK(audit[0].at == 1);
+  CHECK(audit[0].event == "directive.submitted");
+  CHECK(audit[0].actor == "controller");
+  CHECK(audit[0].subject == "mincom/d-1");
+  CHECK(audit[0].prev_hash == audit::genesis_hash());
+  CHECK(audit[1].detail == R"({"actor":"alice","note":"ünïcode"})");
+  CHECK(audit[1].prev_hash == audit[0].hash);
+  CHECK(audit::verify_chain(audit).ok);
+  REQUIRE(s->audit_head().has_value());
+  CHECK(s->audit_head()->hash == audit[1].hash);
+
+  const auto latest = s->latest_revision();
+  REQUIRE(latest.has_value());
+  CHECK(latest->revision == 1);
+  CHECK(latest->generated_at == rev.generated_at);
+  CHECK(latest->content == rev.content);
+  CHECK(latest->reason == rev.reason);
+
+  CHECK(s->get_meta("rollout") == std::optional<std::string>(R"({"stage":1})"));
+  CHECK(s->get_meta("emergency_stop") == std::optional<std::string>(""));
+  CHECK_FALSE(s->get_meta("other").has_value());
+
+  auto nodes = s->list_nodes();
+  REQUIRE(nodes.size() == 1);
+  check_same(nodes[0], node);
+
+  // Second commit: CAS update of the directive, next revision, node and meta upserts.
+  d.state = "ended";
+  d.end_reason = "revoked";
+  d.ended_at = 1700000999;
+  d.approvals.push_back({"carol", 1700000070});
+  node_record node2 = node;
+  node2.labels = {{"site", "b"}};
+  node2.nack = false;
+  node2.error = "";
+  node2.health = "ring full";
+  write_batch b2 = put(d, 1);
+  b2.revisions = {{2, 1700000080, "revision: 2\n", "revoked"}};
+  b2.meta = {{"rollout", "{}"}};
+  b2.nodes = {node2, make_node("node-0")};
+  b2.audit = {make_audit("directive.revoked", "mincom/d-1", 3)};
+  const auto r2 = s->commit(b2);
+  REQUIRE(r2.outcome == commit_outcome::ok);
+  CHECK(r2.store_revision == 2);
+  CHECK(r2.audit_seqs == std::vector<std::uint64_t>{3});
+
+  const auto got2 = s->get_directive("mincom", "d-1");
+  REQUIRE(got2.has_value());
+  check_same(*got2, d);
+  CHECK(got2->version == 2);
+  CHECK(s->latest_revision()->revision == 2);
+  CHECK(s->get_revision(1)->content == rev.content);
+  CHECK(s->get_revision(2)->reason == "revoked");
+  CHECK_FALSE(s->get_revision(3).has_value());
+  CHECK_FALSE(s->get_revision(std::numeric_limits<std::uint64_t>::max()).has_value());
+  CHECK(s->get_meta("rollout") == std::optional<std::string>("{}"));
+  CHECK(s->get_meta("emergency_stop") == std::optional<std::string>(""));  // untouched
+  nodes = s->list_nodes();
+  REQUIRE(nodes.size() == 2);  // by node_id
+  check_same(nodes[0], make_node("node-0"));
+  check_same(nodes[1], node2);
+  CHECK(s->audit_since(0).size() == 3);
+  CHECK(audit::verify_chain(s->audit_since(0)).ok);
+}
+
+TEST_CASE("sqlite store: list_directives orders by received_at, then issuer/id") {
+  temp_dir dir;
+  auto s = open_sqlite_store(dir.file("order.db"));
+  write_batch b;
+  for (const auto& [issuer, id, at] : std::vector<std::tuple<std::string, std::string, int>>{
+           {"z", "late", 300}, {"b", "tie", 200}, {"a", "tie-2", 200}, {"a", "tie-1", 200},
+           {"m", "early", 100}}) {
+    b.directives.push_back({make_directive(issuer, id, at), 0});
+  }
+  REQUIRE(s->commit(b).outcome == commit_outcome::ok);
+  std::vector<std::string> keys;
+  for (const auto& d : s->list_directives()) keys.push_back(d.issuer + "/" + d.id);
+  CHECK(keys == std::vector<std::string>{"m/early", "a/tie-1", "a/tie-2", "b/tie", "z/late"});
+}
+
+TEST_CASE("sqlite store: audit_since pages by seq") {
+  temp_dir dir;
+  auto s = open_sqlite_store(dir.file("page.db"));
+  write_batch b;
+  for (int i = 0; i < 10; ++i) b.audit.push_back(make_audit("e" + std::to_string(i), ""));
+  REQUIRE(s->commit(b).outcome == commit_outcome::ok);
+  auto seqs = [](const std::vector<audit::audit_record>& v) {
+    std::vector<std::uint64_t> out;
+    for (const auto& r : v) out.push_back(r.seq);
+    return out;
+  };
+  CHECK(seqs(s->audit_since(0, 3)) == std::vector<std::uint64_t>{1, 2, 3});
+  CHECK(seqs(s->audit_since(7)) == std::vector<std::uint64_t>{8, 9, 10});
+  CHECK(seqs(s->audit_since(7, 2)) == std::vector<std::uint64_t>{8, 9});
+  CHECK(s->audit_since(10).empty());
+  CHECK(s->audit_since(std::numeric_limits<std::uint64_t>::max()).empty());
+  const auto page = s->audit_since(4, 3);
+  CHECK(audit::verify_chain_after(page, 4, s->audit_since(3, 1)[0].hash).ok);
+}
+
+TEST_CASE("sqlite store: CAS conflicts and revision gaps are refused and change nothing") {
+  struct row {
+    const char* description;
+    std::function<write_batch()> batch;  // the refused part; the rest is added below
+    commit_outcome outcome;
+    std::string error;
+  };
+  // State before each row: mincom/d-1 at version 2 (put at 1, updated at 2), revision 1.
+  const std::vector<row> rows = {
+      {"insert of an existing directive", [] { return put(make_directive("mincom", "d-1"), 0); },
+       commit_outcome::conflict,
+       "directive mincom/d-1 already exists (version 2); the batch expected it not to exist"},
+      {"stale version", [] { return put(make_directive("mincom", "d-1"), 1); },
+       commit_outcome::conflict,
+       "directive mincom/d-1 is at version 2; the batch expected version 1"},
+      {"future version", [] { return put(make_directive("mincom", "d-1"), 3); },
+       commit_outcome::conflict,
+       "directive mincom/d-1 is at version 2; the batch expected version 3"},
+      {"update of a missing directive", [] { return put(make_directive("mincom", "d-9"), 5); },
+       commit_outcome::conflict,
+       "directive mincom/d-9 does not exist; the batch expected version 5"},
+      {"revision gap",
+       [] {
+         write_batch b;
+         b.revisions = {{3, 1, "r3", "gap"}};
+         return b;
+       },
+       commit_outcome::conflict, "revision 3 is not the next one (latest is 1, so the next is 2)"},
+      {"revision replayed",
+       [] {
+         write_batch b;
+         b.revisions = {{1, 1, "r1 again", "replay"}};
+         return b;
+       },
+       commit_outcome::conflict, "revision 1 is not the next one (latest is 1, so the next is 2)"},
+      {"revisions out of order within the batch",
+       [] {
+         write_batch b;
+         b.revisions = {{2, 1, "r2", ""}, {4, 1, "r4", ""}};
+         return b;
+       },
+       commit_outcome::conflict, "revision 4 is not the next one (latest is 2, so the next is 3)"},
+      {"revision 0",
+       [] {
+         write_batch b;
+         b.revisions = {{0, 1, "r0", ""}};
+         return b;
+       },
+       commit_outcome::failed, "invalid batch: revision number 0 out of range"},
+      {"same directive twice in one batch",
+       [] {
+         write_batch b = put(make_directive("mincom", "d-5"), 0);
+         b.directives.push_back({make_directive("mincom", "d-5"), 0});
+         return b;
+       },
+       commit_outcome::failed, "invalid batch: directive mincom/d-5 put twice"},
+      {"node revision beyond int64",
+       [] {
+         write_batch b;
+         b.nodes = {make_node("node-big")};
+         b.nodes[0].applied_revision = std::numeric_limits<std::uint64_t>::max();
+         return b;
+       },
+       commit_outcome::failed, "invalid batch: node node-big: revision number too large"},
+      {"approval actor not UTF-8",
+       [] {
+         directive_record d = make_directive("mincom", "d-6");
+         d.approvals = {{"bad\xff", 1}};
+         return put(d, 0);
+       },
+       commit_outcome::failed, ""},  // nlohmann's message; checked by prefix below
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.description);
+    temp_dir dir;
+    auto s = open_sqlite_store(dir.file("cas.db"));
+    {
+      write_batch setup = put(make_directive("mincom", "d-1"), 0);
+      setup.revisions = {{1, 1, "r1", "first"}};
+      setup.audit = {make_audit("directive.submitted", "mincom/d-1")};
+      setup.nodes = {make_node("node-1")};
+      REQUIRE(s->commit(setup).outcome == commit_outcome::ok);
+      directive_record upd = make_directive("mincom", "d-1");
+      upd.state = "active";
+      REQUIRE(s->commit(put(upd, 1)).outcome == commit_outcome::ok);
+    }
+    const auto head_before = s->audit_head();
+    REQUIRE(head_before.has_value());
+    const auto d1_before = s->get_directive("mincom", "d-1");
+    REQUIRE(d1_before.has_value());
+    REQUIRE(d1_before->version == 2);
+
+    // The refused part rides with valid changes of every kind: none of them may land.
+    write_batch b = r.batch();
+    b.directives.insert(b.directives.begin(), {make_directive("mincom", "d-new"), 0});
+    b.audit.push_back(make_audit("directive.submitted", "mincom/d-new"));
+    b.meta["rollout"] = "changed";
+    node_record n = make_node("node-1");
+    n.health = "changed";
+    b.nodes.push_back(n);
+
+    const auto res = s->commit(b);
+    CHECK(res.outcome == r.outcome);
+    CHECK_FALSE(static_cast<bool>(res));
+    if (!r.error.empty()) {
+      CHECK(res.error == r.error);
+    } else {
+      CHECK(res.error.rfind("invalid batch: directive mincom/d-6: approvals: ", 0) == 0);
+    }
+    CHECK(res.store_revision == 0);
+    CHECK(res.audit_seqs.empty());
+
+    CHECK(s->audit_head()->hash == head_before->hash);
+    CHECK(s->audit_head()->seq == head_before->seq);
+    CHECK(s->audit_since(0).size() == 1);
+    CHECK_FALSE(s->get_directive("mincom", "d-new").has_value());
+    CHECK(s->get_directive("mincom", "d-1")->version == 2);
+    CHECK(s->get_directive("mincom", "d-1")->state == "active");
+    CHECK(s->latest_revision()->revision == 1);
+    CHECK_FALSE(s->get_meta("rollout").has_value());
+    CHECK(s->list_nodes().at(0).health == "ok");
+    // The store revision did not move either: the next commit is 3.
+    CHECK(store_revision_after_noop(*s) == 3);
+  }
+}
+
+TEST_CASE("sqlite store: the first revision must be 1") {
+  temp_dir dir;
+  auto s = open_sqlite_store(dir.file("rev.db"));
+  write_batch b;
+  b.revisions = {{2, 1, "r2", ""}};
+  const auto res = s->commit(b);
+  CHECK(res.outcome == commit_outcome::conflict);
+  CHECK(res.error == "revision 2 is not the next one (none stored yet, so the next is 1)");
+  b.revisions = {{1, 1, "r1", ""}, {2, 1, "r2", ""}, {3, 1, "r3", ""}};
+  REQUIRE(s->commit(b).outcome == commit_outcome::ok);
+  CHECK(s->latest_revision()->revision == 3);
+  CHECK(s->get_revision(2)->content == "r2");
+}
+
+TEST_CASE("sqlite store: the audit chain across many commits verifies, and edits are caught") {
+  temp_dir dir;
+  const std::string path = dir.file("chain.db");
+  std::uint64_t expected_seq = 0;
+  {
+    auto s = open_sqlite_store(path);
+    for (int c = 0; c < 60; ++c) {
+      write_batch b;
+      for (int k = 0; k <= c % 3; ++k) {
+        b.audit.push_back(make_audit("event." + std::to_string(c), "s" + std::to_string(k), c));
+      }
+      const auto res = s->commit(b);
+      REQUIRE(res.outcome == commit_outcome::ok);
+      for (auto seq : res.audit_seqs) CHECK(seq == ++expected_seq);
+    }
+    const auto all = s->audit_since(0);
+    CHECK(all.size() == expected_seq);
+    const auto rep = audit::verify_chain(all);
+    CHECK(rep.ok);
+    CHECK(rep.records == expected_seq);
+    CHECK(rep.head_hash == s->audit_head()->hash);
+  }
+  // Edits made behind the store's back, as the integration test does with python's sqlite3.
+  raw_sql(path, "UPDATE audit SET detail = '{\"why\":\"forged\"}' WHERE seq = 17");
+  {
+    auto s = open_sqlite_store(path);
+    const auto rep = audit::verify_chain(s->audit_since(0));
+    CHECK_FALSE(rep.ok);
+    CHECK(rep.bad_seq == 17);
+    CHECK(rep.problem == "record 17: hash does not match its contents (edited)");
+  }
+  raw_sql(path, "DELETE FROM audit WHERE seq IN (16, 17)");
+  {
+    auto s = open_sqlite_store(path);
+    const auto rep = audit::verify_chain(s->audit_since(0));
+    CHECK(rep.bad_seq == 18);
+    CHECK(rep.problem == "record 18 follows record 15 (records 16..17 removed)");
+  }
+}
+
+TEST_CASE("sqlite store: reopening keeps everything and carries on from it") {
+  temp_dir dir;
+  const std::string path = dir.file("reopen.db");
+  {
+    auto s = open_sqlite_store(path);
+    write_batch b = put(make_directive("mincom", "d-1"), 0);
+    b.audit = {make_audit("directive.submitted", "mincom/d-1")};
+    b.revisions = {{1, 5, "r1", "first"}};
+    b.meta = {{"k", "v"}};
+    b.nodes = {make_node("node-1")};
+    REQUIRE(s->commit(b).outcome == commit_outcome::ok);
+  }
+  {
+    auto s = open_sqlite_store(path);
+    REQUIRE(s->get_directive("mincom", "d-1").has_value());
+    check_same(*s->get_directive("mincom", "d-1"), make_directive("mincom", "d-1"));
+    CHECK(s->get_directive("mincom", "d-1")->version == 1);
+    CHECK(s->audit_since(0).size() == 1);
+    CHECK(s->latest_revision()->content == "r1");
+    CHECK(s->get_meta("k") == std::optional<std::string>("v"));
+    REQUIRE(s->list_nodes().size() == 1);
+    check_same(s->list_nodes()[0], make_node("node-1"));
+
+    write_batch b = put(make_directive("mincom", "d-1"), 1);
+    b.audit = {make_audit("directive.approved", "mincom/d-1")};
+    b.revisions = {{2, 6, "r2", "second"}};
+    const auto res = s->commit(b);
+    REQUIRE(res.outcome == commit_outcome::ok);
+    CHECK(res.store_revision == 2);
+    CHECK(res.audit_seqs == std::vector<std::uint64_t>{2});
+  }
+  auto s = open_sqlite_store(path);
+  CHECK(s->get_directive("mincom", "d-1")->version == 2);
+  CHECK(audit::verify_chain(s->audit_since(0)).ok);
+  CHECK(s->audit_since(0).size() == 2);
+  CHECK(s->latest_revision()->revision == 2);
+}
+
+TEST_CASE("sqlite store: files that are not a Sluice database of this version are refused") {
+  temp_dir dir;
+  auto refused = [](const std::string& path) -> std::string {
+    try {
+      auto s = open_sqlite_store(path);
+    } catch (const store_error& e) {
+      return e.what();
+    }
+    return "(opened)";
+  };
+
+  SUBCASE("not SQLite at all, and left untouched") {
+    const std::string path = dir.file("text.db");
+    std::string junk;
+    for (int i = 0; i < 400; ++i) junk += "this is not a database\n";
+    std::ofstream(path, std::ios::binary) << junk;
+    CHECK(refused(path) ==
+          "cannot open store " + path + ": not a Sluice database (not an SQLite file at all)");
+    std::ifstream in(path, std::ios::binary);
+    CHECK(std::string(std::istreambuf_iterator<char>(in), {}) == junk);
+  }
+  SUBCASE("another program's SQLite database, left in its journal mode") {
+    const std::string path = dir.file("other.db");
+    raw_sql(path, "CREATE TABLE t (x INTEGER)");
+    CHECK(refused(path) == "cannot open store " + path +
+                               ": not a Sluice database (it has tables but no Sluice "
+                               "application_id)");
+    CHECK_FALSE(std::filesystem::exists(path + "-wal"));
+  }
+  SUBCASE("another application_id") {
+    const std::string path = dir.file("appid.db");
+    raw_sql(path, "PRAGMA application_id = 42");
+    CHECK(refused(path) ==
+          "cannot open store " + path + ": not a Sluice database (application_id 42)");
+  }
+  SUBCASE("a newer schema") {
+    const std::string path = dir.file("newer.db");
+    { auto s = open_sqlite_store(path); }
+    raw_sql(path, "PRAGMA user_version = 2");
+    CHECK(refused(path) == "cannot open store " + path +
+                               ": schema version 2 is newer than this build's 1; upgrade Sluice");
+  }
+  SUBCASE("a directory that does not exist") {
+    const std::string path = dir.file("missing/dir/x.db");
+    CHECK(refused(path).rfind("cannot open store " + path + ": ", 0) == 0);
+  }
+  SUBCASE("an empty file is a new store") {
+    const std::string path = dir.file("empty.db");
+    std::ofstream(path, std::ios::binary).flush();
+    CHECK(refused(path) == "(opened)");
+    auto s = open_sqlite_store(path);
+    CHECK(s->commit(write_batch{}).outcome == commit_outcome::ok);
+  }
+}
+
+TEST_CASE("sqlite store: hand-corrupted rows make reads throw store_error naming the row") {
+  temp_dir dir;
+  const std::string path = dir.file("corrupt.db");
+  {
+    auto s = open_sqlite_store(path);
+    write_batch b = put(make_directive("mincom", "d-1"), 0);
+    b.audit = {make_audit("e", "")};
+    b.nodes = {make_node("node-1")};
+    REQUIRE(s->commit(b).outcome == commit_outcome::ok);
+  }
+  auto s = open_sqlite_store(path);
+  SUBCASE("approvals not JSON") {
+    raw_sql(path, "UPDATE directives SET approvals = 'nope'");
+    CHECK_THROWS_WITH_AS(
+        (void)s->get_directive("mincom", "d-1"),
+        doctest::Contains("corrupt store: directive mincom/d-1: approvals: "), store_error);
+    CHECK_THROWS_AS((void)s->list_directives(), store_error);
+  }
+  SUBCASE("labels not an object") {
+    raw_sql(path, "UPDATE nodes SET labels = '[1]'");
+    CHECK_THROWS_WITH_AS((void)s->list_nodes(),
+                         "corrupt store: node node-1: labels: not an object", store_error);
+  }
+  SUBCASE("audit time not an integer, audit detail a blob") {
+    raw_sql(path, "UPDATE audit SET at = 'yesterday'");
+    CHECK_THROWS_WITH_AS((void)s->audit_since(0),
+                         "corrupt store: audit record 1: column at is not an integer", store_error);
+    CHECK_THROWS_AS((void)s->audit_head(), store_error);
+    raw_sql(path, "UPDATE audit SET at = 5, detail = X'00ff'");
+    CHECK_THROWS_WITH_AS((void)s->audit_since(0),
+                         "corrupt store: audit record 1: column detail is not text", store_error);
+  }
+  SUBCASE("negative version") {
+    raw_sql(path, "UPDATE directives SET version = -1");
+    CHECK_THROWS_WITH_AS(
+        (void)s->get_directive("mincom", "d-1"),
+        "corrupt store: directive mincom/d-1: column version is not a non-negative integer",
+        store_error);
+  }
+  SUBCASE("table dropped") {
+    raw_sql(path, "DROP TABLE revisions");
+    CHECK_THROWS_WITH_AS((void)s->latest_revision(), doctest::Contains("no such table"),
+                         store_error);
+    write_batch b;
+    b.revisions = {{1, 1, "r", ""}};
+    const auto res = s->commit(b);
+    CHECK(res.outcome == commit_outcome::failed);
+    CHECK(res.error.find("no such table: revisions") != std::string::npos);
+  }
+}
+
+TEST_CASE("sqlite store: concurrent CAS writers never lose an update") {
+  temp_dir dir;
+  auto s = open_sqlite_store(dir.file("threads.db"));
+  REQUIRE(s->commit(put(make_directive("mincom", "counter"), 0)).outcome == commit_outcome::ok);
+  constexpr int threads = 4;
+  constexpr int increments = 25;
+  std::atomic<int> conflicts{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (int i = 0; i < increments;) {
+        auto cur = s->get_directive("mincom", "counter");
+        if (!cur) {
+          ++failures;
+          return;
+        }
+        directive_record next = *cur;
+        next.updated_at += 1;  // the counter
+        write_batch b = put(next, cur->version);
+        b.audit = {make_audit("counter.inc", "mincom/counter")};
+        const auto res = s->commit(b);
+        if (res.outcome == commit_outcome::ok) {
+          ++i;
+        } else if (res.outcome == commit_outcome::conflict) {
+          ++conflicts;
+        } else {
+          ++failures;
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK(failures.load() == 0);
+  const auto final_rec = s->get_directive("mincom", "counter");
+  REQUIRE(final_rec.has_value());
+  CHECK(final_rec->updated_at == make_directive("mincom", "counter").updated_at +
+                                     threads * increments);
+  CHECK(final_rec->version == 1 + threads * increments);
+  const auto audit = s->audit_since(0);
+  CHECK(audit.size() == static_cast<std::size_t>(threads * increments));
+  CHECK(audit::verify_chain(audit).ok);
+  MESSAGE("CAS conflicts retried: " << conflicts.load());
+}
+
+}  // namespace sluice::control::store

@@ -1,0 +1,74 @@
+#pragma once
+// Shared by the store tests: a temp directory that cleans up after itself, and record builders.
+
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
+#include "control/store/store.hpp"
+
+namespace sluice::control::store::test {
+
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "sluice-store-XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    path_ = tmpl;
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline directive_record make_directive(const std::string& issuer, const std::string& id,
+                                       std::int64_t received_at = 1700000000) {
+  directive_record d;
+  d.issuer = issuer;
+  d.id = id;
+  d.document = "id: " + id + "\r\nissuer: " + issuer + "\naction: block\n# Блокировка\n";
+  d.signature = "untrusted comment: sig\nRWQ...\ntrusted comment: t\nabc\n";
+  d.action = "block";
+  d.state = "awaiting_approval";
+  d.submitted_by = "ministry-token";
+  d.received_at = received_at;
+  d.updated_at = received_at + 1;
+  return d;
+}
+
+inline audit::audit_record make_audit(const std::string& event, const std::string& subject,
+                                      std::int64_t at = 1700000000000) {
+  audit::audit_record r;
+  r.at = at;
+  r.actor = "controller";
+  r.event = event;
+  r.subject = subject;
+  r.detail = R"({"why":"test"})";
+  return r;
+}
+
+// Runs one SQL statement on the file through a separate connection, as an operator (or an
+// attacker) editing the database by hand would.
+inline void raw_sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                          nullptr) == SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  const std::string msg = err ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(db);
+  REQUIRE_MESSAGE(rc == SQLITE_OK, sql << ": " << msg);
+}
+
+}  // namespace sluice::control::store::test
