@@ -6,9 +6,14 @@
 //
 // Formats (all binary fields base64 in the files):
 //   public key  "untrusted comment: ...\n" + b64("Ed" | key_id[8] | ed25519_pk[32]) + "\n"
-//   secret key  "untrusted comment: ...\n" + b64("Ed" | kdf "\0\0" | "B2" | salt[32] |
-//               opslimit[8] | memlimit[8] | key_id[8] | ed25519 seed+pk[64] | checksum[32]) + "\n"
-//               unencrypted (minisign -G -W); checksum = BLAKE2b-256("Ed" | key_id | sk[64]).
+//   secret key  read: minisign's unencrypted format (minisign -G -W): "untrusted comment: ...\n"
+//               + b64("Ed" | kdf "\0\0" | "B2" | salt[32] | opslimit[8] | memlimit[8] |
+//               key_id[8] | ed25519 seed+pk[64] | checksum[32]); the checksum is BLAKE2b-256,
+//               which OpenSSL 3.0 cannot compute (variable digest size arrived in 3.2), so it is
+//               not checked; the seed must yield the stored public key instead.
+//               written (and read): PKCS#8 PEM (OpenSSL's own format) preceded by a line
+//               "# sluice key id: HEX"; without that line the id is the first 8 bytes of
+//               BLAKE2b-512(public key).
 //   signature   "untrusted comment: ...\n" + b64("ED" | key_id[8] | sig[64]) + "\n" +
 //               "trusted comment: TEXT\n" + b64(global_sig[64]) + "\n"
 //               sig = Ed25519(BLAKE2b-512(message)) ("ED" = prehashed; legacy "Ed" = Ed25519 over
@@ -71,22 +76,25 @@ struct verify_result {
 // A fresh random key pair with a random key id. nullopt only if OpenSSL fails.
 [[nodiscard]] std::optional<key_pair> generate_key_pair();
 
-// File texts in minisign's formats (see above); comments must not contain '\n'.
+// File texts in the formats above; comments must not contain '\n'.
 [[nodiscard]] std::string format_public_key(const public_key& k,
                                             std::string_view untrusted_comment = {});
+// The secret key text is "# COMMENT\n# sluice key id: HEX\n" + PKCS#8 PEM (so `openssl pkey`
+// reads it too); empty only if OpenSSL fails. A '\n' in an untrusted comment becomes ' '.
 [[nodiscard]] std::string format_secret_key(const secret_key& k,
                                             std::string_view untrusted_comment = {});
 
 // Accept the whole file text or only its base64 line. On failure nullopt and `*error` (if given)
 // says why. Encrypted secret keys (minisign's default, scrypt) are refused with an error telling
-// to use `minisign -G -W` or `sluicectl keygen`; a bad checksum is refused.
+// to use `minisign -G -W` or `sluicectl keygen`; a seed that does not yield the stored public
+// key is refused.
 [[nodiscard]] std::optional<public_key> parse_public_key(std::string_view text,
                                                          std::string* error = nullptr);
 [[nodiscard]] std::optional<secret_key> parse_secret_key(std::string_view text,
                                                          std::string* error = nullptr);
 
 // Signature file text (prehashed "ED"). nullopt only if OpenSSL fails. `trusted_comment` must not
-// contain '\n'.
+// contain '\n' (or '\r'): such a comment is refused with nullopt, since no reader could check it.
 [[nodiscard]] std::optional<std::string> sign(const secret_key& k,
                                               std::span<const std::uint8_t> message,
                                               std::string_view trusted_comment,
@@ -104,7 +112,10 @@ struct verify_result {
 // The key id a signature file names (to pick the key among several trusted ones).
 [[nodiscard]] std::optional<key_id> signature_key_id(std::string_view signature_text);
 
-// Upper-case hex, as minisign prints key ids ("5E4A...").
+// Upper-case hex, as minisign prints key ids ("5E4A..."): minisign prints the id as a
+// little-endian 64-bit number, so the text shows the bytes last first.
 [[nodiscard]] std::string to_hex(const key_id& id);
+// The inverse of to_hex (either case); nullopt unless exactly 16 hex digits.
+[[nodiscard]] std::optional<key_id> parse_key_id_hex(std::string_view hex);
 
 }  // namespace sluice::control::crypto
