@@ -12,7 +12,7 @@ packages=(
   libssl-dev libsqlite3-dev libpcap-dev libidn2-dev
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev
   tshark python3-scapy tcpreplay iproute2
-  prometheus minisign curl openssl
+  prometheus minisign curl openssl bird2
 )
 
 if [ "$(id -u)" -ne 0 ]; then

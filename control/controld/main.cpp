@@ -1,1 +1,131 @@
-int main() { return 0; }
+// sluice-controld --config FILE: the Sluice controller (control/README.md).
+#include <httplib.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "control/api/config.hpp"
+#include "control/api/http_api.hpp"
+#include "control/controller/controller.hpp"
+#include "control/store/store.hpp"
+
+namespace {
+
+std::atomic<httplib::Server*> g_server{nullptr};
+
+void on_signal(int) {
+  if (auto* s = g_server.load()) s->stop();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"sluice-controld: takes signed directives, audits them, compiles and rolls out "
+               "per-node snapshots"};
+  std::string config_path;
+  std::string listen;
+  bool check_only = false;
+  cli.add_option("--config,-c", config_path, "configuration file (YAML)")->required();
+  cli.add_option("--listen", listen, "override the config's listen address (host:port)");
+  cli.add_flag("--check", check_only, "load the config, keys and database, then exit");
+  cli.footer("Exit codes: 0 clean stop, 1 runtime failure, 2 bad command line or config.");
+  CLI11_PARSE(cli, argc, argv);
+
+  using namespace sluice::control;
+  api::daemon_config cfg;
+  try {
+    cfg = api::load_daemon_config_file(config_path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sluice-controld: %s\n", e.what());
+    return 2;
+  }
+  if (!listen.empty()) cfg.listen = listen;
+  const auto colon = cfg.listen.rfind(':');
+  int port = 0;
+  try {
+    port = colon == std::string::npos ? -1 : std::stoi(cfg.listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) {
+    std::fprintf(stderr, "sluice-controld: listen '%s' is not host:port\n", cfg.listen.c_str());
+    return 2;
+  }
+  const std::string host = cfg.listen.substr(0, colon);
+
+  std::unique_ptr<store::store> st;
+  std::unique_ptr<controller::controller> core;
+  controller::system_clock clk;
+  try {
+    st = store::open_sqlite_store(cfg.database.string());
+    core = std::make_unique<controller::controller>(cfg.core, *st, clk);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sluice-controld: %s: %s\n", cfg.database.c_str(), e.what());
+    return 1;
+  }
+  if (check_only) {
+    std::printf("sluice-controld: config, keys and database OK (%zu app profiles, %zu issuers)\n",
+                cfg.core.apps.size(), cfg.core.issuers.size());
+    return 0;
+  }
+
+  std::unique_ptr<httplib::Server> server;
+  if (!cfg.tls_cert.empty())
+    server = std::make_unique<httplib::SSLServer>(cfg.tls_cert.c_str(), cfg.tls_key.c_str());
+  else
+    server = std::make_unique<httplib::Server>();
+  if (!server->is_valid()) {
+    std::fprintf(stderr, "sluice-controld: cannot set up TLS with %s / %s\n", cfg.tls_cert.c_str(),
+                 cfg.tls_key.c_str());
+    return 2;
+  }
+  const unsigned threads = cfg.http_threads;
+  server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Long polls hold their connection; the read timeout must outlast the longest wait.
+  server->set_read_timeout(cfg.core.max_wait_s + 10, 0);
+  server->set_write_timeout(30, 0);
+  api::http_api routes(*core, cfg.tokens);
+  routes.attach(*server);
+
+  if (!server->bind_to_port(host.c_str(), port)) {
+    std::fprintf(stderr, "sluice-controld: cannot listen on %s\n", cfg.listen.c_str());
+    return 1;
+  }
+  g_server = server.get();
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+
+  std::mutex m;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+  std::thread ticker([&] {
+    std::unique_lock lock(m);
+    while (!stopping) {
+      lock.unlock();
+      core->tick();
+      lock.lock();
+      stop_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stopping; });
+    }
+  });
+  std::fprintf(stderr, "sluice-controld: listening on %s%s (database %s)\n", cfg.listen.c_str(),
+               cfg.tls_cert.empty() ? "" : " (TLS)", cfg.database.c_str());
+  const bool ok = server->listen_after_bind();
+  {
+    std::lock_guard lock(m);
+    stopping = true;
+  }
+  stop_cv.notify_all();
+  ticker.join();
+  g_server = nullptr;
+  std::fprintf(stderr, "sluice-controld: stopped\n");
+  return ok ? 0 : 1;
+}

@@ -115,6 +115,8 @@ enum class error_code : std::uint8_t {
       count
 };
 [[nodiscard]] std::string_view to_string(error_code c) noexcept;
+// The one-line description from the table above ("unknown app profile").
+[[nodiscard]] std::string_view describe(error_code c) noexcept;
 
 struct parse_error {
   error_code code = error_code::malformed_yaml;

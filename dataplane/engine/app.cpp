@@ -18,12 +18,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -31,6 +33,10 @@
 #include <sstream>
 #include <thread>
 
+#include "control/agent/agent.hpp"
+#include "control/agent/http_transport.hpp"
+#include "control/agent/runner.hpp"
+#include "control/crypto/minisign.hpp"
 #include "dataplane/engine/policy_holder.hpp"
 #include "dataplane/engine/worker.hpp"
 #include "dataplane/match/policy_config.hpp"
@@ -132,6 +138,90 @@ class reloader {
 
 int launch_worker(void* arg) { return static_cast<worker*>(arg)->run(); }
 
+namespace agent = control::agent;
+namespace crypto = control::crypto;
+
+// The agent's applier: snapshots go through policy_holder (compile off the hot path, RCU swap,
+// the old policy stays on error).
+class holder_applier final : public agent::applier {
+ public:
+  explicit holder_applier(policy_holder& h) : holder_(h) {}
+  agent::apply_result apply(const std::string& text, std::uint64_t revision) override {
+    const load_result r = holder_.load_text(text, "controller revision " + std::to_string(revision));
+    if (r.ok) {
+      log_line("controller: policy revision ", r.revision, " in force (sha256 ", r.sha256, ")");
+    } else {
+      log_line("controller: revision ", revision, " refused, previous stays in force: ", r.error);
+    }
+    return {r.ok, r.sha256, r.error};
+  }
+  agent::applied_policy current() const override {
+    const policy_status s = holder_.status();
+    return {s.revision, s.sha256};
+  }
+
+ private:
+  policy_holder& holder_;
+};
+
+std::optional<std::string> read_small_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  std::size_t b = 0;
+  while (b < s.size() && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  return s.substr(b);
+}
+
+// Controller mode: the agent and what it needs, built from validated options.
+struct controller_link {
+  std::unique_ptr<agent::http_transport> transport;
+  holder_applier applier;
+  agent::system_clock clock;
+  std::unique_ptr<agent::agent> core;
+  std::unique_ptr<agent::runner> thread;
+  explicit controller_link(policy_holder& h) : applier(h) {}
+  ~controller_link() { thread.reset(); }  // stop and join before the rest goes
+};
+
+// nullptr and `error` when a file went missing or bad since the options were checked.
+std::unique_ptr<controller_link> make_controller_link(const app_options& o, policy_holder& h,
+                                                      std::function<std::string()> health,
+                                                      std::string& error) {
+  auto link = std::make_unique<controller_link>(h);
+  const std::optional<std::string> key_text = read_small_file(o.controller_key);
+  const std::optional<std::string> token = read_small_file(o.node_token_file);
+  if (!key_text || !token) {
+    error = "cannot read --controller-key or --node-token-file";
+    return nullptr;
+  }
+  const std::optional<crypto::public_key> key = crypto::parse_public_key(*key_text, &error);
+  const std::optional<agent::label_map> labels = agent::parse_labels(o.labels, error);
+  if (!key || !labels) return nullptr;
+  agent::http_transport_config tc;
+  tc.urls = o.controllers;
+  tc.node_id = o.node_id;
+  tc.token = trimmed(*token);
+  tc.labels = *labels;
+  link->transport = agent::http_transport::create(tc, error);
+  if (!link->transport) return nullptr;
+  agent::agent_config ac;
+  ac.node_id = o.node_id;
+  ac.labels = *labels;
+  ac.controller_key = *key;
+  ac.state_dir = o.state_dir;
+  ac.health = std::move(health);
+  link->core = std::make_unique<agent::agent>(std::move(ac), *link->transport, link->applier,
+                                              link->clock);
+  return link;
+}
+
 }  // namespace
 
 bool split_listen_address(const std::string& addr, std::string& host, std::uint16_t& port) {
@@ -171,7 +261,20 @@ int parse_app_options(int argc, char** argv, app_options& o) {
   cli.add_option("--mgmt", o.mgmt, "management HTTP listen address, or none");
   cli.add_flag("--offline", o.offline, "net_pcap replay: exit when the input is drained");
   cli.add_option("--stats-json", o.stats_json, "write the final counters as JSON on exit");
-  cli.add_option("--node-id", o.node_id, "node label on every metric");
+  cli.add_option("--node-id", o.node_id, "node label on every metric; the node's id for --controller");
+  cli.add_option("--controller", o.controllers,
+                 "controller URL (http://HOST:PORT); repeat for replicas, tried in order")
+      ->take_all();
+  cli.add_option("--labels", o.labels, "controller mode: node labels, k=v,k=v");
+  cli.add_option("--controller-key", o.controller_key,
+                 "controller mode: the controller's minisign public key (snapshot signatures)")
+      ->check(CLI::ExistingFile);
+  cli.add_option("--state-dir", o.state_dir,
+                 "controller mode: directory for the last good snapshot (snapshot.json)")
+      ->check(CLI::ExistingDirectory);
+  cli.add_option("--node-token-file", o.node_token_file,
+                 "controller mode: file holding this node's bearer token")
+      ->check(CLI::ExistingFile);
   cli.add_flag("--no-checksum-check", o.no_checksum_check,
                "do not ignore packets with bad L4 checksums (endpoint captures)");
   cli.add_flag("--test-hooks", o.test_hooks, "enable test-only management routes");
@@ -241,6 +344,32 @@ int parse_app_options(int argc, char** argv, app_options& o) {
     if (!probe) return usage("cannot write --stats-json " + o.stats_json);
   }
   if (o.test_hooks && o.mgmt == "none") return usage("--test-hooks needs --mgmt");
+  if (o.controllers.empty()) {
+    if (!o.labels.empty() || !o.controller_key.empty() || !o.state_dir.empty() ||
+        !o.node_token_file.empty()) {
+      return usage("--labels, --controller-key, --state-dir and --node-token-file need --controller");
+    }
+  } else {
+    if (o.node_id.empty()) return usage("--controller needs --node-id");
+    if (o.controller_key.empty() || o.state_dir.empty() || o.node_token_file.empty()) {
+      return usage("--controller needs --controller-key, --state-dir and --node-token-file");
+    }
+    for (const std::string& url : o.controllers) {
+      if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+        return usage("--controller '" + url + "' is not http(s)://HOST:PORT");
+      }
+    }
+    std::string error;
+    if (!agent::parse_labels(o.labels, error)) return usage("--labels: " + error);
+    const std::optional<std::string> key_text = read_small_file(o.controller_key);
+    if (!key_text || !crypto::parse_public_key(*key_text, &error)) {
+      return usage("--controller-key " + o.controller_key + ": " + error);
+    }
+    const std::optional<std::string> token = read_small_file(o.node_token_file);
+    if (!token || trimmed(*token).empty()) {
+      return usage("--node-token-file " + o.node_token_file + " is unreadable or empty");
+    }
+  }
   // The policy file is parsed now, before EAL start-up, so a YAML error costs nothing; it is
   // compiled (rte_fib needs the EAL) in run_app.
   if (!o.policy.empty()) {
@@ -429,6 +558,27 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
              ": revision ", rev, ", ", rules, " rules");
   }
 
+  // ---- controller mode: the persisted snapshot is in force before the workers start ------
+  std::atomic<bool> node_healthy{true};
+  std::unique_ptr<controller_link> link;
+  if (!o.controllers.empty()) {
+    std::string error;
+    link = make_controller_link(
+        o, *holder,
+        [&node_healthy] { return node_healthy.load() ? std::string("ok") : std::string("worker stalled"); },
+        error);
+    if (!link) {
+      log_line("controller mode: ", error);
+      holder.reset();
+      rte_free(shared.qsbr);
+      close_all();
+      rte_eal_cleanup();
+      return exit_usage;
+    }
+    (void)link->core->start();
+    log_line("controller mode: ", link->core->state().startup);
+  }
+
   std::uint16_t max_port = 0;
   for (const port_plan& p : plans) max_port = std::max({max_port, p.port, p.tx_target});
   auto find_plan = [&](int id) -> const port_plan& {
@@ -482,6 +632,7 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
   } catch (const std::exception& e) {
     log_line("worker set-up failed: ", e.what(), "; give the EAL more memory (-m) or ",
              "lower --flow-table-size");
+    link.reset();
     workers.clear();
     holder.reset();
     rte_free(shared.qsbr);
@@ -546,9 +697,33 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
         j["last_error"] = ps.last_error;
         j["mode"] = o.mode;
         if (!o.node_id.empty()) j["node"] = o.node_id;
+        if (link) {
+          const agent::agent_state a = link->core->state();
+          j["controller"] = {{"held_revision", a.held_revision},
+                             {"applied_revision", a.applied_revision},
+                             {"fetches", a.fetches},
+                             {"fetch_failures", a.fetch_failures},
+                             {"not_modified", a.not_modified},
+                             {"applied", a.applied},
+                             {"acks", a.acks},
+                             {"nacks", a.nacks},
+                             {"status_failures", a.status_failures},
+                             {"persist_failures", a.persist_failures},
+                             {"last_contact", a.last_contact},
+                             {"last_applied_at", a.last_applied_at},
+                             {"controller", a.controller},
+                             {"last_error", a.last_error},
+                             {"startup", a.startup}};
+        }
         res.set_content(j.dump() + "\n", "application/json");
       });
       mgmt.Post("/policy/reload", [&](const httplib::Request& req, httplib::Response& res) {
+        if (link) {
+          res.status = 409;
+          res.set_content(R"({"error":"controller mode: the policy comes from the controller"})" "\n",
+                          "application/json");
+          return;
+        }
         std::string path;
         if (!req.body.empty()) {
           const nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
@@ -597,6 +772,7 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
   } catch (const std::exception& e) {
     log_line(e.what());
     cleanup_endpoints();
+    link.reset();
     workers.clear();
     holder.reset();
     rte_free(shared.qsbr);
@@ -618,6 +794,14 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
 
   // ---- control loop ---------------------------------------------------------------------
   reloader sighup(*holder);
+  if (link) {
+    link->thread = std::make_unique<agent::runner>(*link->core);
+    if (!link->thread->started()) {
+      log_line("controller mode: cannot start the agent thread");
+      g_stop.store(true);
+      rc = exit_runtime;
+    }
+  }
   const std::uint64_t hz = rte_get_tsc_hz();
   const std::uint64_t tick_tsc = hz / 100;  // 10 ms
   const std::uint64_t stats_tsc = hz;
@@ -673,6 +857,15 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
     st.policy_load_seconds = ps.load_seconds;
     st.policy_loaded_at = ps.loaded_at;
     st.policy_reload_failures = ps.reload_failures;
+    if (link) {
+      const agent::agent_state a = link->core->state();
+      st.controller_enabled = true;
+      st.controller_held_revision = a.held_revision;
+      st.controller_fetch_failures = a.fetch_failures;
+      st.controller_nacks = a.nacks;
+      st.controller_status_failures = a.status_failures;
+      st.controller_last_contact = a.last_contact;
+    }
     st.healthy = healthy;
     return st;
   };
@@ -689,7 +882,13 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
     if (now < next_tick) continue;
     next_tick = now + tick_tsc;
 
-    if (g_reload.exchange(false)) sighup.request();
+    if (g_reload.exchange(false)) {
+      if (link) {
+        log_line("SIGHUP ignored: controller mode, the policy comes from the controller");
+      } else {
+        sighup.request();
+      }
+    }
     holder->reclaim();
 
     // Watchdog: a worker whose heartbeat has not moved for a second is stalled. DPDK 22.11
@@ -714,6 +913,7 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
       all_ok = all_ok && !s;
     }
     healthy = all_ok;
+    node_healthy.store(healthy);
 
     std::uint64_t worker_packets = 0, flow_entries = 0;
     for (const auto& w : workers) {
@@ -761,6 +961,7 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
 
   // ---- shutdown -------------------------------------------------------------------------
   g_stop.store(true);
+  if (link) link->thread.reset();  // no snapshot swap from here on
   shared.stop.store(true);
   shared.stall_worker_for_test.store(UINT32_MAX);
   rte_eal_mp_wait_lcore();
@@ -789,6 +990,7 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
              " packets");
   }
   cleanup_endpoints();
+  link.reset();
   workers.clear();
   holder.reset();
   rte_free(shared.qsbr);

@@ -5,7 +5,8 @@
 //
 // Threads: everything here runs on the main thread, except the management endpoint's handlers
 // (cpp-httplib threads), which talk to the control side through policy_holder (thread-safe) and
-// a status snapshot under a mutex.
+// a status snapshot under a mutex, and, with --controller, the node agent's thread (it applies
+// snapshots through policy_holder too).
 
 #include <cstdint>
 #include <string>
@@ -26,6 +27,13 @@ struct app_options {
   bool offline = false;
   std::string stats_json;       // offline: "" = stdout
   std::string node_id;
+  // Controller mode (node agent, control/agent): every one of these but labels is required
+  // once --controller is given; --policy then only bootstraps until the first snapshot.
+  std::vector<std::string> controllers;  // URLs, tried in order on failure
+  std::string labels;                    // "k=v,k=v"
+  std::string controller_key;            // controller's minisign public key file
+  std::string state_dir;                 // persisted last good snapshot
+  std::string node_token_file;           // bearer token (role node)
   bool no_checksum_check = false;
   bool test_hooks = false;
   std::uint32_t flow_table_size = 1u << 18;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <sstream>
 #include <utility>
 
 #include "dataplane/match/action.hpp"
@@ -15,6 +16,28 @@ namespace {
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
 void free_snapshot(const active_policy* a) { delete a; }
+
+}  // namespace
+
+namespace {
+
+std::optional<prepared_policy> compile_prepared(match::policy_spec spec, const std::string& origin,
+                                                std::chrono::steady_clock::time_point start,
+                                                std::string& error) {
+  match::compile_result compiled = match::compile_policy(spec);
+  if (!compiled) {
+    error = (origin.empty() ? std::string("(empty policy)") : origin) + ": rule " +
+            std::to_string(compiled.error.rule_index + 1) + " (" + compiled.error.rule_id +
+            "): " + match::to_string(compiled.error.code) + ": " + compiled.error.message;
+    return std::nullopt;
+  }
+  prepared_policy p;
+  p.policy = std::move(compiled.policy);
+  p.path = origin;
+  p.load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return p;
+}
 
 }  // namespace
 
@@ -32,19 +55,20 @@ std::optional<prepared_policy> prepare_policy(const std::filesystem::path& path,
     }
     spec = std::move(*loaded.spec);
   }
-  match::compile_result compiled = match::compile_policy(spec);
-  if (!compiled) {
-    error = (path.empty() ? std::string("(empty policy)") : path.string()) + ": rule " +
-            std::to_string(compiled.error.rule_index + 1) + " (" + compiled.error.rule_id +
-            "): " + match::to_string(compiled.error.code) + ": " + compiled.error.message;
+  return compile_prepared(std::move(spec), path.string(), start, error);
+}
+
+std::optional<prepared_policy> prepare_policy_text(const std::string& text,
+                                                   const std::string& origin,
+                                                   std::string& error) {
+  const auto start = std::chrono::steady_clock::now();
+  std::istringstream in(text);
+  match::policy_load_result loaded = match::load_policy(in, {});
+  if (!loaded) {
+    error = origin + ":" + loaded.error.text();
     return std::nullopt;
   }
-  prepared_policy p;
-  p.policy = std::move(compiled.policy);
-  p.path = path.string();
-  p.load_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return p;
+  return compile_prepared(std::move(*loaded.spec), origin, start, error);
 }
 
 policy_holder::policy_holder(worker_shared& shared, std::uint32_t workers,
@@ -93,6 +117,7 @@ void policy_holder::publish_locked(prepared_policy p) {
 
 void policy_holder::install(prepared_policy p) {
   std::lock_guard lock(mutex_);
+  file_ = p.path;
   publish_locked(std::move(p));
 }
 
@@ -101,11 +126,24 @@ load_result policy_holder::reload(const std::filesystem::path& path) {
   std::filesystem::path file = path;
   if (file.empty()) {
     std::lock_guard lock(mutex_);
-    file = status_.path;
+    file = file_;
   }
   std::string error;
   std::optional<prepared_policy> p = prepare_policy(file, apps_dir_, error);
   std::lock_guard lock(mutex_);
+  if (p) file_ = file;
+  return finish_load_locked(std::move(p), std::move(error));
+}
+
+load_result policy_holder::load_text(const std::string& text, const std::string& origin) {
+  std::lock_guard load_lock(load_mutex_);
+  std::string error;
+  std::optional<prepared_policy> p = prepare_policy_text(text, origin, error);
+  std::lock_guard lock(mutex_);
+  return finish_load_locked(std::move(p), std::move(error));
+}
+
+load_result policy_holder::finish_load_locked(std::optional<prepared_policy> p, std::string error) {
   load_result out;
   if (!p) {
     ++status_.reload_failures;

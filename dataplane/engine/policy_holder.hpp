@@ -27,7 +27,8 @@ namespace sluice::engine {
 struct policy_status {
   std::uint64_t revision = 0;
   std::string sha256;
-  std::string path;               // file in force (empty: no policy given)
+  std::string path;               // file in force (empty: no policy given), or the origin of
+                                  // a text policy ("controller revision N")
   double load_seconds = 0;        // parse + compile time of the policy in force
   std::int64_t loaded_at = 0;     // unix seconds
   std::uint64_t reload_failures = 0;
@@ -52,6 +53,11 @@ struct prepared_policy {
 [[nodiscard]] std::optional<prepared_policy> prepare_policy(const std::filesystem::path& path,
                                                             const std::filesystem::path& apps_dir,
                                                             std::string& error);
+// As above from a self-contained policy document (a controller snapshot: no `apps:`). `origin`
+// names it in errors and in policy_status::path (e.g. "controller revision 7").
+[[nodiscard]] std::optional<prepared_policy> prepare_policy_text(const std::string& text,
+                                                                 const std::string& origin,
+                                                                 std::string& error);
 
 class policy_holder {
  public:
@@ -62,11 +68,15 @@ class policy_holder {
   policy_holder(const policy_holder&) = delete;
   policy_holder& operator=(const policy_holder&) = delete;
 
-  // Publishes an already prepared policy (start-up).
+  // Publishes an already prepared policy (start-up); `p.path` becomes the file reload() re-reads.
   void install(prepared_policy p);
   // Loads `path` (or, when empty, the path in force) and swaps it in. On error the policy in
   // force stays, reload_failures is bumped and the error returned.
   [[nodiscard]] load_result reload(const std::filesystem::path& path = {});
+  // Compiles a self-contained policy document (a controller snapshot) off the hot path and
+  // swaps it in like reload(); on error the policy in force stays and reload_failures is
+  // bumped. A later reload() without a path re-reads the last file, not this text.
+  [[nodiscard]] load_result load_text(const std::string& text, const std::string& origin);
 
   // Frees retired snapshots whose grace period has ended, folding their rule counters into the
   // cumulative totals. Call from the control loop.
@@ -89,6 +99,7 @@ class policy_holder {
     std::uint64_t packets = 0;
   };
   void publish_locked(prepared_policy p);
+  [[nodiscard]] load_result finish_load_locked(std::optional<prepared_policy> p, std::string error);
   void fold_locked(const active_policy& a, std::map<std::string, rule_total>& into) const;
 
   worker_shared& shared_;
@@ -101,6 +112,7 @@ class policy_holder {
   std::map<std::string, rule_total> totals_;
   std::uint64_t generation_ = 0;
   policy_status status_;
+  std::filesystem::path file_;  // the last policy file in force, what reload() re-reads
 };
 
 }  // namespace sluice::engine

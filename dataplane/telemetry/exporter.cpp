@@ -156,6 +156,17 @@ struct metrics_exporter::impl {
                                 "Unix time the policy in force was loaded", nl),
         policy_reload_failures(*registry, "sluice_dataplane_policy_reload_failures_total",
                                "Policy reloads rejected (the previous policy stayed)", nl),
+        controller_held_revision(*registry, "sluice_dataplane_controller_held_revision",
+                                 "Revision of the last snapshot accepted from a controller", nl),
+        controller_last_contact(*registry,
+                                "sluice_dataplane_controller_last_contact_timestamp_seconds",
+                                "Unix time a controller last answered (0: never)", nl),
+        controller_fetch_failures(*registry, "sluice_dataplane_controller_fetch_failures_total",
+                                  "Snapshot long-polls no controller answered", nl),
+        controller_nacks(*registry, "sluice_dataplane_controller_nacks_total",
+                         "Snapshots refused (NACKed); the previous policy stayed", nl),
+        controller_status_failures(*registry, "sluice_dataplane_controller_status_failures_total",
+                                   "Status reports no controller took", nl),
         healthy(*registry, "sluice_dataplane_healthy",
                 "1 unless the watchdog found a stalled worker", nl),
         last_update(*registry, "sluice_dataplane_last_update_timestamp_seconds",
@@ -181,6 +192,8 @@ struct metrics_exporter::impl {
   gauge_family flow_table_entries, flow_table_capacity;
   gauge_family policy_revision, policy_info, policy_load_seconds, policy_loaded_timestamp;
   counter_family policy_reload_failures;
+  gauge_family controller_held_revision, controller_last_contact;
+  counter_family controller_fetch_failures, controller_nacks, controller_status_failures;
   gauge_family healthy, last_update;
   std::map<unsigned, worker_prev> prev_workers;
   prometheus::Exposer exposer;
@@ -239,6 +252,14 @@ void metrics_exporter::impl::update(const dataplane_stats& s) {
   policy_load_seconds.set({}, s.policy_load_seconds);
   policy_loaded_timestamp.set({}, static_cast<double>(s.policy_loaded_at));
   policy_reload_failures.set({}, s.policy_reload_failures);
+
+  if (s.controller_enabled) {  // no series at all for a node without a controller
+    controller_held_revision.set({}, static_cast<double>(s.controller_held_revision));
+    controller_last_contact.set({}, static_cast<double>(s.controller_last_contact));
+    controller_fetch_failures.set({}, s.controller_fetch_failures);
+    controller_nacks.set({}, s.controller_nacks);
+    controller_status_failures.set({}, s.controller_status_failures);
+  }
 
   healthy.set({}, s.healthy ? 1 : 0);
   const auto now = std::chrono::system_clock::now().time_since_epoch();

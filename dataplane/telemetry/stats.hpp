@@ -68,6 +68,14 @@ struct dataplane_stats {
   std::int64_t policy_loaded_at = 0;   // unix seconds
   std::uint64_t policy_reload_failures = 0;
 
+  // Node agent (--controller); all zero and not exported without one.
+  bool controller_enabled = false;
+  std::uint64_t controller_held_revision = 0;     // last snapshot accepted from a controller
+  std::uint64_t controller_fetch_failures = 0;    // long-polls no controller answered
+  std::uint64_t controller_nacks = 0;             // offers refused
+  std::uint64_t controller_status_failures = 0;   // status reports no controller took
+  std::int64_t controller_last_contact = 0;       // unix seconds, 0 never
+
   bool healthy = true;                 // false when the watchdog saw a stalled worker
 
   // Member-wise, exact (doubles too): for round-trip tests of the JSON dump.

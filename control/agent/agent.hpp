@@ -1,0 +1,269 @@
+#pragma once
+// The node agent: pulls this node's policy snapshot from the controller (long-poll), verifies it,
+// has it applied, persists it, and reports (control/README.md, "Node protocol").
+//
+// The core (`agent`) takes its collaborators as interfaces: a `transport` (HTTP in
+// http_transport.hpp; tests pass fakes or a loopback server), an `applier` (the dataplane's
+// policy holder, or the fleet simulator's parser) and a `clock`. It owns no thread: run() loops
+// on the caller's thread (see runner.hpp for one that owns it), run_once() does one iteration
+// (tests drive it step by step).
+//
+// Acceptance (every check before anything changes): the body is {"node", "revision", "policy",
+// "signature"}; node is ours; the signature verifies with the controller's key over the bytes of
+// `policy`; its trusted comment is exactly "sluice-snapshot node=ID revision=N"; `policy` parses
+// as a self-contained policy (no apps:) whose `revision:` is N; N is above the held revision.
+// Then apply; only once the apply succeeded is the snapshot persisted (atomically: temp file,
+// fsync, rename, fsync of the directory) and acknowledged. Any failure is NACKed with a
+// "<code>: <detail>" error and the policy in force stays.
+//
+// Held revision: the revision of the last snapshot accepted from a controller (persisted or
+// received), 0 if none. A policy the applier had before any snapshot (sluice-dataplane
+// --policy) is a bootstrap: the first valid snapshot replaces it whatever its revision.
+//
+// Fail static: with no controller reachable the agent keeps what is in force and retries with a
+// capped exponential backoff; at start it re-verifies the persisted snapshot (a tampered file is
+// refused, not applied) and applies it before contacting anyone.
+//
+// Threads: start(), run() and run_once() from one thread; stop() and state() from any thread.
+// Nothing here throws except std::bad_alloc.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "control/crypto/minisign.hpp"
+
+namespace sluice::control::agent {
+
+using label_map = std::map<std::string, std::string>;
+
+// "k=v,k=v" -> map. Keys and values: [A-Za-z0-9_.-]+, keys unique; "" is the empty map.
+[[nodiscard]] std::optional<label_map> parse_labels(std::string_view text, std::string& error);
+// The X-Sluice-Labels form, "k=v,k=v" in key order.
+[[nodiscard]] std::string format_labels(const label_map& labels);
+// Node ids: [A-Za-z0-9_.-]{1,64} (they go into URL paths and trusted comments unescaped).
+[[nodiscard]] bool valid_node_id(std::string_view id) noexcept;
+
+// ---- snapshots --------------------------------------------------------------------------------
+
+struct snapshot {
+  std::string node;
+  std::uint64_t revision = 0;
+  std::string policy;     // policy document text (the signed bytes)
+  std::string signature;  // minisign signature file text
+
+  bool operator==(const snapshot&) const = default;
+};
+
+#define SLUICE_AGENT_REFUSALS(X)                                                      \
+  X(malformed_snapshot, "the body is not {node, revision, policy, signature}")        \
+  X(wrong_node, "the snapshot is for another node")                                   \
+  X(bad_signature, "the signature does not verify with the controller key")           \
+  X(wrong_trusted_comment, "the trusted comment does not name this node and revision") \
+  X(invalid_policy, "the policy text does not parse")                                 \
+  X(revision_mismatch, "the policy's revision: differs from the snapshot's")          \
+  X(stale_revision, "the revision is not above the held one")                         \
+  X(apply_failed, "the dataplane refused the policy")
+
+enum class refusal : std::uint8_t {
+#define SLUICE_X(name, text) name,
+  SLUICE_AGENT_REFUSALS(SLUICE_X)
+#undef SLUICE_X
+      count
+};
+[[nodiscard]] std::string_view to_string(refusal r) noexcept;
+
+struct snapshot_check {
+  std::optional<snapshot> accepted;
+  refusal code = refusal::malformed_snapshot;  // when !accepted
+  std::string detail;                          // when !accepted
+  std::uint64_t offered = 0;  // the body's revision when it had one (what a NACK answers)
+
+  [[nodiscard]] explicit operator bool() const noexcept { return accepted.has_value(); }
+  // "<code>: <detail>", the NACK error.
+  [[nodiscard]] std::string error_text() const;
+};
+
+// Every acceptance check but applying (see the header comment). `held` is the held revision.
+[[nodiscard]] snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
+                                            const crypto::public_key& controller_key,
+                                            std::uint64_t held);
+
+// The persisted form, {"node", "revision", "policy", "signature"}.
+[[nodiscard]] std::string snapshot_json(const snapshot& s);
+// Writes `dir`/snapshot.json atomically (temp file + fsync + rename + fsync of `dir`). False
+// and `error` on failure; the previous file is then untouched.
+[[nodiscard]] bool persist_snapshot(const std::filesystem::path& dir, const snapshot& s,
+                                    std::string& error);
+inline constexpr std::string_view snapshot_file_name = "snapshot.json";
+
+// ---- status reports ---------------------------------------------------------------------------
+
+struct status_report {
+  std::uint64_t revision = 0;  // in force
+  std::uint64_t offered = 0;   // the revision this answers, 0 for a periodic report
+  std::string ruleset_sha256;  // of the policy in force
+  bool ack = true;
+  std::string error;           // why a NACK refused `offered`
+  std::string health = "ok";
+  label_map labels;
+
+  bool operator==(const status_report&) const = default;
+};
+// The POST /v1/nodes/{node}/status body.
+[[nodiscard]] std::string status_json(const status_report& r);
+
+// ---- collaborators ----------------------------------------------------------------------------
+
+enum class fetch_status : std::uint8_t { snapshot, not_modified, failed };
+
+struct fetch_result {
+  fetch_status status = fetch_status::failed;
+  std::string body;        // status == snapshot: the 200 body
+  std::string error;       // status == failed: why (every controller tried)
+  std::string controller;  // the controller that answered (or the last one tried)
+};
+
+struct post_result {
+  bool ok = false;
+  std::string error;
+};
+
+class transport {
+ public:
+  virtual ~transport() = default;
+  // GET the snapshot, If-None-Match the held revision (none when `held` is 0), waiting up to
+  // `wait` for a change. Blocks at most about `wait` plus the transport's timeouts.
+  [[nodiscard]] virtual fetch_result fetch(std::uint64_t held, std::chrono::seconds wait) = 0;
+  [[nodiscard]] virtual post_result post_status(const status_report& report) = 0;
+  // From any thread: makes a blocked fetch/post return (failed) soon, and later ones at once.
+  virtual void interrupt() = 0;
+};
+
+struct apply_result {
+  bool ok = false;
+  std::string ruleset_sha256;  // of the policy now in force (the new one when ok)
+  std::string error;           // why it was refused (the old policy stays)
+};
+
+struct applied_policy {
+  std::uint64_t revision = 0;
+  std::string ruleset_sha256;
+};
+
+class applier {
+ public:
+  virtual ~applier() = default;
+  // Compiles and swaps `policy_text` in; on failure the policy in force must stay. Called from
+  // the agent's thread only.
+  [[nodiscard]] virtual apply_result apply(const std::string& policy_text,
+                                           std::uint64_t revision) = 0;
+  // The policy in force (revision 0 and the empty policy's digest when none was given).
+  [[nodiscard]] virtual applied_policy current() const = 0;
+};
+
+class clock {
+ public:
+  virtual ~clock() = default;
+  [[nodiscard]] virtual std::chrono::steady_clock::time_point steady_now() = 0;
+  [[nodiscard]] virtual std::int64_t unix_now() = 0;  // seconds
+};
+// The real clocks.
+class system_clock final : public clock {
+ public:
+  [[nodiscard]] std::chrono::steady_clock::time_point steady_now() override;
+  [[nodiscard]] std::int64_t unix_now() override;
+};
+
+// ---- the agent --------------------------------------------------------------------------------
+
+struct agent_config {
+  std::string node_id;
+  label_map labels;
+  crypto::public_key controller_key;
+  std::filesystem::path state_dir;  // must exist; holds snapshot.json
+  std::chrono::seconds wait{25};    // long-poll wait asked of the controller (at most 60)
+  std::chrono::seconds status_interval{30};
+  std::chrono::milliseconds backoff_initial{1000};
+  std::chrono::milliseconds backoff_max{30000};
+  // The "health" of status reports; "ok" when not set. Called from the agent's thread.
+  std::function<std::string()> health;
+};
+
+// Counters and state for metrics and /status: a copy, taken under the agent's lock.
+struct agent_state {
+  std::uint64_t held_revision = 0;     // last snapshot accepted from a controller
+  std::uint64_t applied_revision = 0;  // revision in force (the applier's)
+  std::string ruleset_sha256;          // of the policy in force
+  std::uint64_t fetches = 0;           // answered fetches (200 or 304)
+  std::uint64_t fetch_failures = 0;    // no controller answered
+  std::uint64_t not_modified = 0;      // 304s
+  std::uint64_t applied = 0;           // snapshots accepted and applied (start-up included)
+  std::uint64_t acks = 0;              // ACK reports sent
+  std::uint64_t nacks = 0;             // offers refused (each reported as a NACK)
+  std::uint64_t status_posts = 0;      // reports the controller took
+  std::uint64_t status_failures = 0;   // reports no controller took
+  std::uint64_t persist_failures = 0;
+  std::int64_t last_contact = 0;       // unix seconds of the last controller answer, 0 never
+  std::int64_t last_applied_at = 0;    // unix seconds of the last accepted snapshot
+  std::string controller;              // the controller last talked to
+  std::string last_error;              // the last refusal or failure ("" when none yet)
+  std::string startup;                 // what happened to the persisted snapshot at start
+};
+
+enum class poll_outcome : std::uint8_t { applied, refused, not_modified, fetch_failed, stopped };
+[[nodiscard]] std::string_view to_string(poll_outcome o) noexcept;
+
+class agent {
+ public:
+  // Collaborators must outlive the agent.
+  agent(agent_config config, transport& t, applier& a, clock& c);
+  agent(const agent&) = delete;
+  agent& operator=(const agent&) = delete;
+
+  // Loads, re-verifies and applies the persisted snapshot, if any; contacts nobody. Returns
+  // true when a persisted snapshot is now in force. Idempotent (the second call does nothing).
+  bool start();
+  // One iteration: resend a report that could not be sent, send the periodic report when due,
+  // then one long-poll and its handling (apply + ACK, or NACK). Calls start() first if needed.
+  poll_outcome run_once();
+  // start(), then run_once() until stop(), sleeping a capped exponential backoff after failed
+  // fetches and refused offers (the controller keeps offering a refused revision).
+  void run();
+  // From any thread; idempotent. run() returns soon after.
+  void stop();
+  [[nodiscard]] bool stopping() const;
+
+  [[nodiscard]] agent_state state() const;
+
+ private:
+  bool apply_snapshot(const snapshot& s, status_report& report);
+  bool send(const status_report& report);
+  [[nodiscard]] status_report periodic_report();
+  void sleep_for(std::chrono::milliseconds d);
+  void set_error(std::string text);
+
+  agent_config config_;
+  transport& transport_;
+  applier& applier_;
+  clock& clock_;
+  bool started_ = false;
+  std::uint64_t held_ = 0;
+  std::optional<status_report> pending_;  // a report no controller took yet
+  std::chrono::steady_clock::time_point next_status_{};
+  std::chrono::milliseconds backoff_{0};
+
+  mutable std::mutex mutex_;  // guards state_ and stop_
+  std::condition_variable wake_;
+  bool stop_ = false;
+  agent_state state_;
+};
+
+}  // namespace sluice::control::agent

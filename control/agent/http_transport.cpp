@@ -1,0 +1,142 @@
+#include "control/agent/http_transport.hpp"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace sluice::control::agent {
+namespace {
+
+// "401 unauthorized: unknown token" from an error body of the API, else the status alone.
+std::string describe_answer(const httplib::Response& res) {
+  std::string text = std::to_string(res.status);
+  const nlohmann::json j = nlohmann::json::parse(res.body, nullptr, false);
+  if (j.is_object()) {
+    if (auto e = j.find("error"); e != j.end() && e->is_string()) text += " " + e->get<std::string>();
+    if (auto m = j.find("message"); m != j.end() && m->is_string()) {
+      text += ": " + m->get<std::string>();
+    }
+  }
+  return text;
+}
+
+}  // namespace
+
+std::unique_ptr<http_transport> http_transport::create(http_transport_config config,
+                                                       std::string& error) {
+  if (config.urls.empty()) {
+    error = "no controller URL";
+    return nullptr;
+  }
+  if (!valid_node_id(config.node_id)) {
+    error = "invalid node id '" + config.node_id + "'";
+    return nullptr;
+  }
+  std::unique_ptr<http_transport> t(new http_transport(std::move(config)));
+  for (const std::string& url : t->config_.urls) {
+    const bool scheme = url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
+    const std::size_t host_at = url.find("://") + 3;
+    if (!scheme || url.find('/', host_at) != std::string::npos) {
+      error = "controller URL '" + url + "' is not http(s)://HOST[:PORT]";
+      return nullptr;
+    }
+    auto c = std::make_unique<httplib::Client>(url);
+    if (!c->is_valid()) {
+      error = "controller URL '" + url + "' is not http(s)://HOST[:PORT]";
+      return nullptr;
+    }
+    t->clients_.push_back(std::move(c));
+  }
+  return t;
+}
+
+http_transport::http_transport(http_transport_config config) : config_(std::move(config)) {}
+
+http_transport::~http_transport() = default;
+
+httplib::Client& http_transport::client(std::size_t i) {
+  httplib::Client& c = *clients_[i];
+  c.set_connection_timeout(static_cast<time_t>(config_.connect_timeout.count()));
+  if (!config_.token.empty()) c.set_bearer_token_auth(config_.token);
+  return c;
+}
+
+fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait) {
+  fetch_result out;
+  const std::string path = "/v1/nodes/" + config_.node_id +
+                           "/snapshot?wait=" + std::to_string(wait.count());
+  httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
+  if (held != 0) headers.emplace("If-None-Match", "\"" + std::to_string(held) + "\"");
+  std::string errors;
+  for (std::size_t attempt = 0; attempt < clients_.size(); ++attempt) {
+    if (interrupted_.load()) {
+      out.error = "interrupted";
+      return out;
+    }
+    const std::size_t i = (current_ + attempt) % clients_.size();
+    out.controller = config_.urls[i];
+    httplib::Client& c = client(i);
+    c.set_read_timeout(static_cast<time_t>((wait + config_.request_timeout).count()));
+    const httplib::Result res = c.Get(path, headers);
+    std::string why;
+    if (!res) {
+      why = httplib::to_string(res.error());
+    } else if (res->status == 200 || res->status == 304) {
+      current_ = i;
+      out.status = res->status == 200 ? fetch_status::snapshot : fetch_status::not_modified;
+      out.body = res->body;
+      return out;
+    } else {
+      why = describe_answer(*res);
+    }
+    if (!errors.empty()) errors += "; ";
+    errors += config_.urls[i] + ": " + why;
+  }
+  out.error = interrupted_.load() ? "interrupted" : errors;
+  current_ = (current_ + 1) % clients_.size();  // start with another one next time
+  return out;
+}
+
+post_result http_transport::post_status(const status_report& report) {
+  post_result out;
+  const std::string path = "/v1/nodes/" + config_.node_id + "/status";
+  const httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
+  const std::string body = status_json(report);
+  std::string errors;
+  for (std::size_t attempt = 0; attempt < clients_.size(); ++attempt) {
+    if (interrupted_.load()) {
+      out.error = "interrupted";
+      return out;
+    }
+    const std::size_t i = (current_ + attempt) % clients_.size();
+    httplib::Client& c = client(i);
+    c.set_read_timeout(static_cast<time_t>(config_.request_timeout.count()));
+    const httplib::Result res = c.Post(path, headers, body, "application/json");
+    std::string why;
+    if (!res) {
+      why = httplib::to_string(res.error());
+    } else if (res->status >= 200 && res->status < 300) {
+      current_ = i;
+      out.ok = true;
+      return out;
+    } else {
+      why = describe_answer(*res);
+    }
+    if (!errors.empty()) errors += "; ";
+    errors += config_.urls[i] + ": " + why;
+  }
+  out.error = interrupted_.load() ? "interrupted" : errors;
+  current_ = (current_ + 1) % clients_.size();
+  return out;
+}
+
+void http_transport::interrupt() {
+  interrupted_.store(true);
+  // Client::stop() shuts the socket of a request in flight down, which is what makes a
+  // long-poll return now rather than after its wait.
+  std::lock_guard lock(client_mutex_);
+  for (auto& c : clients_) c->stop();
+}
+
+}  // namespace sluice::control::agent

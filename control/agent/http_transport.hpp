@@ -1,0 +1,61 @@
+#pragma once
+// The agent's transport over HTTP (cpp-httplib): GET /v1/nodes/{node}/snapshot?wait=S and
+// POST /v1/nodes/{node}/status with `Authorization: Bearer TOKEN` and `X-Sluice-Labels`.
+//
+// Several controller URLs may be given (replicas): requests go to the one that answered last;
+// when it fails (no connection, timeout, or any answer but 200/304 for a fetch and 2xx for a
+// status) the next one is tried at once, each at most once per call. The error of a failed
+// call names every controller tried and why.
+//
+// Threads: fetch() and post_status() from one thread (the agent's); interrupt() from any.
+// Nothing throws except std::bad_alloc.
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "control/agent/agent.hpp"
+
+namespace httplib {
+class Client;
+}
+
+namespace sluice::control::agent {
+
+struct http_transport_config {
+  std::vector<std::string> urls;  // "http://host:port" (https:// too), no path
+  std::string node_id;
+  std::string token;              // bearer token of role node
+  label_map labels;
+  std::chrono::seconds connect_timeout{3};
+  std::chrono::seconds request_timeout{10};  // status posts; fetches get wait + this
+};
+
+class http_transport final : public transport {
+ public:
+  // nullopt and `error` when a URL is not http(s)://host[:port], there is none, or the node
+  // id is invalid.
+  [[nodiscard]] static std::unique_ptr<http_transport> create(http_transport_config config,
+                                                              std::string& error);
+  ~http_transport() override;
+
+  [[nodiscard]] fetch_result fetch(std::uint64_t held, std::chrono::seconds wait) override;
+  [[nodiscard]] post_result post_status(const status_report& report) override;
+  void interrupt() override;
+
+ private:
+  explicit http_transport(http_transport_config config);
+  httplib::Client& client(std::size_t i);
+
+  http_transport_config config_;
+  std::vector<std::unique_ptr<httplib::Client>> clients_;
+  std::size_t current_ = 0;
+  std::atomic<bool> interrupted_{false};
+  std::mutex client_mutex_;  // clients_ vs interrupt()
+};
+
+}  // namespace sluice::control::agent

@@ -1,0 +1,162 @@
+#include "control/api/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "dataplane/match/policy_config.hpp"
+
+namespace sluice::control::api {
+namespace {
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw config_error(p.string() + ": cannot read");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct reader {
+  std::string name;
+  std::filesystem::path base;
+
+  [[noreturn]] void fail(const YAML::Node& n, const std::string& message) const {
+    const auto m = n.Mark();
+    throw config_error(name + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1) +
+                       ": " + message);
+  }
+  void keys(const YAML::Node& n, const std::set<std::string>& allowed, const std::string& where) const {
+    if (!n.IsMap()) fail(n, where + " must be a mapping");
+    for (const auto& kv : n) {
+      const auto k = kv.first.as<std::string>();
+      if (!allowed.contains(k)) fail(kv.first, "unknown key '" + k + "' in " + where);
+    }
+  }
+  std::string str(const YAML::Node& n, const std::string& what) const {
+    if (!n.IsScalar()) fail(n, what + " must be a string");
+    return n.as<std::string>();
+  }
+  std::uint64_t num(const YAML::Node& n, const std::string& what) const {
+    try {
+      if (!n.IsScalar()) fail(n, what + " must be a number");
+      return n.as<std::uint64_t>();
+    } catch (const YAML::Exception&) {
+      fail(n, what + " must be a non-negative number");
+    }
+  }
+  std::filesystem::path path(const YAML::Node& n, const std::string& what) const {
+    std::filesystem::path p = str(n, what);
+    return p.is_absolute() ? p : base / p;
+  }
+  std::map<std::string, std::string> string_map(const YAML::Node& n, const std::string& what) const {
+    if (!n.IsMap()) fail(n, what + " must be a mapping");
+    std::map<std::string, std::string> out;
+    for (const auto& kv : n) out[str(kv.first, what)] = str(kv.second, what);
+    return out;
+  }
+};
+
+}  // namespace
+
+daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& base,
+                                 const std::string& name) {
+  const reader r{name, base};
+  YAML::Node root;
+  try {
+    root = YAML::Load(in);
+  } catch (const YAML::Exception& e) {
+    throw config_error(name + ":" + std::to_string(e.mark.line + 1) + ":" +
+                       std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  r.keys(root,
+         {"listen", "database", "apps_dir", "signing_key", "issuers", "approvals_required",
+          "stale_after_seconds", "canary", "inventory", "tokens", "http_threads", "tls",
+          "max_wait_seconds"},
+         "the config");
+  daemon_config c;
+  if (root["listen"]) c.listen = r.str(root["listen"], "listen");
+  if (root["database"]) c.database = r.path(root["database"], "database");
+  else c.database = base / c.database;
+  c.apps_dir = root["apps_dir"] ? r.path(root["apps_dir"], "apps_dir") : base / c.apps_dir;
+  if (root["approvals_required"])
+    c.core.approvals_required = static_cast<std::uint32_t>(r.num(root["approvals_required"], "approvals_required"));
+  if (root["stale_after_seconds"])
+    c.core.stale_after_s = static_cast<std::int64_t>(r.num(root["stale_after_seconds"], "stale_after_seconds"));
+  if (root["max_wait_seconds"])
+    c.core.max_wait_s = static_cast<std::int64_t>(r.num(root["max_wait_seconds"], "max_wait_seconds"));
+  if (root["http_threads"]) c.http_threads = static_cast<unsigned>(r.num(root["http_threads"], "http_threads"));
+
+  if (!root["signing_key"]) r.fail(root, "signing_key is required (the controller's secret key)");
+  {
+    const auto p = r.path(root["signing_key"], "signing_key");
+    std::string err;
+    auto k = crypto::parse_secret_key(read_file(p), &err);
+    if (!k) r.fail(root["signing_key"], p.string() + ": " + err);
+    c.core.signing_key = *k;
+  }
+  if (!root["issuers"] || !root["issuers"].IsSequence() || root["issuers"].size() == 0)
+    r.fail(root, "issuers: at least one trusted issuer key is required");
+  for (const auto& i : root["issuers"]) {
+    r.keys(i, {"name", "public_key"}, "an issuer");
+    if (!i["name"] || !i["public_key"]) r.fail(i, "an issuer needs name and public_key");
+    const auto p = r.path(i["public_key"], "public_key");
+    std::string err;
+    auto k = crypto::parse_public_key(read_file(p), &err);
+    if (!k) r.fail(i["public_key"], p.string() + ": " + err);
+    c.core.issuers.push_back({r.str(i["name"], "name"), *k});
+  }
+  if (const auto canary = root["canary"]) {
+    r.keys(canary, {"labels", "soak_seconds"}, "canary");
+    if (canary["labels"]) c.core.canary_labels = r.string_map(canary["labels"], "canary.labels");
+    if (canary["soak_seconds"])
+      c.core.canary_soak_s = static_cast<std::int64_t>(r.num(canary["soak_seconds"], "canary.soak_seconds"));
+  }
+  if (const auto inv = root["inventory"]) {
+    r.keys(inv, {"sites", "labels"}, "inventory");
+    if (inv["sites"])
+      for (const auto& s : inv["sites"]) c.core.known_sites.insert(r.str(s, "inventory.sites"));
+    if (inv["labels"])
+      for (const auto& kv : inv["labels"]) {
+        auto& values = c.core.known_labels[r.str(kv.first, "inventory.labels")];
+        for (const auto& v : kv.second) values.insert(r.str(v, "inventory.labels value"));
+      }
+  }
+  if (!root["tokens"] || !root["tokens"].IsSequence()) r.fail(root, "tokens: a list is required");
+  for (const auto& t : root["tokens"]) {
+    r.keys(t, {"name", "role", "sha256"}, "a token");
+    if (!t["name"] || !t["role"] || !t["sha256"]) r.fail(t, "a token needs name, role and sha256");
+    const auto role = controller::parse_role(r.str(t["role"], "role"));
+    if (!role) r.fail(t["role"], "role must be ministry, engineer, viewer or node");
+    const auto hash = r.str(t["sha256"], "sha256");
+    if (hash.size() != 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos)
+      r.fail(t["sha256"], "sha256 must be 64 lowercase hex digits (sha256sum of the token)");
+    c.tokens.push_back({r.str(t["name"], "name"), *role, hash});
+  }
+  if (const auto tls = root["tls"]) {
+    r.keys(tls, {"cert", "key"}, "tls");
+    if (!tls["cert"] || !tls["key"]) r.fail(tls, "tls needs cert and key");
+    c.tls_cert = r.path(tls["cert"], "tls.cert");
+    c.tls_key = r.path(tls["key"], "tls.key");
+  }
+
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(c.apps_dir, ec)) {
+    if (e.path().extension() != ".yaml") continue;
+    auto app = match::load_app_profile_file(e.path());
+    if (!app) throw config_error(app.error.text());
+    c.core.apps[app.profile->name] = std::move(*app.profile);
+  }
+  if (ec) throw config_error(name + ": apps_dir " + c.apps_dir.string() + ": " + ec.message());
+  return c;
+}
+
+daemon_config load_daemon_config_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw config_error(path.string() + ": cannot read");
+  return load_daemon_config(in, path.parent_path(), path.string());
+}
+
+}  // namespace sluice::control::api

@@ -1,0 +1,54 @@
+#pragma once
+// sluice-controld's configuration file (YAML) -> plain structs, once, at start-up.
+//
+//   listen: 127.0.0.1:9480
+//   database: /var/lib/sluice/controld.db
+//   apps_dir: /etc/sluice/apps                 # app profiles (NAME.yaml)
+//   signing_key: /etc/sluice/controller.key    # the controller's secret key (snapshots)
+//   issuers:                                   # keys whose directives are accepted
+//     - { name: ministry-of-communications, public_key: /etc/sluice/ministry.pub }
+//   approvals_required: 1                      # distinct engineers; 0 = no approval step
+//   stale_after_seconds: 90
+//   canary: { labels: { group: canary }, soak_seconds: 10 }   # optional
+//   inventory: { sites: [a, b], labels: { region: [north, south] } }
+//   tokens:                                    # SHA-256 of each bearer token, never the token
+//     - { name: moc-1, role: ministry, sha256: 9f86d0... }
+//   http_threads: 64                           # >= nodes that long-poll at once + a few
+//   tls: { cert: /etc/sluice/tls.crt, key: /etc/sluice/tls.key }   # optional
+//
+// Relative paths are relative to the config file. Unknown keys are errors. Throws
+// config_error ("file:line:column: message") on any problem, including unreadable keys.
+
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "control/api/http_api.hpp"
+#include "control/controller/controller.hpp"
+
+namespace sluice::control::api {
+
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct daemon_config {
+  std::string listen = "127.0.0.1:9480";
+  std::filesystem::path database = "controld.db";
+  std::filesystem::path apps_dir = "apps";
+  std::vector<token_entry> tokens;
+  unsigned http_threads = 64;
+  std::filesystem::path tls_cert;
+  std::filesystem::path tls_key;
+  controller::controller_config core;
+};
+
+// `base` resolves relative paths; `name` prefixes error messages.
+[[nodiscard]] daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& base,
+                                               const std::string& name = "config");
+[[nodiscard]] daemon_config load_daemon_config_file(const std::filesystem::path& path);
+
+}  // namespace sluice::control::api

@@ -1,0 +1,993 @@
+#include "control/controller/controller.hpp"
+
+#include <openssl/evp.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace sluice::control::controller {
+namespace {
+
+using json = nlohmann::json;
+using store::directive_record;
+
+constexpr std::string_view state_awaiting = "awaiting_approval";
+constexpr std::string_view state_scheduled = "scheduled";
+constexpr std::string_view state_active = "active";
+constexpr std::string_view state_ended = "ended";
+constexpr const char* all_states[] = {"awaiting_approval", "scheduled", "active", "ended"};
+constexpr const char* node_states[] = {"converged", "pending", "failing", "stale"};
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return {};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string key_of(const std::string& issuer, const std::string& id) { return issuer + "/" + id; }
+
+bool in_force(const directive_record& r) {
+  return r.state == state_scheduled || r.state == state_active;
+}
+
+std::string labels_text(const std::map<std::string, std::string>& labels) {
+  std::string s;
+  for (const auto& [k, v] : labels) s += k + "=" + v + ",";
+  return s;
+}
+
+}  // namespace
+
+std::int64_t system_clock::now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view to_string(role r) noexcept {
+  switch (r) {
+    case role::ministry:
+      return "ministry";
+    case role::engineer:
+      return "engineer";
+    case role::viewer:
+      return "viewer";
+    case role::node:
+      return "node";
+  }
+  return "?";
+}
+
+std::optional<role> parse_role(std::string_view s) noexcept {
+  for (role r : {role::ministry, role::engineer, role::viewer, role::node})
+    if (to_string(r) == s) return r;
+  return std::nullopt;
+}
+
+int http_status(error_kind k) noexcept {
+  switch (k) {
+#define X(name, status)  \
+  case error_kind::name: \
+    return status;
+    SLUICE_CONTROL_ERROR_KINDS(X)
+#undef X
+  }
+  return 500;
+}
+
+// ---- construction, persistence helpers ----------------------------------------------------
+
+controller::controller(controller_config cfg, store::store& st, clock& clk)
+    : cfg_(std::move(cfg)), store_(st), clk_(clk), registry_(std::make_shared<prometheus::Registry>()) {
+  directives_gauge_ = &prometheus::BuildGauge()
+                           .Name("sluice_control_directives")
+                           .Help("Directives by lifecycle state")
+                           .Register(*registry_);
+  nodes_gauge_ = &prometheus::BuildGauge()
+                      .Name("sluice_control_nodes")
+                      .Help("Nodes by state (converged, pending, failing, stale)")
+                      .Register(*registry_);
+  revision_gauge_ = &prometheus::BuildGauge()
+                         .Name("sluice_control_revision")
+                         .Help("Newest compiled policy revision")
+                         .Register(*registry_)
+                         .Add({});
+  released_gauge_ = &prometheus::BuildGauge()
+                         .Name("sluice_control_released_revision")
+                         .Help("Revision offered to non-canary nodes")
+                         .Register(*registry_)
+                         .Add({});
+  convergence_ = &prometheus::BuildHistogram()
+                      .Name("sluice_control_directive_convergence_seconds")
+                      .Help("Time from a revision's creation to the last live node's ACK of it")
+                      .Register(*registry_)
+                      .Add({}, prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2, 5,
+                                                                        10, 30, 60, 120, 300});
+  signature_failures_ = &prometheus::BuildCounter()
+                             .Name("sluice_control_signature_failures_total")
+                             .Help("Directives refused for their signature or signing key")
+                             .Register(*registry_)
+                             .Add({});
+  snapshot_bytes_ = &prometheus::BuildCounter()
+                         .Name("sluice_control_snapshot_bytes_total")
+                         .Help("Bytes of snapshot bodies sent to nodes")
+                         .Register(*registry_)
+                         .Add({});
+  snapshots_served_ = &prometheus::BuildCounter()
+                           .Name("sluice_control_snapshots_served_total")
+                           .Help("Snapshots sent to nodes (200 answers)")
+                           .Register(*registry_)
+                           .Add({});
+  validation_failures_ = &prometheus::BuildCounter()
+                              .Name("sluice_control_validation_failures_total")
+                              .Help("Inputs refused by validation, by error code")
+                              .Register(*registry_);
+  for (const char* s : all_states) directives_gauge_->Add({{"state", s}});
+  for (const char* s : node_states) nodes_gauge_->Add({{"state", s}});
+
+  std::lock_guard lock(mutex_);
+  if (auto meta = store_.get_meta("rollout")) {
+    const json j = json::parse(*meta, nullptr, false);
+    if (j.is_object()) {
+      rollout_.target = j.value("target", std::uint64_t{0});
+      rollout_.released = j.value("released", std::uint64_t{0});
+      rollout_.stage = j.value("stage", std::string("done"));
+      rollout_.paused = j.value("paused", false);
+      rollout_.reason = j.value("reason", std::string());
+      rollout_.stage_since = j.value("stage_since", std::int64_t{0});
+      rollout_.canary_acked_at = j.value("canary_acked_at", std::int64_t{0});
+    }
+  }
+  if (auto meta = store_.get_meta("emergency_stop")) emergency_stop_ = *meta == "on";
+  if (auto meta = store_.get_meta("removed_in")) {
+    const json j = json::parse(*meta, nullptr, false);
+    if (j.is_object()) removed_in_ = j.get<std::map<std::string, std::uint64_t>>();
+  }
+  for (auto& n : store_.list_nodes()) nodes_[n.node_id].record = std::move(n);
+
+  if (auto latest = store_.latest_revision()) {
+    auto p = fleet::fleet_policy::from_json(latest->content);
+    if (!p) throw store::store_error("revision " + std::to_string(latest->revision) +
+                                     " in the store is unreadable");
+    policy_ = std::move(*p);
+    revision_ = latest->revision;
+    revision_at_ = latest->generated_at;
+    revision_at_ms_ = revision_at_ * 1000;
+  } else {
+    store::write_batch batch;
+    revision_ = 1;
+    revision_at_ms_ = clk_.now_ms();
+    revision_at_ = revision_at_ms_ / 1000;
+    batch.revisions.push_back({1, revision_at_, policy_.to_json(), "initial: no rules"});
+    batch.audit.push_back(event({"controller", role::engineer}, "controller.initialised", "",
+                                json{{"revision", 1}}.dump()));
+    rollout_ = {};
+    start_rollout_locked(1, batch, true);
+    if (auto e = commit_locked(batch)) throw store::store_error(e->message);
+  }
+  update_gauges_locked();
+}
+
+controller::~controller() = default;
+
+audit::audit_record controller::event(const principal& who, std::string name, std::string subject,
+                                      std::string detail_json) {
+  audit::audit_record r;
+  r.at = clk_.now_ms();
+  r.actor = who.name;
+  r.event = std::move(name);
+  r.subject = std::move(subject);
+  r.detail = detail_json.empty() ? "{}" : std::move(detail_json);
+  return r;
+}
+
+std::optional<op_error> controller::commit_locked(store::write_batch& batch) {
+  if (batch.empty()) return std::nullopt;
+  const auto res = store_.commit(batch);
+  if (res) return std::nullopt;
+  op_error e{res.outcome == store::commit_outcome::conflict ? error_kind::conflict
+                                                            : error_kind::unavailable,
+             res.outcome == store::commit_outcome::conflict ? "conflict" : "store_failed",
+             "store: " + res.error};
+  // Memory may be ahead of the store now; re-read what the store holds.
+  try {
+    if (auto latest = store_.latest_revision()) {
+      if (auto p = fleet::fleet_policy::from_json(latest->content)) policy_ = std::move(*p);
+      revision_ = latest->revision;
+      revision_at_ = latest->generated_at;
+    }
+  } catch (const store::store_error&) {
+  }
+  return e;
+}
+
+op_error controller::refuse(const principal& who, error_kind kind, std::string code,
+                            std::string message, const std::string& subject,
+                            const std::string& document, int line, int column) {
+  store::write_batch batch;
+  json detail{{"code", code}, {"message", message}, {"document_sha256", sha256_hex(document)}};
+  if (line > 0) {
+    detail["line"] = line;
+    detail["column"] = column;
+  }
+  batch.audit.push_back(event(who, "request.refused", subject, detail.dump()));
+  (void)commit_locked(batch);  // the refusal stands even if it could not be written
+  validation_failures_->Add({{"code", code}}).Increment();
+  return {kind, std::move(code), std::move(message), line, column};
+}
+
+void controller::audit_denied(const principal& who, const std::string& what) {
+  std::lock_guard lock(mutex_);
+  store::write_batch batch;
+  batch.audit.push_back(event(who, "request.denied", "",
+                              json{{"request", what}, {"role", to_string(who.r)}}.dump()));
+  (void)commit_locked(batch);
+}
+
+directive::validation_context controller::validation(std::int64_t now) const {
+  directive::validation_context ctx;
+  ctx.now = now;
+  for (const auto& [name, profile] : cfg_.apps) ctx.known_apps.insert(name);
+  ctx.known_sites = cfg_.known_sites;
+  ctx.known_labels = cfg_.known_labels;
+  return ctx;
+}
+
+// ---- directives ---------------------------------------------------------------------------
+
+namespace {
+
+// A stored document parsed as it was judged when received (its own receipt time), so time
+// does not make an accepted directive unreadable.
+std::optional<directive::directive> parse_stored(const directive_record& rec,
+                                                 directive::validation_context ctx) {
+  ctx.now = rec.received_at;
+  auto r = directive::parse_directive(rec.document, ctx);
+  if (!r) return std::nullopt;
+  return std::move(*r.value);
+}
+
+}  // namespace
+
+std::string controller::desired_state(const directive_record& rec, const directive::directive& d,
+                                      const std::vector<directive_record>& all, std::int64_t now,
+                                      std::string& end_reason) const {
+  if (rec.state == state_ended) return rec.state;
+  const bool approved = rec.approvals.size() >= cfg_.approvals_required;
+  if (d.not_after && now >= *d.not_after) {
+    end_reason = "expired";
+    return std::string(state_ended);
+  }
+  if (!approved) return std::string(state_awaiting);
+  if (d.action != directive::directive_action::unblock) {
+    for (const auto& u : all) {
+      if (u.issuer != rec.issuer || u.action != "unblock" || !in_force(u)) continue;
+      const auto ud = parse_stored(u, validation(now));
+      if (!ud || now < ud->not_before) continue;
+      if (std::find(ud->lifts.begin(), ud->lifts.end(), rec.id) != ud->lifts.end()) {
+        end_reason = "lifted";
+        return std::string(state_ended);
+      }
+    }
+  }
+  return std::string(now < d.not_before ? state_scheduled : state_active);
+}
+
+bool controller::advance_locked(std::vector<directive_record>& all, store::write_batch& batch,
+                                const std::string& reason) {
+  const std::int64_t now = now_s();
+  bool changed = false;
+  for (int pass = 0; pass < 2; ++pass) {  // a lift depends on its unblock's state
+    for (auto& rec : all) {
+      const auto d = parse_stored(rec, validation(now));
+      if (!d) continue;
+      std::string end_reason;
+      const std::string next = desired_state(rec, *d, all, now, end_reason);
+      if (next == rec.state) continue;
+      const std::string from = rec.state;
+      rec.state = next;
+      rec.updated_at = now;
+      if (next == state_ended) {
+        rec.end_reason = end_reason;
+        rec.ended_at = now;
+      }
+      auto put = std::find_if(batch.directives.begin(), batch.directives.end(), [&](auto& p) {
+        return p.record.issuer == rec.issuer && p.record.id == rec.id;
+      });
+      if (put != batch.directives.end())
+        put->record = rec;
+      else
+        batch.directives.push_back({rec, rec.version});
+      batch.audit.push_back(event({"controller", role::engineer}, "directive." + next,
+                                  key_of(rec.issuer, rec.id),
+                                  json{{"from", from}, {"to", next}, {"reason", end_reason}}.dump()));
+      changed = true;
+    }
+  }
+  return recompile_locked(all, batch, reason) || changed;
+}
+
+bool controller::recompile_locked(const std::vector<directive_record>& all,
+                                  store::write_batch& batch, const std::string& reason) {
+  std::vector<directive::directive> effective;
+  for (const auto& rec : all) {
+    if (!in_force(rec)) continue;
+    if (auto d = parse_stored(rec, validation(now_s()))) effective.push_back(std::move(*d));
+  }
+  auto compiled = fleet::compile_fleet(effective, cfg_.apps, emergency_stop_, &policy_, revision_ + 1);
+  if (!compiled) {
+    // Fail static: the revision in force stays; the failure is on record.
+    batch.audit.push_back(event({"controller", role::engineer}, "revision.compile_failed", "",
+                                json{{"error", compiled.error}, {"reason", reason}}.dump()));
+    return false;
+  }
+  if (compiled.policy->same_as(policy_)) return false;
+
+  const std::uint64_t rev = revision_ + 1;
+  std::set<std::string> before, after;
+  for (const auto& r : policy_.rules) before.insert(r.directive);
+  for (const auto& r : compiled.policy->rules) after.insert(r.directive);
+  for (const auto& k : before)
+    if (!after.contains(k)) removed_in_[k] = rev;
+  for (const auto& k : after) removed_in_.erase(k);
+  batch.meta["removed_in"] = json(removed_in_).dump();
+
+  policy_ = std::move(*compiled.policy);
+  revision_ = rev;
+  revision_at_ms_ = clk_.now_ms();
+  revision_at_ = revision_at_ms_ / 1000;
+  batch.revisions.push_back({rev, revision_at_, policy_.to_json(), reason});
+  batch.audit.push_back(event({"controller", role::engineer}, "revision.created", "",
+                              json{{"revision", rev},
+                                   {"rules", policy_.rules.size()},
+                                   {"directives", after},
+                                   {"emergency_stop", emergency_stop_},
+                                   {"reason", reason}}
+                                  .dump()));
+  start_rollout_locked(rev, batch, emergency_stop_);  // an emergency stop goes to all at once
+  return true;
+}
+
+op_result<directive_view> controller::submit(const principal& who, const std::string& document,
+                                             const std::string& signature) {
+  std::lock_guard lock(mutex_);
+  const std::int64_t now = now_s();
+  const auto id = crypto::signature_key_id(signature);
+  if (!id) {
+    signature_failures_->Increment();
+    return {std::nullopt, refuse(who, error_kind::invalid, "malformed_signature",
+                                 "the signature is not a minisign signature file", "", document)};
+  }
+  const issuer_key* key = nullptr;
+  for (const auto& k : cfg_.issuers)
+    if (k.key.id == *id) key = &k;
+  if (!key) {
+    signature_failures_->Increment();
+    return {std::nullopt,
+            refuse(who, error_kind::invalid, "unknown_issuer_key",
+                   "signing key " + crypto::to_hex(*id) + " is not a trusted issuer key", "",
+                   document)};
+  }
+  const auto verified = crypto::verify(key->key, document, signature);
+  if (!verified) {
+    signature_failures_->Increment();
+    return {std::nullopt,
+            refuse(who, error_kind::invalid, "bad_signature",
+                   std::string(crypto::describe(verified.outcome)) + " (key " +
+                       crypto::to_hex(*id) + " of issuer " + key->issuer + ")",
+                   "", document)};
+  }
+  auto parsed = directive::parse_directive(document, validation(now));
+  if (!parsed)
+    return {std::nullopt, refuse(who, error_kind::invalid,
+                                 std::string(directive::to_string(parsed.error.code)),
+                                 parsed.error.message, "", document, parsed.error.line,
+                                 parsed.error.column)};
+  const directive::directive& d = *parsed.value;
+  const std::string key_name = key_of(d.issuer, d.id);
+  if (d.issuer != key->issuer)
+    return {std::nullopt, refuse(who, error_kind::invalid, "issuer_mismatch",
+                                 "the document names issuer '" + d.issuer +
+                                     "' but is signed with the key of issuer '" + key->issuer + "'",
+                                 key_name, document)};
+
+  std::vector<directive_record> all;
+  try {
+    all = store_.list_directives();
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+  for (const auto& r : all)
+    if (r.issuer == d.issuer && r.id == d.id)
+      return {std::nullopt,
+              refuse(who, error_kind::conflict, "replayed_id",
+                     "directive " + key_name + " was already received (at unix time " +
+                         std::to_string(r.received_at) + "); a new order needs a new id",
+                     key_name, document)};
+
+  if (d.action == directive::directive_action::unblock) {
+    for (const auto& lifted : d.lifts) {
+      auto it = std::find_if(all.begin(), all.end(), [&](const directive_record& r) {
+        return r.issuer == d.issuer && r.id == lifted;
+      });
+      if (it == all.end() || it->state == state_ended || it->action == "unblock")
+        return {std::nullopt,
+                refuse(who, error_kind::invalid, "unknown_lifted_directive",
+                       "lifts: " + key_of(d.issuer, lifted) +
+                           (it == all.end() ? " was never received"
+                            : it->action == "unblock" ? " is itself an unblock"
+                                                      : " has already ended"),
+                       key_name, document)};
+    }
+    // An unblock by targets must name entries some open directive of the issuer blocks.
+    std::set<std::string> blocked;
+    for (const auto& r : all) {
+      if (r.issuer != d.issuer || r.state == state_ended || r.action == "unblock") continue;
+      if (auto od = parse_stored(r, validation(now))) {
+        for (const auto& a : od->targets.apps) blocked.insert("app:" + a);
+        for (const auto& p : od->targets.prefixes) blocked.insert("prefix:" + p);
+        for (const auto& n : od->targets.domains) blocked.insert("domain:" + n);
+      }
+    }
+    auto check = [&](const std::vector<std::string>& list, const char* kind) -> std::optional<op_error> {
+      for (const auto& t : list)
+        if (!blocked.contains(std::string(kind) + ":" + t))
+          return refuse(who, error_kind::invalid, "target_not_blocked",
+                        std::string("targets: ") + kind + " '" + t +
+                            "' is not a target of any open directive of issuer " + d.issuer,
+                        key_name, document);
+      return std::nullopt;
+    };
+    if (auto e = check(d.targets.apps, "app")) return {std::nullopt, *e};
+    if (auto e = check(d.targets.prefixes, "prefix")) return {std::nullopt, *e};
+    if (auto e = check(d.targets.domains, "domain")) return {std::nullopt, *e};
+  }
+
+  directive_record rec;
+  rec.issuer = d.issuer;
+  rec.id = d.id;
+  rec.document = document;
+  rec.signature = signature;
+  rec.action = std::string(directive::to_string(d.action));
+  rec.state = std::string(state_awaiting);
+  rec.submitted_by = who.name;
+  rec.received_at = now;
+  rec.updated_at = now;
+  store::write_batch batch;
+  batch.directives.push_back({rec, 0});
+  json detail{{"action", rec.action},
+              {"document_sha256", sha256_hex(document)},
+              {"key_id", crypto::to_hex(*id)},
+              {"trusted_comment", verified.trusted_comment},
+              {"not_before", fleet::format_rfc3339(d.not_before)}};
+  if (d.not_after) detail["not_after"] = fleet::format_rfc3339(*d.not_after);
+  batch.audit.push_back(event(who, "directive.received", key_name, detail.dump()));
+  all.push_back(rec);
+  advance_locked(all, batch, "directive received: " + key_name);
+  if (auto e = commit_locked(batch)) return {std::nullopt, *e};
+  offers_changed_.notify_all();
+  update_gauges_locked();
+  auto stored = store_.get_directive(d.issuer, d.id);
+  return {view_locked(stored ? *stored : rec), {}};
+}
+
+op_result<directive_view> controller::approve(const principal& who, const std::string& issuer,
+                                              const std::string& id) {
+  std::lock_guard lock(mutex_);
+  const std::string key_name = key_of(issuer, id);
+  std::vector<directive_record> all;
+  try {
+    all = store_.list_directives();
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+  auto it = std::find_if(all.begin(), all.end(),
+                         [&](const directive_record& r) { return r.issuer == issuer && r.id == id; });
+  if (it == all.end())
+    return {std::nullopt, refuse(who, error_kind::not_found, "not_found",
+                                 "no directive " + key_name, key_name, "")};
+  if (it->state != state_awaiting)
+    return {std::nullopt, refuse(who, error_kind::conflict, "not_awaiting_approval",
+                                 "directive " + key_name + " is " + it->state +
+                                     ", not awaiting approval",
+                                 key_name, "")};
+  if (it->submitted_by == who.name)
+    return {std::nullopt, refuse(who, error_kind::forbidden, "self_approval",
+                                 who.name + " submitted " + key_name +
+                                     " and may not also approve it (four eyes)",
+                                 key_name, "")};
+  for (const auto& a : it->approvals)
+    if (a.actor == who.name)
+      return {std::nullopt, refuse(who, error_kind::conflict, "already_approved",
+                                   who.name + " already approved " + key_name, key_name, "")};
+  const std::int64_t now = now_s();
+  it->approvals.push_back({who.name, now});
+  it->updated_at = now;
+  store::write_batch batch;
+  batch.directives.push_back({*it, it->version});
+  batch.audit.push_back(event(who, "directive.approved", key_name,
+                              json{{"approvals", it->approvals.size()},
+                                   {"required", cfg_.approvals_required}}
+                                  .dump()));
+  advance_locked(all, batch, "directive approved: " + key_name);
+  if (auto e = commit_locked(batch)) return {std::nullopt, *e};
+  offers_changed_.notify_all();
+  update_gauges_locked();
+  auto stored = store_.get_directive(issuer, id);
+  return {view_locked(stored ? *stored : *it), {}};
+}
+
+op_result<directive_view> controller::revoke(const principal& who, const std::string& issuer,
+                                             const std::string& id, const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  const std::string key_name = key_of(issuer, id);
+  std::vector<directive_record> all;
+  try {
+    all = store_.list_directives();
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+  auto it = std::find_if(all.begin(), all.end(),
+                         [&](const directive_record& r) { return r.issuer == issuer && r.id == id; });
+  if (it == all.end())
+    return {std::nullopt, refuse(who, error_kind::not_found, "not_found",
+                                 "no directive " + key_name, key_name, "")};
+  if (it->state == state_ended)
+    return {std::nullopt, refuse(who, error_kind::conflict, "already_ended",
+                                 "directive " + key_name + " already ended (" + it->end_reason + ")",
+                                 key_name, "")};
+  if (reason.empty())
+    return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
+                                 "a revocation needs a reason", key_name, "")};
+  const std::int64_t now = now_s();
+  const std::string from = it->state;
+  it->state = std::string(state_ended);
+  it->end_reason = "revoked";
+  it->ended_at = now;
+  it->updated_at = now;
+  store::write_batch batch;
+  batch.directives.push_back({*it, it->version});
+  batch.audit.push_back(event(who, "directive.revoked", key_name,
+                              json{{"from", from}, {"reason", reason}}.dump()));
+  advance_locked(all, batch, "directive revoked: " + key_name);
+  if (auto e = commit_locked(batch)) return {std::nullopt, *e};
+  offers_changed_.notify_all();
+  update_gauges_locked();
+  return {view_locked(*it), {}};
+}
+
+op_result<rollout_view> controller::set_emergency_stop(const principal& who, bool on,
+                                                       const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  if (reason.empty())
+    return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
+                                 "an emergency stop needs a reason", "", "")};
+  if (on == emergency_stop_)
+    return {std::nullopt, refuse(who, error_kind::conflict, "no_change",
+                                 on ? "the emergency stop is already on" : "no emergency stop is on",
+                                 "", "")};
+  std::vector<directive_record> all;
+  try {
+    all = store_.list_directives();
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+  emergency_stop_ = on;
+  store::write_batch batch;
+  batch.meta["emergency_stop"] = on ? "on" : "off";
+  batch.audit.push_back(event(who, on ? "emergency_stop.set" : "emergency_stop.cleared", "",
+                              json{{"reason", reason}}.dump()));
+  recompile_locked(all, batch, on ? "emergency stop: " + reason : "emergency stop cleared: " + reason);
+  if (auto e = commit_locked(batch)) {
+    emergency_stop_ = !on;
+    return {std::nullopt, *e};
+  }
+  offers_changed_.notify_all();
+  update_gauges_locked();
+  return {rollout_locked(), {}};
+}
+
+op_result<rollout_view> controller::set_paused(const principal& who, bool paused,
+                                               const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  if (reason.empty())
+    return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
+                                 "pausing or resuming a rollout needs a reason", "", "")};
+  const rollout_state before = rollout_;
+  store::write_batch batch;
+  if (paused) {
+    rollout_.paused = true;
+    rollout_.reason = reason;
+  } else {
+    rollout_.paused = false;
+    rollout_.reason.clear();
+    if (rollout_.stage == "halted") {  // an engineer's resume overrides a halt
+      rollout_.stage = "fleet";
+      rollout_.released = rollout_.target;
+      rollout_.stage_since = clk_.now_ms();
+    }
+  }
+  batch.meta["rollout"] = json{{"target", rollout_.target},      {"released", rollout_.released},
+                               {"stage", rollout_.stage},        {"paused", rollout_.paused},
+                               {"reason", rollout_.reason},      {"stage_since", rollout_.stage_since},
+                               {"canary_acked_at", rollout_.canary_acked_at}}
+                              .dump();
+  batch.audit.push_back(event(who, paused ? "rollout.paused" : "rollout.resumed", "",
+                              json{{"reason", reason}, {"revision", rollout_.target}}.dump()));
+  if (auto e = commit_locked(batch)) {
+    rollout_ = before;
+    return {std::nullopt, *e};
+  }
+  offers_changed_.notify_all();
+  return {rollout_locked(), {}};
+}
+
+// ---- rollout ------------------------------------------------------------------------------
+
+bool controller::is_canary(const store::node_record& n) const {
+  if (cfg_.canary_labels.empty()) return false;
+  for (const auto& [k, v] : cfg_.canary_labels) {
+    auto it = n.labels.find(k);
+    if (it == n.labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+bool controller::is_stale(const store::node_record& n, std::int64_t now) const {
+  return now - n.last_seen > cfg_.stale_after_s;
+}
+
+std::uint64_t controller::offered_locked(const store::node_record& n) const {
+  return is_canary(n) ? rollout_.target : rollout_.released;
+}
+
+std::string controller::node_state_locked(const store::node_record& n, std::int64_t now) const {
+  if (is_stale(n, now)) return "stale";
+  const std::uint64_t offered = offered_locked(n);
+  if (n.nack && n.nack_revision == offered) return "failing";
+  if (n.applied_revision >= offered) return "converged";
+  return "pending";
+}
+
+void controller::start_rollout_locked(std::uint64_t revision, store::write_batch& batch,
+                                      bool skip_canary) {
+  rollout_.target = revision;
+  rollout_.canary_acked_at = 0;
+  rollout_.stage_since = clk_.now_ms();
+  rollout_.reason.clear();
+  if (skip_canary || cfg_.canary_labels.empty()) {
+    rollout_.released = revision;
+    rollout_.stage = "fleet";
+  } else {
+    rollout_.stage = "canary";
+  }
+  batch.meta["rollout"] = json{{"target", rollout_.target},      {"released", rollout_.released},
+                               {"stage", rollout_.stage},        {"paused", rollout_.paused},
+                               {"reason", rollout_.reason},      {"stage_since", rollout_.stage_since},
+                               {"canary_acked_at", rollout_.canary_acked_at}}
+                              .dump();
+  batch.audit.push_back(event({"controller", role::engineer}, "rollout.started", "",
+                              json{{"revision", revision}, {"stage", rollout_.stage}}.dump()));
+}
+
+void controller::advance_rollout_locked(store::write_batch& batch) {
+  const std::int64_t now = now_s();
+  const std::int64_t now_ms = clk_.now_ms();
+  const rollout_state before = rollout_;
+  if (rollout_.stage == "canary" && !rollout_.paused) {
+    bool any = false, all_acked = true;
+    std::string failed;
+    for (const auto& [id, n] : nodes_) {
+      if (!is_canary(n.record) || is_stale(n.record, now)) continue;
+      any = true;
+      if (n.record.nack && n.record.nack_revision == rollout_.target)
+        failed = "canary node " + id + " refused revision " + std::to_string(rollout_.target) +
+                 ": " + n.record.error;
+      else if (n.record.applied_revision >= rollout_.target && n.record.health != "ok")
+        failed = "canary node " + id + " unhealthy after applying revision " +
+                 std::to_string(rollout_.target) + ": " + n.record.health;
+      if (n.record.applied_revision < rollout_.target) all_acked = false;
+    }
+    if (!failed.empty()) {
+      rollout_.stage = "halted";
+      rollout_.reason = failed;
+      rollout_.stage_since = now_ms;
+      batch.audit.push_back(event({"controller", role::engineer}, "rollout.halted", "",
+                                  json{{"revision", rollout_.target}, {"reason", failed}}.dump()));
+    } else if (!any || all_acked) {
+      if (any && rollout_.canary_acked_at == 0) rollout_.canary_acked_at = now_ms;
+      if (!any || now_ms - rollout_.canary_acked_at >= cfg_.canary_soak_s * 1000) {
+        rollout_.stage = "fleet";
+        rollout_.released = rollout_.target;
+        rollout_.stage_since = now_ms;
+        batch.audit.push_back(event({"controller", role::engineer}, "rollout.promoted", "",
+                                    json{{"revision", rollout_.target},
+                                         {"reason", any ? "canary acknowledged and stayed healthy"
+                                                        : "no live canary node"}}
+                                        .dump()));
+      }
+    }
+  }
+  if (rollout_.stage == "fleet") {
+    bool all_done = true;
+    std::int64_t last_ack_ms = 0;
+    std::string failed;
+    for (const auto& [id, n] : nodes_) {
+      if (is_stale(n.record, now)) continue;
+      if (n.record.nack && n.record.nack_revision == rollout_.target)
+        failed = "node " + id + " refused revision " + std::to_string(rollout_.target) + ": " +
+                 n.record.error;
+      if (n.record.applied_revision < rollout_.target) all_done = false;
+      last_ack_ms = std::max(last_ack_ms, n.applied_at_ms);
+    }
+    if (!failed.empty()) {
+      rollout_.stage = "halted";
+      rollout_.reason = failed;
+      rollout_.stage_since = now_ms;
+      batch.audit.push_back(event({"controller", role::engineer}, "rollout.halted", "",
+                                  json{{"revision", rollout_.target}, {"reason", failed}}.dump()));
+    } else if (all_done) {
+      rollout_.stage = "done";
+      rollout_.stage_since = now_ms;
+      // From the revision's creation to the last live node's ACK of it (ACK times are kept to
+      // the millisecond, so the tick's granularity does not blur the figure).
+      const double seconds =
+          static_cast<double>((last_ack_ms > 0 ? last_ack_ms : now_ms) - revision_at_ms_) / 1000.0;
+      convergence_->Observe(std::max(0.0, seconds));
+      batch.audit.push_back(event({"controller", role::engineer}, "rollout.completed", "",
+                                  json{{"revision", rollout_.target},
+                                       {"seconds_since_revision", seconds}}
+                                      .dump()));
+    }
+  }
+  if (rollout_.stage != before.stage || rollout_.released != before.released ||
+      rollout_.canary_acked_at != before.canary_acked_at)
+    batch.meta["rollout"] = json{{"target", rollout_.target},      {"released", rollout_.released},
+                                 {"stage", rollout_.stage},        {"paused", rollout_.paused},
+                                 {"reason", rollout_.reason},      {"stage_since", rollout_.stage_since},
+                                 {"canary_acked_at", rollout_.canary_acked_at}}
+                                .dump();
+}
+
+void controller::tick() {
+  std::lock_guard lock(mutex_);
+  store::write_batch batch;
+  try {
+    auto all = store_.list_directives();
+    advance_locked(all, batch, "time");
+  } catch (const store::store_error&) {
+    return;  // fail static; the next tick tries again
+  }
+  const rollout_state before = rollout_;
+  advance_rollout_locked(batch);
+  for (auto& [id, n] : nodes_) {
+    if (!n.dirty) continue;
+    batch.nodes.push_back(n.record);
+  }
+  if (commit_locked(batch)) {
+    rollout_ = before;
+    return;
+  }
+  for (auto& [id, n] : nodes_) n.dirty = false;
+  if (rollout_.released != before.released || rollout_.target != before.target)
+    offers_changed_.notify_all();
+  update_gauges_locked();
+}
+
+// ---- node protocol ------------------------------------------------------------------------
+
+op_result<snapshot_offer> controller::snapshot(const std::string& node,
+                                               const std::map<std::string, std::string>& labels,
+                                               std::optional<std::uint64_t> held,
+                                               std::chrono::milliseconds wait) {
+  std::unique_lock lock(mutex_);
+  auto [it, fresh] = nodes_.try_emplace(node);
+  node_entry& n = it->second;
+  if (fresh) {
+    n.record.node_id = node;
+    n.record.first_seen = now_s();
+  }
+  n.record.labels = labels;
+  n.record.last_seen = now_s();
+  n.dirty = true;
+
+  const auto cap = std::chrono::seconds(cfg_.max_wait_s);
+  const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(wait, cap);
+  // Only ever offer a newer revision than the node holds (nodes refuse older ones, and answering
+  // at once with one would make the long poll spin).
+  while (held && offered_locked(n.record) <= *held) {
+    if (offers_changed_.wait_until(lock, deadline) == std::cv_status::timeout &&
+        offered_locked(n.record) <= *held)
+      return {std::nullopt, {error_kind::not_found, "not_modified", "revision unchanged"}};
+  }
+  const std::uint64_t offered = offered_locked(n.record);
+  const std::string lt = labels_text(labels);
+  if (n.cached_revision != offered || n.cached_labels != lt) {
+    auto body = signed_body_locked(node, labels, offered);
+    if (!body) return {std::nullopt, body.error};
+    n.cached_revision = offered;
+    n.cached_labels = lt;
+    n.cached_body = std::move(*body.value);
+  }
+  snapshot_bytes_->Increment(static_cast<double>(n.cached_body.size()));
+  snapshots_served_->Increment();
+  return {snapshot_offer{offered, n.cached_body}, {}};
+}
+
+op_result<std::string> controller::signed_body_locked(const std::string& node,
+                                                      const std::map<std::string, std::string>& labels,
+                                                      std::uint64_t offered) {
+
+  fleet::fleet_policy older;
+  const fleet::fleet_policy* p = &policy_;
+  std::int64_t generated_at = revision_at_;
+  if (offered != revision_) {
+    std::optional<store::revision_record> rec;
+    try {
+      rec = store_.get_revision(offered);
+    } catch (const store::store_error& e) {
+      return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+    }
+    auto parsed = rec ? fleet::fleet_policy::from_json(rec->content) : std::nullopt;
+    if (!parsed)
+      return {std::nullopt, {error_kind::unavailable, "store_failed",
+                             "revision " + std::to_string(offered) + " is missing or unreadable"}};
+    older = std::move(*parsed);
+    p = &older;
+    generated_at = rec->generated_at;
+  }
+  const std::string text = fleet::node_policy_text(*p, labels, offered, generated_at);
+  const auto sig = crypto::sign(cfg_.signing_key, text,
+                                "sluice-snapshot node=" + node + " revision=" + std::to_string(offered),
+                                "sluice-controld snapshot");
+  if (!sig) return {std::nullopt, {error_kind::unavailable, "crypto_failed", "signing failed"}};
+  return {json{{"node", node}, {"revision", offered}, {"policy", text}, {"signature", *sig}}.dump(),
+          {}};
+}
+
+op_result<bool> controller::node_status(const std::string& node,
+                                        const std::map<std::string, std::string>& labels,
+                                        const status_report& report) {
+  std::lock_guard lock(mutex_);
+  auto [it, fresh] = nodes_.try_emplace(node);
+  node_entry& n = it->second;
+  const std::int64_t now = now_s();
+  store::write_batch batch;
+  if (fresh || n.record.first_seen == 0) {
+    n.record.node_id = node;
+    n.record.first_seen = now;
+    batch.audit.push_back(event({"node:" + node, role::node}, "node.registered", node,
+                                json{{"labels", labels}}.dump()));
+  }
+  if (!labels.empty()) n.record.labels = labels;
+  n.record.last_seen = now;
+  if (report.revision > n.record.applied_revision) n.applied_at_ms = clk_.now_ms();
+  n.record.applied_revision = report.revision;
+  n.record.ruleset_sha256 = report.ruleset_sha256;
+  n.record.health = report.health.empty() ? "ok" : report.health;
+  if (!report.ack) {
+    const bool news = !n.record.nack || n.record.nack_revision != report.offered;
+    n.record.nack = true;
+    n.record.nack_revision = report.offered;
+    n.record.error = report.error;
+    if (news)
+      batch.audit.push_back(event({"node:" + node, role::node}, "node.nack", node,
+                                  json{{"offered", report.offered},
+                                       {"in_force", report.revision},
+                                       {"error", report.error}}
+                                      .dump()));
+  } else if (report.revision >= n.record.nack_revision) {
+    n.record.nack = false;
+    n.record.error.clear();
+  }
+  n.dirty = true;
+  if (!batch.empty()) {
+    batch.nodes.push_back(n.record);
+    if (auto e = commit_locked(batch)) return {std::nullopt, *e};
+    n.dirty = false;
+  }
+  return {true, {}};
+}
+
+// ---- views --------------------------------------------------------------------------------
+
+directive_view controller::view_locked(directive_record rec) {
+  directive_view v;
+  v.parsed = parse_stored(rec, validation(now_s()));
+  const std::string key_name = key_of(rec.issuer, rec.id);
+  const std::int64_t now = now_s();
+  std::uint64_t since = 0;
+  for (const auto& r : policy_.rules)
+    if (r.directive == key_name) since = std::max(since, r.since);
+  const auto removed = removed_in_.find(key_name);
+  for (const auto& [id, n] : nodes_) {
+    if (is_stale(n.record, now) || !v.parsed || !v.parsed->scope.covers(n.record.labels)) continue;
+    ++v.in_scope;
+    if (in_force(rec) && since > 0 && n.record.applied_revision >= since) ++v.enforcing;
+    if (rec.state == state_ended && removed != removed_in_.end() &&
+        n.record.applied_revision >= removed->second)
+      ++v.enforcing;
+  }
+  v.record = std::move(rec);
+  return v;
+}
+
+op_result<std::vector<directive_view>> controller::directives() {
+  std::lock_guard lock(mutex_);
+  std::vector<directive_view> out;
+  try {
+    for (auto& r : store_.list_directives()) out.push_back(view_locked(std::move(r)));
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+  return {std::move(out), {}};
+}
+
+op_result<directive_view> controller::get(const std::string& issuer, const std::string& id) {
+  std::lock_guard lock(mutex_);
+  try {
+    auto r = store_.get_directive(issuer, id);
+    if (!r) return {std::nullopt, {error_kind::not_found, "not_found", "no directive " + key_of(issuer, id)}};
+    return {view_locked(std::move(*r)), {}};
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+}
+
+std::vector<node_view> controller::nodes() {
+  std::lock_guard lock(mutex_);
+  std::vector<node_view> out;
+  const std::int64_t now = now_s();
+  for (const auto& [id, n] : nodes_)
+    out.push_back({n.record, node_state_locked(n.record, now), offered_locked(n.record),
+                   is_canary(n.record)});
+  return out;
+}
+
+rollout_view controller::rollout_locked() const {
+  return {rollout_.target, rollout_.released, rollout_.stage,       rollout_.paused,
+          rollout_.reason, rollout_.stage_since, emergency_stop_};
+}
+
+rollout_view controller::rollout() {
+  std::lock_guard lock(mutex_);
+  return rollout_locked();
+}
+
+op_result<std::vector<audit::audit_record>> controller::audit(std::uint64_t after,
+                                                              std::size_t limit) {
+  try {
+    return {store_.audit_since(after, limit), {}};
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+}
+
+void controller::update_gauges_locked() {
+  revision_gauge_->Set(static_cast<double>(revision_));
+  released_gauge_->Set(static_cast<double>(rollout_.released));
+  std::map<std::string, double> by_state;
+  try {
+    for (const auto& r : store_.list_directives()) by_state[r.state] += 1;
+  } catch (const store::store_error&) {
+    return;
+  }
+  for (const char* s : all_states) directives_gauge_->Add({{"state", s}}).Set(by_state[s]);
+  std::map<std::string, double> nodes_by;
+  const std::int64_t now = now_s();
+  for (const auto& [id, n] : nodes_) nodes_by[node_state_locked(n.record, now)] += 1;
+  for (const char* s : node_states) nodes_gauge_->Add({{"state", s}}).Set(nodes_by[s]);
+}
+
+}  // namespace sluice::control::controller

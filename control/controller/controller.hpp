@@ -1,0 +1,268 @@
+#pragma once
+// The controller's core: directives in (verified, checked, audited), approvals, the lifecycle's
+// time-driven transitions, compiling the fleet's policy into revisions, the staged rollout, and
+// the node protocol's two calls. Store and clock are injected (tests pass a fake clock); the
+// HTTP layer (control/api) only maps requests to these calls and results to status codes.
+//
+// Every call is thread-safe (one mutex: the control path is simple, not fast). Every accepted
+// or refused input leaves an audit record, written in the same store transaction as the change
+// it describes; a refused input changes nothing else. Nothing here throws except
+// std::bad_alloc; a failing store becomes an `unavailable` error.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "control/crypto/minisign.hpp"
+#include "control/directive/directive.hpp"
+#include "control/fleet/compile.hpp"
+#include "control/store/store.hpp"
+
+namespace prometheus {
+class Registry;
+class Counter;
+class Histogram;
+template <typename T>
+class Family;
+class Gauge;
+}  // namespace prometheus
+
+namespace sluice::control::controller {
+
+class clock {
+ public:
+  virtual ~clock() = default;
+  [[nodiscard]] virtual std::int64_t now_ms() = 0;  // unix milliseconds
+};
+
+class system_clock final : public clock {
+ public:
+  [[nodiscard]] std::int64_t now_ms() override;
+};
+
+enum class role : std::uint8_t { ministry, engineer, viewer, node };
+[[nodiscard]] std::string_view to_string(role r) noexcept;
+[[nodiscard]] std::optional<role> parse_role(std::string_view s) noexcept;
+
+struct principal {
+  std::string name;  // the token's name: the audit's actor
+  role r = role::viewer;
+};
+
+struct issuer_key {
+  std::string issuer;
+  crypto::public_key key;
+};
+
+struct controller_config {
+  std::vector<issuer_key> issuers;
+  std::uint32_t approvals_required = 1;  // distinct engineers, none the submitter; 0 = none
+  std::set<std::string> known_sites;
+  std::map<std::string, std::set<std::string>> known_labels;
+  fleet::app_table apps;
+  crypto::secret_key signing_key;
+  std::int64_t stale_after_s = 90;
+  std::map<std::string, std::string> canary_labels;  // nodes with all of these go first
+  std::int64_t canary_soak_s = 10;  // canary healthy this long after its ACKs -> the rest
+  std::int64_t max_wait_s = 60;     // long-poll cap
+};
+
+#define SLUICE_CONTROL_ERROR_KINDS(X) \
+  X(invalid, 400)                     \
+  X(unauthorized, 401)                \
+  X(forbidden, 403)                   \
+  X(not_found, 404)                   \
+  X(conflict, 409)                    \
+  X(unavailable, 503)
+
+enum class error_kind : std::uint8_t {
+#define X(name, status) name,
+  SLUICE_CONTROL_ERROR_KINDS(X)
+#undef X
+};
+[[nodiscard]] int http_status(error_kind k) noexcept;
+
+struct op_error {
+  error_kind kind = error_kind::invalid;
+  std::string code;     // machine-readable: "bad_signature", "replayed_id", a directive error...
+  std::string message;  // precise, for humans
+  int line = 0;         // document errors: 1-based line and column
+  int column = 0;
+};
+
+template <class T>
+struct op_result {
+  std::optional<T> value;
+  op_error error;
+  [[nodiscard]] explicit operator bool() const noexcept { return value.has_value(); }
+};
+
+struct directive_view {
+  store::directive_record record;
+  std::optional<directive::directive> parsed;
+  std::uint32_t in_scope = 0;   // live (not stale) nodes in its scope
+  std::uint32_t enforcing = 0;  // of those: applied a revision holding its current rules (for an
+                                // ended directive: one without them)
+};
+
+struct node_view {
+  store::node_record record;
+  std::string state;  // converged | pending | failing | stale
+  std::uint64_t offered_revision = 0;
+  bool canary = false;
+};
+
+struct rollout_view {
+  std::uint64_t target = 0;    // newest revision
+  std::uint64_t released = 0;  // what non-canary nodes are offered
+  std::string stage;           // canary | fleet | done | halted
+  bool paused = false;
+  std::string reason;          // why halted or paused
+  std::int64_t stage_since = 0;  // unix ms
+  bool emergency_stop = false;
+};
+
+struct status_report {
+  std::uint64_t revision = 0;  // in force
+  std::uint64_t offered = 0;   // the revision this report answers (0: none)
+  std::string ruleset_sha256;
+  bool ack = true;
+  std::string error;
+  std::string health = "ok";
+};
+
+struct snapshot_offer {
+  std::uint64_t revision = 0;
+  std::string body;  // JSON: {"node", "revision", "policy", "signature"}
+};
+
+class controller {
+ public:
+  // Reads the store; starts revision 1 (no rules) on a fresh store. Throws store::store_error
+  // when the store cannot be read (start-up).
+  controller(controller_config cfg, store::store& st, clock& clk);
+  ~controller();
+  controller(const controller&) = delete;
+  controller& operator=(const controller&) = delete;
+
+  [[nodiscard]] op_result<directive_view> submit(const principal& who, const std::string& document,
+                                                 const std::string& signature);
+  [[nodiscard]] op_result<directive_view> approve(const principal& who, const std::string& issuer,
+                                                  const std::string& id);
+  [[nodiscard]] op_result<directive_view> revoke(const principal& who, const std::string& issuer,
+                                                 const std::string& id, const std::string& reason);
+  [[nodiscard]] op_result<rollout_view> set_emergency_stop(const principal& who, bool on,
+                                                           const std::string& reason);
+  [[nodiscard]] op_result<rollout_view> set_paused(const principal& who, bool paused,
+                                                   const std::string& reason);
+  // Records a refused request (wrong role) in the audit log.
+  void audit_denied(const principal& who, const std::string& what);
+
+  [[nodiscard]] op_result<std::vector<directive_view>> directives();
+  [[nodiscard]] op_result<directive_view> get(const std::string& issuer, const std::string& id);
+  [[nodiscard]] std::vector<node_view> nodes();
+  [[nodiscard]] rollout_view rollout();
+  [[nodiscard]] op_result<std::vector<audit::audit_record>> audit(std::uint64_t after,
+                                                                  std::size_t limit);
+
+  // The node's snapshot when its offered revision differs from `held`, waiting up to `wait`
+  // (capped at max_wait_s) for that; nullopt value with error.code "not_modified" after the wait.
+  [[nodiscard]] op_result<snapshot_offer> snapshot(const std::string& node,
+                                                   const std::map<std::string, std::string>& labels,
+                                                   std::optional<std::uint64_t> held,
+                                                   std::chrono::milliseconds wait);
+  [[nodiscard]] op_result<bool> node_status(const std::string& node,
+                                            const std::map<std::string, std::string>& labels,
+                                            const status_report& report);
+
+  // Time-driven work: lifecycle transitions, recompiling, rollout stages, stale nodes, flushing
+  // node status. Call about once a second.
+  void tick();
+
+  [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+ private:
+  struct rollout_state {
+    std::uint64_t target = 0;
+    std::uint64_t released = 0;
+    std::string stage = "done";
+    bool paused = false;
+    std::string reason;
+    std::int64_t stage_since = 0;
+    std::int64_t canary_acked_at = 0;
+  };
+  struct node_entry {
+    store::node_record record;
+    bool dirty = false;
+    std::uint64_t cached_revision = 0;  // signed offer cache
+    std::string cached_labels;
+    std::string cached_body;
+    std::int64_t applied_at_ms = 0;  // when applied_revision last rose
+  };
+
+  [[nodiscard]] std::int64_t now_s() { return clk_.now_ms() / 1000; }
+  [[nodiscard]] directive::validation_context validation(std::int64_t now) const;
+  [[nodiscard]] op_error refuse(const principal& who, error_kind kind, std::string code,
+                                std::string message, const std::string& subject,
+                                const std::string& document, int line = 0, int column = 0);
+  [[nodiscard]] std::optional<op_error> commit_locked(store::write_batch& batch);
+  [[nodiscard]] audit::audit_record event(const principal& who, std::string name,
+                                          std::string subject, std::string detail_json);
+  [[nodiscard]] std::string desired_state(const store::directive_record& rec,
+                                          const directive::directive& d,
+                                          const std::vector<store::directive_record>& all,
+                                          std::int64_t now, std::string& end_reason) const;
+  // Brings lifecycle states up to date and recompiles into `batch`; true if anything changed.
+  bool advance_locked(std::vector<store::directive_record>& all, store::write_batch& batch,
+                      const std::string& reason);
+  bool recompile_locked(const std::vector<store::directive_record>& all, store::write_batch& batch,
+                        const std::string& reason);
+  void start_rollout_locked(std::uint64_t revision, store::write_batch& batch, bool skip_canary);
+  void advance_rollout_locked(store::write_batch& batch);
+  [[nodiscard]] bool is_canary(const store::node_record& n) const;
+  [[nodiscard]] bool is_stale(const store::node_record& n, std::int64_t now) const;
+  [[nodiscard]] std::uint64_t offered_locked(const store::node_record& n) const;
+  [[nodiscard]] std::string node_state_locked(const store::node_record& n, std::int64_t now) const;
+  [[nodiscard]] directive_view view_locked(store::directive_record rec);
+  // The node's signed snapshot body for `offered`.
+  [[nodiscard]] op_result<std::string> signed_body_locked(const std::string& node,
+                                                          const std::map<std::string, std::string>& labels,
+                                                          std::uint64_t offered);
+  [[nodiscard]] rollout_view rollout_locked() const;
+  void update_gauges_locked();
+
+  controller_config cfg_;
+  store::store& store_;
+  clock& clk_;
+
+  std::mutex mutex_;
+  std::condition_variable offers_changed_;
+  fleet::fleet_policy policy_;      // of revision_
+  std::uint64_t revision_ = 0;
+  std::int64_t revision_at_ = 0;    // unix seconds
+  std::int64_t revision_at_ms_ = 0;
+  bool emergency_stop_ = false;
+  rollout_state rollout_;
+  std::map<std::string, node_entry> nodes_;
+  std::map<std::string, std::uint64_t> removed_in_;  // directive key -> first revision without it
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>* directives_gauge_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* nodes_gauge_ = nullptr;
+  prometheus::Gauge* revision_gauge_ = nullptr;
+  prometheus::Gauge* released_gauge_ = nullptr;
+  prometheus::Histogram* convergence_ = nullptr;
+  prometheus::Counter* signature_failures_ = nullptr;
+  prometheus::Counter* snapshot_bytes_ = nullptr;
+  prometheus::Counter* snapshots_served_ = nullptr;
+  prometheus::Family<prometheus::Counter>* validation_failures_ = nullptr;
+};
+
+}  // namespace sluice::control::controller

@@ -1,0 +1,1 @@
+// sluice-rtbh lands with issue 6

@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+"""The control plane end to end on loopback, with the real binaries: sluice-controld, sluicectl
+and sluice-fleet-sim (the real agent code, two nodes).
+
+  control_e2e.py BIN_DIR SOURCE_DIR
+
+1. story: a signed block is submitted and approved; both agents converge and report; a forged,
+   a tampered, a replayed and an expired directive are each refused and audited; a signed
+   unblock lifts the block and both agents converge on the new revision; `sluicectl audit
+   verify` passes, then fails (naming the record) after one byte of the audit table changes.
+2. crash: kill -9 of the controller in the middle of a staged rollout; after a restart the
+   rollout completes and nothing acknowledged is lost.
+3. agent: with the controller gone, a restarted agent enforces its persisted snapshot.
+Exit 0 pass, 1 fail."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+CONTROLD = os.path.join(BIN, "sluice-controld")
+CTL = os.path.join(BIN, "sluicectl")
+SIM = os.path.join(BIN, "sluice-fleet-sim")
+TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
+          "viewer": "tok-viewer", "node": "tok-node-fleet"}
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rfc(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def wait_for(pred, timeout, step=0.1):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+class Env:
+    def __init__(self, root, canary=False):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.sim = None
+        self.sim_out = os.path.join(root, "sim.jsonl")
+        self.ctl(["keygen", "--public", "ministry.pub", "--secret", "ministry.key"])
+        self.ctl(["keygen", "--public", "other.pub", "--secret", "other.key"])
+        self.ctl(["keygen", "--public", "controller.pub", "--secret", "controller.key"])
+        with open(os.path.join(root, "node.token"), "w") as f:
+            f.write(TOKENS["node"])
+        tokens = "\n".join(
+            f"  - {{ name: {role}-user, role: {role}, sha256: {hashlib.sha256(t.encode()).hexdigest()} }}"
+            for role, t in TOKENS.items())
+        canary_cfg = "canary: { labels: { group: canary }, soak_seconds: 2 }\n" if canary else ""
+        with open(os.path.join(root, "controld.yaml"), "w") as f:
+            f.write(f"""listen: 127.0.0.1:{self.port}
+database: controld.db
+apps_dir: {SRC}/config/apps
+signing_key: controller.key
+issuers:
+  - {{ name: ministry-of-communications, public_key: ministry.pub }}
+approvals_required: 1
+stale_after_seconds: 20
+max_wait_seconds: 5
+{canary_cfg}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
+tokens:
+{tokens}
+""")
+
+    def ctl(self, args, role=None, expect=0):
+        cmd = [CTL, "--controller", getattr(self, "url", "http://127.0.0.1:1")] + args
+        env = dict(os.environ)
+        env.pop("SLUICE_TOKEN", None)
+        if role:
+            env["SLUICE_TOKEN"] = TOKENS[role]
+        p = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=60)
+        if expect is not None and p.returncode != expect:
+            print(f"  sluicectl {' '.join(args)} -> {p.returncode}\n  stdout: {p.stdout}\n  stderr: {p.stderr}")
+        return p
+
+    def start(self):
+        self.log = open(os.path.join(self.root, "controld.log"), "a")
+        self.proc = subprocess.Popen([CONTROLD, "--config", "controld.yaml"], cwd=self.root,
+                                     stdout=self.log, stderr=self.log)
+        return check(wait_for(lambda: self.get("/v1/health", None) is not None, 10),
+                     "controller answers on /v1/health")
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+    def start_sim(self, nodes=2, canary=0, state="state"):
+        args = [SIM, "--controller", self.url, "--nodes", str(nodes), "--labels", "site=sim",
+                "--controller-key", "controller.pub", "--node-token-file", "node.token",
+                "--state-root", os.path.join(self.root, state), "--wait", "5",
+                "--status-interval", "1"]
+        if canary:
+            args += ["--canary", str(canary)]
+        self.sim_log = open(os.path.join(self.root, "sim.log"), "a")
+        self.sim = subprocess.Popen(args, cwd=self.root, stdout=open(self.sim_out, "a"),
+                                    stderr=self.sim_log)
+
+    def stop_sim(self):
+        if self.sim and self.sim.poll() is None:
+            self.sim.send_signal(signal.SIGTERM)
+            self.sim.wait(timeout=20)
+
+    def sim_events(self):
+        out = []
+        with open(self.sim_out) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def get(self, path, role="viewer"):
+        req = urllib.request.Request(self.url + path)
+        if role:
+            req.add_header("Authorization", "Bearer " + TOKENS[role])
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                body = r.read()
+                return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return None
+
+    def nodes(self):
+        return (self.get("/v1/nodes") or {}).get("nodes", [])
+
+    def converged_on(self, rev, count=2):
+        ns = self.nodes()
+        return len([n for n in ns if n["applied_revision"] >= rev and n["state"] == "converged"]) >= count
+
+    def directive_doc(self, name, body):
+        path = os.path.join(self.root, name)
+        with open(path, "w") as f:
+            f.write(body)
+        return name
+
+
+def doc(id_, action_part, not_before, not_after=None, issued=None):
+    now = datetime.now(timezone.utc)
+    d = (f"id: {id_}\nissuer: ministry-of-communications\nissued_at: {rfc(issued or now - timedelta(minutes=5))}\n"
+         f"legal_basis: \"Order No. 123 of 2026-11-20\"\n{action_part}scope: all\nnot_before: {rfc(not_before)}\n")
+    if not_after:
+        d += f"not_after: {rfc(not_after)}\n"
+    return d
+
+
+BLOCK = "action: block\nresponse: notice\ntargets:\n  apps: [telegram]\n"
+
+
+def story(root):
+    print("== story: block, converge, refusals, lift, audit")
+    e = Env(root)
+    if not e.start():
+        return
+    e.start_sim(2)
+    now = datetime.now(timezone.utc)
+    check(wait_for(lambda: e.converged_on(1), 15), "two agents register and converge on revision 1")
+
+    e.directive_doc("block.yaml", doc("MINCOM-2026-001", BLOCK, now - timedelta(minutes=1)))
+    check(e.ctl(["sign", "--secret", "ministry.key", "block.yaml"]).returncode == 0, "sluicectl sign")
+    p = e.ctl(["--json", "submit", "block.yaml"], role="ministry")
+    check(p.returncode == 0 and json.loads(p.stdout)["state"] == "awaiting_approval",
+          "signed block submitted, awaiting approval")
+    check(e.ctl(["approve", "ministry-of-communications/MINCOM-2026-001"], role="ministry",
+                expect=1).returncode == 1, "a ministry token may not approve (403, exit 1)")
+    check(e.ctl(["approve", "ministry-of-communications/MINCOM-2026-001"], role="engineer").returncode == 0,
+          "engineer approves")
+    block_rev = e.get("/v1/rollout")["target"]
+    check(block_rev >= 2, f"approval made revision {block_rev}")
+    check(wait_for(lambda: e.converged_on(block_rev), 20), "both agents converge on the block")
+    show = json.loads(e.ctl(["--json", "show", "ministry-of-communications/MINCOM-2026-001"],
+                            role="viewer").stdout or "{}")
+    check(show.get("state") == "active" and show.get("enforcement") == {"in_scope": 2, "enforcing": 2},
+          f"directive active and enforced by 2 of 2 nodes: {show.get('state')} {show.get('enforcement')}")
+    shas = {n["ruleset_sha256"] for n in e.nodes()}
+    check(len(shas) == 1 and "" not in shas, "both nodes report the same ruleset SHA-256")
+    applied = [ev for ev in e.sim_events() if ev.get("event") == "applied" and ev["revision"] == block_rev]
+    check(len(applied) == 2, "the agents applied the block's revision (fleet-sim log)")
+
+    # Refusals: each exits 1, names its code, and is audited; none changes the revision.
+    refusals = []
+    e.directive_doc("forged.yaml", doc("MINCOM-2026-009", BLOCK, now))
+    e.ctl(["sign", "--secret", "other.key", "forged.yaml"])
+    refusals.append(("forged (untrusted key)", "forged.yaml", "unknown_issuer_key"))
+    e.directive_doc("tampered.yaml", doc("MINCOM-2026-010", BLOCK, now))
+    e.ctl(["sign", "--secret", "ministry.key", "tampered.yaml"])
+    with open(os.path.join(root, "tampered.yaml"), "a") as f:
+        f.write("# one more line\n")
+    refusals.append(("tampered after signing", "tampered.yaml", "bad_signature"))
+    refusals.append(("replayed", "block.yaml", "replayed_id"))
+    e.directive_doc("expired.yaml", doc("MINCOM-2026-011", BLOCK, now - timedelta(days=2),
+                                        now - timedelta(days=1), now - timedelta(days=3)))
+    e.ctl(["sign", "--secret", "ministry.key", "expired.yaml"])
+    refusals.append(("expired", "expired.yaml", "expired"))
+    for what, name, code in refusals:
+        p = e.ctl(["submit", name], role="ministry", expect=1)
+        check(p.returncode == 1 and code in (p.stdout + p.stderr), f"{what} directive refused: {code}")
+    records = e.get("/v1/audit?limit=10000")["records"]
+    refused = [r["detail"].get("code") for r in records if r["event"] == "request.refused"]
+    for what, _, code in refusals:
+        check(code in refused, f"refusal audited: {code}")
+    check(e.get("/v1/rollout")["target"] == block_rev, "refusals changed no revision")
+
+    # The lift.
+    e.directive_doc("unblock.yaml", doc("MINCOM-2026-002", "action: unblock\nlifts: [MINCOM-2026-001]\n",
+                                        now - timedelta(seconds=30)))
+    e.ctl(["sign", "--secret", "ministry.key", "unblock.yaml"])
+    check(e.ctl(["lift", "unblock.yaml"], role="ministry").returncode == 0, "signed unblock submitted")
+    check(e.ctl(["approve", "ministry-of-communications/MINCOM-2026-002"], role="engineer").returncode == 0,
+          "unblock approved")
+    lift_rev = wait_for(lambda: (lambda r: r if r > block_rev else 0)(e.get("/v1/rollout")["target"]), 5)
+    check(lift_rev > block_rev, f"lift made revision {lift_rev}")
+    check(wait_for(lambda: e.converged_on(lift_rev), 20), "both agents converge on the lift")
+    st = e.get("/v1/directives/ministry-of-communications/MINCOM-2026-001")
+    check(st["state"] == "ended" and st["end_reason"] == "lifted", f"block ended by the lift: {st['state']}/{st['end_reason']}")
+
+    m = e.get("/metrics", None)
+    check(isinstance(m, str) and 'sluice_control_nodes{state="converged"} 2' in m,
+          "metrics: 2 converged nodes")
+    check(isinstance(m, str) and "sluice_control_signature_failures_total 2" in m,
+          "metrics: 2 signature failures")
+
+    p = e.ctl(["audit", "verify"], role="viewer")
+    check(p.returncode == 0, "sluicectl audit verify passes over the API")
+    e.stop_sim()
+    e.kill(signal.SIGTERM)
+    check(e.ctl(["audit", "verify", "--db", "controld.db"]).returncode == 0, "audit verify --db passes")
+    db = sqlite3.connect(os.path.join(root, "controld.db"))
+    seq, detail = db.execute("SELECT seq, detail FROM audit WHERE event = 'directive.approved' LIMIT 1").fetchone()
+    changed = detail.replace("1", "2", 1) if "1" in detail else detail + " "
+    db.execute("UPDATE audit SET detail = ? WHERE seq = ?", (changed, seq))
+    db.commit()
+    db.close()
+    p = e.ctl(["audit", "verify", "--db", "controld.db"], expect=1)
+    check(p.returncode == 1 and f"record {seq}" in (p.stdout + p.stderr),
+          f"audit verify fails after one byte of record {seq} changed, and names it")
+
+
+def crash(root):
+    print("== crash: kill -9 mid-rollout, restart, rollout completes")
+    e = Env(root, canary=True)
+    if not e.start():
+        return
+    e.start_sim(2, canary=1)
+    check(wait_for(lambda: e.converged_on(1), 15), "canary and main node converge on revision 1")
+    now = datetime.now(timezone.utc)
+    e.directive_doc("block.yaml", doc("MINCOM-2026-101", BLOCK, now - timedelta(minutes=1)))
+    e.ctl(["sign", "--secret", "ministry.key", "block.yaml"])
+    e.ctl(["submit", "block.yaml"], role="ministry")
+    e.ctl(["approve", "ministry-of-communications/MINCOM-2026-101"], role="engineer")
+    ro = e.get("/v1/rollout")
+    target = ro["target"]
+    check(ro["stage"] == "canary", f"rollout of revision {target} starts with the canary")
+    check(wait_for(lambda: e.converged_on(target, 1), 10), "canary applied it")
+    e.kill()  # kill -9 while the canary soaks
+    check(e.proc.returncode == -signal.SIGKILL, "controller killed with SIGKILL mid-rollout")
+    e.start()
+    st = e.get("/v1/directives/ministry-of-communications/MINCOM-2026-101")
+    check(st and st["state"] == "active" and len(st["approvals"]) == 1,
+          "after restart: the directive and its approval are there")
+    check(wait_for(lambda: e.get("/v1/rollout")["stage"] == "done", 30), "the rollout completes after restart")
+    check(wait_for(lambda: e.converged_on(target, 2), 10), "both nodes converged on the block's revision")
+    check(e.ctl(["audit", "verify"], role="viewer").returncode == 0, "audit chain intact after the crash")
+
+    print("== agent: controller down, agent restarted, persisted snapshot enforced")
+    e.kill()
+    e.stop_sim()
+    before = len(e.sim_events())
+    e.start_sim(2, canary=1)
+    def restored():
+        evs = e.sim_events()[before:]
+        return len([ev for ev in evs if ev.get("event") == "applied" and ev["revision"] == target]) == 2
+    check(wait_for(restored, 15), f"both restarted agents apply persisted revision {target} with no controller")
+    e.stop_sim()
+
+
+def main():
+    for f in (CONTROLD, CTL, SIM):
+        if not os.access(f, os.X_OK):
+            print(f"missing {f}")
+            return 1
+    with tempfile.TemporaryDirectory(prefix="sluice-control-") as root:
+        try:
+            os.mkdir(os.path.join(root, "story"))
+            story(os.path.join(root, "story"))
+            os.mkdir(os.path.join(root, "crash"))
+            crash(os.path.join(root, "crash"))
+        finally:
+            for p in subprocess.run(["pgrep", "-f", root], capture_output=True, text=True).stdout.split():
+                os.kill(int(p), signal.SIGKILL)
+    print(f"{len(failures)} failed" if failures else "all passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

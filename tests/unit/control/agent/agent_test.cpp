@@ -1,0 +1,608 @@
+// The node agent against a fake controller (httplib::Server on 127.0.0.1, ephemeral port) that
+// serves snapshots signed with a test key, and a fake applier.
+
+#include <doctest/doctest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "control/agent/agent.hpp"
+#include "control/agent/http_transport.hpp"
+#include "control/agent/runner.hpp"
+#include "control/crypto/minisign.hpp"
+
+namespace agent = sluice::control::agent;
+namespace crypto = sluice::control::crypto;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct temp_dir {
+  std::filesystem::path path;
+  temp_dir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "sluice-agent-XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+const crypto::key_pair& controller_keys() {
+  static const crypto::key_pair k = [] {
+    auto p = crypto::generate_key_pair();
+    REQUIRE(p.has_value());
+    return *p;
+  }();
+  return k;
+}
+const crypto::key_pair& other_keys() {
+  static const crypto::key_pair k = [] {
+    auto p = crypto::generate_key_pair();
+    REQUIRE(p.has_value());
+    return *p;
+  }();
+  return k;
+}
+
+std::string policy_text(std::uint64_t revision, const std::string& domain = "t.me") {
+  return "revision: " + std::to_string(revision) +
+         "\nrules:\n  - id: r1\n    directive: D-1\n    action: drop\n    domains: [" + domain +
+         "]\n";
+}
+
+std::string comment_for(const std::string& node, std::uint64_t revision) {
+  return "sluice-snapshot node=" + node + " revision=" + std::to_string(revision);
+}
+
+std::string sign_with(const crypto::key_pair& k, const std::string& text, const std::string& comment) {
+  auto sig = crypto::sign(k.sec, text, comment);
+  REQUIRE(sig.has_value());
+  return *sig;
+}
+
+// A 200 body: node, revision, policy, signed by `k` with `comment` (defaults: the right ones).
+std::string snapshot_body(const std::string& node, std::uint64_t revision, const std::string& policy,
+                          const crypto::key_pair& k, const std::string& comment) {
+  nlohmann::json j;
+  j["node"] = node;
+  j["revision"] = revision;
+  j["policy"] = policy;
+  j["signature"] = sign_with(k, policy, comment);
+  return j.dump();
+}
+std::string good_body(const std::string& node, std::uint64_t revision) {
+  return snapshot_body(node, revision, policy_text(revision), controller_keys(),
+                       comment_for(node, revision));
+}
+
+// The fake controller: offers `body` with ETag `revision`; 304 (after `hold`) when the agent's
+// If-None-Match names that revision or there is nothing to offer. Records what it saw.
+class fake_controller {
+ public:
+  fake_controller() {
+    server_.Get(R"(/v1/nodes/([^/]+)/snapshot)", [this](const httplib::Request& req,
+                                                       httplib::Response& res) {
+      std::string body;
+      std::uint64_t revision = 0;
+      std::chrono::milliseconds hold{};
+      {
+        std::lock_guard lock(mutex_);
+        fetches.push_back({req.matches[1], req.get_header_value("If-None-Match"),
+                           req.get_header_value("X-Sluice-Labels"),
+                           req.get_header_value("Authorization"), req.get_param_value("wait")});
+        body = body_;
+        revision = revision_;
+        hold = hold_;
+      }
+      const std::string etag = "\"" + std::to_string(revision) + "\"";
+      if (body.empty() || req.get_header_value("If-None-Match") == etag) {
+        std::unique_lock lock(mutex_);
+        closing_cv_.wait_for(lock, hold, [&] { return closing_; });
+        res.status = 304;
+        return;
+      }
+      res.set_header("ETag", etag);
+      res.set_content(body, "application/json");
+    });
+    server_.Post(R"(/v1/nodes/([^/]+)/status)", [this](const httplib::Request& req,
+                                                      httplib::Response& res) {
+      std::lock_guard lock(mutex_);
+      reports.push_back(nlohmann::json::parse(req.body));
+      res.status = 204;
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    REQUIRE(port_ > 0);
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
+  }
+  ~fake_controller() {
+    {
+      std::lock_guard lock(mutex_);
+      closing_ = true;
+    }
+    closing_cv_.notify_all();
+    server_.stop();
+    thread_.join();
+  }
+  [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  void offer(std::string body, std::uint64_t revision) {
+    std::lock_guard lock(mutex_);
+    body_ = std::move(body);
+    revision_ = revision;
+  }
+  void hold_304(std::chrono::milliseconds h) {
+    std::lock_guard lock(mutex_);
+    hold_ = h;
+  }
+  // Reports that answer an offer (offered != 0).
+  std::vector<nlohmann::json> offer_reports() {
+    std::lock_guard lock(mutex_);
+    std::vector<nlohmann::json> out;
+    for (const auto& r : reports) {
+      if (r["offered"].get<std::uint64_t>() != 0) out.push_back(r);
+    }
+    return out;
+  }
+
+  struct fetch_seen {
+    std::string node, if_none_match, labels, authorization, wait;
+  };
+  std::mutex mutex_;
+  std::vector<fetch_seen> fetches;
+  std::vector<nlohmann::json> reports;
+
+ private:
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::string body_;
+  std::uint64_t revision_ = 0;
+  std::chrono::milliseconds hold_{0};
+  std::condition_variable closing_cv_;
+  bool closing_ = false;
+};
+
+// A loopback port nobody listens on (bound, then closed: connections are refused).
+std::string dead_url() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+}
+
+class fake_applier final : public agent::applier {
+ public:
+  agent::apply_result apply(const std::string& text, std::uint64_t revision) override {
+    calls.push_back({text, revision});
+    if (refuse) return {false, current_.ruleset_sha256, "compile: rule 1 (r1): bad_prefix"};
+    current_ = {revision, "sha-of-" + std::to_string(revision)};
+    return {true, current_.ruleset_sha256, ""};
+  }
+  agent::applied_policy current() const override { return current_; }
+
+  struct call {
+    std::string text;
+    std::uint64_t revision;
+  };
+  std::vector<call> calls;
+  bool refuse = false;
+  agent::applied_policy current_{0, "sha-empty"};
+};
+
+class fake_clock final : public agent::clock {
+ public:
+  std::chrono::steady_clock::time_point steady_now() override { return steady; }
+  std::int64_t unix_now() override { return unix; }
+  std::chrono::steady_clock::time_point steady{std::chrono::hours(1)};
+  std::int64_t unix = 1'800'000'000;
+};
+
+// One agent with its transport, applier and clock, on `state`.
+struct rig {
+  rig(std::vector<std::string> urls, const std::filesystem::path& state, std::string node = "n1") {
+    agent::http_transport_config tc;
+    tc.urls = std::move(urls);
+    tc.node_id = node;
+    tc.token = "node-token";
+    tc.labels = {{"site", "a"}, {"group", "canary"}};
+    tc.connect_timeout = 1s;
+    tc.request_timeout = 2s;
+    std::string error;
+    transport = agent::http_transport::create(tc, error);
+    REQUIRE_MESSAGE(transport != nullptr, error);
+    agent::agent_config ac;
+    ac.node_id = node;
+    ac.labels = tc.labels;
+    ac.controller_key = controller_keys().pub;
+    ac.state_dir = state;
+    ac.wait = 1s;
+    ac.backoff_initial = 10ms;
+    ac.backoff_max = 40ms;
+    core = std::make_unique<agent::agent>(ac, *transport, applier, clock);
+  }
+  std::unique_ptr<agent::http_transport> transport;
+  fake_applier applier;
+  fake_clock clock;
+  std::unique_ptr<agent::agent> core;
+};
+
+}  // namespace
+
+TEST_CASE("parse_labels: table") {
+  struct row {
+    const char* desc;
+    const char* input;
+    bool ok;
+    agent::label_map expected;
+    const char* error_part;
+  };
+  const row rows[] = {
+      {"empty", "", true, {}, ""},
+      {"two", "site=a,region=north", true, {{"region", "north"}, {"site", "a"}}, ""},
+      {"no equals", "site", false, {}, "not key=value"},
+      {"empty value", "site=", false, {}, "1-64 of"},
+      {"bad char", "si te=a", false, {}, "1-64 of"},
+      {"duplicate", "a=1,a=2", false, {}, "given twice"},
+      {"trailing comma", "a=1,", false, {}, "not key=value"},
+  };
+  for (const row& r : rows) {
+    CAPTURE(r.desc);
+    std::string error;
+    const auto got = agent::parse_labels(r.input, error);
+    REQUIRE(got.has_value() == r.ok);
+    if (r.ok) {
+      CHECK(*got == r.expected);
+    } else {
+      CHECK(error.find(r.error_part) != std::string::npos);
+    }
+  }
+  CHECK(agent::format_labels({{"site", "a"}, {"group", "canary"}}) == "group=canary,site=a");
+}
+
+TEST_CASE("status_json carries every field of the node protocol") {
+  agent::status_report r;
+  r.revision = 4;
+  r.offered = 5;
+  r.ruleset_sha256 = "abc";
+  r.ack = false;
+  r.error = "stale_revision: x";
+  r.labels = {{"site", "a"}};
+  const auto j = nlohmann::json::parse(agent::status_json(r));
+  CHECK(j == nlohmann::json{{"revision", 4}, {"offered", 5}, {"ruleset_sha256", "abc"},
+                            {"result", "nack"}, {"error", "stale_revision: x"},
+                            {"health", "ok"}, {"labels", {{"site", "a"}}}});
+}
+
+TEST_CASE("check_snapshot: each refusal with its code") {
+  const auto& ck = controller_keys();
+  struct row {
+    const char* desc;
+    std::string body;
+    std::uint64_t held;
+    agent::refusal code;
+    const char* detail_part;
+    std::uint64_t offered;
+  };
+  const row rows[] = {
+      {"not JSON", "{", 0, agent::refusal::malformed_snapshot, "not a JSON object", 0},
+      {"no signature", R"({"node":"n1","revision":3,"policy":"x"})", 0,
+       agent::refusal::malformed_snapshot, "\"signature\" missing", 3},
+      {"negative revision", R"({"node":"n1","revision":-3,"policy":"x","signature":"y"})", 0,
+       agent::refusal::malformed_snapshot, "unsigned integer", 0},
+      {"another node's snapshot", good_body("n2", 3), 0, agent::refusal::wrong_node,
+       "for node 'n2', this is 'n1'", 3},
+      {"signed by another key", snapshot_body("n1", 3, policy_text(3), other_keys(), comment_for("n1", 3)),
+       0, agent::refusal::bad_signature, "wrong_key", 3},
+      {"garbage signature", R"({"node":"n1","revision":3,"policy":"revision: 3\nrules: []\n","signature":"nope"})",
+       0, agent::refusal::bad_signature, "malformed_signature", 3},
+      {"comment names another node", snapshot_body("n1", 3, policy_text(3), ck, comment_for("n2", 3)),
+       0, agent::refusal::wrong_trusted_comment, "expected 'sluice-snapshot node=n1 revision=3'", 3},
+      {"comment names another revision", snapshot_body("n1", 3, policy_text(3), ck, comment_for("n1", 4)),
+       0, agent::refusal::wrong_trusted_comment, "node=n1 revision=4", 3},
+      {"policy does not parse", snapshot_body("n1", 3, "revision: 3\nrules: [\n", ck, comment_for("n1", 3)),
+       0, agent::refusal::invalid_policy, ":", 3},
+      {"policy uses apps:", snapshot_body("n1", 3, "revision: 3\nrules:\n  - id: r\n    action: drop\n    apps: [telegram]\n",
+                                          ck, comment_for("n1", 3)),
+       0, agent::refusal::invalid_policy, "", 3},
+      {"policy revision differs", snapshot_body("n1", 3, policy_text(2), ck, comment_for("n1", 3)), 0,
+       agent::refusal::revision_mismatch, "policy says revision: 2, snapshot revision is 3", 3},
+      {"revision equal to held", good_body("n1", 3), 3, agent::refusal::stale_revision,
+       "revision 3 is not above held revision 3", 3},
+      {"revision below held", good_body("n1", 3), 7, agent::refusal::stale_revision,
+       "not above held revision 7", 3},
+  };
+  for (const row& r : rows) {
+    CAPTURE(r.desc);
+    const agent::snapshot_check c = agent::check_snapshot(r.body, "n1", ck.pub, r.held);
+    REQUIRE_FALSE(c);
+    CHECK(c.code == r.code);
+    CHECK(c.offered == r.offered);
+    CHECK_MESSAGE(c.detail.find(r.detail_part) != std::string::npos, c.detail);
+    CHECK(c.error_text().rfind(std::string(agent::to_string(r.code)) + ": ", 0) == 0);
+  }
+  const agent::snapshot_check ok = agent::check_snapshot(good_body("n1", 3), "n1", ck.pub, 2);
+  REQUIRE(ok);
+  CHECK(ok.accepted->revision == 3);
+  CHECK(ok.accepted->policy == policy_text(3));
+}
+
+TEST_CASE("a good snapshot is applied, persisted and ACKed with the applier's sha; then 304") {
+  fake_controller ctl;
+  temp_dir state;
+  rig r({ctl.url()}, state.path);
+  const std::string body = good_body("n1", 5);
+  ctl.offer(body, 5);
+
+  CHECK(r.core->run_once() == agent::poll_outcome::applied);
+  REQUIRE(r.applier.calls.size() == 1);
+  CHECK(r.applier.calls[0].revision == 5);
+  CHECK(r.applier.calls[0].text == policy_text(5));
+
+  const auto reports = ctl.offer_reports();
+  REQUIRE(reports.size() == 1);
+  CHECK(reports[0]["result"] == "ack");
+  CHECK(reports[0]["offered"] == 5);
+  CHECK(reports[0]["revision"] == 5);
+  CHECK(reports[0]["ruleset_sha256"] == "sha-of-5");
+  CHECK(reports[0]["error"] == "");
+  CHECK(reports[0]["labels"] == nlohmann::json{{"group", "canary"}, {"site", "a"}});
+
+  // What was persisted is the snapshot as received.
+  const auto persisted = nlohmann::json::parse(read_text(state.path / "snapshot.json"));
+  CHECK(persisted == nlohmann::json::parse(body));
+  CHECK_FALSE(std::filesystem::exists(state.path / "snapshot.json.tmp"));
+
+  {
+    std::lock_guard lock(ctl.mutex_);
+    REQUIRE(ctl.fetches.size() == 1);
+    CHECK(ctl.fetches[0].node == "n1");
+    CHECK(ctl.fetches[0].if_none_match == "");
+    CHECK(ctl.fetches[0].labels == "group=canary,site=a");
+    CHECK(ctl.fetches[0].authorization == "Bearer node-token");
+    // The first report went out before the fetch: a periodic one (offered 0).
+    REQUIRE(ctl.reports.size() == 2);
+    CHECK(ctl.reports[0]["offered"] == 0);
+    CHECK(ctl.reports[0]["revision"] == 0);
+  }
+
+  CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
+  {
+    std::lock_guard lock(ctl.mutex_);
+    REQUIRE(ctl.fetches.size() == 2);
+    CHECK(ctl.fetches[1].if_none_match == "\"5\"");
+  }
+  const agent::agent_state s = r.core->state();
+  CHECK(s.held_revision == 5);
+  CHECK(s.applied_revision == 5);
+  CHECK(s.ruleset_sha256 == "sha-of-5");
+  CHECK(s.fetches == 2);
+  CHECK(s.not_modified == 1);
+  CHECK(s.applied == 1);
+  CHECK(s.acks == 1);
+  CHECK(s.nacks == 0);
+  CHECK(s.fetch_failures == 0);
+  CHECK(s.last_contact == r.clock.unix);
+  CHECK(s.controller == ctl.url());
+  CHECK(r.applier.calls.size() == 1);
+}
+
+TEST_CASE("refused offers are NACKed, keep the old policy and are not persisted") {
+  const auto& ck = controller_keys();
+  struct row {
+    const char* desc;
+    std::string body;
+    std::uint64_t offered;
+    bool applier_refuses;
+    const char* error_prefix;
+  };
+  const row rows[] = {
+      {"bad signature", snapshot_body("n1", 6, policy_text(6), other_keys(), comment_for("n1", 6)), 6,
+       false, "bad_signature: "},
+      {"tampered policy", [&] {
+         auto j = nlohmann::json::parse(good_body("n1", 6));
+         j["policy"] = policy_text(6, "x.me");
+         return j.dump();
+       }(), 6, false, "bad_signature: bad_signature"},
+      {"signed for another node id", good_body("n2", 6), 6, false, "wrong_node: "},
+      {"comment for another node", snapshot_body("n1", 6, policy_text(6), ck, comment_for("n2", 6)), 6,
+       false, "wrong_trusted_comment: "},
+      {"revision not above the held one", good_body("n1", 4), 4, false,
+       "stale_revision: revision 4 is not above held revision 4"},
+      {"policy does not parse", snapshot_body("n1", 6, "revision: 6\nrules: 7\n", ck, comment_for("n1", 6)),
+       6, false, "invalid_policy: "},
+      {"dataplane refuses it", good_body("n1", 6), 6, true,
+       "apply_failed: compile: rule 1 (r1): bad_prefix"},
+  };
+  for (const row& rw : rows) {
+    CAPTURE(rw.desc);
+    fake_controller ctl;
+    temp_dir state;
+    rig r({ctl.url()}, state.path);
+    ctl.offer(good_body("n1", 4), 4);
+    REQUIRE(r.core->run_once() == agent::poll_outcome::applied);
+    const std::string persisted_before = read_text(state.path / "snapshot.json");
+
+    r.applier.refuse = rw.applier_refuses;
+    ctl.offer(rw.body, rw.offered + 100);  // an ETag the agent does not hold
+    CHECK(r.core->run_once() == agent::poll_outcome::refused);
+
+    CHECK(r.applier.current().revision == 4);
+    CHECK(r.applier.calls.size() == (rw.applier_refuses ? 2u : 1u));
+    CHECK(read_text(state.path / "snapshot.json") == persisted_before);
+    const auto reports = ctl.offer_reports();
+    REQUIRE(reports.size() == 2);
+    const auto& nack = reports[1];
+    CHECK(nack["result"] == "nack");
+    CHECK(nack["offered"] == rw.offered);
+    CHECK(nack["revision"] == 4);
+    CHECK(nack["ruleset_sha256"] == "sha-of-4");
+    CHECK_MESSAGE(nack["error"].get<std::string>().rfind(rw.error_prefix, 0) == 0,
+                  nack["error"].get<std::string>());
+    const agent::agent_state s = r.core->state();
+    CHECK(s.held_revision == 4);
+    CHECK(s.applied_revision == 4);
+    CHECK(s.nacks == 1);
+    CHECK(s.last_error == nack["error"].get<std::string>());
+
+    // Still holding 4: the next fetch says so.
+    ctl.offer(good_body("n1", 4), 4);
+    CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
+    std::lock_guard lock(ctl.mutex_);
+    CHECK(ctl.fetches.back().if_none_match == "\"4\"");
+  }
+}
+
+TEST_CASE("restart: the persisted snapshot is re-verified and applied with the controller down") {
+  temp_dir state;
+  {
+    fake_controller ctl;
+    rig r({ctl.url()}, state.path);
+    ctl.offer(good_body("n1", 3), 3);
+    REQUIRE(r.core->run_once() == agent::poll_outcome::applied);
+  }
+  const std::string down = dead_url();
+  {
+    rig r({down}, state.path);
+    CHECK(r.core->start());
+    REQUIRE(r.applier.calls.size() == 1);
+    CHECK(r.applier.calls[0].revision == 3);
+    CHECK(r.applier.calls[0].text == policy_text(3));
+    CHECK(r.core->state().startup == "persisted snapshot revision 3 in force");
+    CHECK(r.core->run_once() == agent::poll_outcome::fetch_failed);
+    const agent::agent_state s = r.core->state();
+    CHECK(s.held_revision == 3);
+    CHECK(s.applied_revision == 3);
+    CHECK(s.fetch_failures == 1);
+    CHECK(s.status_failures == 1);
+    CHECK(s.last_contact == 0);
+    CHECK(s.last_error.find(down) != std::string::npos);
+  }
+  SUBCASE("tampered policy in the file") {
+    auto j = nlohmann::json::parse(read_text(state.path / "snapshot.json"));
+    j["policy"] = policy_text(3, "x.me");
+    std::ofstream(state.path / "snapshot.json", std::ios::trunc) << j.dump();
+    rig r({down}, state.path);
+    CHECK_FALSE(r.core->start());
+    CHECK(r.applier.calls.empty());
+    CHECK(r.core->state().startup.rfind("persisted snapshot refused: bad_signature: ", 0) == 0);
+    CHECK(r.core->state().held_revision == 0);
+  }
+  SUBCASE("file for another node") {
+    rig r({down}, state.path, "n9");
+    CHECK_FALSE(r.core->start());
+    CHECK(r.applier.calls.empty());
+    CHECK(r.core->state().startup.rfind("persisted snapshot refused: wrong_node: ", 0) == 0);
+  }
+  SUBCASE("truncated file") {
+    const std::string text = read_text(state.path / "snapshot.json");
+    std::ofstream(state.path / "snapshot.json", std::ios::trunc) << text.substr(0, text.size() / 2);
+    rig r({down}, state.path);
+    CHECK_FALSE(r.core->start());
+    CHECK(r.applier.calls.empty());
+    CHECK(r.core->state().startup.rfind("persisted snapshot refused: malformed_snapshot: ", 0) == 0);
+  }
+}
+
+TEST_CASE("no persisted snapshot: start() applies nothing") {
+  temp_dir state;
+  rig r({dead_url()}, state.path);
+  CHECK_FALSE(r.core->start());
+  CHECK(r.applier.calls.empty());
+  CHECK(r.core->state().startup == "no persisted snapshot");
+}
+
+TEST_CASE("failover: the second controller URL serves when the first is down") {
+  fake_controller ctl;
+  temp_dir state;
+  const std::string down = dead_url();
+  rig r({down, ctl.url()}, state.path);
+  ctl.offer(good_body("n1", 2), 2);
+  CHECK(r.core->run_once() == agent::poll_outcome::applied);
+  CHECK(r.core->state().controller == ctl.url());
+  CHECK(ctl.offer_reports().size() == 1);
+  // Sticks with the one that answered.
+  CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
+  CHECK(r.core->state().fetch_failures == 0);
+}
+
+TEST_CASE("every controller down: the failure names each one") {
+  temp_dir state;
+  const std::string a = dead_url(), b = dead_url();
+  rig r({a, b}, state.path);
+  CHECK(r.core->run_once() == agent::poll_outcome::fetch_failed);
+  const std::string err = r.core->state().last_error;
+  CHECK(err.rfind("fetch: ", 0) == 0);
+  CHECK(err.find(a + ": ") != std::string::npos);
+  CHECK(err.find(b + ": ") != std::string::npos);
+}
+
+TEST_CASE("periodic status: reports again once the interval has passed") {
+  fake_controller ctl;
+  temp_dir state;
+  rig r({ctl.url()}, state.path);
+  CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
+  CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
+  {
+    std::lock_guard lock(ctl.mutex_);
+    CHECK(ctl.reports.size() == 1);  // the first one only: 30 s have not passed
+  }
+  r.clock.steady += 31s;
+  CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
+  std::lock_guard lock(ctl.mutex_);
+  REQUIRE(ctl.reports.size() == 2);
+  CHECK(ctl.reports[1]["offered"] == 0);
+  CHECK(ctl.reports[1]["result"] == "ack");
+  CHECK(ctl.reports[1]["health"] == "ok");
+}
+
+TEST_CASE("run on a runner thread: applies, then stop() ends a long-poll in progress") {
+  fake_controller ctl;
+  temp_dir state;
+  rig r({ctl.url()}, state.path);
+  ctl.hold_304(10s);
+  ctl.offer(good_body("n1", 8), 8);
+  std::chrono::steady_clock::time_point stop_at;
+  {
+    agent::runner run(*r.core);
+    REQUIRE(run.started());
+    for (int i = 0; i < 200 && r.core->state().applied_revision != 8; ++i) {
+      std::this_thread::sleep_for(10ms);
+    }
+    CHECK(r.core->state().applied_revision == 8);
+    std::this_thread::sleep_for(100ms);  // now in the held long-poll
+    stop_at = std::chrono::steady_clock::now();
+  }
+  CHECK(std::chrono::steady_clock::now() - stop_at < 3s);
+  CHECK(ctl.offer_reports().size() == 1);
+}

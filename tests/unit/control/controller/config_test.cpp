@@ -1,0 +1,107 @@
+// sluice-controld's config: values and defaults, and every refusal with its line and column.
+#include "control/api/config.hpp"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace api = sluice::control::api;
+namespace crypto = sluice::control::crypto;
+
+namespace {
+
+struct key_dir {
+  std::filesystem::path path;
+  key_dir() {
+    char tmpl[] = "/tmp/sluice-cfg-XXXXXX";
+    path = mkdtemp(tmpl);
+    const auto k = *crypto::generate_key_pair();
+    std::ofstream(path / "c.key") << crypto::format_secret_key(k.sec);
+    std::ofstream(path / "m.pub") << crypto::format_public_key(k.pub);
+    std::filesystem::create_directory(path / "apps");
+    std::ofstream(path / "apps" / "telegram.yaml")
+        << "name: telegram\nprefixes: [91.108.4.0/22]\ndomains: [t.me]\n";
+  }
+  ~key_dir() { std::filesystem::remove_all(path); }
+};
+
+const std::string hash64(64, 'a');
+
+std::string base_config() {
+  return "signing_key: c.key\n"
+         "issuers:\n  - { name: moc, public_key: m.pub }\n"
+         "tokens:\n  - { name: alice, role: engineer, sha256: " + hash64 + " }\n";
+}
+
+}  // namespace
+
+TEST_CASE("a minimal config loads with its defaults; the full one with its values") {
+  key_dir d;
+  std::istringstream in(base_config());
+  const auto c = api::load_daemon_config(in, d.path);
+  CHECK(c.listen == "127.0.0.1:9480");
+  CHECK(c.database == d.path / "controld.db");
+  CHECK(c.core.approvals_required == 1);
+  CHECK(c.core.issuers.size() == 1);
+  CHECK(c.core.issuers[0].issuer == "moc");
+  CHECK(c.core.apps.contains("telegram"));
+  REQUIRE(c.tokens.size() == 1);
+  CHECK(c.tokens[0].r == sluice::control::controller::role::engineer);
+
+  std::istringstream full(base_config() +
+                          "listen: 0.0.0.0:1\napprovals_required: 2\nstale_after_seconds: 7\n"
+                          "canary: { labels: { group: canary }, soak_seconds: 3 }\n"
+                          "inventory: { sites: [a], labels: { region: [n, s] } }\n");
+  const auto f = api::load_daemon_config(full, d.path);
+  CHECK(f.listen == "0.0.0.0:1");
+  CHECK(f.core.approvals_required == 2);
+  CHECK(f.core.stale_after_s == 7);
+  CHECK(f.core.canary_labels.at("group") == "canary");
+  CHECK(f.core.canary_soak_s == 3);
+  CHECK(f.core.known_sites.contains("a"));
+  CHECK(f.core.known_labels.at("region").size() == 2);
+}
+
+TEST_CASE("config refusals say where and why") {
+  key_dir d;
+  struct row {
+    const char* what;
+    std::string text;
+    const char* where;  // "line:column"
+    const char* says;
+  };
+  const row rows[] = {
+      {"unknown key", base_config() + "listne: x\n", "config:6:1", "unknown key 'listne'"},
+      {"bad role", "signing_key: c.key\nissuers:\n  - { name: moc, public_key: m.pub }\n"
+                   "tokens:\n  - { name: a, role: admin, sha256: " + hash64 + " }\n",
+       "config:5:22", "role must be"},
+      {"token in clear", "signing_key: c.key\nissuers:\n  - { name: moc, public_key: m.pub }\n"
+                         "tokens:\n  - { name: a, role: viewer, sha256: secret }\n",
+       "config:5:38", "64 lowercase hex"},
+      {"missing key file", "signing_key: nope.key\nissuers:\n  - { name: moc, public_key: m.pub }\n"
+                           "tokens: []\n",
+       "nope.key", "cannot read"},
+      {"public key is not a key", "signing_key: c.key\nissuers:\n  - { name: moc, public_key: c.key }\n"
+                                  "tokens: []\n",
+       "config:3:30", "c.key"},
+      {"no issuers", "signing_key: c.key\ntokens: []\n", "config:1:1", "issuers"},
+      {"negative number", base_config() + "stale_after_seconds: -5\n", "config:6:22",
+       "non-negative"},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.what);
+    std::istringstream in(r.text);
+    try {
+      (void)api::load_daemon_config(in, d.path);
+      FAIL("accepted");
+    } catch (const api::config_error& e) {
+      const std::string msg = e.what();
+      CAPTURE(msg);
+      CHECK(msg.find(r.where) != std::string::npos);
+      CHECK(msg.find(r.says) != std::string::npos);
+    }
+  }
+}

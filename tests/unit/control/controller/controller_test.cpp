@@ -1,0 +1,367 @@
+// The controller core with a fake clock and a real SQLite store in a temp dir: every refusal
+// path with its exact code, the lifecycle (approval, time-driven activation, expiry, lifting,
+// revocation), compiled snapshots, the staged rollout and a restart.
+#include "control/controller/controller.hpp"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "dataplane/match/policy_config.hpp"
+
+namespace ctl = sluice::control::controller;
+namespace crypto = sluice::control::crypto;
+namespace store = sluice::control::store;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::int64_t t0 = 1795867200;  // 2026-11-28T12:00:00Z
+
+struct fake_clock final : ctl::clock {
+  std::int64_t ms = t0 * 1000;
+  std::int64_t now_ms() override { return ms; }
+  void advance(std::int64_t s) { ms += s * 1000; }
+};
+
+struct temp_dir {
+  std::filesystem::path path;
+  temp_dir() {
+    char tmpl[] = "/tmp/sluice-ctl-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~temp_dir() { std::filesystem::remove_all(path); }
+};
+
+const ctl::principal ministry{"moc-operator", ctl::role::ministry};
+const ctl::principal alice{"eng-alice", ctl::role::engineer};
+const ctl::principal bob{"eng-bob", ctl::role::engineer};
+
+std::string rfc(std::int64_t t) {
+  char buf[32];
+  const std::time_t tt = t;
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string block_doc(const std::string& id, std::int64_t not_before,
+                      std::optional<std::int64_t> not_after = std::nullopt,
+                      const std::string& targets = "  apps: [telegram]\n",
+                      const std::string& issuer = "ministry") {
+  std::string d = "id: " + id + "\nissuer: " + issuer + "\nissued_at: " + rfc(t0 - 60) +
+                  "\nlegal_basis: \"Order 123\"\naction: block\nresponse: notice\ntargets:\n" +
+                  targets + "scope: all\nnot_before: " + rfc(not_before) + "\n";
+  if (not_after) d += "not_after: " + rfc(*not_after) + "\n";
+  return d;
+}
+
+std::string unblock_doc(const std::string& id, const std::string& lifts, std::int64_t not_before) {
+  return "id: " + id + "\nissuer: ministry\nissued_at: " + rfc(t0 - 60) +
+         "\nlegal_basis: \"Order 124\"\naction: unblock\nlifts: [" + lifts +
+         "]\nscope: all\nnot_before: " + rfc(not_before) + "\n";
+}
+
+struct fixture {
+  temp_dir dir;
+  fake_clock clk;
+  crypto::key_pair issuer = *crypto::generate_key_pair();
+  crypto::key_pair other = *crypto::generate_key_pair();
+  crypto::key_pair controller_key = *crypto::generate_key_pair();
+  std::unique_ptr<store::store> st = store::open_sqlite_store((dir.path / "c.db").string());
+  ctl::controller_config cfg;
+  std::unique_ptr<ctl::controller> core;
+
+  explicit fixture(std::function<void(ctl::controller_config&)> tweak = {}) {
+    cfg.issuers.push_back({"ministry", issuer.pub});
+    cfg.signing_key = controller_key.sec;
+    cfg.apps["telegram"] = {"telegram", "", {"91.108.4.0/22", "2001:67c:4e8::/48"},
+                            {"telegram.org", "*.telegram.org", "t.me"}};
+    cfg.known_sites = {"site-a"};
+    cfg.known_labels = {{"group", {"canary", "main"}}};
+    cfg.stale_after_s = 60;
+    if (tweak) tweak(cfg);
+    core = std::make_unique<ctl::controller>(cfg, *st, clk);
+  }
+  std::string sign(const std::string& doc, const crypto::key_pair& k) {
+    return *crypto::sign(k.sec, doc, "timestamp:0");
+  }
+  ctl::op_result<ctl::directive_view> submit(const std::string& doc) {
+    return core->submit(ministry, doc, sign(doc, issuer));
+  }
+  std::vector<std::string> events() {
+    std::vector<std::string> out;
+    const auto records = core->audit(0, 0);
+    for (const auto& r : *records.value) out.push_back(r.event);
+    return out;
+  }
+  std::size_t audit_count() { return core->audit(0, 0).value->size(); }
+  // The node's snapshot: revision and its parsed policy (the node's view).
+  std::pair<std::uint64_t, sluice::match::policy_spec> snapshot(const std::string& node,
+                                                                std::map<std::string, std::string> labels = {}) {
+    auto r = core->snapshot(node, labels, std::nullopt, std::chrono::milliseconds(0));
+    REQUIRE(r);
+    const json body = json::parse(r.value->body);
+    const std::string text = body["policy"];
+    CHECK(crypto::verify(controller_key.pub, text, body["signature"].get<std::string>()));
+    std::istringstream in(text);
+    auto spec = sluice::match::load_policy(in);
+    REQUIRE_MESSAGE(spec, spec.error.text());
+    return {r.value->revision, *spec.spec};
+  }
+  void ack(const std::string& node, std::uint64_t rev, std::map<std::string, std::string> labels = {}) {
+    ctl::status_report rep;
+    rep.revision = rev;
+    rep.offered = rev;
+    REQUIRE(core->node_status(node, labels, rep));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("submissions that are refused change nothing but the audit log, each with its code") {
+  fixture f;
+  const std::string good = block_doc("B-1", t0 + 3600);
+  REQUIRE(f.submit(good));
+
+  struct row {
+    const char* what;
+    std::string document;
+    std::string signature;
+    const char* code;
+    ctl::error_kind kind;
+    int line;
+  };
+  const std::string tampered = good + "# edited\n";
+  const std::string expired = block_doc("B-2", t0 - 7200, t0 - 3600);
+  const std::string unknown_app = block_doc("B-3", t0 + 60, std::nullopt, "  apps: [whatsapp]\n");
+  const std::string foreign = block_doc("B-4", t0 + 60, std::nullopt, "  apps: [telegram]\n", "someone-else");
+  const std::string lifts_unknown = unblock_doc("U-9", "NOPE", t0 + 60);
+  const row rows[] = {
+      {"garbage signature", block_doc("B-5", t0 + 60), "not a signature", "malformed_signature",
+       ctl::error_kind::invalid, 0},
+      {"signed by an untrusted key", block_doc("B-6", t0 + 60), f.sign(block_doc("B-6", t0 + 60), f.other),
+       "unknown_issuer_key", ctl::error_kind::invalid, 0},
+      {"document changed after signing", tampered, f.sign(good, f.issuer), "bad_signature",
+       ctl::error_kind::invalid, 0},
+      {"replayed id", good, f.sign(good, f.issuer), "replayed_id", ctl::error_kind::conflict, 0},
+      {"expired window", expired, f.sign(expired, f.issuer), "expired", ctl::error_kind::invalid, 0},
+      {"unknown app profile", unknown_app, f.sign(unknown_app, f.issuer), "unknown_app",
+       ctl::error_kind::invalid, 8},
+      {"issuer not the key's", foreign, f.sign(foreign, f.issuer), "issuer_mismatch",
+       ctl::error_kind::invalid, 0},
+      {"lifts a directive never received", lifts_unknown, f.sign(lifts_unknown, f.issuer),
+       "unknown_lifted_directive", ctl::error_kind::invalid, 0},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.what);
+    const auto before_directives = f.core->directives().value->size();
+    const auto before_audit = f.audit_count();
+    const auto before_revision = f.core->rollout().target;
+    const auto res = f.core->submit(ministry, r.document, r.signature);
+    REQUIRE_FALSE(res);
+    CHECK(res.error.code == r.code);
+    CHECK(res.error.kind == r.kind);
+    if (r.line) CHECK(res.error.line == r.line);
+    CHECK_FALSE(res.error.message.empty());
+    CHECK(f.core->directives().value->size() == before_directives);
+    CHECK(f.core->rollout().target == before_revision);
+    REQUIRE(f.audit_count() == before_audit + 1);
+    const auto last = f.core->audit(before_audit, 0).value->back();
+    CHECK(last.event == "request.refused");
+    CHECK(json::parse(last.detail)["code"] == r.code);
+  }
+}
+
+TEST_CASE("four eyes: the submitter cannot approve, nobody approves twice, then time drives it") {
+  fixture f([](ctl::controller_config& c) { c.approvals_required = 2; });
+  REQUIRE(f.submit(block_doc("B-1", t0 + 600, t0 + 1200)));
+  CHECK(f.snapshot("n1").second.rules.empty());
+
+  const auto self = f.core->approve({"moc-operator", ctl::role::engineer}, "ministry", "B-1");
+  CHECK(self.error.code == "self_approval");
+  REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  CHECK(f.core->approve(alice, "ministry", "B-1").error.code == "already_approved");
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "awaiting_approval");
+  const auto approved = f.core->approve(bob, "ministry", "B-1");
+  REQUIRE(approved);
+  CHECK(approved.value->record.state == "scheduled");
+  CHECK(f.core->approve(bob, "ministry", "B-1").error.code == "not_awaiting_approval");
+
+  // Scheduled directives are already in the snapshot, with their window: nodes start on time
+  // even when cut off from the controller.
+  auto [rev, spec] = f.snapshot("n1");
+  REQUIRE(spec.rules.size() == 1);
+  CHECK(spec.rules[0].act == sluice::match::action::notice);
+  CHECK(spec.rules[0].not_before == t0 + 600);
+  CHECK(spec.rules[0].not_after == t0 + 1200);
+  CHECK(spec.rules[0].prefixes == std::vector<std::string>{"91.108.4.0/22", "2001:67c:4e8::/48"});
+  CHECK(spec.rules[0].domains.size() == 3);
+  CHECK(spec.rules[0].legal_basis == "Order 123");
+
+  f.clk.advance(600);
+  f.core->tick();
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "active");
+  f.clk.advance(600);
+  f.core->tick();
+  const auto ended = f.core->get("ministry", "B-1").value->record;
+  CHECK(ended.state == "ended");
+  CHECK(ended.end_reason == "expired");
+  auto [rev2, spec2] = f.snapshot("n1");
+  CHECK(rev2 > rev);
+  CHECK(spec2.rules.empty());
+
+  const auto ev = f.events();
+  for (const char* e : {"directive.received", "directive.approved", "directive.scheduled",
+                        "directive.active", "directive.ended", "revision.created"})
+    CHECK_MESSAGE(std::find(ev.begin(), ev.end(), e) != ev.end(), e);
+}
+
+TEST_CASE("an unblock lifts on its own time, in the snapshot and in the lifecycle") {
+  fixture f;
+  REQUIRE(f.submit(block_doc("B-1", t0)));
+  REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "active");
+  REQUIRE(f.submit(unblock_doc("U-1", "B-1", t0 + 300)));
+  REQUIRE(f.core->approve(alice, "ministry", "U-1"));
+  auto [rev, spec] = f.snapshot("n1");
+  REQUIRE(spec.rules.size() == 1);
+  CHECK(spec.rules[0].not_after == t0 + 300);  // the node lifts by itself at the unblock's time
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "active");
+  f.clk.advance(300);
+  f.core->tick();
+  const auto b = f.core->get("ministry", "B-1").value->record;
+  CHECK(b.state == "ended");
+  CHECK(b.end_reason == "lifted");
+  CHECK(f.snapshot("n1").second.rules.empty());
+  // Lifting something already ended is refused.
+  const auto again = unblock_doc("U-2", "B-1", t0 + 400);
+  CHECK(f.core->submit(ministry, again, f.sign(again, f.issuer)).error.code ==
+        "unknown_lifted_directive");
+}
+
+TEST_CASE("revocation and emergency stop are immediate, need a reason, and are audited") {
+  fixture f;
+  REQUIRE(f.submit(block_doc("B-1", t0)));
+  REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  CHECK(f.snapshot("n1").second.rules.size() == 1);
+
+  CHECK(f.core->set_emergency_stop(alice, true, "").error.code == "missing_reason");
+  REQUIRE(f.core->set_emergency_stop(alice, true, "collateral damage reported"));
+  CHECK(f.core->rollout().emergency_stop);
+  CHECK(f.snapshot("n1").second.rules.empty());
+  REQUIRE(f.core->set_emergency_stop(alice, false, "checked"));
+  CHECK(f.snapshot("n1").second.rules.size() == 1);
+
+  CHECK(f.core->revoke(ministry, "ministry", "B-1", "").error.code == "missing_reason");
+  REQUIRE(f.core->revoke(ministry, "ministry", "B-1", "court order quashed"));
+  CHECK(f.core->get("ministry", "B-1").value->record.end_reason == "revoked");
+  CHECK(f.snapshot("n1").second.rules.empty());
+  CHECK(f.core->revoke(ministry, "ministry", "B-1", "again").error.code == "already_ended");
+  const auto ev = f.events();
+  for (const char* e : {"emergency_stop.set", "emergency_stop.cleared", "directive.revoked"})
+    CHECK_MESSAGE(std::find(ev.begin(), ev.end(), e) != ev.end(), e);
+}
+
+TEST_CASE("long poll: 304 while the offer is what the node holds; an approval wakes it") {
+  fixture f;
+  const auto first = f.core->snapshot("n1", {}, std::nullopt, std::chrono::milliseconds(0));
+  REQUIRE(first);
+  const auto held = first.value->revision;
+  const auto same = f.core->snapshot("n1", {}, held, std::chrono::milliseconds(50));
+  CHECK_FALSE(same);
+  CHECK(same.error.code == "not_modified");
+
+  REQUIRE(f.submit(block_doc("B-1", t0)));
+  std::thread approver([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  });
+  const auto woke = f.core->snapshot("n1", {}, held, std::chrono::milliseconds(5000));
+  approver.join();
+  REQUIRE(woke);
+  CHECK(woke.value->revision == held + 1);
+}
+
+TEST_CASE("staged rollout: canary first, the rest after it ACKs and soaks; a NACK halts") {
+  fixture f([](ctl::controller_config& c) {
+    c.canary_labels = {{"group", "canary"}};
+    c.canary_soak_s = 10;
+  });
+  const std::map<std::string, std::string> canary{{"group", "canary"}}, main{{"group", "main"}};
+  const auto r0 = f.snapshot("c1", canary).first;
+  f.ack("c1", r0, canary);
+  CHECK(f.snapshot("m1", main).first == r0);
+  f.ack("m1", r0, main);
+  f.core->tick();
+
+  REQUIRE(f.submit(block_doc("B-1", t0)));
+  REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  const auto r1 = f.core->rollout().target;
+  CHECK(r1 == r0 + 1);
+  CHECK(f.core->rollout().stage == "canary");
+  CHECK(f.snapshot("c1", canary).first == r1);
+  CHECK(f.snapshot("m1", main).first == r0);  // not yet
+
+  f.ack("c1", r1, canary);
+  f.core->tick();
+  CHECK(f.core->rollout().stage == "canary");  // soaking
+  f.clk.advance(11);
+  f.ack("m1", r0, main);
+  f.ack("c1", r1, canary);
+  f.core->tick();
+  CHECK(f.core->rollout().stage == "fleet");
+  CHECK(f.snapshot("m1", main).first == r1);
+  f.ack("m1", r1, main);
+  f.core->tick();
+  CHECK(f.core->rollout().stage == "done");
+  const auto v = f.core->get("ministry", "B-1").value;
+  CHECK(v->in_scope == 2);
+  CHECK(v->enforcing == 2);
+
+  // Next revision: the canary refuses it -> halted, the rest keeps r1.
+  REQUIRE(f.core->revoke(ministry, "ministry", "B-1", "test"));
+  const auto r2 = f.core->rollout().target;
+  ctl::status_report nack;
+  nack.revision = r1;
+  nack.offered = r2;
+  nack.ack = false;
+  nack.error = "policy: line 3: bad rule";
+  REQUIRE(f.core->node_status("c1", canary, nack));
+  f.core->tick();
+  CHECK(f.core->rollout().stage == "halted");
+  CHECK(f.core->rollout().reason.find("c1") != std::string::npos);
+  CHECK(f.snapshot("m1", main).first == r1);
+  bool failing = false;
+  for (const auto& n : f.core->nodes()) failing |= n.record.node_id == "c1" && n.state == "failing";
+  CHECK(failing);
+  const auto ev = f.events();
+  CHECK(std::find(ev.begin(), ev.end(), "node.nack") != ev.end());
+  CHECK(std::find(ev.begin(), ev.end(), "rollout.halted") != ev.end());
+}
+
+TEST_CASE("a silent node becomes stale; a restarted controller has everything") {
+  fixture f;
+  REQUIRE(f.submit(block_doc("B-1", t0)));
+  REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  const auto [rev, spec] = f.snapshot("n1");
+  f.ack("n1", rev);
+  f.core->tick();
+  f.clk.advance(61);
+  f.core->tick();
+  REQUIRE(f.core->nodes().size() == 1);
+  CHECK(f.core->nodes()[0].state == "stale");
+
+  const auto audit_before = f.audit_count();
+  f.core.reset();
+  f.core = std::make_unique<ctl::controller>(f.cfg, *f.st, f.clk);
+  CHECK(f.core->rollout().target == rev);
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "active");
+  CHECK(f.audit_count() == audit_before);
+  CHECK(f.snapshot("n1").second.rules.size() == 1);
+  CHECK(f.core->nodes().size() == 1);
+}
