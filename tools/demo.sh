@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The main job, for now: on a fresh Debian 12 machine (root), build Sluice and replay real
-# captures — Telegram's own traffic, and other messengers' that must not be touched — and the
-# synthetic evasion/lookalike captures of tools/gen_captures.py through the classifier and the
-# example Telegram-blocking policy (config/policy.example.yaml). Prints what the policy stops and
-# checks it against the captures' ground truth: every Telegram flow (by address or by name)
-# stopped, no other flow touched. Exits non-zero if either is not so.
+# The main job: on a fresh Debian 12 machine (root), build Sluice and tell its story end to end
+# (tools/demo.py): sluice-controld and two sluice-dataplane nodes, each inline between network
+# namespaces with real TLS and HTTP traffic; a ministry's signed directive blocks Telegram (by
+# address and by name) and is approved; both nodes converge and stop Telegram while other traffic
+# flows, shown with counters; a signed unblock lifts it; both converge and Telegram flows again;
+# then the audit trail, the rollout timeline and where the metrics are. Without root or network
+# namespaces it falls back to capture replay through the nodes' persisted snapshots, and says so.
 #
-# The DPDK fast path, the control plane and the full signed-directive story come next (issues
-# 3-5); this shows the classification and matching core they stand on.
+# Then, as before, the classifier over real captures (Telegram's own traffic, and other
+# messengers' that must not be touched) and the synthetic evasion/lookalike captures of
+# tools/gen_captures.py, checked against the captures' ground truth (SLUICE_DEMO_CAPTURES=0
+# skips it). Exits non-zero if any step did not happen as described.
+#
+#   tools/demo.sh [demo.py options: --mode auto|namespaces|replay, --hold, --time-limit S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +20,31 @@ testdata=${SLUICE_TESTDATA:-../shared/testdata}
 captures=(telegram.pcap telegram_videocall.pcapng teams.pcap signal.pcap whatsapp.pcap
           tls_ech.pcapng dns.pcap)
 
-bash tools/setup.sh >/dev/null
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C build sluice-classify generated_captures >/dev/null
+if [ "$(id -u)" -eq 0 ]; then
+  bash tools/setup.sh >/dev/null
+else
+  echo "demo.sh: not root: not installing packages (tools/setup.sh); the demo will replay captures"
+fi
+echo "demo.sh: building (build/) ..."
+log=$(mktemp)
+if ! { cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
+       ninja -C build sluice-controld sluicectl sluice-dataplane sluice-fleet-sim sluice-classify \
+         generated_captures; } >"$log" 2>&1; then
+  tail -50 "$log" >&2
+  rm -f "$log"
+  echo "demo.sh: build failed" >&2
+  exit 1
+fi
+rm -f "$log"
+
+status=0
+/usr/bin/python3 tools/demo.py --build build --source . --testdata "$testdata" "$@" || status=1
+if [ "${SLUICE_DEMO_CAPTURES:-1}" = 0 ]; then
+  exit $status
+fi
+
+echo
+echo "== also: the classifier and the example policy over real and synthetic captures"
 
 paths=()
 for c in "${captures[@]}"; do paths+=("$testdata/captures/$c"); done
@@ -28,7 +55,6 @@ trap 'rm -f "$out"' EXIT
 
 echo
 echo "== checking against ground truth (tshark + nDPI prefixes, ${testdata}/captures/*.truth.tsv)"
-status=0
 for c in "${captures[@]}"; do
   # Telegram TCP/UDP flows per the truth: server address in Telegram's prefixes, or a Telegram name.
   want=$(grep -v '^#' "$testdata/captures/$c.truth.tsv" |
@@ -66,6 +92,6 @@ for r in "${rows[@]}"; do
 done
 
 echo
-[ $status -eq 0 ] && echo "demo: every Telegram flow stopped, nothing else touched" ||
-  echo "demo: FAILED (see mismatches above)" >&2
+[ $status -eq 0 ] && echo "demo.sh: the story happened as described; in the captures every Telegram flow was stopped, nothing else touched" ||
+  echo "demo.sh: FAILED (see FAIL and MISMATCH lines above)" >&2
 exit $status
