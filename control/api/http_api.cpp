@@ -144,10 +144,10 @@ void http_api::attach(httplib::Server& server) {
       } else {
         const controller::principal who{it->second.name, it->second.r};
         if (std::find(roles.begin(), roles.end(), who.r) == roles.end()) {
-          if (req.method != "GET") core_.audit_denied(who, req.method + " " + route);
-          send_error(res, {error_kind::forbidden, "forbidden",
-                           "role " + std::string(controller::to_string(who.r)) +
-                               " may not " + req.method + " " + route});
+          const std::string message = "role " + std::string(controller::to_string(who.r)) +
+                                      " may not " + req.method + " " + route;
+          if (req.method != "GET") core_.audit_refused(who, req.method + " " + route, "forbidden", message);
+          send_error(res, {error_kind::forbidden, "forbidden", message});
         } else {
           h(req, res, who);
         }
@@ -173,9 +173,11 @@ void http_api::attach(httplib::Server& server) {
               guarded("/v1/directives", ministry, [this](const auto& req, auto& res, const auto& who) {
                 const auto body = body_json(req);
                 if (!body || !(*body).contains("document") || !(*body)["document"].is_string() ||
-                    !(*body).contains("signature") || !(*body)["signature"].is_string())
-                  return send_error(res, {error_kind::invalid, "bad_request",
-                                          "body must be {\"document\": string, \"signature\": string}"});
+                    !(*body).contains("signature") || !(*body)["signature"].is_string()) {
+                  const std::string message = "body must be {\"document\": string, \"signature\": string}";
+                  core_.audit_refused(who, "POST /v1/directives", "bad_request", message);
+                  return send_error(res, {error_kind::invalid, "bad_request", message});
+                }
                 const auto r = core_.submit(who, (*body)["document"].template get<std::string>(),
                                             (*body)["signature"].template get<std::string>());
                 if (!r) return send_error(res, r.error);

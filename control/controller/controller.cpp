@@ -227,11 +227,16 @@ op_error controller::refuse(const principal& who, error_kind kind, std::string c
   return {kind, std::move(code), std::move(message), line, column};
 }
 
-void controller::audit_denied(const principal& who, const std::string& what) {
+void controller::audit_refused(const principal& who, const std::string& request,
+                               const std::string& code, const std::string& message) {
   std::lock_guard lock(mutex_);
   store::write_batch batch;
-  batch.audit.push_back(event(who, "request.denied", "",
-                              json{{"request", what}, {"role", to_string(who.r)}}.dump()));
+  batch.audit.push_back(event(who, "request.refused", "",
+                              json{{"request", request},
+                                   {"role", to_string(who.r)},
+                                   {"code", code},
+                                   {"message", message}}
+                                  .dump()));
   (void)commit_locked(batch);
 }
 

@@ -162,8 +162,10 @@ class controller {
                                                            const std::string& reason);
   [[nodiscard]] op_result<rollout_view> set_paused(const principal& who, bool paused,
                                                    const std::string& reason);
-  // Records a refused request (wrong role) in the audit log.
-  void audit_denied(const principal& who, const std::string& what);
+  // Records a request refused before it reached the core (wrong role, malformed body) in the
+  // audit log as request.refused with `code`.
+  void audit_refused(const principal& who, const std::string& request, const std::string& code,
+                     const std::string& message);
 
   [[nodiscard]] op_result<std::vector<directive_view>> directives();
   [[nodiscard]] op_result<directive_view> get(const std::string& issuer, const std::string& id);

@@ -1,1 +1,0 @@
-// sluice-rtbh lands with issue 6
