@@ -1,7 +1,6 @@
 #include "control/api/http_api.hpp"
 
 #include <httplib.h>
-#include <openssl/evp.h>
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
@@ -105,18 +104,7 @@ std::optional<json> body_json(const httplib::Request& req) {
 
 }  // namespace
 
-std::string token_hash(const std::string& token) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(token.data(), token.size(), md, &len, EVP_sha256(), nullptr) != 1) return {};
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
+std::string token_hash(const std::string& token) { return audit::sha256_hex(token); }
 
 http_api::http_api(controller::controller& core, const std::vector<token_entry>& tokens)
     : core_(core) {

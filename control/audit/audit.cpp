@@ -31,6 +31,9 @@ class sha256 {
     }
   }
 
+  // Raw bytes, no length prefix.
+  void bytes(std::string_view b) { update(b.data(), b.size()); }
+
   void field(std::string_view bytes) {
     std::array<unsigned char, 8> len{};
     std::uint64_t n = bytes.size();
@@ -89,6 +92,12 @@ std::string record_hash(const audit_record& r) {
   h.field(r.subject);
   h.field(r.detail);
   h.field(r.prev_hash);
+  return h.hex_digest();
+}
+
+std::string sha256_hex(std::string_view data) {
+  sha256 h;
+  h.bytes(data);
   return h.hex_digest();
 }
 

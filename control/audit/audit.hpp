@@ -30,6 +30,10 @@ struct audit_record {
 // OpenSSL itself fails (it does not for SHA-256 short of memory exhaustion).
 [[nodiscard]] std::string record_hash(const audit_record& r);
 
+// Lowercase hex SHA-256 of `data` (document digests in audit details, token hashes).
+// Throws std::runtime_error only if OpenSSL fails.
+[[nodiscard]] std::string sha256_hex(std::string_view data);
+
 // Sets r.seq, r.prev_hash and r.hash to follow `prev` (nullptr: r is the first record).
 void seal(audit_record& r, const audit_record* prev);
 

@@ -1,6 +1,5 @@
 #include "control/controller/controller.hpp"
 
-#include <openssl/evp.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
@@ -21,19 +20,6 @@ constexpr std::string_view state_active = "active";
 constexpr std::string_view state_ended = "ended";
 constexpr const char* all_states[] = {"awaiting_approval", "scheduled", "active", "ended"};
 constexpr const char* node_states[] = {"converged", "pending", "failing", "stale"};
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return {};
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
 
 std::string key_of(const std::string& issuer, const std::string& id) { return issuer + "/" + id; }
 
@@ -216,7 +202,7 @@ op_error controller::refuse(const principal& who, error_kind kind, std::string c
                             std::string message, const std::string& subject,
                             const std::string& document, int line, int column) {
   store::write_batch batch;
-  json detail{{"code", code}, {"message", message}, {"document_sha256", sha256_hex(document)}};
+  json detail{{"code", code}, {"message", message}, {"document_sha256", audit::sha256_hex(document)}};
   if (line > 0) {
     detail["line"] = line;
     detail["column"] = column;
@@ -472,7 +458,7 @@ op_result<directive_view> controller::submit(const principal& who, const std::st
   store::write_batch batch;
   batch.directives.push_back({rec, 0});
   json detail{{"action", rec.action},
-              {"document_sha256", sha256_hex(document)},
+              {"document_sha256", audit::sha256_hex(document)},
               {"key_id", crypto::to_hex(*id)},
               {"trusted_comment", verified.trusted_comment},
               {"not_before", fleet::format_rfc3339(d.not_before)}};
@@ -487,21 +473,30 @@ op_result<directive_view> controller::submit(const principal& who, const std::st
   return {view_locked(stored ? *stored : rec), {}};
 }
 
+std::optional<op_error> controller::find_locked(const principal& who, const std::string& issuer,
+                                               const std::string& id,
+                                               std::vector<directive_record>& all,
+                                               directive_record*& found) {
+  try {
+    all = store_.list_directives();
+  } catch (const store::store_error& e) {
+    return op_error{error_kind::unavailable, "store_failed", e.what()};
+  }
+  for (auto& r : all)
+    if (r.issuer == issuer && r.id == id) found = &r;
+  if (!found)
+    return refuse(who, error_kind::not_found, "not_found", "no directive " + key_of(issuer, id),
+                  key_of(issuer, id), "");
+  return std::nullopt;
+}
+
 op_result<directive_view> controller::approve(const principal& who, const std::string& issuer,
                                               const std::string& id) {
   std::lock_guard lock(mutex_);
   const std::string key_name = key_of(issuer, id);
   std::vector<directive_record> all;
-  try {
-    all = store_.list_directives();
-  } catch (const store::store_error& e) {
-    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
-  }
-  auto it = std::find_if(all.begin(), all.end(),
-                         [&](const directive_record& r) { return r.issuer == issuer && r.id == id; });
-  if (it == all.end())
-    return {std::nullopt, refuse(who, error_kind::not_found, "not_found",
-                                 "no directive " + key_name, key_name, "")};
+  directive_record* it = nullptr;
+  if (auto e = find_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
   if (it->state != state_awaiting)
     return {std::nullopt, refuse(who, error_kind::conflict, "not_awaiting_approval",
                                  "directive " + key_name + " is " + it->state +
@@ -538,16 +533,8 @@ op_result<directive_view> controller::revoke(const principal& who, const std::st
   std::lock_guard lock(mutex_);
   const std::string key_name = key_of(issuer, id);
   std::vector<directive_record> all;
-  try {
-    all = store_.list_directives();
-  } catch (const store::store_error& e) {
-    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
-  }
-  auto it = std::find_if(all.begin(), all.end(),
-                         [&](const directive_record& r) { return r.issuer == issuer && r.id == id; });
-  if (it == all.end())
-    return {std::nullopt, refuse(who, error_kind::not_found, "not_found",
-                                 "no directive " + key_name, key_name, "")};
+  directive_record* it = nullptr;
+  if (auto e = find_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
   if (it->state == state_ended)
     return {std::nullopt, refuse(who, error_kind::conflict, "already_ended",
                                  "directive " + key_name + " already ended (" + it->end_reason + ")",
@@ -623,11 +610,7 @@ op_result<rollout_view> controller::set_paused(const principal& who, bool paused
       rollout_.stage_since = clk_.now_ms();
     }
   }
-  batch.meta["rollout"] = json{{"target", rollout_.target},      {"released", rollout_.released},
-                               {"stage", rollout_.stage},        {"paused", rollout_.paused},
-                               {"reason", rollout_.reason},      {"stage_since", rollout_.stage_since},
-                               {"canary_acked_at", rollout_.canary_acked_at}}
-                              .dump();
+  batch.meta["rollout"] = rollout_json();
   batch.audit.push_back(event(who, paused ? "rollout.paused" : "rollout.resumed", "",
                               json{{"reason", reason}, {"revision", rollout_.target}}.dump()));
   if (auto e = commit_locked(batch)) {
@@ -639,6 +622,14 @@ op_result<rollout_view> controller::set_paused(const principal& who, bool paused
 }
 
 // ---- rollout ------------------------------------------------------------------------------
+
+std::string controller::rollout_json() const {
+  return json{{"target", rollout_.target},       {"released", rollout_.released},
+              {"stage", rollout_.stage},         {"paused", rollout_.paused},
+              {"reason", rollout_.reason},       {"stage_since", rollout_.stage_since},
+              {"canary_acked_at", rollout_.canary_acked_at}}
+      .dump();
+}
 
 bool controller::is_canary(const store::node_record& n) const {
   if (cfg_.canary_labels.empty()) return false;
@@ -677,11 +668,7 @@ void controller::start_rollout_locked(std::uint64_t revision, store::write_batch
   } else {
     rollout_.stage = "canary";
   }
-  batch.meta["rollout"] = json{{"target", rollout_.target},      {"released", rollout_.released},
-                               {"stage", rollout_.stage},        {"paused", rollout_.paused},
-                               {"reason", rollout_.reason},      {"stage_since", rollout_.stage_since},
-                               {"canary_acked_at", rollout_.canary_acked_at}}
-                              .dump();
+  batch.meta["rollout"] = rollout_json();
   batch.audit.push_back(event({"controller", role::engineer}, "rollout.started", "",
                               json{{"revision", revision}, {"stage", rollout_.stage}}.dump()));
 }
@@ -758,11 +745,7 @@ void controller::advance_rollout_locked(store::write_batch& batch) {
   }
   if (rollout_.stage != before.stage || rollout_.released != before.released ||
       rollout_.canary_acked_at != before.canary_acked_at)
-    batch.meta["rollout"] = json{{"target", rollout_.target},      {"released", rollout_.released},
-                                 {"stage", rollout_.stage},        {"paused", rollout_.paused},
-                                 {"reason", rollout_.reason},      {"stage_since", rollout_.stage_since},
-                                 {"canary_acked_at", rollout_.canary_acked_at}}
-                                .dump();
+    batch.meta["rollout"] = rollout_json();
 }
 
 void controller::tick() {

@@ -226,6 +226,13 @@ class controller {
                       const std::string& reason);
   bool recompile_locked(const std::vector<store::directive_record>& all, store::write_batch& batch,
                         const std::string& reason);
+  // Reads every directive into `all` and points `found` at the one named, or refuses
+  // (not_found, audited) / fails (store).
+  [[nodiscard]] std::optional<op_error> find_locked(const principal& who, const std::string& issuer,
+                                                    const std::string& id,
+                                                    std::vector<store::directive_record>& all,
+                                                    store::directive_record*& found);
+  [[nodiscard]] std::string rollout_json() const;  // the persisted rollout state
   void start_rollout_locked(std::uint64_t revision, store::write_batch& batch, bool skip_canary);
   void advance_rollout_locked(store::write_batch& batch);
   [[nodiscard]] bool is_canary(const store::node_record& n) const;
