@@ -248,9 +248,11 @@ def story(root):
     st = e.get("/v1/directives/ministry-of-communications/MINCOM-2026-001")
     check(st["state"] == "ended" and st["end_reason"] == "lifted", f"block ended by the lift: {st['state']}/{st['end_reason']}")
 
-    m = e.get("/metrics", None)
-    check(isinstance(m, str) and 'sluice_control_nodes{state="converged"} 2' in m,
-          "metrics: 2 converged nodes")
+    # Gauges follow the controller's tick (every 250 ms), so give them a moment.
+    m = wait_for(lambda: (lambda t: t if isinstance(t, str) and
+                          'sluice_control_nodes{state="converged"} 2' in t else None)(
+                              e.get("/metrics", None)), 5)
+    check(m is not None, "metrics: 2 converged nodes")
     check(isinstance(m, str) and "sluice_control_signature_failures_total 2" in m,
           "metrics: 2 signature failures")
 
