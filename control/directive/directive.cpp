@@ -430,7 +430,7 @@ class reader {
   }
 
   static throttle_spec read_throttle(const YAML::Node& node) {
-    constexpr std::uint64_t max_burst = 16u << 20;
+    constexpr std::uint64_t max_burst = sluice::match::max_throttle_burst_bytes;
     const fields f(node, "throttle", {"rate_bps", "burst_bytes"});
     throttle_spec t;
     t.rate_bps = positive_integer(f.require("rate_bps", "throttle").value, "throttle.rate_bps");
@@ -438,7 +438,7 @@ class reader {
     t.burst_bytes = positive_integer(burst.value, "throttle.burst_bytes");
     if (t.burst_bytes > max_burst) {
       fail(error_code::bad_value, burst.value,
-           "throttle.burst_bytes must be at most " + std::to_string(max_burst) + " (16 MiB)");
+           "throttle.burst_bytes must be at most " + std::to_string(max_burst) + " (16 MiB - 1, the fast path's token bucket)");
     }
     return t;
   }

@@ -19,12 +19,14 @@
 #include <cstdint>
 #include <limits>
 
+#include "dataplane/match/action.hpp"
+
 namespace sluice::engine {
 
 class token_bucket {
  public:
   static constexpr std::uint64_t max_rate_bps = (std::uint64_t{1} << 40) - 1;
-  static constexpr std::uint64_t max_burst_bytes = (std::uint64_t{1} << 24) - 1;
+  static constexpr std::uint64_t max_burst_bytes = match::max_throttle_burst_bytes;
 
   constexpr token_bucket(std::uint64_t rate_bps, std::uint32_t burst_bytes) noexcept
       : rate_bps_(rate_bps < max_rate_bps ? rate_bps : max_rate_bps),

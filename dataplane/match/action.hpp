@@ -15,6 +15,10 @@ namespace sluice::match {
   X(throttle, "throttle") /* rate-limit the flow */                                  \
   X(monitor, "monitor")   /* count only (shadow mode) */
 
+// The largest token-bucket depth the fast path holds (engine/token_bucket.hpp): policies and
+// directives asking for more are refused rather than silently clamped.
+inline constexpr std::uint64_t max_throttle_burst_bytes = (std::uint64_t{1} << 24) - 1;
+
 enum class action : std::uint8_t {
 #define SLUICE_X(name, str) name,
   SLUICE_ACTIONS(SLUICE_X)

@@ -250,6 +250,10 @@ class policy_reader {
       if (t.contains("burst_bytes")) {
         r.throttle.burst_bytes = unsigned_value(t["burst_bytes"], "burst_bytes");
         if (r.throttle.burst_bytes == 0) fail(t["burst_bytes"], "burst_bytes must be > 0");
+        if (r.throttle.burst_bytes > max_throttle_burst_bytes)
+          fail(t["burst_bytes"], "burst_bytes must be at most " +
+                                     std::to_string(max_throttle_burst_bytes) +
+                                     " (the fast path's token bucket)");
       } else {
         r.throttle.burst_bytes = default_burst_bytes;
       }

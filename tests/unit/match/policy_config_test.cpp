@@ -140,6 +140,10 @@ TEST_CASE("load_policy: errors carry line and column") {
       {"throttle rate zero",
        "rules:\n  - id: r1\n    action: throttle\n    throttle: {rate_bps: 0}\n    domains: [t.me]\n",
        4, 26, "rate_bps must be > 0"},
+      {"throttle burst beyond the token bucket",
+       "rules:\n  - id: r1\n    action: throttle\n    throttle: {rate_bps: 1, burst_bytes: 16777216}\n"
+       "    domains: [t.me]\n",
+       4, 42, "at most 16777215"},
       {"negative revision", "revision: -1\nrules: []\n", 1, 11, "non-negative integer"},
       {"repeated key", "rules: []\nrules: []\n", 2, 1, "repeated key"},
       {"duplicate rule id",

@@ -123,7 +123,7 @@ TEST_CASE("directive: every error code, with its line and column") {
       {"zero rate", head + "action: throttle\nthrottle: {rate_bps: 0, burst_bytes: 1}\n",
        error_code::bad_value, 6, 22, "greater than 0"},
       {"burst above 16 MiB",
-       head + "action: throttle\nthrottle: {rate_bps: 1, burst_bytes: 16777217}\n",
+       head + "action: throttle\nthrottle: {rate_bps: 1, burst_bytes: 16777216}\n",
        error_code::bad_value, 6, 38, "16 MiB"},
       {"app twice", head + "action: block\ntargets: {apps: [telegram, telegram]}\n",
        error_code::bad_value, 6, 28, "repeats"},
@@ -281,7 +281,7 @@ TEST_CASE("directive: valid documents for every action") {
               "scope: {labels: {region: north}}\nnot_before: 2026-12-01T00:00:00Z\n",
        d::directive_action::monitor},
       {"throttle",
-       head + "action: throttle\nthrottle: {rate_bps: 64000, burst_bytes: 16777216}\n"
+       head + "action: throttle\nthrottle: {rate_bps: 64000, burst_bytes: 16777215}\n"
               "targets: {apps: [whatsapp]}\nscope: {sites: [spb-1], labels: {tier: edge}}\n"
               "not_before: 2026-11-28T00:00:00Z\n",
        d::directive_action::throttle},
@@ -307,7 +307,7 @@ TEST_CASE("directive: valid documents for every action") {
   const auto throttle = d::parse_directive(rows[4].yaml, context());
   REQUIRE(throttle.value->throttle.has_value());
   CHECK(throttle.value->throttle->rate_bps == 64000);
-  CHECK(throttle.value->throttle->burst_bytes == 16u << 20);
+  CHECK(throttle.value->throttle->burst_bytes == (16u << 20) - 1);
 }
 
 TEST_CASE("directive: time limits come from the context") {
