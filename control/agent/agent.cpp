@@ -255,6 +255,7 @@ std::string_view to_string(poll_outcome o) noexcept {
     case poll_outcome::refused: return "refused";
     case poll_outcome::not_modified: return "not_modified";
     case poll_outcome::fetch_failed: return "fetch_failed";
+    case poll_outcome::report_failed: return "report_failed";
     case poll_outcome::stopped: return "stopped";
   }
   return "unknown";
@@ -390,7 +391,7 @@ poll_outcome agent::run_once() {
   if (stopping()) return poll_outcome::stopped;
   if (pending_) {
     const status_report again = *pending_;
-    (void)send(again);
+    if (!send(again)) return stopping() ? poll_outcome::stopped : poll_outcome::report_failed;
   } else if (clock_.steady_now() >= next_status_) {
     (void)send(periodic_report());
   }
@@ -447,7 +448,8 @@ void agent::run() {
   while (!stopping()) {
     const poll_outcome o = run_once();
     if (o == poll_outcome::stopped) break;
-    if (o == poll_outcome::fetch_failed || o == poll_outcome::refused) {
+    if (o == poll_outcome::fetch_failed || o == poll_outcome::refused ||
+        o == poll_outcome::report_failed) {
       backoff_ = backoff_.count() == 0
                      ? config_.backoff_initial
                      : std::min(config_.backoff_max, backoff_ * 2);

@@ -218,7 +218,17 @@ struct agent_state {
   std::string startup;                 // what happened to the persisted snapshot at start
 };
 
-enum class poll_outcome : std::uint8_t { applied, refused, not_modified, fetch_failed, stopped };
+// report_failed: a status report (an ACK or NACK) could not be delivered; it is retried, with
+// backoff, before the next long poll rather than after it, so a lost ACK is late by the backoff,
+// not by a whole poll.
+enum class poll_outcome : std::uint8_t {
+  applied,
+  refused,
+  not_modified,
+  fetch_failed,
+  report_failed,
+  stopped
+};
 [[nodiscard]] std::string_view to_string(poll_outcome o) noexcept;
 
 class agent {

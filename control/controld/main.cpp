@@ -1,6 +1,7 @@
 // sluice-controld --config FILE: the Sluice controller (control/README.md).
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -94,8 +95,22 @@ int main(int argc, char** argv) {
   api::http_api routes(*core, cfg.tokens);
   routes.attach(*server);
 
+  // Debian's libcpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled
+  // in): when a revision goes out, every node reconnects at once (its ACK, then its next long
+  // poll) and the kernel drops SYNs past the backlog, delaying ACKs by a retransmit or more. So
+  // note the listening socket as httplib creates it and listen() again with the system's limit.
+  socket_t listen_fd = INVALID_SOCKET;
+  server->set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
   if (!server->bind_to_port(host.c_str(), port)) {
     std::fprintf(stderr, "sluice-controld: cannot listen on %s\n", cfg.listen.c_str());
+    return 1;
+  }
+  if (listen_fd == INVALID_SOCKET || ::listen(listen_fd, SOMAXCONN) != 0) {
+    std::fprintf(stderr, "sluice-controld: cannot raise the listen backlog on %s\n",
+                 cfg.listen.c_str());
     return 1;
   }
   g_server = server.get();

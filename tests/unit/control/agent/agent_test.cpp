@@ -132,6 +132,11 @@ class fake_controller {
     server_.Post(R"(/v1/nodes/([^/]+)/status)", [this](const httplib::Request& req,
                                                       httplib::Response& res) {
       std::lock_guard lock(mutex_);
+      if (failing_status_ > 0) {
+        --failing_status_;
+        res.status = 503;
+        return;
+      }
       reports.push_back(nlohmann::json::parse(req.body));
       res.status = 204;
     });
@@ -154,6 +159,11 @@ class fake_controller {
     std::lock_guard lock(mutex_);
     body_ = std::move(body);
     revision_ = revision;
+  }
+  // The next `n` status reports are answered 503 (and not recorded).
+  void fail_status(int n) {
+    std::lock_guard lock(mutex_);
+    failing_status_ = n;
   }
   void hold_304(std::chrono::milliseconds h) {
     std::lock_guard lock(mutex_);
@@ -183,6 +193,7 @@ class fake_controller {
   std::string body_;
   std::uint64_t revision_ = 0;
   std::chrono::milliseconds hold_{0};
+  int failing_status_ = 0;
   std::condition_variable closing_cv_;
   bool closing_ = false;
 };
@@ -605,4 +616,29 @@ TEST_CASE("run on a runner thread: applies, then stop() ends a long-poll in prog
   }
   CHECK(std::chrono::steady_clock::now() - stop_at < 3s);
   CHECK(ctl.offer_reports().size() == 1);
+}
+
+TEST_CASE("a lost ACK is re-sent before the next long poll, not after it") {
+  fake_controller ctl;
+  temp_dir state;
+  rig r({ctl.url()}, state.path);
+  ctl.offer(good_body("n1", 5), 5);
+  ctl.fail_status(3);  // the first periodic report, the ACK, and the ACK's first retry
+
+  CHECK(r.core->run_once() == agent::poll_outcome::applied);
+  CHECK(ctl.offer_reports().empty());
+  CHECK(r.core->run_once() == agent::poll_outcome::report_failed);
+  {
+    std::lock_guard lock(ctl.mutex_);
+    CHECK(ctl.fetches.size() == 1);  // no long poll while the ACK is owed
+  }
+  ctl.hold_304(0ms);
+  CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
+  const auto acks = ctl.offer_reports();
+  REQUIRE(acks.size() == 1);
+  CHECK(acks[0]["result"] == "ack");
+  CHECK(acks[0]["offered"] == 5);
+  std::lock_guard lock(ctl.mutex_);
+  CHECK(ctl.fetches.size() == 2);
+  CHECK(r.core->state().status_failures == 3);
 }
