@@ -13,110 +13,36 @@ and sluice-fleet-sim (the real agent code, two nodes).
 3. agent: with the controller gone, a restarted agent enforces its persisted snapshot.
 Exit 0 pass, 1 fail."""
 
-import hashlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
+
+from control_harness import Controller, check, failures, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 CONTROLD = os.path.join(BIN, "sluice-controld")
 CTL = os.path.join(BIN, "sluicectl")
 SIM = os.path.join(BIN, "sluice-fleet-sim")
-TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
-          "viewer": "tok-viewer", "node": "tok-node-fleet"}
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rfc(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def wait_for(pred, timeout, step=0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
-
-
-class Env:
+class Env(Controller):
     def __init__(self, root, canary=False):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
+        super().__init__(root, BIN, SRC, keys=("ministry", "other", "controller"),
+                         stale_after=20, canary_soak=2 if canary else 0)
         self.sim = None
         self.sim_out = os.path.join(root, "sim.jsonl")
-        self.ctl(["keygen", "--public", "ministry.pub", "--secret", "ministry.key"])
-        self.ctl(["keygen", "--public", "other.pub", "--secret", "other.key"])
-        self.ctl(["keygen", "--public", "controller.pub", "--secret", "controller.key"])
-        with open(os.path.join(root, "node.token"), "w") as f:
-            f.write(TOKENS["node"])
-        tokens = "\n".join(
-            f"  - {{ name: {role}-user, role: {role}, sha256: {hashlib.sha256(t.encode()).hexdigest()} }}"
-            for role, t in TOKENS.items())
-        canary_cfg = "canary: { labels: { group: canary }, soak_seconds: 2 }\n" if canary else ""
-        with open(os.path.join(root, "controld.yaml"), "w") as f:
-            f.write(f"""listen: 127.0.0.1:{self.port}
-database: controld.db
-apps_dir: {SRC}/config/apps
-signing_key: controller.key
-issuers:
-  - {{ name: ministry-of-communications, public_key: ministry.pub }}
-approvals_required: 1
-stale_after_seconds: 20
-max_wait_seconds: 5
-{canary_cfg}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
-tokens:
-{tokens}
-""")
-
-    def ctl(self, args, role=None, expect=0):
-        cmd = [CTL, "--controller", getattr(self, "url", "http://127.0.0.1:1")] + args
-        env = dict(os.environ)
-        env.pop("SLUICE_TOKEN", None)
-        if role:
-            env["SLUICE_TOKEN"] = TOKENS[role]
-        p = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=60)
-        if expect is not None and p.returncode != expect:
-            print(f"  sluicectl {' '.join(args)} -> {p.returncode}\n  stdout: {p.stdout}\n  stderr: {p.stderr}")
-        return p
 
     def start(self):
-        self.log = open(os.path.join(self.root, "controld.log"), "a")
-        self.proc = subprocess.Popen([CONTROLD, "--config", "controld.yaml"], cwd=self.root,
-                                     stdout=self.log, stderr=self.log)
-        return check(wait_for(lambda: self.get("/v1/health", None) is not None, 10),
-                     "controller answers on /v1/health")
-
-    def kill(self, sig=signal.SIGKILL):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
+        return super().start(timeout=10)
 
     def start_sim(self, nodes=2, canary=0, state="state"):
         args = [SIM, "--controller", self.url, "--nodes", str(nodes), "--labels", "site=sim",
@@ -144,19 +70,8 @@ tokens:
                     pass
         return out
 
-    def get(self, path, role="viewer"):
-        req = urllib.request.Request(self.url + path)
-        if role:
-            req.add_header("Authorization", "Bearer " + TOKENS[role])
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                body = r.read()
-                return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
-        except (urllib.error.URLError, ConnectionError, OSError):
-            return None
-
     def nodes(self):
-        return (self.get("/v1/nodes") or {}).get("nodes", [])
+        return self.node_list()
 
     def converged_on(self, rev, count=2):
         ns = self.nodes()

@@ -17,7 +17,6 @@ sluice-fleet-sim (the real agent code, NODES nodes). Outcomes are asserted, timi
    current revision (the one without the block).
 Exit 0 pass, 1 fail."""
 
-import hashlib
 import json
 import math
 import os
@@ -30,47 +29,21 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
+
+from control_harness import Controller, check, failures, free_port, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 CONTROLD = os.path.join(BIN, "sluice-controld")
 CTL = os.path.join(BIN, "sluicectl")
 SIM = os.path.join(BIN, "sluice-fleet-sim")
-TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
-          "viewer": "tok-viewer", "node": "tok-node-fleet"}
 NODES = 60          # per scenario
 PARTITIONED = 6     # 10% of NODES
-failures = []
 processes = []      # every process this test started, killed by pid at the end
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rfc(t):
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def wait_for(pred, timeout, step=0.2):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def spawn(args, **kw):
@@ -196,76 +169,13 @@ class Sim:
         return [f"{self.prefix}{i:04d}" for i in range(1, self.nodes + 1)]
 
 
-class Env:
+class Env(Controller):
     def __init__(self, root, canary_soak=0):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-        for name in ("ministry", "controller"):
-            self.ctl(["keygen", "--public", f"{name}.pub", "--secret", f"{name}.key"])
-        with open(os.path.join(root, "node.token"), "w") as f:
-            f.write(TOKENS["node"])
-        tokens = "\n".join(
-            f"  - {{ name: {role}-user, role: {role}, sha256: {hashlib.sha256(t.encode()).hexdigest()} }}"
-            for role, t in TOKENS.items())
-        canary_cfg = (f"canary: {{ labels: {{ group: canary }}, soak_seconds: {canary_soak} }}\n"
-                      if canary_soak else "")
-        with open(os.path.join(root, "controld.yaml"), "w") as f:
-            f.write(f"""listen: 127.0.0.1:{self.port}
-database: controld.db
-apps_dir: {SRC}/config/apps
-signing_key: controller.key
-issuers:
-  - {{ name: ministry-of-communications, public_key: ministry.pub }}
-approvals_required: 1
-stale_after_seconds: 60
-max_wait_seconds: 5
-http_threads: {NODES + 64}
-{canary_cfg}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
-tokens:
-{tokens}
-""")
-
-    def ctl(self, args, role=None, expect=0):
-        cmd = [CTL, "--controller", getattr(self, "url", "http://127.0.0.1:1")] + args
-        env = dict(os.environ)
-        env.pop("SLUICE_TOKEN", None)
-        if role:
-            env["SLUICE_TOKEN"] = TOKENS[role]
-        p = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=60)
-        if expect is not None and p.returncode != expect:
-            print(f"  sluicectl {' '.join(args)} -> {p.returncode}\n  stdout: {p.stdout}\n  stderr: {p.stderr}")
-        return p
-
-    def start(self):
-        with open(os.path.join(self.root, "controld.log"), "a") as log:
-            self.proc = spawn([CONTROLD, "--config", "controld.yaml"], cwd=self.root,
-                              stdout=log, stderr=log)
-        return check(wait_for(lambda: self.get("/v1/health", None) is not None, 15),
-                     "controller answers on /v1/health")
-
-    def kill(self, sig=signal.SIGKILL):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-
-    def get(self, path, role="viewer"):
-        req = urllib.request.Request(self.url + path)
-        if role:
-            req.add_header("Authorization", "Bearer " + TOKENS[role])
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                body = r.read()
-                return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
-        except (urllib.error.URLError, ConnectionError, OSError):
-            return None
+        super().__init__(root, BIN, SRC, stale_after=60, canary_soak=canary_soak,
+                         http_threads=NODES + 64, spawn=spawn)
 
     def nodes(self):
-        return {n["node"]: n for n in (self.get("/v1/nodes") or {}).get("nodes", [])}
-
-    def rollout(self):
-        return self.get("/v1/rollout") or {}
+        return {n["node"]: n for n in self.node_list()}
 
     def converged(self, rev, ids):
         ns = self.nodes()
