@@ -62,39 +62,45 @@ httplib::Client& http_transport::client(std::size_t i) {
   return c;
 }
 
+std::string http_transport::try_each(
+    std::chrono::seconds read_timeout,
+    const std::function<httplib::Result(httplib::Client&)>& send,
+    const std::function<bool(const httplib::Result&)>& accept, std::string& last_url) {
+  std::string errors;
+  for (std::size_t attempt = 0; attempt < clients_.size(); ++attempt) {
+    if (interrupted_.load()) return "interrupted";
+    const std::size_t i = (current_ + attempt) % clients_.size();
+    last_url = config_.urls[i];
+    httplib::Client& c = client(i);
+    c.set_read_timeout(static_cast<time_t>(read_timeout.count()));
+    const httplib::Result res = send(c);
+    if (res && accept(res)) {
+      current_ = i;
+      return {};
+    }
+    if (!errors.empty()) errors += "; ";
+    errors += config_.urls[i] + ": " + (res ? describe_answer(*res) : httplib::to_string(res.error()));
+  }
+  current_ = (current_ + 1) % clients_.size();  // start with another one next time
+  return interrupted_.load() ? "interrupted" : errors;
+}
+
 fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait) {
   fetch_result out;
   const std::string path = "/v1/nodes/" + config_.node_id +
                            "/snapshot?wait=" + std::to_string(wait.count());
   httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
   if (held != 0) headers.emplace("If-None-Match", "\"" + std::to_string(held) + "\"");
-  std::string errors;
-  for (std::size_t attempt = 0; attempt < clients_.size(); ++attempt) {
-    if (interrupted_.load()) {
-      out.error = "interrupted";
-      return out;
-    }
-    const std::size_t i = (current_ + attempt) % clients_.size();
-    out.controller = config_.urls[i];
-    httplib::Client& c = client(i);
-    c.set_read_timeout(static_cast<time_t>((wait + config_.request_timeout).count()));
-    const httplib::Result res = c.Get(path, headers);
-    std::string why;
-    if (!res) {
-      why = httplib::to_string(res.error());
-    } else if (res->status == 200 || res->status == 304) {
-      current_ = i;
-      out.status = res->status == 200 ? fetch_status::snapshot : fetch_status::not_modified;
-      out.body = res->body;
-      return out;
-    } else {
-      why = describe_answer(*res);
-    }
-    if (!errors.empty()) errors += "; ";
-    errors += config_.urls[i] + ": " + why;
-  }
-  out.error = interrupted_.load() ? "interrupted" : errors;
-  current_ = (current_ + 1) % clients_.size();  // start with another one next time
+  out.error = try_each(
+      wait + config_.request_timeout,
+      [&](httplib::Client& c) { return c.Get(path, headers); },
+      [&](const httplib::Result& res) {
+        if (res->status != 200 && res->status != 304) return false;
+        out.status = res->status == 200 ? fetch_status::snapshot : fetch_status::not_modified;
+        out.body = res->body;
+        return true;
+      },
+      out.controller);
   return out;
 }
 
@@ -103,31 +109,13 @@ post_result http_transport::post_status(const status_report& report) {
   const std::string path = "/v1/nodes/" + config_.node_id + "/status";
   const httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
   const std::string body = status_json(report);
-  std::string errors;
-  for (std::size_t attempt = 0; attempt < clients_.size(); ++attempt) {
-    if (interrupted_.load()) {
-      out.error = "interrupted";
-      return out;
-    }
-    const std::size_t i = (current_ + attempt) % clients_.size();
-    httplib::Client& c = client(i);
-    c.set_read_timeout(static_cast<time_t>(config_.request_timeout.count()));
-    const httplib::Result res = c.Post(path, headers, body, "application/json");
-    std::string why;
-    if (!res) {
-      why = httplib::to_string(res.error());
-    } else if (res->status >= 200 && res->status < 300) {
-      current_ = i;
-      out.ok = true;
-      return out;
-    } else {
-      why = describe_answer(*res);
-    }
-    if (!errors.empty()) errors += "; ";
-    errors += config_.urls[i] + ": " + why;
-  }
-  out.error = interrupted_.load() ? "interrupted" : errors;
-  current_ = (current_ + 1) % clients_.size();
+  std::string last_url;
+  out.error = try_each(
+      config_.request_timeout,
+      [&](httplib::Client& c) { return c.Post(path, headers, body, "application/json"); },
+      [](const httplib::Result& res) { return res->status >= 200 && res->status < 300; },
+      last_url);
+  out.ok = out.error.empty();
   return out;
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -22,6 +23,7 @@
 
 namespace httplib {
 class Client;
+class Result;
 }
 
 namespace sluice::control::agent {
@@ -50,6 +52,14 @@ class http_transport final : public transport {
  private:
   explicit http_transport(http_transport_config config);
   httplib::Client& client(std::size_t i);
+  // The failover walk both requests share: `send(client, read_timeout)` on each controller in
+  // turn, starting with the one that answered last, until `accept(result)` takes an answer
+  // (that controller becomes the current one). Returns "" then, else why every one failed
+  // ("interrupted" after interrupt()); `last_url` is the controller tried last.
+  [[nodiscard]] std::string try_each(
+      std::chrono::seconds read_timeout,
+      const std::function<httplib::Result(httplib::Client&)>& send,
+      const std::function<bool(const httplib::Result&)>& accept, std::string& last_url);
 
   http_transport_config config_;
   std::vector<std::unique_ptr<httplib::Client>> clients_;
