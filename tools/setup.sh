@@ -13,6 +13,7 @@ packages=(
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev
   tshark python3-scapy tcpreplay iproute2
   prometheus minisign curl openssl bird2
+  etcd-server etcd-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -35,3 +36,8 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts an etcd member on 127.0.0.1:2379 when it installs etcd-server; the tests start
+# clusters of their own on free ports, so stop the one we just caused (a pre-existing one stays).
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null; then
+  systemctl disable --now etcd >/dev/null 2>&1 || true
+fi

@@ -1,6 +1,7 @@
 // The embedded store: one SQLite connection in WAL mode, serialised by a mutex.
 //
-// Schema version 1 (PRAGMA user_version = 1, PRAGMA application_id = sluice_app_id). Table and
+// Schema version 2 (PRAGMA user_version = 2, PRAGMA application_id = sluice_app_id; version 1
+// files are upgraded in place by adding the impacts table). Table and
 // column names are a contract with tooling and integration tests that edit the file directly;
 // rename nothing without bumping the version. All uint64 values are stored as INTEGER and must
 // fit int64 (checked before writing). JSON columns (directives.approvals, nodes.labels) hold
@@ -18,6 +19,8 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -38,7 +41,7 @@ namespace sluice::control::store {
 
 namespace {
 
-constexpr int schema_version = 1;
+constexpr int schema_version = 2;
 constexpr std::int32_t sluice_app_id = 0x534c5543;  // "SLUC": marks a Sluice database
 constexpr int busy_timeout_ms = 5000;
 
@@ -96,6 +99,18 @@ CREATE TABLE store_revision (
   revision INTEGER NOT NULL
 );
 INSERT INTO store_revision (only_row, revision) VALUES (1, 0);
+)sql";
+
+// Added in schema version 2 (issue 8).
+constexpr const char* impacts_sql = R"sql(
+CREATE TABLE impacts (
+  node_id TEXT NOT NULL,
+  window_end INTEGER NOT NULL,
+  window_start INTEGER NOT NULL,
+  revision INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (window_end, node_id)
+);
 )sql";
 
 constexpr std::uint64_t max_i64 = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
@@ -209,7 +224,12 @@ std::int64_t pragma_int(sqlite3* db, const char* sql) {
 
 std::string approvals_json(const std::vector<approval>& approvals) {
   nlohmann::json a = nlohmann::json::array();
-  for (const auto& ap : approvals) a.push_back({{"actor", ap.actor}, {"at", ap.at}});
+  for (const auto& ap : approvals) {
+    nlohmann::json e{{"actor", ap.actor}, {"at", ap.at}};
+    if (ap.kind != "approve") e["kind"] = ap.kind;  // version 1 rows had approvals only
+    if (!ap.reason.empty()) e["reason"] = ap.reason;
+    a.push_back(std::move(e));
+  }
   return a.dump();  // throws type_error on invalid UTF-8: the caller refuses the batch
 }
 
@@ -227,7 +247,12 @@ std::vector<approval> parse_approvals(const std::string& text, const std::string
           !e["actor"].is_string() || !e["at"].is_number_integer()) {
         throw store_error("entry is not {\"actor\": text, \"at\": integer}");
       }
-      out.push_back({e["actor"].get<std::string>(), e["at"].get<std::int64_t>()});
+      approval ap;
+      ap.actor = e["actor"].get<std::string>();
+      ap.at = e["at"].get<std::int64_t>();
+      ap.kind = e.value("kind", std::string("approve"));
+      ap.reason = e.value("reason", std::string());
+      out.push_back(std::move(ap));
     }
   } catch (const std::bad_alloc&) {
     throw;
@@ -328,6 +353,13 @@ std::optional<batch_refused> prepare(const write_batch& b, prepared_batch& out) 
       return refuse("directive " + key + ": approvals: " + e.what());
     }
   }
+  std::set<std::pair<std::int64_t, std::string>> impact_keys;
+  for (const auto& r : b.impacts) {
+    if (r.node_id.empty()) return refuse("impact report with empty node_id");
+    if (r.revision > max_i64) return refuse("impact report: revision number too large");
+    if (!impact_keys.emplace(r.window_end, r.node_id).second)
+      return refuse("impact report " + r.node_id + "@" + std::to_string(r.window_end) + " put twice");
+  }
   for (const auto& r : b.revisions) {
     if (r.revision == 0 || r.revision > max_i64) {
       return refuse("revision number " + std::to_string(r.revision) + " out of range");
@@ -396,6 +428,7 @@ class sqlite_store final : public store {
       }
       exec(db, "COMMIT");
       res.outcome = commit_outcome::ok;
+      changed_.notify_all();
       return res;
     } catch (const std::bad_alloc&) {
       rollback();
@@ -497,7 +530,56 @@ class sqlite_store final : public store {
     return out;
   }
 
+  std::vector<impact_record> list_impacts(std::int64_t since) override {
+    std::lock_guard lock(mutex_);
+    statement st(db_.get(),
+                 "SELECT node_id, window_end, window_start, revision, body FROM impacts "
+                 "WHERE window_end >= ?1 ORDER BY window_end, node_id");
+    st.bind(1, since);
+    std::vector<impact_record> out;
+    while (st.step()) {
+      impact_record r;
+      r.node_id = st.text(0, "impact");
+      const std::string what = "impact " + r.node_id;
+      r.window_end = st.i64(1, what);
+      r.window_start = st.i64(2, what);
+      r.revision = st.u64(3, what);
+      r.body = st.text(4, what);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  std::uint64_t store_revision() override {
+    std::lock_guard lock(mutex_);
+    return read_store_revision();
+  }
+
+  // One process owns the file in production, so commits through this object wake waiters at
+  // once; another process's commits are noticed by re-reading at least every 200 ms.
+  std::uint64_t wait_for_change(std::uint64_t after, std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      std::uint64_t now_rev = 0;
+      try {
+        now_rev = read_store_revision();
+      } catch (const store_error&) {
+        return after;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now_rev > after || now >= deadline) return now_rev;
+      changed_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(200)));
+    }
+  }
+
  private:
+  std::uint64_t read_store_revision() {
+    statement st(db_.get(), "SELECT revision FROM store_revision WHERE only_row = 1");
+    if (!st.step()) throw store_error("corrupt store: store_revision row missing");
+    return st.u64(0, "store_revision");
+  }
+
   void init() {
     sqlite3* db = db_.get();
     sqlite3_extended_result_codes(db, 1);
@@ -541,6 +623,22 @@ class sqlite_store final : public store {
     exec(db, "PRAGMA foreign_keys=ON");
 
     if (version == 0) create_schema();
+    if (version == 1) upgrade_schema();
+  }
+
+  void upgrade_schema() {
+    sqlite3* db = db_.get();
+    exec(db, "BEGIN IMMEDIATE");
+    try {
+      if (pragma_int(db, "PRAGMA user_version") == 1) {
+        exec(db, impacts_sql);
+        exec(db, ("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
+      }
+      exec(db, "COMMIT");
+    } catch (...) {
+      rollback();
+      throw;
+    }
   }
 
   void create_schema() {
@@ -550,6 +648,7 @@ class sqlite_store final : public store {
       // Another process may have created it between our check and the write lock.
       if (pragma_int(db, "PRAGMA user_version") == 0) {
         exec(db, schema_sql);
+        exec(db, impacts_sql);
         exec(db, ("PRAGMA application_id=" + std::to_string(sluice_app_id)).c_str());
         exec(db, ("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       }
@@ -631,6 +730,13 @@ class sqlite_store final : public store {
       }
     }
 
+    for (const auto& [k, expected] : b.meta_expect) {
+      statement st(db, "SELECT value FROM meta WHERE key = ?1");
+      st.bind(1, k);
+      const std::string stored = st.step() ? st.text(0, "meta " + k) : std::string();
+      if (stored != expected) return conflict("meta " + k + " changed since it was read");
+    }
+
     // Writes.
     for (std::size_t i = 0; i < b.directives.size(); ++i) {
       const auto& d = b.directives[i].record;
@@ -703,6 +809,22 @@ class sqlite_store final : public store {
       st.run();
     }
 
+    for (const auto& r : b.impacts) {
+      statement st(db,
+                   "INSERT INTO impacts (node_id, window_end, window_start, revision, body) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (window_end, node_id) DO UPDATE SET "
+                   "window_start = excluded.window_start, revision = excluded.revision, "
+                   "body = excluded.body");
+      st.bind(1, r.node_id).bind(2, r.window_end).bind(3, r.window_start);
+      st.bind_u(4, r.revision).bind(5, r.body);
+      st.run();
+    }
+    if (b.prune_impacts_before > 0) {
+      statement st(db, "DELETE FROM impacts WHERE window_end < ?1");
+      st.bind(1, b.prune_impacts_before);
+      st.run();
+    }
+
     {
       statement st(db, "UPDATE store_revision SET revision = ?1 WHERE only_row = 1");
       st.bind_u(1, new_rev);
@@ -713,6 +835,7 @@ class sqlite_store final : public store {
   }
 
   std::mutex mutex_;
+  std::condition_variable changed_;  // notified after every commit
   db_ptr db_;
 };
 

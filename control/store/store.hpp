@@ -11,12 +11,14 @@
 // Implementations are thread-safe. Reads throw store_error on I/O failure or corruption (the
 // API answers 503); commit() never throws (except std::bad_alloc).
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "control/audit/audit.hpp"
@@ -28,8 +30,16 @@ struct store_error : std::runtime_error {
 };
 
 struct approval {
+  approval() = default;
+  approval(std::string actor_, std::int64_t at_, std::string kind_ = "approve",
+           std::string reason_ = {})
+      : actor(std::move(actor_)), at(at_), kind(std::move(kind_)), reason(std::move(reason_)) {}
   std::string actor;
   std::int64_t at = 0;  // unix seconds
+  // "approve": an engineer's approval of the directive; "override": an engineer's consent to
+  // enforce it although its targets overlap protected ranges or names (issue 8), with why.
+  std::string kind = "approve";
+  std::string reason;
 };
 
 struct directive_record {
@@ -67,6 +77,19 @@ struct node_record {
   std::uint64_t nack_revision = 0;
   std::string error;                   // of the last NACK
   std::string health;                  // "ok" or what the node says is wrong
+  // Set by list_nodes() of a shared store: the node's liveness key (written with a lease on every
+  // upsert) has expired, so it is stale whatever last_seen says. Not written by commit().
+  bool expired = false;
+};
+
+// One node's impact report (issue 8): what its address-matched rules saw in one window, as the
+// agent sent it (JSON, the controller defines the format). Key: node_id + window_end.
+struct impact_record {
+  std::string node_id;
+  std::int64_t window_start = 0;  // unix seconds
+  std::int64_t window_end = 0;
+  std::uint64_t revision = 0;     // the policy revision in force at the node
+  std::string body;
 };
 
 struct write_batch {
@@ -79,9 +102,17 @@ struct write_batch {
   std::vector<revision_record> revisions;      // each must be latest + 1, in order
   std::map<std::string, std::string> meta;     // small named values (rollout state, ...)
   std::vector<node_record> nodes;              // upserts
+  std::vector<impact_record> impacts;          // upserts by (node_id, window_end)
+  std::int64_t prune_impacts_before = 0;       // > 0: delete impacts with window_end < this
+  // Compare-and-swap on meta: each key must currently hold exactly this value ("" = absent),
+  // else the batch is a conflict. Lets replicas update shared state (the rollout) safely.
+  std::map<std::string, std::string> meta_expect;
+  // Shared stores: commit only while this replica holds leadership (fences a leader that lost
+  // its lease but does not know yet); conflict otherwise. Ignored by single-replica stores.
+  bool require_leadership = false;
   [[nodiscard]] bool empty() const noexcept {
     return directives.empty() && audit.empty() && revisions.empty() && meta.empty() &&
-           nodes.empty();
+           nodes.empty() && impacts.empty() && prune_impacts_before == 0;
   }
 };
 
@@ -117,11 +148,33 @@ class store {
   [[nodiscard]] virtual std::optional<std::string> get_meta(const std::string& key) = 0;
 
   [[nodiscard]] virtual std::vector<node_record> list_nodes() = 0;
+
+  // Impact reports with window_end >= since, by window_end then node_id.
+  [[nodiscard]] virtual std::vector<impact_record> list_impacts(std::int64_t since) = 0;
+
+  // ---- replication (issue 7) -------------------------------------------------------------
+  // A revision of the store's whole state that rises with every commit (by anyone, any
+  // replica): the controller re-reads shared state when it moved.
+  [[nodiscard]] virtual std::uint64_t store_revision() = 0;
+  // Blocks until store_revision() > after or `timeout` passes; returns store_revision(). A shared
+  // store learns about other replicas' commits through a watch. Never throws.
+  virtual std::uint64_t wait_for_change(std::uint64_t after, std::chrono::milliseconds timeout) = 0;
+
+  struct leadership {
+    bool leader = true;   // this replica may run the time-driven work now
+    std::string holder;   // the leader's replica name ("" when unknown or single-replica)
+    std::uint64_t term = 0;  // changes whenever leadership is (re)acquired by anyone
+  };
+  // Single-replica stores: always {true, "", 0}. Shared stores campaign in the background (etcd
+  // lease + a key created only if absent) and answer from their last known state.
+  [[nodiscard]] virtual leadership leadership_state() { return {}; }
 };
 
 // SQLite in WAL mode (synchronous=FULL: an acknowledged commit survives kill -9 and power loss).
 // Creates the schema on first open. Throws store_error when the file cannot be opened, is not
 // a Sluice database, or has a newer schema.
 [[nodiscard]] std::unique_ptr<store> open_sqlite_store(const std::string& path);
+
+// etcd v3 (issue 7): see etcd_store.hpp.
 
 }  // namespace sluice::control::store

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -160,7 +161,7 @@ TEST_CASE("sqlite store: every record type round-trips, versions follow the stor
   d.state = "ended";
   d.end_reason = "revoked";
   d.ended_at = 1700000999;
-  d.approvals.push_back({"carol", 1700000070});
+  d.approvals.push_back({"carol", 1700000070, "approve", ""});
   node_record node2 = node;
   node2.labels = {{"site", "b"}};
   node2.nack = false;
@@ -486,9 +487,26 @@ TEST_CASE("sqlite store: files that are not a Sluice database of this version ar
   SUBCASE("a newer schema") {
     const std::string path = dir.file("newer.db");
     { auto s = open_sqlite_store(path); }
-    raw_sql(path, "PRAGMA user_version = 2");
+    raw_sql(path, "PRAGMA user_version = 3");
     CHECK(refused(path) == "cannot open store " + path +
-                               ": schema version 2 is newer than this build's 1; upgrade Sluice");
+                               ": schema version 3 is newer than this build's 2; upgrade Sluice");
+  }
+  SUBCASE("a version 1 store is upgraded in place and keeps its records") {
+    const std::string path = dir.file("v1.db");
+    {
+      auto s = open_sqlite_store(path);
+      write_batch b;
+      b.directives.push_back({make_directive("moc", "A"), 0});
+      REQUIRE(s->commit(b));
+    }
+    raw_sql(path, "DROP TABLE impacts");
+    raw_sql(path, "PRAGMA user_version = 1");
+    auto s = open_sqlite_store(path);
+    CHECK(s->get_directive("moc", "A").has_value());
+    write_batch b;
+    b.impacts.push_back({"edge-1", 100, 130, 7, "{}"});
+    CHECK(s->commit(b));
+    CHECK(s->list_impacts(0).size() == 1);
   }
   SUBCASE("a directory that does not exist") {
     const std::string path = dir.file("missing/dir/x.db");
@@ -600,4 +618,97 @@ TEST_CASE("sqlite store: concurrent CAS writers never lose an update") {
   MESSAGE("CAS conflicts retried: " << conflicts.load());
 }
 
+}  // namespace sluice::control::store
+
+namespace sluice::control::store {
+namespace {
+using test::make_audit;
+using test::make_directive;
+using test::temp_dir;
+
+TEST_CASE("sqlite store: meta compare-and-swap, impacts, overrides and change waits") {
+  temp_dir dir;
+  auto s = open_sqlite_store(dir.file("x.db"));
+
+  SUBCASE("meta_expect: absent, then the value read; a stale expectation changes nothing") {
+    write_batch first;
+    first.meta["rollout"] = "r1";
+    first.meta_expect["rollout"] = "";
+    REQUIRE(s->commit(first));
+    write_batch stale;
+    stale.meta["rollout"] = "r2";
+    stale.meta_expect["rollout"] = "";
+    stale.audit.push_back(make_audit("x", "y"));
+    const auto res = s->commit(stale);
+    CHECK(res.outcome == commit_outcome::conflict);
+    CHECK(res.error == "meta rollout changed since it was read");
+    CHECK(*s->get_meta("rollout") == "r1");
+    CHECK_FALSE(s->audit_head().has_value());
+    write_batch fresh;
+    fresh.meta["rollout"] = "r2";
+    fresh.meta_expect["rollout"] = "r1";
+    CHECK(s->commit(fresh));
+    CHECK(*s->get_meta("rollout") == "r2");
+  }
+  SUBCASE("impacts: upsert by (node, window_end), listed by window_end, pruned") {
+    write_batch b;
+    b.impacts.push_back({"edge-2", 100, 160, 3, "{\"a\":1}"});
+    b.impacts.push_back({"edge-1", 100, 160, 3, "{\"b\":2}"});
+    b.impacts.push_back({"edge-1", 40, 100, 2, "{}"});
+    REQUIRE(s->commit(b));
+    write_batch again;
+    again.impacts.push_back({"edge-1", 110, 160, 4, "{\"c\":3}"});
+    REQUIRE(s->commit(again));
+    auto all = s->list_impacts(0);
+    REQUIRE(all.size() == 3);
+    CHECK(all[0].window_end == 100);
+    CHECK(all[1].node_id == "edge-1");
+    CHECK(all[1].body == "{\"c\":3}");
+    CHECK(all[1].window_start == 110);
+    CHECK(all[1].revision == 4);
+    CHECK(all[2].node_id == "edge-2");
+    CHECK(s->list_impacts(101).size() == 2);
+    write_batch prune;
+    prune.prune_impacts_before = 160;
+    REQUIRE(s->commit(prune));
+    CHECK(s->list_impacts(0).size() == 2);
+    write_batch dup;
+    dup.impacts.push_back({"edge-1", 1, 5, 1, "{}"});
+    dup.impacts.push_back({"edge-1", 2, 5, 1, "{}"});
+    CHECK(s->commit(dup).outcome == commit_outcome::failed);
+  }
+  SUBCASE("approvals keep their kind and reason") {
+    auto d = make_directive("moc", "O");
+    d.approvals.push_back({"eng-1", 10, "approve", ""});
+    d.approvals.push_back({"eng-2", 11, "override", "CDN range agreed with the CDN"});
+    write_batch b;
+    b.directives.push_back({d, 0});
+    REQUIRE(s->commit(b));
+    const auto got = s->get_directive("moc", "O");
+    REQUIRE(got);
+    REQUIRE(got->approvals.size() == 2);
+    CHECK(got->approvals[0].kind == "approve");
+    CHECK(got->approvals[0].reason.empty());
+    CHECK(got->approvals[1].kind == "override");
+    CHECK(got->approvals[1].reason == "CDN range agreed with the CDN");
+  }
+  SUBCASE("store_revision rises per commit; wait_for_change wakes on a commit, else times out") {
+    const std::uint64_t r0 = s->store_revision();
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(s->wait_for_change(r0, std::chrono::milliseconds(150)) == r0);
+    CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(150));
+    std::thread writer([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      CHECK(s->commit(write_batch{}));
+    });
+    const auto t1 = std::chrono::steady_clock::now();
+    CHECK(s->wait_for_change(r0, std::chrono::seconds(10)) == r0 + 1);
+    CHECK(std::chrono::steady_clock::now() - t1 < std::chrono::seconds(5));
+    writer.join();
+    CHECK(s->store_revision() == r0 + 1);
+    CHECK(s->leadership_state().leader);
+  }
+}
+
+}  // namespace
 }  // namespace sluice::control::store
