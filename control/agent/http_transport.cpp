@@ -119,6 +119,20 @@ post_result http_transport::post_status(const status_report& report) {
   return out;
 }
 
+post_result http_transport::post_impact(const std::string& body) {
+  post_result out;
+  const std::string path = "/v1/nodes/" + config_.node_id + "/impact";
+  const httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
+  std::string last_url;
+  out.error = try_each(
+      config_.request_timeout,
+      [&](httplib::Client& c) { return c.Post(path, headers, body, "application/json"); },
+      [](const httplib::Result& res) { return res->status >= 200 && res->status < 300; },
+      last_url);
+  out.ok = out.error.empty();
+  return out;
+}
+
 void http_transport::interrupt() {
   interrupted_.store(true);
   // Client::stop() shuts the socket of a request in flight down, which is what makes a

@@ -7,7 +7,8 @@
 // status) the next one is tried at once, each at most once per call. The error of a failed
 // call names every controller tried and why.
 //
-// Threads: fetch() and post_status() from one thread (the agent's); interrupt() from any.
+// Threads: fetch(), post_status() and post_impact() from one thread (the owner's); interrupt()
+// from any.
 // Nothing throws except std::bad_alloc.
 
 #include <atomic>
@@ -47,6 +48,11 @@ class http_transport final : public transport {
 
   [[nodiscard]] fetch_result fetch(std::uint64_t held, std::chrono::seconds wait) override;
   [[nodiscard]] post_result post_status(const status_report& report) override;
+  // POST /v1/nodes/{node}/impact with `body` (the dataplane's impact window JSON, content-type
+  // application/json), same token, labels header and failover walk as post_status; ok on 2xx.
+  // Not part of `transport`: the dataplane's impact thread uses its own http_transport
+  // instance, so it never shares a client with the agent's long-poll.
+  [[nodiscard]] post_result post_impact(const std::string& body);
   void interrupt() override;
 
  private:

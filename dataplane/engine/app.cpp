@@ -12,6 +12,9 @@
 #include <rte_pause.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <httplib.h>
@@ -24,6 +27,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -182,6 +186,7 @@ std::string trimmed(std::string s) {
 // Controller mode: the agent and what it needs, built from validated options.
 struct controller_link {
   std::unique_ptr<agent::http_transport> transport;
+  std::unique_ptr<agent::http_transport> impact_transport;  // the impact thread's own
   holder_applier applier;
   agent::system_clock clock;
   std::unique_ptr<agent::agent> core;
@@ -211,6 +216,8 @@ std::unique_ptr<controller_link> make_controller_link(const app_options& o, poli
   tc.labels = *labels;
   link->transport = agent::http_transport::create(tc, error);
   if (!link->transport) return nullptr;
+  link->impact_transport = agent::http_transport::create(tc, error);
+  if (!link->impact_transport) return nullptr;
   agent::agent_config ac;
   ac.node_id = o.node_id;
   ac.labels = *labels;
@@ -221,6 +228,92 @@ std::unique_ptr<controller_link> make_controller_link(const app_options& o, poli
                                               link->clock);
   return link;
 }
+
+// Impact windows (issue 8) on a low-priority thread of their own: every `interval` it ends the
+// window (drain_impact: flip, grace period, merge, clear) and, with a transport, POSTs the body
+// when a rule saw flows. A failed post is counted, not retried (the transport already walked
+// every controller); the window is gone either way, so memory stays bounded. The last body is
+// kept for GET /impact. Counters and last_body() may be read from any thread.
+class impact_reporter {
+ public:
+  impact_reporter(worker_shared& shared, std::vector<worker*> workers, policy_holder& holder,
+                  agent::http_transport* transport, std::chrono::seconds interval)
+      : shared_(shared),
+        workers_(std::move(workers)),
+        holder_(holder),
+        transport_(transport),
+        interval_(interval),
+        thread_([this] { loop(); }) {}
+  ~impact_reporter() {
+    {
+      std::lock_guard lock(mutex_);
+      quit_.store(true);
+    }
+    cv_.notify_all();
+    if (transport_ != nullptr) transport_->interrupt();
+    thread_.join();
+  }
+  impact_reporter(const impact_reporter&) = delete;
+  impact_reporter& operator=(const impact_reporter&) = delete;
+
+  [[nodiscard]] std::uint64_t reports_ok() const { return ok_.load(); }
+  [[nodiscard]] std::uint64_t reports_failed() const { return failed_.load(); }
+  [[nodiscard]] std::uint64_t overflow_flows() const { return overflow_.load(); }
+  [[nodiscard]] std::uint64_t swap_dropped_flows() const { return swap_dropped_.load(); }
+  [[nodiscard]] std::string last_body() const {
+    std::lock_guard lock(mutex_);
+    return last_body_;
+  }
+
+ private:
+  static std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+  void loop() {
+    // Below the control loop and the agent: a late impact report harms no one.
+    (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+    std::int64_t start = unix_now();
+    std::unique_lock lock(mutex_);
+    while (!quit_.load()) {
+      cv_.wait_for(lock, interval_, [&] { return quit_.load(); });
+      if (quit_.load()) return;
+      lock.unlock();
+      const std::int64_t end = unix_now();
+      const std::optional<impact_window> w =
+          drain_impact(shared_, workers_, start, end, holder_.status().revision, &quit_);
+      if (w) {
+        start = end;
+        overflow_ += w->overflow_flows;
+        swap_dropped_ += w->swap_dropped_flows;
+        std::string body = impact_json(*w);
+        if (!body.empty() && transport_ != nullptr) {
+          const agent::post_result r = transport_->post_impact(body);
+          if (r.ok) {
+            ++ok_;
+          } else {
+            ++failed_;
+            log_line("impact report not delivered: ", r.error);
+          }
+        }
+        lock.lock();
+        if (!body.empty()) last_body_ = std::move(body);
+      } else {
+        lock.lock();
+      }
+    }
+  }
+
+  worker_shared& shared_;
+  std::vector<worker*> workers_;
+  policy_holder& holder_;
+  agent::http_transport* transport_;
+  std::chrono::seconds interval_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::atomic<bool> quit_{false};
+  std::atomic<std::uint64_t> ok_{0}, failed_{0}, overflow_{0}, swap_dropped_{0};
+  std::string last_body_;
+  std::thread thread_;  // last: starts once everything above is built
+};
 
 }  // namespace
 
@@ -290,6 +383,10 @@ int parse_app_options(int argc, char** argv, app_options& o) {
   cli.add_option("--idle-timeout", o.idle_timeout, "flow idle timeout, seconds")
       ->check(CLI::Range(1u, 86400u));
   cli.add_option("--burst", o.burst, "rx/tx burst size")->check(CLI::Range(1, 64));
+  cli.add_option("--impact-interval", o.impact_interval,
+                 "seconds per impact window (per-rule name sketches, posted to the controller); "
+                 "0 = off")
+      ->check(CLI::Range(0u, 86400u));
   cli.add_option("--mbufs", o.mbufs, "mbuf pool size (default: sized from the queues)");
   cli.add_option("--mbuf-size", o.mbuf_size,
                  "mbuf data room, bytes (default 2048, offline 10240); larger frames are "
@@ -627,6 +724,7 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
       cfg.frag_table_size = o.frag_table_size;
       cfg.burst = o.burst;
       cfg.verify_checksums = !o.no_checksum_check;
+      cfg.impact_sketch = o.impact_interval != 0;
       workers.push_back(std::make_unique<worker>(cfg, shared));
     }
   } catch (const std::exception& e) {
@@ -650,6 +748,16 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
   port::dispatcher dispatch(sources, rx_rings, funnels, o.burst, o.offline, &g_stop);
 
   // ---- endpoints (bound before the workers start, so a taken port fails early) ---------
+  // Impact windows: drained every --impact-interval s (posted in controller mode); built before
+  // the endpoints, which read it, and reset before the workers go.
+  std::unique_ptr<impact_reporter> impact;
+  if (o.impact_interval != 0) {
+    std::vector<worker*> ws;
+    for (const auto& w : workers) ws.push_back(w.get());
+    impact = std::make_unique<impact_reporter>(
+        shared, std::move(ws), *holder, link ? link->impact_transport.get() : nullptr,
+        std::chrono::seconds(o.impact_interval));
+  }
   std::unique_ptr<telemetry::metrics_exporter> exporter;
   std::mutex status_mutex;
   status_view status;
@@ -661,6 +769,7 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
       mgmt_thread.join();
     }
     exporter.reset();
+    impact.reset();
   };
   try {
     if (o.metrics != "none") {
@@ -716,6 +825,16 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
                              {"startup", a.startup}};
         }
         res.set_content(j.dump() + "\n", "application/json");
+      });
+      // The last impact window drained (what was, or would have been, posted): a read-only
+      // peek that never drains. 204 before the first window with flows.
+      mgmt.Get("/impact", [&](const httplib::Request&, httplib::Response& res) {
+        const std::string body = impact ? impact->last_body() : std::string();
+        if (body.empty()) {
+          res.status = 204;
+          return;
+        }
+        res.set_content(body + "\n", "application/json");
       });
       mgmt.Post("/policy/reload", [&](const httplib::Request& req, httplib::Response& res) {
         if (link) {
@@ -845,6 +964,14 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
     const port::dispatcher::counters& dc = dispatch.stats();
     st.engine_events.emplace_back("dispatch_ring_full_drops", dc.ring_full_drops);
     st.engine_events.emplace_back("dispatch_tx_refused", dc.tx_refused);
+    if (impact && link) {
+      // Until telemetry has its own sluice_dataplane_impact_reports_total{result} family,
+      // the impact thread's counts ride on the engine events (no per-name label, ever).
+      st.engine_events.emplace_back("impact_reports_ok", impact->reports_ok());
+      st.engine_events.emplace_back("impact_reports_failed", impact->reports_failed());
+      st.engine_events.emplace_back("impact_rule_overflow_flows", impact->overflow_flows());
+      st.engine_events.emplace_back("impact_swap_dropped_flows", impact->swap_dropped_flows());
+    }
     for (std::size_t i = 0; i < give.size(); ++i) {
       st.reassembly_give_ups.emplace_back(flow::to_string(static_cast<flow::give_up_reason>(i)), give[i]);
     }

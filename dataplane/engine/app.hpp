@@ -44,6 +44,9 @@ struct app_options {
   std::uint16_t burst = 32;
   std::uint32_t mbufs = 0;      // 0: sized from queues, rings and workers
   std::uint32_t mbuf_size = 0;  // data room; 0: 2048 live, 10240 offline (endpoint captures)
+  // Impact windows (issue 8): every N seconds the per-rule name sketches are drained; with
+  // --controller the window is POSTed to /v1/nodes/{node}/impact. 0: sketches off entirely.
+  std::uint32_t impact_interval = 30;
 };
 
 // Exit codes.

@@ -12,12 +12,14 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "dataplane/engine/response.hpp"
 #include "dataplane/engine/token_bucket.hpp"
@@ -49,6 +51,12 @@ constexpr unsigned prefetch_ahead = 3;
 constexpr std::uint32_t no_group = UINT32_MAX;
 constexpr std::uint32_t no_rule = match::verdict::no_rule;
 constexpr std::size_t counted_rules_per_flow = 4;
+constexpr std::size_t impact_rules_per_flow = 4;  // address rules remembered per flow
+
+// Impact recording (name_sketch.hpp), once per flow: `pending` once the flow matched address
+// rules and waits for its name (or the end of classification, or expiry); `done` after it was
+// recorded (or there was nothing to record and classification is over).
+enum class impact_state : std::uint8_t { idle, pending, done };
 
 // Canonical flow key: the (address, port) pair that sorts first is side a, so both directions
 // of a flow find the same entry. 40 bytes: a multiple of 4 for rte_hash_crc.
@@ -73,9 +81,13 @@ struct flow_entry {
   std::uint32_t name_group = no_group;
   std::uint32_t bucket_rule = no_rule;    // the throttle rule `bucket` was made for
   std::array<std::uint32_t, counted_rules_per_flow> counted{};  // rules whose `flows` we bumped
+  std::array<std::uint32_t, impact_rules_per_flow> impact_rules{};  // address rules (pending)
   token_bucket bucket{0, 0};
   std::uint16_t since_answer = 0;
   std::uint8_t counted_n = 0;
+  std::uint8_t impact_n = 0;      // entries of impact_rules in use
+  std::uint8_t impact_extra = 0;  // address rules beyond impact_rules (counted as overflow)
+  impact_state impact = impact_state::idle;
   std::uint8_t name_len = 0;
   bool in_use = false;
   bool has_name = false;
@@ -101,6 +113,7 @@ struct burst_context {
   std::uint64_t generation = 0;
   std::int64_t now = 0;           // unix seconds (rule windows)
   std::uint64_t now_tsc = 0;
+  sketch_set* sketch = nullptr;   // the impact buffer being filled, or null (off / no policy)
 };
 
 std::optional<std::uint32_t> opt(std::uint32_t g) noexcept {
@@ -379,6 +392,10 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       rte_free(entries);
     }
     rte_free(names);
+    if (sketches != nullptr) {
+      for (int i = 0; i < 2; ++i) sketches[i].~sketch_set();
+      rte_free(sketches);
+    }
     for (auto& t : tx) {
       for (std::uint16_t i = 0; i < t.n; ++i) rte_pktmbuf_free(t.pkts[i]);
       t.n = 0;
@@ -534,12 +551,102 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     e.bucket_rule = no_rule;
     e.ip_group = no_group;
     e.name_group = no_group;
+    if (e.impact != impact_state::done) {
+      e.impact = impact_state::idle;
+      e.impact_n = 0;
+      e.impact_extra = 0;
+    }
     if (ctx.policy == nullptr) return;
     if (auto g = ctx.policy->match_ip(e.internet)) e.ip_group = *g;
     if (e.has_name) {
       const std::string_view name(names + std::size_t{position_of(&e)} * name_slot_bytes,
                                   e.name_len);
       if (auto g = ctx.policy->match_name(name)) e.name_group = *g;
+    }
+    // Every active rule the address matched, whatever its action (monitor = shadow mode).
+    if (ctx.sketch != nullptr && e.impact == impact_state::idle && e.ip_group != no_group) {
+      for (std::uint32_t r : ctx.policy->group(e.ip_group).rules) {
+        if (!ctx.policy->rule_active(r, ctx.now)) continue;
+        if (e.impact_n < impact_rules_per_flow) {
+          e.impact_rules[e.impact_n++] = r;
+        } else if (e.impact_extra < UINT8_MAX) {
+          ++e.impact_extra;
+        }
+      }
+      if (e.impact_n != 0 || e.impact_extra != 0) e.impact = impact_state::pending;
+    }
+  }
+
+  // ---- impact sketches ---------------------------------------------------------------------
+
+  // Records the flow once: `name` (null = unnamed) for each address rule it matched, and for
+  // each active rule of `name_group` (a domain rule) not already among them. ctx.sketch and
+  // ctx.policy are set, and e.generation == ctx.generation (the rule indices are ctx.policy's).
+  void impact_record(flow_entry& e, const burst_context& ctx, std::string_view name,
+                     bool named, std::uint32_t name_group) noexcept {
+    sketch_set& s = *ctx.sketch;
+    sketch_name n;
+    if (named) n = normalise_name(name);
+    auto add = [&](std::uint32_t r) {
+      const match::compiled_rule& rule = ctx.policy->rule(r);
+      if (rule_sketch* k = s.slot_for(r, rule.id, rule.directive)) {
+        if (named) {
+          k->add_name(n);
+        } else {
+          k->add_unnamed();
+        }
+      }
+    };
+    for (std::uint8_t i = 0; i < e.impact_n; ++i) add(e.impact_rules[i]);
+    s.overflow_flows += e.impact_extra;
+    if (named && name_group != no_group) {
+      for (std::uint32_t r : ctx.policy->group(name_group).rules) {
+        if (!ctx.policy->rule_active(r, ctx.now)) continue;
+        const auto end = e.impact_rules.begin() + e.impact_n;
+        if (std::find(e.impact_rules.begin(), end, r) == end) add(r);
+      }
+    }
+    e.impact = impact_state::done;
+  }
+
+  // A flow leaving the table while its name was still awaited: recorded as unnamed, unless the
+  // policy changed since its rules were captured (their indices may name other rules now).
+  void impact_expire(flow_entry& e, const burst_context& ctx) noexcept {
+    if (e.impact != impact_state::pending || ctx.sketch == nullptr) return;
+    if (ctx.policy == nullptr || e.generation != ctx.generation) {
+      ctx.sketch->swap_dropped_flows += 1;
+      return;
+    }
+    impact_record(e, ctx, {}, false, no_group);
+  }
+
+  // Loads what one loop iteration reads from the shared state: the policy (RCU) and the impact
+  // buffer. Both are held only until this iteration reports quiescence.
+  void load_context(burst_context& ctx) noexcept {
+    // Acquire pairs with the control thread's release store: the snapshot's contents are
+    // visible before we use the pointer. We hold it only until the end of this burst, i.e.
+    // before this loop iteration reports quiescence, so the grace period covers us.
+    const active_policy* ap = shared.policy.load(std::memory_order_acquire);
+    if (ap != nullptr) {
+      ctx.policy = ap->policy.get();
+      ctx.generation = ap->generation;
+      if (ctx.policy != nullptr && ap->rule_counters != nullptr && cfg.id < ap->workers) {
+        ctx.rules = ap->rule_counters.get() + std::size_t{cfg.id} * ctx.policy->rule_count();
+      }
+    }
+    ctx.now = shared.clock != nullptr ? shared.clock() : system_seconds();
+    if (sketches != nullptr && ctx.policy != nullptr) {
+      // Same argument as the policy pointer: drain_impact flips the index, then waits for a
+      // grace period before it reads the other buffer, and we write only the one we loaded
+      // until we report quiescence.
+      sketch_set& s = sketches[shared.impact_buffer.load(std::memory_order_acquire) & 1u];
+      if (s.generation != ctx.generation) [[unlikely]] {
+        const match::compiled_policy& p = *ctx.policy;
+        s.retag(ctx.generation, [&p](std::uint32_t i) {
+          return i < p.rule_count() ? std::string_view(p.rule(i).id) : std::string_view();
+        });
+      }
+      ctx.sketch = &s;
     }
   }
 
@@ -912,6 +1019,10 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
             name_group = best_group;
             v = best_v;
             judged = true;
+            if (ctx.sketch != nullptr && e->impact != impact_state::done &&
+                (e->impact == impact_state::pending || best_group != no_group)) {
+              impact_record(*e, ctx, r.names[best], true, best_group);
+            }
           } else {
             const std::string_view n = r.names[best];
             const std::size_t len = std::min(n.size(), name_slot_bytes - 1);
@@ -921,6 +1032,19 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
             e->name_group = name_group = best_group;
           }
         }
+      }
+    }
+    if (ctx.sketch != nullptr && e->impact != impact_state::done) {
+      // Named now (stored above, or before a policy swap), or classification over without one.
+      const bool per_packet = e->cls.protocol == flow::flow_protocol::dns_udp ||
+                              e->cls.protocol == flow::flow_protocol::ssdp;
+      if (e->has_name && !per_packet &&
+          (e->impact == impact_state::pending || name_group != no_group)) {
+        const std::string_view n(names + std::size_t{position_of(e)} * name_slot_bytes,
+                                 e->name_len);
+        impact_record(*e, ctx, n, true, name_group);
+      } else if (e->impact == impact_state::pending && e->cls.final() && !e->has_name) {
+        impact_record(*e, ctx, {}, false, no_group);
       }
     }
     if (!judged && ctx.policy != nullptr) {
@@ -939,7 +1063,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   }
 
   // Expires idle flows, a few entries per call, resuming where the last call stopped.
-  void age_some(std::uint64_t now_tsc, burst_counts& c) noexcept {
+  void age_some(std::uint64_t now_tsc, const burst_context& ctx, burst_counts& c) noexcept {
     for (unsigned i = 0; i < age_per_burst; ++i) {
       const void* key = nullptr;
       void* data = nullptr;
@@ -954,6 +1078,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       if (now_tsc <= e.last_tsc || now_tsc - e.last_tsc <= limit) continue;
       flow_key k;
       std::memcpy(&k, key, sizeof k);
+      impact_expire(e, ctx);
       cls.release(e.cls);
       e.in_use = false;
       rte_hash_del_key(flows, &k);
@@ -965,18 +1090,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   void process(rte_mbuf** pkts, std::uint16_t n, std::uint16_t port) noexcept {
     burst_context ctx;
     ctx.now_tsc = rte_rdtsc();
-    // Acquire pairs with the control thread's release store: the snapshot's contents are
-    // visible before we use the pointer. We hold it only until the end of this burst, i.e.
-    // before this loop iteration reports quiescence, so the grace period covers us.
-    const active_policy* ap = shared.policy.load(std::memory_order_acquire);
-    if (ap != nullptr) {
-      ctx.policy = ap->policy.get();
-      ctx.generation = ap->generation;
-      if (ctx.policy != nullptr && ap->rule_counters != nullptr && cfg.id < ap->workers) {
-        ctx.rules = ap->rule_counters.get() + std::size_t{cfg.id} * ctx.policy->rule_count();
-      }
-    }
-    ctx.now = shared.clock != nullptr ? shared.clock() : system_seconds();
+    load_context(ctx);
 
     burst_counts c;
     c.packets = n;
@@ -994,7 +1108,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       if (i + prefetch_ahead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + prefetch_ahead], void*));
       on_packet(pkts[i], port, role, ctx, c);
     }
-    age_some(ctx.now_tsc, c);
+    age_some(ctx.now_tsc, ctx, c);
     expire_frags(ctx.now_tsc, c);
     publish(c);
     ++counters.bursts;
@@ -1015,6 +1129,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   std::uint32_t frag_held_datagrams = 0;
   std::uint64_t frag_timeout_tsc = 0;
   char* names = nullptr;
+  sketch_set* sketches = nullptr;  // [2], the impact double buffer; null when off
   std::uint32_t capacity = 0;
   std::uint32_t age_cursor = 0;
   std::uint64_t flow_count = 0;
@@ -1045,6 +1160,9 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
   w.entries = socket_array<flow_entry>(w.capacity, cfg.socket, "sluice_flow_entries");
   w.names = socket_array<char>(std::size_t{w.capacity} * name_slot_bytes, cfg.socket,
                                "sluice_flow_names");
+  if (cfg.impact_sketch) {
+    w.sketches = socket_array<sketch_set>(2, cfg.socket, "sluice_impact_sketches");
+  }
 
   w.frag_timeout_tsc = w.tsc_hz * cfg.frag_timeout_ms / 1000;
   if (cfg.frag_table_size != 0) {
@@ -1074,6 +1192,37 @@ void worker::flush() noexcept {
 const worker_counters& worker::counters() const noexcept { return impl_->counters; }
 
 std::uint64_t worker::flow_entries() const noexcept { return impl_->flow_count; }
+
+sketch_set* worker::impact_sketch(std::uint32_t buffer) noexcept {
+  return impl_->sketches != nullptr ? &impl_->sketches[buffer & 1u] : nullptr;
+}
+
+std::optional<impact_window> drain_impact(worker_shared& shared, std::span<worker* const> workers,
+                                          std::int64_t window_start, std::int64_t window_end,
+                                          std::uint64_t revision, const std::atomic<bool>* stop) {
+  const std::uint32_t old = shared.impact_buffer.load(std::memory_order_relaxed) & 1u;
+  // The flip is stored before rte_rcu_qsbr_start (release). A worker that reports quiescence
+  // with a counter at or past the token has seen the new token (acquire), hence the flip: its
+  // later iterations fill the other buffer. rte_rcu_qsbr_check (acquire) seeing every worker
+  // past the token also makes their writes to `old` visible here, so reading and clearing it
+  // races with no one. Offline workers (stopped) count as quiescent.
+  shared.impact_buffer.store(old ^ 1u, std::memory_order_release);
+  if (shared.qsbr != nullptr) {
+    const std::uint64_t token = rte_rcu_qsbr_start(shared.qsbr);
+    while (rte_rcu_qsbr_check(shared.qsbr, token, false) != 1) {
+      if (stop != nullptr && stop->load(std::memory_order_relaxed)) return std::nullopt;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  impact_merger merger;
+  for (worker* w : workers) {
+    if (sketch_set* s = w->impact_sketch(old)) {
+      merger.add(*s);
+      s->clear();
+    }
+  }
+  return merger.finish(window_start, window_end, revision);
+}
 
 int worker::run() noexcept {
   impl& w = *impl_;
@@ -1123,7 +1272,10 @@ int worker::run() noexcept {
     }
     if (idle) {
       burst_counts c;
-      w.age_some(now, c);
+      burst_context ctx;
+      ctx.now_tsc = now;
+      w.load_context(ctx);
+      w.age_some(now, ctx, c);
       w.expire_frags(now, c);
       w.publish(c);
     }

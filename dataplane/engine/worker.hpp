@@ -16,9 +16,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "dataplane/engine/counters.hpp"
+#include "dataplane/engine/name_sketch.hpp"
 #include "dataplane/match/policy.hpp"
 
 namespace sluice::engine {
@@ -48,6 +51,9 @@ struct worker_shared {
   std::atomic<bool> stop{false};
   std::atomic<std::uint32_t> stall_worker_for_test{UINT32_MAX};  // test hook: that worker spins
   std::int64_t (*clock)() = nullptr;  // unix seconds for rule windows; null = system clock
+  // Impact sketches (name_sketch.hpp): which of each worker's two sketch_sets the workers fill
+  // (0 or 1). Flipped only by drain_impact; workers load it once per loop iteration.
+  std::atomic<std::uint32_t> impact_buffer{0};
 };
 
 struct io_queue {
@@ -80,6 +86,9 @@ struct worker_config {
   // classifier::config::verify_checksums: off only to replay endpoint captures whose outgoing
   // checksums are offload artefacts (sluice-dataplane --no-checksum-check).
   bool verify_checksums = true;
+  // Impact sketches: per rule, the names of the flows it matched (two sketch_sets, ~3.1 MB per
+  // worker, allocated here). Off: nothing recorded, nothing allocated (benchmarks compare).
+  bool impact_sketch = true;
 };
 
 class worker {
@@ -103,9 +112,28 @@ class worker {
   [[nodiscard]] const worker_counters& counters() const noexcept;
   [[nodiscard]] std::uint64_t flow_entries() const noexcept;
 
+  // One of the worker's two impact sketch sets (buffer 0 or 1), null when cfg.impact_sketch is
+  // off. Only drain_impact may touch the set the workers are not filling, and only after the
+  // grace period that follows a flip.
+  [[nodiscard]] sketch_set* impact_sketch(std::uint32_t buffer) noexcept;
+
  private:
   struct impl;
   std::unique_ptr<impl> impl_;
 };
+
+// Ends an impact window (control side; one caller at a time, never a worker): flips
+// shared.impact_buffer, waits until every worker has reported quiescence after the flip
+// (rte_rcu_qsbr, as for policy swaps; no wait when shared.qsbr is null, i.e. tests that drive
+// workers from the calling thread), then merges the buffer the workers left by rule id and
+// clears it. The result's rules are those with flows, attributed by the rule ids the slots were
+// filled under (see sketch_set::retag for a swap mid-window). nullopt when `stop` turned true
+// during the wait (nothing merged; the unread buffer is merged by the next drain).
+[[nodiscard]] std::optional<impact_window> drain_impact(worker_shared& shared,
+                                                        std::span<worker* const> workers,
+                                                        std::int64_t window_start,
+                                                        std::int64_t window_end,
+                                                        std::uint64_t revision,
+                                                        const std::atomic<bool>* stop = nullptr);
 
 }  // namespace sluice::engine
