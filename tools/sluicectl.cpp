@@ -17,6 +17,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -779,6 +780,88 @@ int run_show(const global_options& g, const directive_ref& ref) {
       g, [&](api_client& c) { return c.get(ref.path()); }, print_directive_detail);
 }
 
+// ---- directive impact and override (issue 8) --------------------------------------------------
+
+struct impact_options {
+  std::int64_t window = 3600;  // seconds back from now
+  std::size_t top = 10;
+};
+
+// A share (0..1) as "66.67%"; "-" when the answer lacks it.
+[[nodiscard]] std::string percent_text(const json& o, const std::string& key) {
+  if (!o.is_object() || !o.contains(key) || !o.at(key).is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f%%", o.at(key).get<double>() * 100.0);
+  return buf;
+}
+
+[[nodiscard]] const json& array_of(const json& o, const std::string& key) {
+  static const json empty = json::array();
+  return o.is_object() && o.contains(key) && o.at(key).is_array() ? o.at(key) : empty;
+}
+
+void print_impact(const json& r) {
+  std::cout << "directive " << text_of(r, "directive") << ": " << text_of(r, "reports")
+            << " reports from " << text_of(r, "nodes") << " nodes, " << time_text(r, "since")
+            << " .. " << time_text(r, "until") << " (newest window ends "
+            << time_text(r, "newest_window_end") << ")\n";
+  for (const auto& w : array_of(r, "warnings"))
+    std::cout << "warning: " << (w.is_string() ? w.get<std::string>() : w.dump()) << '\n';
+  const json& prefixes = array_of(r, "prefixes");
+  std::cout << '\n';
+  if (prefixes.empty()) {
+    std::cout << "no prefixes\n";
+  } else {
+    // "own": flows whose name the directive's own domains match; the rest of a prefix's traffic
+    // is collateral an address block would also hit.
+    std::vector<std::vector<std::string>> rows{
+        {"PREFIX", "FLOWS", "OWN", "UNNAMED", "OTHER", "TOP OTHER NAMES"}};
+    for (const auto& p : prefixes) {
+      std::string names;
+      for (const auto& n : array_of(p, "top_other"))
+        names += (names.empty() ? "" : ", ") + text_of(n, "name") + " " + percent_text(n, "share");
+      rows.push_back({text_of(p, "prefix"), text_of(p, "flows"), percent_text(p, "own_share"),
+                      percent_text(p, "unnamed_share"), text_of(p, "other_flows"),
+                      names.empty() ? "-" : names});
+    }
+    print_table(rows);
+  }
+  const json& domains = array_of(r, "domains");
+  if (domains.empty()) return;
+  std::cout << '\n';
+  std::vector<std::vector<std::string>> rows{{"DOMAIN", "FLOWS", "NAMES"}};
+  for (const auto& d : domains) {
+    std::string names;
+    for (const auto& n : array_of(d, "names"))
+      names += (names.empty() ? "" : ", ") + text_of(n, "name") + " " + text_of(n, "flows");
+    rows.push_back({text_of(d, "domain"), text_of(d, "flows"), names.empty() ? "-" : names});
+  }
+  print_table(rows);
+}
+
+int run_directive_impact(const global_options& g, const directive_ref& ref,
+                         const impact_options& o) {
+  const std::string path = ref.path() + "/impact?window=" + std::to_string(o.window) +
+                           "&top=" + std::to_string(o.top);
+  return exchange(
+      g, [&](api_client& c) { return c.get(path); }, print_impact);
+}
+
+int run_directive_override(const global_options& g, const directive_ref& ref,
+                           const std::string& reason) {
+  return exchange(
+      g, [&](api_client& c) { return c.post(ref.path() + "/override", {{"reason", reason}}); },
+      [](const json& d) {
+        const json& overrides = array_of(d, "overrides");
+        std::cout << "override recorded for " << ref_text(d) << ": " << state_text(d) << ", "
+                  << overrides.size() << (overrides.size() == 1 ? " override" : " overrides")
+                  << '\n';
+        for (const auto& o : overrides)
+          std::cout << "  " << text_of(o, "actor") << " at " << time_text(o, "at") << ": "
+                    << text_of(o, "reason") << '\n';
+      });
+}
+
 int run_list(const global_options& g) {
   return exchange(
       g, [](api_client& c) { return c.get("/v1/directives"); },
@@ -1109,6 +1192,32 @@ int run(int argc, char** argv) {
   add_ref(command(&app, "show", "Show one directive, its document and signature",
                   [&] { return run_show(g, ref()); }));
   command(&app, "list", "List directives", [&] { return run_list(g); });
+  auto* directive_cmd =
+      command(&app, "directive", "Inspect or override a directive before approval", [] {
+        return code_of(exit_status::usage);
+      });  // unreachable: a child is required
+  directive_cmd->require_subcommand(1);
+  impact_options impact;
+  auto* impact_cmd = command(
+      directive_cmd, "impact",
+      "Show what a directive hits per prefix and domain, from the nodes' impact reports",
+      [&] { return run_directive_impact(g, ref(), impact); });
+  add_ref(impact_cmd);
+  impact_cmd->add_option("--window", impact.window, "Reports of the last SECONDS")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{366} * 86400))
+      ->capture_default_str();
+  impact_cmd->add_option("--top", impact.top, "Names listed per prefix and domain")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1000}))
+      ->capture_default_str();
+  auto* override_cmd = command(
+      directive_cmd, "override",
+      "Override its overlaps with protected ranges or names (engineer token)",
+      [&] { return run_directive_override(g, ref(), reason); });
+  add_ref(override_cmd);
+  override_cmd->add_option("--reason", reason, "Why (recorded in the audit trail)")
+      ->required()
+      ->check(single_line_check);
+
   command(&app, "nodes", "List nodes and what they enforce", [&] { return run_nodes(g); });
 
   auto* rollout_cmd =

@@ -74,7 +74,7 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
   r.keys(root,
          {"listen", "database", "apps_dir", "signing_key", "issuers", "approvals_required",
           "stale_after_seconds", "canary", "inventory", "tokens", "http_threads", "tls",
-          "max_wait_seconds"},
+          "max_wait_seconds", "store", "protected", "approval", "impact"},
          "the config");
   daemon_config c;
   if (root["listen"]) c.listen = r.str(root["listen"], "listen");
@@ -141,6 +141,85 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     c.tls_cert = r.path(tls["cert"], "tls.cert");
     c.tls_key = r.path(tls["key"], "tls.key");
   }
+
+  if (const auto st = root["store"]) {
+    r.keys(st, {"kind", "path", "endpoints", "prefix", "replica", "leader_lease_seconds"}, "store");
+    const std::string kind = st["kind"] ? r.str(st["kind"], "store.kind") : "sqlite";
+    if (kind == "sqlite") {
+      for (const char* k : {"endpoints", "prefix", "replica", "leader_lease_seconds"})
+        if (st[k]) r.fail(st[k], std::string("store.") + k + " is for kind etcd");
+      if (st["path"]) c.database = r.path(st["path"], "store.path");
+    } else if (kind == "etcd") {
+      if (st["path"]) r.fail(st["path"], "store.path is for kind sqlite");
+      c.backend = store_kind::etcd;
+      if (!st["endpoints"] || !st["endpoints"].IsSequence() || st["endpoints"].size() == 0)
+        r.fail(st, "store.endpoints: at least one etcd client URL is required");
+      for (const auto& e : st["endpoints"]) {
+        const auto url = r.str(e, "store.endpoints entry");
+        if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+          r.fail(e, "store.endpoints: '" + url + "' is not an http(s):// URL");
+        c.etcd.endpoints.push_back(url);
+      }
+      if (st["prefix"]) {
+        c.etcd.prefix = r.str(st["prefix"], "store.prefix");
+        if (c.etcd.prefix.empty() || c.etcd.prefix.front() != '/' || c.etcd.prefix.back() == '/')
+          r.fail(st["prefix"], "store.prefix must start with '/' and not end with one");
+      }
+      if (st["replica"]) c.etcd.replica = r.str(st["replica"], "store.replica");
+      if (st["leader_lease_seconds"]) {
+        const auto ttl = r.num(st["leader_lease_seconds"], "store.leader_lease_seconds");
+        if (ttl < 2 || ttl > 60) r.fail(st["leader_lease_seconds"], "store.leader_lease_seconds must be 2..60");
+        c.etcd.leader_ttl = std::chrono::seconds(ttl);
+      }
+    } else {
+      r.fail(st["kind"], "store.kind must be sqlite or etcd");
+    }
+  }
+  if (const auto prot = root["protected"]) {
+    if (!prot.IsSequence()) r.fail(prot, "protected must be a list of {name, prefixes, domains}");
+    for (const auto& e : prot) {
+      r.keys(e, {"name", "prefixes", "domains"}, "a protected entry");
+      if (!e["name"]) r.fail(e, "a protected entry needs a name");
+      impact::protected_entry entry;
+      entry.name = r.str(e["name"], "protected name");
+      for (const char* k : {"prefixes", "domains"}) {
+        if (!e[k]) continue;
+        if (!e[k].IsSequence()) r.fail(e[k], std::string("protected ") + k + " must be a list");
+        for (const auto& v : e[k])
+          (std::string(k) == "prefixes" ? entry.prefixes : entry.domains)
+              .push_back(r.str(v, std::string("protected ") + k + " entry"));
+      }
+      c.core.protected_targets.entries.push_back(std::move(entry));
+    }
+    std::string err;
+    if (!impact::validate_protected(c.core.protected_targets, err)) r.fail(prot, "protected: " + err);
+  }
+  if (const auto ap = root["approval"]) {
+    r.keys(ap, {"overrides_required", "require_impact_report_within_seconds"}, "approval");
+    if (ap["overrides_required"]) {
+      const auto n = r.num(ap["overrides_required"], "approval.overrides_required");
+      if (n < 1 || n > 10) r.fail(ap["overrides_required"], "approval.overrides_required must be 1..10");
+      c.core.overrides_required = static_cast<std::uint32_t>(n);
+    }
+    if (ap["require_impact_report_within_seconds"])
+      c.core.impact_max_age_s = static_cast<std::int64_t>(
+          r.num(ap["require_impact_report_within_seconds"], "approval.require_impact_report_within_seconds"));
+  }
+  if (const auto im = root["impact"]) {
+    r.keys(im, {"retention_seconds"}, "impact");
+    if (im["retention_seconds"])
+      c.core.impact_retention_s =
+          static_cast<std::int64_t>(r.num(im["retention_seconds"], "impact.retention_seconds"));
+  }
+  c.core.replicated = c.backend == store_kind::etcd;
+  if (c.core.replicated) {
+    // etcd must run with --max-txn-ops >= 10000 and --max-request-bytes >= 8 MiB (control/README):
+    // two ops per node record, about 1 KiB of request per record at most, room for the rest.
+    c.etcd.max_txn_ops = 10000;
+    c.etcd.max_request_bytes = std::size_t{8} << 20;
+    c.core.max_nodes_per_commit = 2000;
+  }
+  c.etcd.node_ttl = std::chrono::seconds(c.core.stale_after_s);
 
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(c.apps_dir, ec)) {

@@ -15,6 +15,18 @@
 //     - { name: moc-1, role: ministry, sha256: 9f86d0... }
 //   http_threads: 64                           # >= nodes that long-poll at once + a few
 //   tls: { cert: /etc/sluice/tls.crt, key: /etc/sluice/tls.key }   # optional
+//   store:                                     # optional; default SQLite at `database`
+//     kind: etcd                               # sqlite | etcd (replicated controllers)
+//     endpoints: [http://10.0.0.1:2379, http://10.0.0.2:2379, http://10.0.0.3:2379]
+//     prefix: /sluice                          # every key under it
+//     replica: ctl-a                           # this replica's name (default: listen address)
+//     leader_lease_seconds: 5                  # 2..60; leadership moves within about this
+//   protected:                                 # issue 8: never blocked without an override
+//     - { name: isp-resolvers, prefixes: [192.0.2.53/32], domains: [] }
+//   approval:
+//     overrides_required: 2                    # engineers consenting to overlap protection
+//     require_impact_report_within_seconds: 0  # > 0: address blocks need a fresh report
+//   impact: { retention_seconds: 604800 }
 //
 // Relative paths are relative to the config file. Unknown keys are errors. Throws
 // config_error ("file:line:column: message") on any problem, including unreadable keys.
@@ -28,6 +40,7 @@
 
 #include "control/api/http_api.hpp"
 #include "control/controller/controller.hpp"
+#include "control/store/etcd_store.hpp"
 
 namespace sluice::control::api {
 
@@ -35,9 +48,13 @@ struct config_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+enum class store_kind : std::uint8_t { sqlite, etcd };
+
 struct daemon_config {
   std::string listen = "127.0.0.1:9480";
   std::filesystem::path database = "controld.db";
+  store_kind backend = store_kind::sqlite;
+  store::etcd_options etcd;  // store_kind == etcd
   std::filesystem::path apps_dir = "apps";
   std::vector<token_entry> tokens;
   unsigned http_threads = 64;

@@ -20,7 +20,15 @@ using controller::role;
 json to_json(const controller::directive_view& v) {
   const auto& r = v.record;
   json approvals = json::array();
-  for (const auto& a : r.approvals) approvals.push_back({{"actor", a.actor}, {"at", a.at}});
+  json overrides = json::array();
+  for (const auto& a : r.approvals) {
+    if (a.kind == "override")
+      overrides.push_back({{"actor", a.actor}, {"at", a.at}, {"reason", a.reason}});
+    else
+      approvals.push_back({{"actor", a.actor}, {"at", a.at}});
+  }
+  json overlaps = json::array();
+  for (const auto& o : v.overlaps) overlaps.push_back(o.message);
   json j{{"issuer", r.issuer},
          {"id", r.id},
          {"action", r.action},
@@ -31,6 +39,8 @@ json to_json(const controller::directive_view& v) {
          {"updated_at", r.updated_at},
          {"ended_at", r.ended_at},
          {"approvals", approvals},
+         {"overrides", overrides},
+         {"protected_overlaps", overlaps},
          {"enforcement", {{"in_scope", v.in_scope}, {"enforcing", v.enforcing}}}};
   if (v.parsed) {
     j["legal_basis"] = v.parsed->legal_basis;
@@ -43,7 +53,7 @@ json to_json(const controller::directive_view& v) {
 json to_json(const controller::rollout_view& r) {
   return {{"target", r.target},       {"released", r.released}, {"stage", r.stage},
           {"paused", r.paused},       {"reason", r.reason},     {"stage_since", r.stage_since},
-          {"emergency_stop", r.emergency_stop}};
+          {"emergency_stop", r.emergency_stop}, {"leader", r.leader}, {"is_leader", r.is_leader}};
 }
 
 json to_json(const controller::node_view& n) {
@@ -196,6 +206,36 @@ void http_api::attach(httplib::Server& server) {
                         if (!r) return send_error(res, r.error);
                         send_json(res, 200, to_json(*r.value));
                       }));
+  server.Post(R"(/v1/directives/([^/]+)/([^/]+)/override)",
+              guarded("/v1/directives/{issuer}/{id}/override", engineer,
+                      [this](const auto& req, auto& res, const auto& who) {
+                        const auto body = body_json(req);
+                        if (!body) return send_error(res, {error_kind::invalid, "bad_request",
+                                                           "body must be a JSON object"});
+                        const auto r = core_.override_protection(
+                            who, req.matches[1], req.matches[2], body->value("reason", std::string()));
+                        if (!r) return send_error(res, r.error);
+                        send_json(res, 200, to_json(*r.value));
+                      }));
+  server.Get(R"(/v1/directives/([^/]+)/([^/]+)/impact)",
+             guarded("/v1/directives/{issuer}/{id}/impact", readers,
+                     [this](const auto& req, auto& res, const auto&) {
+                       std::int64_t window = 3600;
+                       std::size_t top = 10;
+                       try {
+                         if (req.has_param("window")) window = std::stoll(req.get_param_value("window"));
+                         if (req.has_param("top")) top = std::stoull(req.get_param_value("top"));
+                       } catch (const std::exception&) {
+                         window = -1;
+                       }
+                       if (window < 1 || window > 366LL * 86400 || top > 1000)
+                         return send_error(res, {error_kind::invalid, "bad_request",
+                                                 "window must be 1..31622400 seconds, top 0..1000"});
+                       const auto r = core_.impact(req.matches[1], req.matches[2], window, top);
+                       if (!r) return send_error(res, r.error);
+                       res.status = 200;
+                       res.set_content(*r.value, "application/json");
+                     }));
   server.Post(R"(/v1/directives/([^/]+)/([^/]+)/revoke)",
               guarded("/v1/directives/{issuer}/{id}/revoke", ministry,
                       [this](const auto& req, auto& res, const auto& who) {
@@ -287,6 +327,12 @@ void http_api::attach(httplib::Server& server) {
                res.status = 200;
                res.set_content(r.value->body, "application/json");
              }));
+  server.Post(R"(/v1/nodes/([^/]+)/impact)",
+              guarded("/v1/nodes/{node}/impact", node, [this](const auto& req, auto& res, const auto&) {
+                const auto r = core_.node_impact(req.matches[1], req.body);
+                if (!r) return send_error(res, r.error);
+                res.status = 204;
+              }));
   server.Post(R"(/v1/nodes/([^/]+)/status)",
               guarded("/v1/nodes/{node}/status", node, [this](const auto& req, auto& res, const auto&) {
                 const auto body = body_json(req);

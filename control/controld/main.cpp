@@ -64,11 +64,16 @@ int main(int argc, char** argv) {
   std::unique_ptr<store::store> st;
   std::unique_ptr<controller::controller> core;
   controller::system_clock clk;
+  const bool etcd = cfg.backend == api::store_kind::etcd;
+  if (etcd && cfg.etcd.replica.empty()) cfg.etcd.replica = cfg.listen;
+  cfg.core.replica = etcd ? cfg.etcd.replica : cfg.listen;
+  const std::string store_name =
+      etcd ? "etcd " + cfg.etcd.endpoints.front() + " prefix " + cfg.etcd.prefix : cfg.database.string();
   try {
-    st = store::open_sqlite_store(cfg.database.string());
+    st = etcd ? store::open_etcd_store(cfg.etcd) : store::open_sqlite_store(cfg.database.string());
     core = std::make_unique<controller::controller>(cfg.core, *st, clk);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "sluice-controld: %s: %s\n", cfg.database.c_str(), e.what());
+    std::fprintf(stderr, "sluice-controld: %s: %s\n", store_name.c_str(), e.what());
     return 1;
   }
   if (check_only) {
@@ -122,17 +127,21 @@ int main(int argc, char** argv) {
   std::mutex m;
   std::condition_variable stop_cv;
   bool stopping = false;
+  // Ticks every 250 ms, and at once when the store moves (another replica's commit reaches a
+  // follower through the store's watch, so its long-polling nodes hear of a revision promptly).
   std::thread ticker([&] {
+    std::uint64_t seen = 0;
     std::unique_lock lock(m);
     while (!stopping) {
       lock.unlock();
       core->tick();
+      seen = st->wait_for_change(seen, std::chrono::milliseconds(250));
       lock.lock();
-      stop_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stopping; });
     }
   });
-  std::fprintf(stderr, "sluice-controld: listening on %s%s (database %s)\n", cfg.listen.c_str(),
-               cfg.tls_cert.empty() ? "" : " (TLS)", cfg.database.c_str());
+  std::fprintf(stderr, "sluice-controld: listening on %s%s (store %s, replica %s)\n",
+               cfg.listen.c_str(), cfg.tls_cert.empty() ? "" : " (TLS)", store_name.c_str(),
+               cfg.core.replica.c_str());
   const bool ok = server->listen_after_bind();
   {
     std::lock_guard lock(m);

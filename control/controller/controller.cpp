@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "control/impact/report.hpp"
+
 namespace sluice::control::controller {
 namespace {
 
@@ -25,6 +27,18 @@ std::string key_of(const std::string& issuer, const std::string& id) { return is
 
 bool in_force(const directive_record& r) {
   return r.state == state_scheduled || r.state == state_active;
+}
+
+// Distinct engineers behind approvals of one kind ("approve" or "override").
+std::size_t count_kind(const directive_record& r, std::string_view kind) {
+  std::set<std::string> actors;
+  for (const auto& a : r.approvals)
+    if (a.kind == kind) actors.insert(a.actor);
+  return actors.size();
+}
+
+bool enforcing_action(directive::directive_action a) {
+  return a == directive::directive_action::block || a == directive::directive_action::throttle;
 }
 
 std::string labels_text(const std::map<std::string, std::string>& labels) {
@@ -122,24 +136,15 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
   for (const char* s : all_states) directives_gauge_->Add({{"state", s}});
   for (const char* s : node_states) nodes_gauge_->Add({{"state", s}});
 
+  is_leader_gauge_ = &prometheus::BuildGauge()
+                         .Name("sluice_control_is_leader")
+                         .Help("1 while this replica runs the time-driven work (always 1 with "
+                               "SQLite)")
+                         .Register(*registry_)
+                         .Add({});
+
   std::lock_guard lock(mutex_);
-  if (auto meta = store_.get_meta("rollout")) {
-    const json j = json::parse(*meta, nullptr, false);
-    if (j.is_object()) {
-      rollout_.target = j.value("target", std::uint64_t{0});
-      rollout_.released = j.value("released", std::uint64_t{0});
-      rollout_.stage = j.value("stage", std::string("done"));
-      rollout_.paused = j.value("paused", false);
-      rollout_.reason = j.value("reason", std::string());
-      rollout_.stage_since = j.value("stage_since", std::int64_t{0});
-      rollout_.canary_acked_at = j.value("canary_acked_at", std::int64_t{0});
-    }
-  }
-  if (auto meta = store_.get_meta("emergency_stop")) emergency_stop_ = *meta == "on";
-  if (auto meta = store_.get_meta("removed_in")) {
-    const json j = json::parse(*meta, nullptr, false);
-    if (j.is_object()) removed_in_ = j.get<std::map<std::string, std::uint64_t>>();
-  }
+  load_meta_locked();
   for (auto& n : store_.list_nodes()) nodes_[n.node_id].record = std::move(n);
 
   if (auto latest = store_.latest_revision()) {
@@ -160,9 +165,77 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
                                 json{{"revision", 1}}.dump()));
     rollout_ = {};
     start_rollout_locked(1, batch, true);
-    if (auto e = commit_locked(batch)) throw store::store_error(e->message);
+    if (auto e = commit_locked(batch)) {
+      // Another replica initialised the shared store first: take what it wrote.
+      if (!cfg_.replicated || e->kind != error_kind::conflict) throw store::store_error(e->message);
+      refresh_locked(true);
+    }
   }
+  if (cfg_.replicated) synced_store_rev_ = store_.store_revision();
   update_gauges_locked();
+}
+
+void controller::load_meta_locked() {
+  rollout_ = {};
+  if (auto meta = store_.get_meta("rollout")) {
+    meta_seen_["rollout"] = *meta;
+    const json j = json::parse(*meta, nullptr, false);
+    if (j.is_object()) {
+      rollout_.target = j.value("target", std::uint64_t{0});
+      rollout_.released = j.value("released", std::uint64_t{0});
+      rollout_.stage = j.value("stage", std::string("done"));
+      rollout_.paused = j.value("paused", false);
+      rollout_.reason = j.value("reason", std::string());
+      rollout_.stage_since = j.value("stage_since", std::int64_t{0});
+      rollout_.canary_acked_at = j.value("canary_acked_at", std::int64_t{0});
+    }
+  } else {
+    meta_seen_["rollout"].clear();
+  }
+  const auto stop = store_.get_meta("emergency_stop");
+  meta_seen_["emergency_stop"] = stop.value_or("");
+  emergency_stop_ = stop && *stop == "on";
+  removed_in_.clear();
+  const auto removed = store_.get_meta("removed_in");
+  meta_seen_["removed_in"] = removed.value_or("");
+  if (removed) {
+    const json j = json::parse(*removed, nullptr, false);
+    if (j.is_object()) removed_in_ = j.get<std::map<std::string, std::uint64_t>>();
+  }
+}
+
+void controller::refresh_locked(bool force) {
+  if (!cfg_.replicated) return;
+  const std::uint64_t rev = store_.store_revision();
+  if (!force && rev == synced_store_rev_) return;
+  const std::uint64_t target = rollout_.target, released = rollout_.released;
+  if (auto latest = store_.latest_revision(); latest && (force || latest->revision != revision_)) {
+    auto p = fleet::fleet_policy::from_json(latest->content);
+    if (!p) throw store::store_error("revision " + std::to_string(latest->revision) +
+                                     " in the store is unreadable");
+    policy_ = std::move(*p);
+    revision_ = latest->revision;
+    revision_at_ = latest->generated_at;
+    revision_at_ms_ = revision_at_ * 1000;
+  }
+  load_meta_locked();
+  synced_store_rev_ = rev;
+  if (rollout_.target != target || rollout_.released != released) offers_changed_.notify_all();
+}
+
+void controller::refresh_nodes_locked() {
+  if (!cfg_.replicated) return;
+  const std::int64_t now_ms = clk_.now_ms();
+  for (auto& rec : store_.list_nodes()) {
+    auto [it, fresh] = nodes_.try_emplace(rec.node_id);
+    node_entry& n = it->second;
+    // A report this replica took and has not flushed yet is newer than the store's copy.
+    if (!fresh && (n.dirty || rec.last_seen < n.record.last_seen)) continue;
+    // Another replica's ACK: its time is known to the refresh's granularity only.
+    if (rec.applied_revision > n.record.applied_revision) n.applied_at_ms = now_ms;
+    n.record = std::move(rec);
+  }
+  nodes_refreshed_ms_ = now_ms;
 }
 
 controller::~controller() = default;
@@ -180,8 +253,22 @@ audit::audit_record controller::event(const principal& who, std::string name, st
 
 std::optional<op_error> controller::commit_locked(store::write_batch& batch) {
   if (batch.empty()) return std::nullopt;
+  if (cfg_.replicated)  // shared values change only from what this replica last saw
+    for (const auto& [k, v] : batch.meta) batch.meta_expect.try_emplace(k, meta_seen_[k]);
   const auto res = store_.commit(batch);
-  if (res) return std::nullopt;
+  if (res) {
+    for (const auto& [k, v] : batch.meta) meta_seen_[k] = v;
+    if (cfg_.replicated && res.store_revision == synced_store_rev_ + 1)
+      synced_store_rev_ = res.store_revision;  // nobody else wrote in between
+    return std::nullopt;
+  }
+  if (cfg_.replicated) {
+    synced_store_rev_ = 0;
+    try {
+      refresh_locked(true);
+    } catch (const store::store_error&) {
+    }
+  }
   op_error e{res.outcome == store::commit_outcome::conflict ? error_kind::conflict
                                                             : error_kind::unavailable,
              res.outcome == store::commit_outcome::conflict ? "conflict" : "store_failed",
@@ -255,7 +342,7 @@ std::string controller::desired_state(const directive_record& rec, const directi
                                       const std::vector<directive_record>& all, std::int64_t now,
                                       std::string& end_reason) const {
   if (rec.state == state_ended) return rec.state;
-  const bool approved = rec.approvals.size() >= cfg_.approvals_required;
+  const bool approved = count_kind(rec, "approve") >= cfg_.approvals_required;
   if (d.not_after && now >= *d.not_after) {
     end_reason = "expired";
     return std::string(state_ended);
@@ -312,11 +399,17 @@ bool controller::advance_locked(std::vector<directive_record>& all, store::write
 bool controller::recompile_locked(const std::vector<directive_record>& all,
                                   store::write_batch& batch, const std::string& reason) {
   std::vector<directive::directive> effective;
+  std::vector<directive::directive> shadowed;  // awaiting approval: counted, not enforced
   for (const auto& rec : all) {
-    if (!in_force(rec)) continue;
-    if (auto d = parse_stored(rec, validation(now_s()))) effective.push_back(std::move(*d));
+    if (in_force(rec)) {
+      if (auto d = parse_stored(rec, validation(now_s()))) effective.push_back(std::move(*d));
+    } else if (rec.state == state_awaiting) {
+      if (auto d = parse_stored(rec, validation(now_s())); d && enforcing_action(d->action))
+        shadowed.push_back(std::move(*d));
+    }
   }
-  auto compiled = fleet::compile_fleet(effective, cfg_.apps, emergency_stop_, &policy_, revision_ + 1);
+  auto compiled = fleet::compile_fleet(effective, cfg_.apps, emergency_stop_, &policy_,
+                                       revision_ + 1, shadowed);
   if (!compiled) {
     // Fail static: the revision in force stays; the failure is on record.
     batch.audit.push_back(event({"controller", role::engineer}, "revision.compile_failed", "",
@@ -327,8 +420,10 @@ bool controller::recompile_locked(const std::vector<directive_record>& all,
 
   const std::uint64_t rev = revision_ + 1;
   std::set<std::string> before, after;
-  for (const auto& r : policy_.rules) before.insert(r.directive);
-  for (const auto& r : compiled.policy->rules) after.insert(r.directive);
+  for (const auto& r : policy_.rules)
+    if (!r.shadow) before.insert(r.directive);
+  for (const auto& r : compiled.policy->rules)
+    if (!r.shadow) after.insert(r.directive);
   for (const auto& k : before)
     if (!after.contains(k)) removed_in_[k] = rev;
   for (const auto& k : after) removed_in_.erase(k);
@@ -350,9 +445,99 @@ bool controller::recompile_locked(const std::vector<directive_record>& all,
   return true;
 }
 
+template <class F>
+auto controller::with_retry(F&& op) -> decltype(op()) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      refresh_locked(attempt > 0);
+    } catch (const store::store_error& e) {
+      return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+    }
+    auto r = op();
+    if (r || !cfg_.replicated || r.error.code != "conflict" || attempt == 2) return r;
+  }
+}
+
 op_result<directive_view> controller::submit(const principal& who, const std::string& document,
                                              const std::string& signature) {
   std::lock_guard lock(mutex_);
+  return with_retry([&] { return submit_locked(who, document, signature); });
+}
+
+op_result<directive_view> controller::approve(const principal& who, const std::string& issuer,
+                                              const std::string& id) {
+  std::lock_guard lock(mutex_);
+  return with_retry([&] { return approve_locked(who, issuer, id); });
+}
+
+op_result<directive_view> controller::revoke(const principal& who, const std::string& issuer,
+                                             const std::string& id, const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  return with_retry([&] { return revoke_locked(who, issuer, id, reason); });
+}
+
+std::vector<impact::overlap> controller::overlaps_of(const directive::directive& d) const {
+  if (!enforcing_action(d.action) || cfg_.protected_targets.entries.empty()) return {};
+  return impact::find_overlaps(d, cfg_.apps, cfg_.protected_targets);
+}
+
+op_result<directive_view> controller::override_protection(const principal& who,
+                                                          const std::string& issuer,
+                                                          const std::string& id,
+                                                          const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  return with_retry([&]() -> op_result<directive_view> {
+    const std::string key_name = key_of(issuer, id);
+    std::vector<directive_record> all;
+    directive_record* it = nullptr;
+    if (auto e = find_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
+    if (reason.empty())
+      return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
+                                   "an override needs a reason", key_name, "")};
+    if (it->state != state_awaiting)
+      return {std::nullopt, refuse(who, error_kind::conflict, "not_awaiting_approval",
+                                   "directive " + key_name + " is " + it->state +
+                                       ", not awaiting approval",
+                                   key_name, "")};
+    const auto d = parse_stored(*it, validation(now_s()));
+    const auto overlaps = d ? overlaps_of(*d) : std::vector<impact::overlap>{};
+    if (overlaps.empty())
+      return {std::nullopt, refuse(who, error_kind::conflict, "no_protected_overlap",
+                                   "directive " + key_name +
+                                       " overlaps no protected range or name; nothing to override",
+                                   key_name, "")};
+    if (it->submitted_by == who.name)
+      return {std::nullopt, refuse(who, error_kind::forbidden, "self_override",
+                                   who.name + " submitted " + key_name +
+                                       " and may not also override its protection",
+                                   key_name, "")};
+    for (const auto& a : it->approvals)
+      if (a.kind == "override" && a.actor == who.name)
+        return {std::nullopt, refuse(who, error_kind::conflict, "already_overridden",
+                                     who.name + " already consented to override " + key_name,
+                                     key_name, "")};
+    const std::int64_t now = now_s();
+    it->approvals.push_back({who.name, now, "override", reason});
+    it->updated_at = now;
+    json listed = json::array();
+    for (const auto& o : overlaps) listed.push_back(o.message);
+    store::write_batch batch;
+    batch.directives.push_back({*it, it->version});
+    batch.audit.push_back(event(who, "directive.override_approved", key_name,
+                                json{{"reason", reason},
+                                     {"overlaps", listed},
+                                     {"overrides", count_kind(*it, "override")},
+                                     {"required", cfg_.overrides_required}}
+                                    .dump()));
+    if (auto e = commit_locked(batch)) return {std::nullopt, *e};
+    auto stored = store_.get_directive(issuer, id);
+    return {view_locked(stored ? *stored : *it), {}};
+  });
+}
+
+op_result<directive_view> controller::submit_locked(const principal& who,
+                                                    const std::string& document,
+                                                    const std::string& signature) {
   const std::int64_t now = now_s();
   const auto id = crypto::signature_key_id(signature);
   if (!id) {
@@ -490,9 +675,9 @@ std::optional<op_error> controller::find_locked(const principal& who, const std:
   return std::nullopt;
 }
 
-op_result<directive_view> controller::approve(const principal& who, const std::string& issuer,
-                                              const std::string& id) {
-  std::lock_guard lock(mutex_);
+op_result<directive_view> controller::approve_locked(const principal& who,
+                                                     const std::string& issuer,
+                                                     const std::string& id) {
   const std::string key_name = key_of(issuer, id);
   std::vector<directive_record> all;
   directive_record* it = nullptr;
@@ -508,11 +693,54 @@ op_result<directive_view> controller::approve(const principal& who, const std::s
                                      " and may not also approve it (four eyes)",
                                  key_name, "")};
   for (const auto& a : it->approvals)
-    if (a.actor == who.name)
+    if (a.kind == "approve" && a.actor == who.name)
       return {std::nullopt, refuse(who, error_kind::conflict, "already_approved",
                                    who.name + " already approved " + key_name, key_name, "")};
   const std::int64_t now = now_s();
-  it->approvals.push_back({who.name, now});
+  if (const auto d = parse_stored(*it, validation(now)); d && enforcing_action(d->action)) {
+    // Issue 8: protected targets need an override first; address blocks need a fresh impact
+    // report (from the shadow rules the directive has had on the fleet since it arrived).
+    const auto overlaps = overlaps_of(*d);
+    const std::size_t overrides = count_kind(*it, "override");
+    if (!overlaps.empty() && overrides < cfg_.overrides_required) {
+      std::string listed;
+      for (const auto& o : overlaps) listed += (listed.empty() ? "" : "; ") + o.message;
+      return {std::nullopt,
+              refuse(who, error_kind::forbidden, "protected_overlap",
+                     "directive " + key_name + ": " + listed + " (override consent from " +
+                         std::to_string(overrides) + " of " +
+                         std::to_string(cfg_.overrides_required) +
+                         " engineers: sluicectl directive override)",
+                     key_name, "")};
+    }
+    bool has_addresses = !d->targets.prefixes.empty();
+    for (const auto& app : d->targets.apps)
+      if (auto p = cfg_.apps.find(app); p != cfg_.apps.end() && !p->second.prefixes.empty())
+        has_addresses = true;
+    if (cfg_.impact_max_age_s > 0 && has_addresses) {
+      bool fresh = false;
+      try {
+        for (const auto& r : store_.list_impacts(now - cfg_.impact_max_age_s)) {
+          std::string ignored;
+          const auto body = impact::parse_impact_body(r.body, ignored);
+          if (!body) continue;
+          for (const auto& rule : body->rules)
+            if (rule.directive == key_name) fresh = true;
+        }
+      } catch (const store::store_error& e) {
+        return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+      }
+      if (!fresh)
+        return {std::nullopt,
+                refuse(who, error_kind::conflict, "impact_report_required",
+                       "directive " + key_name + " targets addresses and no node has reported " +
+                           "its impact in the last " + std::to_string(cfg_.impact_max_age_s) +
+                           " s; its shadow rules count traffic while it awaits approval "
+                           "(sluicectl directive impact " + key_name + ")",
+                       key_name, "")};
+    }
+  }
+  it->approvals.push_back({who.name, now, "approve", ""});
   it->updated_at = now;
   store::write_batch batch;
   batch.directives.push_back({*it, it->version});
@@ -528,9 +756,10 @@ op_result<directive_view> controller::approve(const principal& who, const std::s
   return {view_locked(stored ? *stored : *it), {}};
 }
 
-op_result<directive_view> controller::revoke(const principal& who, const std::string& issuer,
-                                             const std::string& id, const std::string& reason) {
-  std::lock_guard lock(mutex_);
+op_result<directive_view> controller::revoke_locked(const principal& who,
+                                                    const std::string& issuer,
+                                                    const std::string& id,
+                                                    const std::string& reason) {
   const std::string key_name = key_of(issuer, id);
   std::vector<directive_record> all;
   directive_record* it = nullptr;
@@ -562,6 +791,11 @@ op_result<directive_view> controller::revoke(const principal& who, const std::st
 op_result<rollout_view> controller::set_emergency_stop(const principal& who, bool on,
                                                        const std::string& reason) {
   std::lock_guard lock(mutex_);
+  try {
+    refresh_locked(false);
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
   if (reason.empty())
     return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
                                  "an emergency stop needs a reason", "", "")};
@@ -593,6 +827,11 @@ op_result<rollout_view> controller::set_emergency_stop(const principal& who, boo
 op_result<rollout_view> controller::set_paused(const principal& who, bool paused,
                                                const std::string& reason) {
   std::lock_guard lock(mutex_);
+  try {
+    refresh_locked(false);
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
   if (reason.empty())
     return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
                                  "pausing or resuming a rollout needs a reason", "", "")};
@@ -641,7 +880,7 @@ bool controller::is_canary(const store::node_record& n) const {
 }
 
 bool controller::is_stale(const store::node_record& n, std::int64_t now) const {
-  return now - n.last_seen > cfg_.stale_after_s;
+  return n.expired || now - n.last_seen > cfg_.stale_after_s;
 }
 
 std::uint64_t controller::offered_locked(const store::node_record& n) const {
@@ -750,24 +989,63 @@ void controller::advance_rollout_locked(store::write_batch& batch) {
 
 void controller::tick() {
   std::lock_guard lock(mutex_);
+  bool lead = true;
   store::write_batch batch;
   try {
-    auto all = store_.list_directives();
-    advance_locked(all, batch, "time");
+    if (cfg_.replicated) {
+      const auto l = store_.leadership_state();
+      lead = l.leader;
+      leader_name_ = l.holder;
+      const bool gained = lead && (!leading_ || l.term != leader_term_);
+      refresh_locked(gained);
+      if (lead && (gained || clk_.now_ms() - nodes_refreshed_ms_ >= 1000)) refresh_nodes_locked();
+      if (gained)
+        batch.audit.push_back(event({"controller:" + cfg_.replica, role::engineer},
+                                    "controller.leader", cfg_.replica,
+                                    json{{"term", l.term}}.dump()));
+      leading_ = lead;
+      leader_term_ = l.term;
+      is_leader_gauge_->Set(lead ? 1 : 0);
+    }
+    if (lead) {
+      auto all = store_.list_directives();
+      advance_locked(all, batch, "time");
+    }
   } catch (const store::store_error&) {
     return;  // fail static; the next tick tries again
   }
   const rollout_state before = rollout_;
-  advance_rollout_locked(batch);
+  if (lead) {
+    advance_rollout_locked(batch);
+    // A replica that lost its lease without knowing yet must not move the shared state.
+    batch.require_leadership = cfg_.replicated && !batch.empty();
+  }
+  // Node status goes in bounded chunks (an etcd Txn has op and byte limits); the first rides
+  // with the time-driven work, the rest follow in batches of their own.
+  std::vector<store::write_batch> more;
   for (auto& [id, n] : nodes_) {
     if (!n.dirty) continue;
-    batch.nodes.push_back(n.record);
+    store::write_batch* target = &batch;
+    if (cfg_.max_nodes_per_commit > 0 && batch.nodes.size() >= cfg_.max_nodes_per_commit) {
+      if (more.empty() || more.back().nodes.size() >= cfg_.max_nodes_per_commit) more.emplace_back();
+      target = &more.back();
+    }
+    target->nodes.push_back(n.record);
+  }
+  if (!pending_impacts_.empty()) {
+    batch.impacts = pending_impacts_;
+    batch.prune_impacts_before = now_s() - cfg_.impact_retention_s;
   }
   if (commit_locked(batch)) {
     rollout_ = before;
+    if (cfg_.replicated) leading_ = false;  // re-read everything as a new leader next time
     return;
   }
+  pending_impacts_.clear();
   for (auto& [id, n] : nodes_) n.dirty = false;
+  for (auto& extra : more)
+    if (commit_locked(extra))  // not written this time: mark them for the next tick
+      for (const auto& rec : extra.nodes) nodes_[rec.node_id].dirty = true;
   if (rollout_.released != before.released || rollout_.target != before.target)
     offers_changed_.notify_all();
   update_gauges_locked();
@@ -788,6 +1066,7 @@ op_result<snapshot_offer> controller::snapshot(const std::string& node,
   }
   n.record.labels = labels;
   n.record.last_seen = now_s();
+  n.record.expired = false;
   n.dirty = true;
 
   const auto cap = std::chrono::seconds(cfg_.max_wait_s);
@@ -856,10 +1135,11 @@ op_result<bool> controller::node_status(const std::string& node,
     n.record.node_id = node;
     n.record.first_seen = now;
     batch.audit.push_back(event({"node:" + node, role::node}, "node.registered", node,
-                                json{{"labels", labels}}.dump()));
+                                json{{"labels", labels}, {"replica", cfg_.replica}}.dump()));
   }
   if (!labels.empty()) n.record.labels = labels;
   n.record.last_seen = now;
+  n.record.expired = false;
   if (report.revision > n.record.applied_revision) n.applied_at_ms = clk_.now_ms();
   n.record.applied_revision = report.revision;
   n.record.ruleset_sha256 = report.ruleset_sha256;
@@ -888,6 +1168,43 @@ op_result<bool> controller::node_status(const std::string& node,
   return {true, {}};
 }
 
+op_result<bool> controller::node_impact(const std::string& node, const std::string& body) {
+  std::string error;
+  const auto parsed = impact::parse_impact_body(body, error);
+  if (!parsed) return {std::nullopt, {error_kind::invalid, "bad_impact_report", error}};
+  std::lock_guard lock(mutex_);
+  // Bounded: a controller whose store is down keeps at most this many reports in memory.
+  if (pending_impacts_.size() >= 50000)
+    return {std::nullopt, {error_kind::unavailable, "impact_backlog", "too many unsaved reports"}};
+  pending_impacts_.push_back({node, parsed->window_start, parsed->window_end, parsed->revision, body});
+  return {true, {}};
+}
+
+op_result<std::string> controller::impact(const std::string& issuer, const std::string& id,
+                                          std::int64_t window_s, std::size_t top) {
+  std::lock_guard lock(mutex_);
+  const std::int64_t now = now_s();
+  try {
+    const auto rec = store_.get_directive(issuer, id);
+    if (!rec) return {std::nullopt, {error_kind::not_found, "not_found", "no directive " + key_of(issuer, id)}};
+    const auto d = parse_stored(*rec, validation(now));
+    if (!d) return {std::nullopt, {error_kind::unavailable, "store_failed", "stored document unreadable"}};
+    json report = impact::impact_report(*d, cfg_.apps, store_.list_impacts(now - window_s),
+                                        now - window_s, now, top);
+    report["state"] = rec->state;
+    bool shadow = false;
+    for (const auto& r : policy_.rules)
+      if (r.shadow && r.directive == key_of(issuer, id)) shadow = true;
+    report["shadow_rules"] = shadow;
+    json overlaps = json::array();
+    for (const auto& o : overlaps_of(*d)) overlaps.push_back(o.message);
+    report["protected_overlaps"] = overlaps;
+    return {report.dump(), {}};
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+}
+
 // ---- views --------------------------------------------------------------------------------
 
 directive_view controller::view_locked(directive_record rec) {
@@ -897,7 +1214,8 @@ directive_view controller::view_locked(directive_record rec) {
   const std::int64_t now = now_s();
   std::uint64_t since = 0;
   for (const auto& r : policy_.rules)
-    if (r.directive == key_name) since = std::max(since, r.since);
+    if (r.directive == key_name && !r.shadow) since = std::max(since, r.since);
+  if (v.parsed) v.overlaps = overlaps_of(*v.parsed);
   const auto removed = removed_in_.find(key_name);
   for (const auto& [id, n] : nodes_) {
     if (is_stale(n.record, now) || !v.parsed || !v.parsed->scope.covers(n.record.labels)) continue;
@@ -945,7 +1263,8 @@ std::vector<node_view> controller::nodes() {
 
 rollout_view controller::rollout_locked() const {
   return {rollout_.target, rollout_.released, rollout_.stage,       rollout_.paused,
-          rollout_.reason, rollout_.stage_since, emergency_stop_};
+          rollout_.reason, rollout_.stage_since, emergency_stop_,
+          cfg_.replicated ? leader_name_ : cfg_.replica, !cfg_.replicated || leading_};
 }
 
 rollout_view controller::rollout() {

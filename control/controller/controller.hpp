@@ -23,6 +23,7 @@
 #include "control/crypto/minisign.hpp"
 #include "control/directive/directive.hpp"
 #include "control/fleet/compile.hpp"
+#include "control/impact/protected.hpp"
 #include "control/store/store.hpp"
 
 namespace prometheus {
@@ -72,6 +73,21 @@ struct controller_config {
   std::map<std::string, std::string> canary_labels;  // nodes with all of these go first
   std::int64_t canary_soak_s = 10;  // canary healthy this long after its ACKs -> the rest
   std::int64_t max_wait_s = 60;     // long-poll cap
+
+  // Several replicas share the store (etcd, issue 7): re-read shared state when the store
+  // moved, run the time-driven work only while the store says this replica leads.
+  bool replicated = false;
+  std::string replica = "controller";  // this replica's name (audit, views)
+  std::size_t max_nodes_per_commit = 0;  // node status chunks per store commit; 0 = one commit
+
+  // Issue 8. Enforcing directives whose targets overlap these are not approved until two
+  // engineers (not the submitter) consent with an override.
+  impact::protected_set protected_targets;
+  std::uint32_t overrides_required = 2;
+  // > 0: approving an enforcing directive with address targets needs an impact report (from
+  // its shadow rules) whose window ended at most this long ago.
+  std::int64_t impact_max_age_s = 0;
+  std::int64_t impact_retention_s = 7 * 86400;  // reports older than this are pruned
 };
 
 #define SLUICE_CONTROL_ERROR_KINDS(X) \
@@ -110,6 +126,7 @@ struct directive_view {
   std::uint32_t in_scope = 0;   // live (not stale) nodes in its scope
   std::uint32_t enforcing = 0;  // of those: applied a revision holding its current rules (for an
                                 // ended directive: one without them)
+  std::vector<impact::overlap> overlaps;  // with protected targets (enforcing actions only)
 };
 
 struct node_view {
@@ -127,6 +144,8 @@ struct rollout_view {
   std::string reason;          // why halted or paused
   std::int64_t stage_since = 0;  // unix ms
   bool emergency_stop = false;
+  std::string leader;       // the replica running the time-driven work ("" when unknown)
+  bool is_leader = true;    // this replica is it
 };
 
 struct status_report {
@@ -156,6 +175,12 @@ class controller {
                                                  const std::string& signature);
   [[nodiscard]] op_result<directive_view> approve(const principal& who, const std::string& issuer,
                                                   const std::string& id);
+  // An engineer's consent to enforce a directive whose targets overlap protected ones
+  // (issue 8); `overrides_required` distinct engineers, none the submitter, unlock approval.
+  [[nodiscard]] op_result<directive_view> override_protection(const principal& who,
+                                                              const std::string& issuer,
+                                                              const std::string& id,
+                                                              const std::string& reason);
   [[nodiscard]] op_result<directive_view> revoke(const principal& who, const std::string& issuer,
                                                  const std::string& id, const std::string& reason);
   [[nodiscard]] op_result<rollout_view> set_emergency_stop(const principal& who, bool on,
@@ -180,6 +205,13 @@ class controller {
                                                    const std::map<std::string, std::string>& labels,
                                                    std::optional<std::uint64_t> held,
                                                    std::chrono::milliseconds wait);
+  // A node's impact report (body format: control/impact/report.hpp); kept until the next tick
+  // writes it (with the other pending reports) to the store.
+  [[nodiscard]] op_result<bool> node_impact(const std::string& node, const std::string& body);
+  // The fleet-wide impact of a directive over the last `window_s` seconds (JSON text).
+  [[nodiscard]] op_result<std::string> impact(const std::string& issuer, const std::string& id,
+                                              std::int64_t window_s, std::size_t top);
+
   [[nodiscard]] op_result<bool> node_status(const std::string& node,
                                             const std::map<std::string, std::string>& labels,
                                             const status_report& report);
@@ -210,6 +242,28 @@ class controller {
   };
 
   [[nodiscard]] std::int64_t now_s() { return clk_.now_ms() / 1000; }
+  // Replicated stores: re-reads the newest revision and the shared meta (rollout, emergency
+  // stop, removed_in) when the store moved since the last read (always when `force`). Throws
+  // store::store_error.
+  void refresh_locked(bool force);
+  void load_meta_locked();  // rollout, emergency stop, removed_in (and meta_seen_)
+  // Merges the store's node records into nodes_ (local reports not yet flushed win).
+  void refresh_nodes_locked();
+  // The three mutating calls run under one lock; with a replicated store a conflict (another
+  // replica wrote first) re-reads the shared state and tries again.
+  template <class F>
+  auto with_retry(F&& op) -> decltype(op());
+  [[nodiscard]] op_result<directive_view> submit_locked(const principal& who,
+                                                        const std::string& document,
+                                                        const std::string& signature);
+  [[nodiscard]] op_result<directive_view> approve_locked(const principal& who,
+                                                         const std::string& issuer,
+                                                         const std::string& id);
+  [[nodiscard]] op_result<directive_view> revoke_locked(const principal& who,
+                                                        const std::string& issuer,
+                                                        const std::string& id,
+                                                        const std::string& reason);
+  [[nodiscard]] std::vector<impact::overlap> overlaps_of(const directive::directive& d) const;
   [[nodiscard]] directive::validation_context validation(std::int64_t now) const;
   [[nodiscard]] op_error refuse(const principal& who, error_kind kind, std::string code,
                                 std::string message, const std::string& subject,
@@ -261,12 +315,22 @@ class controller {
   rollout_state rollout_;
   std::map<std::string, node_entry> nodes_;
   std::map<std::string, std::uint64_t> removed_in_;  // directive key -> first revision without it
+  // Replication: the store revision last read, the meta values last read or written (the
+  // expectations of the next CAS), leadership as last seen.
+  std::uint64_t synced_store_rev_ = 0;
+  std::map<std::string, std::string> meta_seen_;
+  bool leading_ = false;
+  std::uint64_t leader_term_ = 0;
+  std::string leader_name_;
+  std::int64_t nodes_refreshed_ms_ = 0;
+  std::vector<store::impact_record> pending_impacts_;
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>* directives_gauge_ = nullptr;
   prometheus::Family<prometheus::Gauge>* nodes_gauge_ = nullptr;
   prometheus::Gauge* revision_gauge_ = nullptr;
   prometheus::Gauge* released_gauge_ = nullptr;
+  prometheus::Gauge* is_leader_gauge_ = nullptr;
   prometheus::Histogram* convergence_ = nullptr;
   prometheus::Counter* signature_failures_ = nullptr;
   prometheus::Counter* snapshot_bytes_ = nullptr;

@@ -38,10 +38,7 @@ match::action rule_action(const directive::directive& d) {
   return match::action::reset;
 }
 
-struct expanded {
-  std::vector<std::string> prefixes;
-  std::vector<std::string> domains;
-};
+using expanded = expanded_targets;
 
 // The directive's targets with apps expanded, canonical and deduplicated (order kept).
 std::optional<std::string> expand(const directive::directive& d, const directive::target_set& t,
@@ -108,7 +105,34 @@ std::optional<directive::scope_spec> scope_from_json(const json& j) {
   return s;
 }
 
+// Monitor rules split per target so that nodes count (and report) each prefix on its own.
+void push_split_monitor(fleet_rule&& r, std::vector<fleet_rule>& out) {
+  for (const auto& p : r.prefixes) {
+    fleet_rule one = r;
+    one.id = r.id + "@" + p;
+    one.prefixes = {p};
+    one.domains.clear();
+    out.push_back(std::move(one));
+  }
+  if (!r.domains.empty()) {
+    r.id += "@names";
+    r.prefixes.clear();
+    out.push_back(std::move(r));
+  }
+}
+
 }  // namespace
+
+expand_result expand_targets(const directive::directive& d, const app_table& apps) {
+  expand_result r;
+  expanded_targets t;
+  if (auto e = expand(d, d.targets, apps, t)) {
+    r.error = std::move(*e);
+    return r;
+  }
+  r.targets = std::move(t);
+  return r;
+}
 
 std::string directive_key(const directive::directive& d) { return d.issuer + "/" + d.id; }
 
@@ -141,10 +165,10 @@ std::string format_rfc3339(std::int64_t unix_seconds) {
 
 bool fleet_rule::same_as(const fleet_rule& o) const {
   return std::tie(id, directive, act, legal_basis, throttle.rate_bps, throttle.burst_bytes,
-                  prefixes, domains, not_before, not_after) ==
+                  prefixes, domains, not_before, not_after, shadow) ==
              std::tie(o.id, o.directive, o.act, o.legal_basis, o.throttle.rate_bps,
                       o.throttle.burst_bytes, o.prefixes, o.domains, o.not_before,
-                      o.not_after) &&
+                      o.not_after, o.shadow) &&
          same_scope(scope, o.scope);
 }
 
@@ -173,6 +197,7 @@ std::string fleet_policy::to_json() const {
                         {"burst_bytes", r.throttle.burst_bytes}};
     if (r.not_before) jr["not_before"] = *r.not_before;
     if (r.not_after) jr["not_after"] = *r.not_after;
+    if (r.shadow) jr["shadow"] = true;  // absent = false keeps older stored policies readable
     j["rules"].push_back(std::move(jr));
   }
   return j.dump();
@@ -203,6 +228,7 @@ std::optional<fleet_policy> fleet_policy::from_json(const std::string& text) {
       }
       if (jr.contains("not_before")) r.not_before = jr["not_before"].get<std::int64_t>();
       if (jr.contains("not_after")) r.not_after = jr["not_after"].get<std::int64_t>();
+      if (jr.contains("shadow")) r.shadow = jr["shadow"].get<bool>();
       p.rules.push_back(std::move(r));
     }
     return p;
@@ -213,16 +239,36 @@ std::optional<fleet_policy> fleet_policy::from_json(const std::string& text) {
 
 compile_result compile_fleet(const std::vector<directive::directive>& effective,
                              const app_table& apps, bool emergency_stop,
-                             const fleet_policy* previous, std::uint64_t next_revision) {
+                             const fleet_policy* previous, std::uint64_t next_revision,
+                             const std::vector<directive::directive>& shadowed) {
   compile_result result;
   fleet_policy out;
   out.emergency_stop = emergency_stop;
 
+  auto by_key = [](const auto* a, const auto* b) {
+    return std::tie(a->issuer, a->id) < std::tie(b->issuer, b->id);
+  };
   std::vector<const directive::directive*> sorted;
   for (const auto& d : effective) sorted.push_back(&d);
-  std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) {
-    return std::tie(a->issuer, a->id) < std::tie(b->issuer, b->id);
-  });
+  std::sort(sorted.begin(), sorted.end(), by_key);
+
+  // Only what would enforce is worth shadowing; a key that is also effective would give two
+  // rules the same id, which nodes refuse.
+  std::set<std::string> effective_keys;
+  for (const auto* d : sorted) effective_keys.insert(directive_key(*d));
+  std::vector<const directive::directive*> shadows;
+  for (const auto& d : shadowed) {
+    if (d.action != directive_action::block && d.action != directive_action::throttle) continue;
+    if (d.targets.empty() || effective_keys.contains(directive_key(d))) continue;
+    shadows.push_back(&d);
+  }
+  std::sort(shadows.begin(), shadows.end(), by_key);
+  // Two shadowed copies of one key: keep the first, for the same reason.
+  shadows.erase(std::unique(shadows.begin(), shadows.end(),
+                            [](const auto* a, const auto* b) {
+                              return a->issuer == b->issuer && a->id == b->id;
+                            }),
+                shadows.end());
 
   // Unblocks by what they do, each with its expanded targets.
   struct narrowing {
@@ -243,8 +289,32 @@ compile_result compile_fleet(const std::vector<directive::directive>& effective,
             [](const auto& a, const auto& b) { return a.by->not_before < b.by->not_before; });
 
   if (!emergency_stop) {
-    for (const auto* d : sorted) {
+    // Merge effective and shadowed directives by key, so rules stay ordered by directive key.
+    std::vector<std::pair<const directive::directive*, bool>> all;
+    for (const auto* d : sorted) all.emplace_back(d, false);
+    for (const auto* d : shadows) all.emplace_back(d, true);
+    std::stable_sort(all.begin(), all.end(),
+                     [&](const auto& a, const auto& b) { return by_key(a.first, b.first); });
+    for (const auto& [d, is_shadow] : all) {
       if (d->action == directive_action::unblock) continue;
+      if (is_shadow) {
+        fleet_rule r;
+        r.directive = directive_key(*d);
+        r.id = r.directive;
+        r.act = match::action::monitor;
+        r.legal_basis = d->legal_basis;
+        r.scope = d->scope;
+        r.not_after = d->not_after;
+        r.shadow = true;
+        // A directive nobody approved must not stall the fleet's rollout: one whose apps are
+        // no longer loaded is left unshadowed (approving it fails to compile, visibly).
+        expanded targets;
+        if (expand(*d, d->targets, apps, targets)) continue;
+        r.prefixes = std::move(targets.prefixes);
+        r.domains = std::move(targets.domains);
+        push_split_monitor(std::move(r), out.rules);
+        continue;
+      }
       fleet_rule base;
       base.directive = directive_key(*d);
       base.id = base.directive;
@@ -289,7 +359,10 @@ compile_result compile_fleet(const std::vector<directive::directive>& effective,
         if (p.prefixes.empty() && p.domains.empty()) continue;
         if (p.not_before && p.not_after && *p.not_after <= *p.not_before) continue;
         if (parts.size() > 1) p.id = base.id + "#" + std::to_string(++kept);
-        out.rules.push_back(std::move(p));
+        if (p.act == match::action::monitor)
+          push_split_monitor(std::move(p), out.rules);
+        else
+          out.rules.push_back(std::move(p));
       }
     }
   }

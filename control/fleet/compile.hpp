@@ -15,6 +15,14 @@
 //    on, from every rule whose scope equals the unblock's (or from every rule when the unblock's
 //    scope is `all`): the rule is split in time into a part before and a part after. Nothing is
 //    widened: an entry is removed only when it is written identically (after canonicalisation).
+//  - Shadow rules (issue 8): a block/throttle directive still awaiting approval (`shadowed`)
+//    compiles to `monitor` rules with shadow = true, no not_before, its own not_after and scope,
+//    so nodes count what it would hit before anyone approves it. Lifts and narrowing unblocks do
+//    not apply to them (they describe the directive as submitted).
+//  - Every monitor rule (shadow or from a monitor directive) is split per target: one rule
+//    "<base id>@<canonical prefix>" per prefix and one "<base id>@names" holding all domains
+//    (when there are any), so impact reports (control/impact) are per prefix. `directive`
+//    stays "ISSUER/ID". Enforcing rules are not split.
 
 #include <cstdint>
 #include <map>
@@ -29,7 +37,9 @@
 namespace sluice::control::fleet {
 
 struct fleet_rule {
-  std::string id;         // "ISSUER/ID", or "ISSUER/ID#N" for the N-th part of a split rule
+  // "ISSUER/ID", or "ISSUER/ID#N" for the N-th part of a split rule; monitor rules add
+  // "@<canonical prefix>" or "@names" (see above).
+  std::string id;
   std::string directive;  // "ISSUER/ID"
   match::action act = match::action::drop;
   std::string legal_basis;
@@ -40,6 +50,7 @@ struct fleet_rule {
   std::optional<std::int64_t> not_after;
   directive::scope_spec scope;
   std::uint64_t since = 0;  // the revision in which this rule first appeared in this form
+  bool shadow = false;      // monitor rule of a directive awaiting approval (JSON: absent = false)
 
   // Everything but `since`.
   [[nodiscard]] bool same_as(const fleet_rule& o) const;
@@ -65,11 +76,29 @@ struct compile_result {
 
 // `effective`: the directives in force or scheduled (approved, not ended), any order; the
 // result's rules are ordered by directive key, so equal inputs compile equally. Rules that equal
-// one of `previous` keep its `since`; others get `next_revision`.
+// one of `previous` keep its `since`; others get `next_revision`. `shadowed`: directives awaiting
+// approval; block/throttle ones become shadow monitor rules (others, any whose key is also in
+// `effective`, and any naming an app profile not in `apps` are skipped, never an error: a
+// directive nobody approved must not stall the rollout). An emergency stop compiles no rules at all, shadow ones included.
 [[nodiscard]] compile_result compile_fleet(const std::vector<directive::directive>& effective,
                                            const app_table& apps, bool emergency_stop,
                                            const fleet_policy* previous,
-                                           std::uint64_t next_revision);
+                                           std::uint64_t next_revision,
+                                           const std::vector<directive::directive>& shadowed = {});
+
+// A target set with app profiles expanded: canonical prefixes (canonical_prefix) and domains
+// (match::normalize_rule_name text, "*." kept), deduplicated, in order: each app's prefixes and
+// domains, then the set's own. The same expansion compile_fleet uses.
+struct expanded_targets {
+  std::vector<std::string> prefixes;
+  std::vector<std::string> domains;
+};
+struct expand_result {
+  std::optional<expanded_targets> targets;
+  std::string error;  // e.g. "directive moc/X: app profile 'telegram' is not loaded"
+  [[nodiscard]] explicit operator bool() const noexcept { return targets.has_value(); }
+};
+[[nodiscard]] expand_result expand_targets(const directive::directive& d, const app_table& apps);
 
 // The rules whose scope covers a node with `labels`.
 [[nodiscard]] std::vector<const fleet_rule*> rules_for(const fleet_policy& p,

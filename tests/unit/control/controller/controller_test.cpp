@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -180,7 +181,14 @@ TEST_CASE("submissions that are refused change nothing but the audit log, each w
 TEST_CASE("four eyes: the submitter cannot approve, nobody approves twice, then time drives it") {
   fixture f([](ctl::controller_config& c) { c.approvals_required = 2; });
   REQUIRE(f.submit(block_doc("B-1", t0 + 600, t0 + 1200)));
-  CHECK(f.snapshot("n1").second.rules.empty());
+  {  // awaiting approval: only shadow rules, which count and never enforce (issue 8)
+    const auto shadow = f.snapshot("n1").second;
+    REQUIRE_FALSE(shadow.rules.empty());
+    for (const auto& r : shadow.rules) {
+      CHECK(r.act == sluice::match::action::monitor);
+      CHECK(r.directive == "ministry/B-1");
+    }
+  }
 
   const auto self = f.core->approve({"moc-operator", ctl::role::engineer}, "ministry", "B-1");
   CHECK(self.error.code == "self_approval");
@@ -300,9 +308,10 @@ TEST_CASE("staged rollout: canary first, the rest after it ACKs and soaks; a NAC
   f.core->tick();
 
   REQUIRE(f.submit(block_doc("B-1", t0)));
+  CHECK(f.core->rollout().target == r0 + 1);  // its shadow rules
   REQUIRE(f.core->approve(alice, "ministry", "B-1"));
   const auto r1 = f.core->rollout().target;
-  CHECK(r1 == r0 + 1);
+  CHECK(r1 == r0 + 2);
   CHECK(f.core->rollout().stage == "canary");
   CHECK(f.snapshot("c1", canary).first == r1);
   CHECK(f.snapshot("m1", main).first == r0);  // not yet
@@ -364,4 +373,127 @@ TEST_CASE("a silent node becomes stale; a restarted controller has everything") 
   CHECK(f.audit_count() == audit_before);
   CHECK(f.snapshot("n1").second.rules.size() == 1);
   CHECK(f.core->nodes().size() == 1);
+}
+
+namespace {
+
+std::string impact_body(const std::string& rule, const std::string& directive,
+                        std::int64_t window_end) {
+  return json{{"window_start", window_end - 30},
+              {"window_end", window_end},
+              {"revision", 2},
+              {"rules",
+               {{{"rule", rule},
+                 {"directive", directive},
+                 {"flows", 45},
+                 {"unnamed", 5},
+                 {"names",
+                  {{{"name", "telegram.org"}, {"flows", 30}, {"error", 0}},
+                   {{"name", "drive.example.com"}, {"flows", 10}, {"error", 0}}}},
+                 {"other", 0}}}}}
+      .dump();
+}
+
+}  // namespace
+
+TEST_CASE("protected targets: approval refused until two engineers override; all audited") {
+  fixture f([](ctl::controller_config& c) {
+    c.protected_targets.entries.push_back({"cdn-x", {"91.108.4.0/24"}, {}});
+  });
+  REQUIRE(f.submit(block_doc("P-1", t0)));
+  const auto view = f.core->get("ministry", "P-1");
+  REQUIRE(view.value->overlaps.size() == 1);
+  CHECK(view.value->overlaps[0].item == "91.108.4.0/24");
+
+  const auto refused = f.core->approve(alice, "ministry", "P-1");
+  CHECK(refused.error.code == "protected_overlap");
+  CHECK(refused.error.kind == ctl::error_kind::forbidden);
+  CHECK(refused.error.message.find("91.108.4.0/22") != std::string::npos);
+  CHECK(refused.error.message.find("cdn-x") != std::string::npos);
+  CHECK(refused.error.message.find("0 of 2") != std::string::npos);
+
+  CHECK(f.core->override_protection(ministry, "ministry", "P-1", "why").error.code ==
+        "self_override");
+  CHECK(f.core->override_protection(alice, "ministry", "P-1", "").error.code == "missing_reason");
+  REQUIRE(f.core->override_protection(alice, "ministry", "P-1", "CDN agreed, ticket 42"));
+  CHECK(f.core->override_protection(alice, "ministry", "P-1", "again").error.code ==
+        "already_overridden");
+  CHECK(f.core->approve(bob, "ministry", "P-1").error.code == "protected_overlap");
+  REQUIRE(f.core->override_protection(bob, "ministry", "P-1", "confirmed with the CDN"));
+  const auto approved = f.core->approve(alice, "ministry", "P-1");
+  REQUIRE_MESSAGE(approved, approved.error.message);
+  CHECK(approved.value->record.state == "active");
+
+  const auto ev = f.events();
+  CHECK(std::count(ev.begin(), ev.end(), "directive.override_approved") == 2);
+  CHECK(std::count(ev.begin(), ev.end(), "request.refused") >= 5);
+  CHECK(std::count(ev.begin(), ev.end(), "directive.approved") == 1);
+
+  // A directive overlapping nothing has nothing to override; monitor directives never need it.
+  REQUIRE(f.submit(block_doc("P-2", t0, std::nullopt, "  prefixes: [198.51.100.0/24]\n")));
+  CHECK(f.core->override_protection(alice, "ministry", "P-2", "x").error.code ==
+        "no_protected_overlap");
+}
+
+TEST_CASE("impact: shadow rules while awaiting approval, reports aggregated, fresh report required") {
+  fixture f([](ctl::controller_config& c) { c.impact_max_age_s = 600; });
+  REQUIRE(f.submit(block_doc("I-1", t0, std::nullopt, "  prefixes: [198.51.100.0/24]\n  domains: [telegram.org]\n")));
+  const auto refused = f.core->approve(alice, "ministry", "I-1");
+  CHECK(refused.error.code == "impact_report_required");
+
+  // The nodes' shadow rule for the prefix saw telegram.org and an unrelated name.
+  const auto rules = f.snapshot("n1").second.rules;
+  std::string prefix_rule;
+  for (const auto& r : rules)
+    if (r.id.find("@198.51.100.0/24") != std::string::npos) prefix_rule = r.id;
+  REQUIRE_FALSE(prefix_rule.empty());
+  CHECK(f.core->node_impact("n1", "{\"not\": \"a report\"}").error.code == "bad_impact_report");
+  REQUIRE(f.core->node_impact("n1", impact_body(prefix_rule, "ministry/I-1", t0)));
+  f.core->tick();  // written to the store
+
+  const auto report = f.core->impact("ministry", "I-1", 3600, 10);
+  REQUIRE(report);
+  const json j = json::parse(*report.value);
+  CHECK(j["shadow_rules"] == true);
+  CHECK(j["nodes"] == 1);
+  REQUIRE(j["prefixes"].size() >= 1);
+  const auto& p = j["prefixes"][0];
+  CHECK(p["prefix"] == "198.51.100.0/24");
+  CHECK(p["flows"] == 45);
+  CHECK(p["own_flows"] == 30);
+  CHECK(p["own_share"].get<double>() == doctest::Approx(0.6667));
+  CHECK(p["top_other"][0]["name"] == "drive.example.com");
+  CHECK(p["top_other"][0]["share"].get<double>() == doctest::Approx(0.2222));
+
+  const auto approved = f.core->approve(alice, "ministry", "I-1");
+  REQUIRE_MESSAGE(approved, approved.error.message);
+  // Once approved the shadow rules give way to the enforcing rule.
+  for (const auto& r : f.snapshot("n1").second.rules) CHECK(r.act != sluice::match::action::monitor);
+
+  // Too old: the report no longer counts for another directive on the same prefix.
+  REQUIRE(f.submit(block_doc("I-2", t0, std::nullopt, "  prefixes: [198.51.100.0/24]\n")));
+  f.clk.advance(700);
+  CHECK(f.core->approve(alice, "ministry", "I-2").error.code == "impact_report_required");
+}
+
+TEST_CASE("replicated: a second controller on the same store follows the first's changes") {
+  fixture f([](ctl::controller_config& c) { c.replicated = true; });
+  auto st2 = store::open_sqlite_store((f.dir.path / "c.db").string());
+  auto cfg2 = f.cfg;
+  cfg2.replicated = true;
+  cfg2.replica = "b";
+  ctl::controller second(cfg2, *st2, f.clk);
+  const auto r0 = second.rollout().target;
+
+  REQUIRE(f.submit(block_doc("R-1", t0)));
+  REQUIRE(second.approve(alice, "ministry", "R-1"));  // approves on the other replica
+  const auto target = second.rollout().target;
+  CHECK(target == r0 + 2);  // shadow revision by the first, enforcing one by the second
+  f.core->tick();
+  CHECK(f.core->rollout().target == target);
+  CHECK(f.core->get("ministry", "R-1").value->record.state == "active");
+  // A node long-polling the first replica is offered what the second compiled.
+  const auto offer = f.core->snapshot("n9", {}, r0, std::chrono::milliseconds(0));
+  REQUIRE(offer);
+  CHECK(offer.value->revision == target);
 }
