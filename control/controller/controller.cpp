@@ -698,21 +698,9 @@ op_result<directive_view> controller::approve_locked(const principal& who,
                                    who.name + " already approved " + key_name, key_name, "")};
   const std::int64_t now = now_s();
   if (const auto d = parse_stored(*it, validation(now)); d && enforcing_action(d->action)) {
-    // Issue 8: protected targets need an override first; address blocks need a fresh impact
-    // report (from the shadow rules the directive has had on the fleet since it arrived).
-    const auto overlaps = overlaps_of(*d);
-    const std::size_t overrides = count_kind(*it, "override");
-    if (!overlaps.empty() && overrides < cfg_.overrides_required) {
-      std::string listed;
-      for (const auto& o : overlaps) listed += (listed.empty() ? "" : "; ") + o.message;
-      return {std::nullopt,
-              refuse(who, error_kind::forbidden, "protected_overlap",
-                     "directive " + key_name + ": " + listed + " (override consent from " +
-                         std::to_string(overrides) + " of " +
-                         std::to_string(cfg_.overrides_required) +
-                         " engineers: sluicectl directive override)",
-                     key_name, "")};
-    }
+    // Issue 8: address blocks need a fresh impact report (from the shadow rules the directive
+    // has had on the fleet since it arrived), so engineers see the collateral before they
+    // consent to anything; then protected targets need their override.
     bool has_addresses = !d->targets.prefixes.empty();
     for (const auto& app : d->targets.apps)
       if (auto p = cfg_.apps.find(app); p != cfg_.apps.end() && !p->second.prefixes.empty())
@@ -739,13 +727,26 @@ op_result<directive_view> controller::approve_locked(const principal& who,
                            "(sluicectl directive impact " + key_name + ")",
                        key_name, "")};
     }
+    const auto overlaps = overlaps_of(*d);
+    const std::size_t overrides = count_kind(*it, "override");
+    if (!overlaps.empty() && overrides < cfg_.overrides_required) {
+      std::string listed;
+      for (const auto& o : overlaps) listed += (listed.empty() ? "" : "; ") + o.message;
+      return {std::nullopt,
+              refuse(who, error_kind::forbidden, "protected_overlap",
+                     "directive " + key_name + ": " + listed + " (override consent from " +
+                         std::to_string(overrides) + " of " +
+                         std::to_string(cfg_.overrides_required) +
+                         " engineers: sluicectl directive override)",
+                     key_name, "")};
+    }
   }
   it->approvals.push_back({who.name, now, "approve", ""});
   it->updated_at = now;
   store::write_batch batch;
   batch.directives.push_back({*it, it->version});
   batch.audit.push_back(event(who, "directive.approved", key_name,
-                              json{{"approvals", it->approvals.size()},
+                              json{{"approvals", count_kind(*it, "approve")},
                                    {"required", cfg_.approvals_required}}
                                   .dump()));
   advance_locked(all, batch, "directive approved: " + key_name);
