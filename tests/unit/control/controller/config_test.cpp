@@ -63,6 +63,34 @@ TEST_CASE("a minimal config loads with its defaults; the full one with its value
   CHECK(f.core.canary_soak_s == 3);
   CHECK(f.core.known_sites.contains("a"));
   CHECK(f.core.known_labels.at("region").size() == 2);
+  CHECK(f.backend == api::store_kind::sqlite);
+  CHECK_FALSE(f.core.replicated);
+
+  std::istringstream issue7_8(
+      base_config() +
+      "store: { kind: etcd, endpoints: [http://127.0.0.1:2379, http://127.0.0.1:2479], "
+      "prefix: /isp, replica: ctl-b, leader_lease_seconds: 4 }\n"
+      "protected:\n  - { name: resolvers, prefixes: [192.0.2.53/32], domains: [gov.example] }\n"
+      "approval: { overrides_required: 3, require_impact_report_within_seconds: 900 }\n"
+      "impact: { retention_seconds: 3600 }\n");
+  const auto e = api::load_daemon_config(issue7_8, d.path);
+  CHECK(e.backend == api::store_kind::etcd);
+  CHECK(e.core.replicated);
+  CHECK(e.etcd.endpoints.size() == 2);
+  CHECK(e.etcd.prefix == "/isp");
+  CHECK(e.etcd.replica == "ctl-b");
+  CHECK(e.etcd.leader_ttl == std::chrono::seconds(4));
+  CHECK(e.etcd.node_ttl == std::chrono::seconds(90));
+  CHECK(e.core.max_nodes_per_commit == 2000);
+  REQUIRE(e.core.protected_targets.entries.size() == 1);
+  CHECK(e.core.protected_targets.entries[0].name == "resolvers");
+  CHECK(e.core.protected_targets.entries[0].domains.size() == 1);
+  CHECK(e.core.overrides_required == 3);
+  CHECK(e.core.impact_max_age_s == 900);
+  CHECK(e.core.impact_retention_s == 3600);
+
+  std::istringstream sqlite_path(base_config() + "store: { kind: sqlite, path: x/y.db }\n");
+  CHECK(api::load_daemon_config(sqlite_path, d.path).database == d.path / "x/y.db");
 }
 
 TEST_CASE("config refusals say where and why") {
@@ -90,6 +118,27 @@ TEST_CASE("config refusals say where and why") {
       {"no issuers", "signing_key: c.key\ntokens: []\n", "config:1:1", "issuers"},
       {"negative number", base_config() + "stale_after_seconds: -5\n", "config:6:22",
        "non-negative"},
+      {"unknown store kind", base_config() + "store: { kind: zookeeper }\n", "config:6:16",
+       "store.kind must be sqlite or etcd"},
+      {"etcd without endpoints", base_config() + "store: { kind: etcd }\n", "config:6:8",
+       "store.endpoints"},
+      {"etcd endpoint not a URL", base_config() + "store: { kind: etcd, endpoints: [h:1] }\n",
+       "config:6:34", "not an http(s):// URL"},
+      {"etcd prefix with trailing slash",
+       base_config() + "store: { kind: etcd, endpoints: [http://127.0.0.1:2379], prefix: /s/ }\n",
+       "config:6:66", "store.prefix"},
+      {"etcd key on sqlite", base_config() + "store: { kind: sqlite, prefix: /s }\n",
+       "config:6:32", "store.prefix is for kind etcd"},
+      {"lease too short",
+       base_config() + "store: { kind: etcd, endpoints: [http://a:1], leader_lease_seconds: 1 }\n",
+       "config:6:69", "2..60"},
+      {"protected prefix invalid",
+       base_config() + "protected:\n  - { name: cdn, prefixes: [10.0.0.0/33] }\n", "config:7:3",
+       "protected 'cdn': invalid prefix '10.0.0.0/33'"},
+      {"protected entry without name", base_config() + "protected:\n  - { prefixes: [10.0.0.0/8] }\n",
+       "config:7:5", "needs a name"},
+      {"overrides_required zero", base_config() + "approval: { overrides_required: 0 }\n",
+       "config:6:33", "1..10"},
   };
   for (const auto& r : rows) {
     CAPTURE(r.what);
