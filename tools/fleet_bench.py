@@ -3,6 +3,14 @@
 (sluice-fleet-sim: the real agent code, no DPDK) on loopback, for each N asked.
 
   tools/fleet_bench.py --build BUILD_DIR --nodes 100 --nodes 1000 [--out results.json]
+  tools/fleet_bench.py --build BUILD_DIR --store etcd --replicas 3 --nodes 1000 --nodes 5000
+
+--store etcd: the controllers' store is a 3-member etcd cluster on loopback (/usr/bin/etcd,
+started per N), with --replicas controllers on it; the nodes are split over --replicas simulator
+processes (more when N > 10000 per process), each given every controller URL, rotated so each
+process starts on a different replica. Approvals go through the first replica (leader or not).
+CPU and bytes are summed over the replicas; RSS is reported per replica (the table: the max);
+the etcd members' CPU over the same interval is reported too.
 
 For each N, on a fresh controller and simulator (no canary stage by default, so the figure is
 pure fan-out): wait until all N nodes converged on revision 1, then measure two revisions, a
@@ -38,6 +46,10 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests", "integration"))
+from control_harness import EtcdCluster, new_prefix, popen  # noqa: E402  (after the path)
 
 TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
           "viewer": "tok-viewer", "node": "tok-node-fleet"}
@@ -96,14 +108,25 @@ def status_body_bytes(revision, offered, labels):
 
 
 class Run:
+    SIM_MAX = 10000  # sluice-fleet-sim's --nodes limit
+
     def __init__(self, args, nodes, root):
         self.a, self.n, self.root = args, nodes, root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.etcd = args.store == "etcd"
+        replicas = args.replicas if self.etcd else 1
+        self.names = [f"ctl-{chr(ord('a') + i)}" for i in range(replicas)]
+        self.ports = [free_port() for _ in self.names]
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.port, self.url = self.ports[0], self.urls[0]
         self.ctl_bin = os.path.join(args.build, "sluicectl")
-        self.proc = self.sim = None
-        self.sim_out = os.path.join(root, "sim.jsonl")
-        self.offset = 0
+        self.procs, self.sims = [], []
+        self.proc = self.sim = None  # the first of each
+        self.cluster = None
+        sims = max(replicas, math.ceil(nodes / self.SIM_MAX))
+        base, extra = divmod(nodes, sims)
+        self.sim_sizes = [base + (1 if i < extra else 0) for i in range(sims)]
+        self.sim_outs = [os.path.join(root, f"sim{i}.jsonl") for i in range(sims)]
+        self.offsets = [0] * sims
         self.applied = {}  # revision -> {node: at}
         self.acked = {}    # revision -> {node: at} (the first ACK the controller took)
         for name in ("ministry", "controller"):
@@ -115,10 +138,20 @@ class Run:
             for role, t in TOKENS.items())
         canary = (f"canary: {{ labels: {{ group: canary }}, soak_seconds: {args.soak} }}\n"
                   if args.canary else "")
-        with open(os.path.join(root, "controld.yaml"), "w") as f:
-            f.write(f"""listen: 127.0.0.1:{self.port}
-database: controld.db
-apps_dir: {args.source}/config/apps
+        if self.etcd:
+            self.cluster = EtcdCluster(root)
+            prefix = new_prefix(f"bench-{nodes}")
+        for i, name in enumerate(self.names):
+            store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.cluster.endpoints())}]\n"
+                     f"  prefix: {prefix}\n  replica: {name}\n  leader_lease_seconds: 5\n"
+                     if self.etcd else "database: controld.db\n")
+            self.write_config(f"controld-{name}.yaml", self.ports[i], store, canary, tokens)
+
+    def write_config(self, file, port, store, canary, tokens):
+        args, nodes = self.a, self.n
+        with open(os.path.join(self.root, file), "w") as f:
+            f.write(f"""listen: 127.0.0.1:{port}
+{store}apps_dir: {args.source}/config/apps
 signing_key: controller.key
 issuers:
   - {{ name: {ISSUER}, public_key: ministry.pub }}
@@ -153,45 +186,84 @@ tokens:
             data = r.read()
         return json.loads(data) if data[:1] in (b"{", b"[") else data.decode()
 
-    def get(self, path):
+    def get(self, path, url=None):
+        saved = self.url
         try:
+            self.url = url or saved
             return self.http("GET", path)
         except (urllib.error.URLError, ConnectionError, OSError):
             return None
+        finally:
+            self.url = saved
 
     def metric(self, name):
-        text = self.get("/metrics") or ""
-        for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{}"):
-                return float(line.split()[-1])
-        return 0.0
+        """Summed over the replicas (each counts what it served)."""
+        total = 0.0
+        for url in self.urls:
+            text = self.get("/metrics", url) or ""
+            for line in text.splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{}"):
+                    total += float(line.split()[-1])
+        return total
+
+    def controllers_cpu(self):
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def sims_cpu(self):
+        return sum(cpu_seconds(p.pid) for p in self.sims)
+
+    def etcd_cpu(self):
+        if not self.cluster:
+            return 0.0
+        return sum(cpu_seconds(p.pid) for p in self.cluster.procs if p and p.poll() is None)
 
     def start(self):
-        self.log = open(os.path.join(self.root, "controld.log"), "w")
-        self.proc = subprocess.Popen([os.path.join(self.a.build, "sluice-controld"), "--config",
-                                      "controld.yaml"], cwd=self.root, stdout=self.log, stderr=self.log)
-        if not self.wait_for(lambda: self.get("/v1/health") is not None, 20):
-            raise RuntimeError("the controller did not answer /v1/health (see controld.log)")
-        args = [os.path.join(self.a.build, "sluice-fleet-sim"), "--controller", self.url,
-                "--nodes", str(self.n), "--labels", "site=sim", "--controller-key", "controller.pub",
-                "--node-token-file", "node.token", "--state-root", os.path.join(self.root, "state"),
-                "--wait", str(self.a.wait), "--status-interval", str(self.a.status_interval),
-                "--report-acks"]
-        if self.a.canary:
-            args += ["--canary", str(self.a.canary)]
+        if self.cluster:
+            self.cluster.start()
+        for name in self.names:
+            with open(os.path.join(self.root, f"controld-{name}.log"), "w") as log:
+                self.procs.append(popen([os.path.join(self.a.build, "sluice-controld"), "--config",
+                                         f"controld-{name}.yaml"], cwd=self.root, stdout=log, stderr=log))
+        self.proc = self.procs[0]
+        for name, url in zip(self.names, self.urls):
+            if not self.wait_for(lambda: self.get("/v1/health", url) is not None, 20):
+                raise RuntimeError(f"controller {name} did not answer /v1/health (see controld-{name}.log)")
+        if self.etcd and not self.wait_for(
+                lambda: any((self.get("/v1/rollout", u) or {}).get("is_leader") for u in self.urls), 20):
+            raise RuntimeError("no controller replica became leader in 20 s")
         self.sim_started = time.time()
-        self.sim = subprocess.Popen(args, cwd=self.root, stdout=open(self.sim_out, "w"),
-                                    stderr=open(os.path.join(self.root, "sim.log"), "w"))
+        canary_left = self.a.canary
+        for i, size in enumerate(self.sim_sizes):
+            k = i % len(self.urls)
+            urls = self.urls[k:] + self.urls[:k]
+            args = [os.path.join(self.a.build, "sluice-fleet-sim"),
+                    "--nodes", str(size), "--labels", "site=sim", "--controller-key", "controller.pub",
+                    "--node-prefix", "sim-" if len(self.sim_sizes) == 1 else f"s{i}-",
+                    "--node-token-file", "node.token", "--state-root", os.path.join(self.root, f"state{i}"),
+                    "--wait", str(self.a.wait), "--status-interval", str(self.a.status_interval),
+                    "--report-acks"]
+            for u in urls:
+                args += ["--controller", u]
+            c = min(canary_left, size)
+            if c:
+                args += ["--canary", str(c)]
+                canary_left -= c
+            self.sims.append(popen(args, cwd=self.root, stdout=open(self.sim_outs[i], "w"),
+                                   stderr=open(os.path.join(self.root, f"sim{i}.log"), "w")))
+        self.sim = self.sims[0]
 
     def stop(self):
-        for p in (self.sim, self.proc):
+        for p in self.sims + self.procs:
             if p and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        for p in self.sims + self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self.cluster:
+            self.cluster.stop()
 
     @staticmethod
     def wait_for(pred, timeout, step=0.05):
@@ -204,12 +276,16 @@ tokens:
         return pred()
 
     def read_events(self):
-        with open(self.sim_out) as f:
-            f.seek(self.offset)
-            data = f.read()
-        cut = data.rfind("\n") + 1
-        self.offset += len(data[:cut].encode())
-        for line in data[:cut].splitlines():
+        for i, out in enumerate(self.sim_outs):
+            with open(out, "rb") as f:
+                f.seek(self.offsets[i])
+                data = f.read()
+            cut = data.rfind(b"\n") + 1
+            self.offsets[i] += cut
+            self.take_events(data[:cut].decode())
+
+    def take_events(self, text):
+        for line in text.splitlines():
             try:
                 ev = json.loads(line)
             except ValueError:
@@ -225,7 +301,9 @@ tokens:
         return len(self.applied.get(rev, {})) >= self.n and len(self.acked.get(rev, {})) >= self.n
 
     def check_alive(self):
-        for name, p, log in (("sluice-fleet-sim", self.sim, "sim.log"), ("sluice-controld", self.proc, "controld.log")):
+        watched = ([(f"sluice-fleet-sim {i}", p, f"sim{i}.log") for i, p in enumerate(self.sims)] +
+                   [(f"sluice-controld {n}", p, f"controld-{n}.log") for n, p in zip(self.names, self.procs)])
+        for name, p, log in watched:
             if p and p.poll() is not None:
                 with open(os.path.join(self.root, log)) as f:
                     tail = f.read()[-600:]
@@ -244,8 +322,9 @@ tokens:
         before = self.http("GET", "/v1/rollout")["target"]
         bytes0 = self.metric("sluice_control_snapshot_bytes_total")
         served0 = self.metric("sluice_control_snapshots_served_total")
-        cpu0 = cpu_seconds(self.proc.pid)
-        sim_cpu0 = cpu_seconds(self.sim.pid)
+        cpu0 = self.controllers_cpu()
+        sim_cpu0 = self.sims_cpu()
+        etcd_cpu0 = self.etcd_cpu()
         t_sent = time.time()
         self.http("POST", f"/v1/directives/{ISSUER}/{key}/approve", role="engineer", body={})
         t_resp = time.time()
@@ -256,8 +335,9 @@ tokens:
         done = self.wait_for(lambda: (lambda r: r and r["target"] == target and r["stage"] == "done")(
             self.get("/v1/rollout")), self.a.timeout)
         t_done = time.time()
-        cpu1 = cpu_seconds(self.proc.pid)
-        sim_cpu1 = cpu_seconds(self.sim.pid)
+        cpu1 = self.controllers_cpu()
+        sim_cpu1 = self.sims_cpu()
+        etcd_cpu1 = self.etcd_cpu()
         if not done:
             raise RuntimeError(f"{what}: rollout of revision {target} not done in {self.a.timeout} s")
         if not self.wait_for(lambda: self.all_applied(target), 30):
@@ -290,6 +370,7 @@ tokens:
             "rollout_done_seen_after_approval_response_s": t_done - t_resp,
             "controller_cpu_s": cpu1 - cpu0,
             "sim_cpu_s": sim_cpu1 - sim_cpu0,
+            "etcd_cpu_s": etcd_cpu1 - etcd_cpu0,
             "snapshots_served": served,
             "snapshot_bytes_per_node": (bytes1 - bytes0) / served if served else None,
             "status_post_body_bytes": status_body_bytes(target, target, {"site": "sim"}),
@@ -298,22 +379,29 @@ tokens:
     def stopped_summary(self):
         """Sums of the simulator's final per-node counters (after stop())."""
         out = {"fetch_failures": 0, "status_failures": 0, "nacks": 0}
-        with open(self.sim_out) as f:
-            for line in f:
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                if ev.get("event") == "stopped":
-                    for n in ev["nodes"]:
-                        for k in out:
-                            out[k] += n.get(k, 0)
+        for path in self.sim_outs:
+            with open(path) as f:
+                for line in f:
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue
+                    if ev.get("event") == "stopped":
+                        for n in ev["nodes"]:
+                            for k in out:
+                                out[k] += n.get(k, 0)
         return out
 
     def bench(self):
         self.start()
         if not self.wait_for(lambda: self.all_converged(1), self.a.timeout, step=0.5):
-            raise RuntimeError(f"{self.n} nodes did not all converge on revision 1")
+            seen = []
+            for url in self.urls:
+                ns = (self.get("/v1/nodes", url) or {}).get("nodes", [])
+                seen.append(f"{len(ns)} listed, "
+                            f"{len([x for x in ns if x['state'] == 'converged'])} converged")
+            raise RuntimeError(f"{self.n} nodes did not all converge on revision 1 in "
+                               f"{self.a.timeout:.0f} s; per replica: {'; '.join(seen)}")
         registered_s = time.time() - self.sim_started
         now = time.time()
         common = (f"issuer: {ISSUER}\nissued_at: {rfc(now - 300)}\n"
@@ -324,11 +412,22 @@ tokens:
                 f"scope: all\nnot_before: {rfc(now - 30)}\n")
         results = [self.revision("block", "block.yaml", block, "submit", "BENCH-BLOCK"),
                    self.revision("lift", "lift.yaml", lift, "lift", "BENCH-LIFT")]
-        return {"nodes": self.n, "registration_s": registered_s,
-                "controller_peak_rss_kib": proc_status_kib(self.proc.pid, "VmHWM"),
-                "controller_threads": proc_status_kib(self.proc.pid, "Threads"),
-                "sim_peak_rss_kib": proc_status_kib(self.sim.pid, "VmHWM"),
-                "revisions": results}
+        rss = [proc_status_kib(p.pid, "VmHWM") for p in self.procs]
+        out = {"nodes": self.n, "store": self.a.store, "replicas": len(self.procs),
+               "sim_processes": len(self.sims), "registration_s": registered_s,
+               "controller_peak_rss_kib": max(rss),
+               "controller_threads": max(proc_status_kib(p.pid, "Threads") for p in self.procs),
+               "sim_peak_rss_kib": sum(proc_status_kib(p.pid, "VmHWM") for p in self.sims),
+               "revisions": results}
+        if self.etcd:
+            out["replica_peak_rss_kib"] = dict(zip(self.names, rss))
+            out["etcd_peak_rss_kib"] = [proc_status_kib(p.pid, "VmHWM") for p in self.cluster.procs]
+            out["leader"] = next((r.get("leader") for r in (self.get("/v1/rollout", u) for u in self.urls)
+                                  if r and r.get("leader")), None)
+            # Which replica each node last reported to is not in the API; the spread is by design
+            # (rotated URL lists), so report the planned split.
+            out["sim_sizes"] = self.sim_sizes
+        return out
 
 
 def fmt(v, scale=1000.0, unit="ms"):
@@ -372,6 +471,10 @@ def main():
     ap.add_argument("--soak", type=int, default=2, help="canary soak, s (with --canary)")
     ap.add_argument("--timeout", type=float, default=180, help="per-wait timeout, s")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
+    ap.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite",
+                    help="controller store (etcd: a 3-member cluster on loopback)")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="controller replicas (--store etcd; default 1)")
     a = ap.parse_args()
     a.build, a.source = os.path.abspath(a.build), os.path.abspath(a.source)
     sizes = a.nodes or [100, 1000]
@@ -383,14 +486,18 @@ def main():
     want = min(hard, 4 * max(sizes) + 1024) if hard != resource.RLIM_INFINITY else 4 * max(sizes) + 1024
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    machine = f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start"
+    if a.store != "etcd" and a.replicas != 1:
+        sys.exit("fleet_bench: --replicas needs --store etcd")
+    machine = (f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start; store {a.store}"
+               + (f", {a.replicas} replicas" if a.store == "etcd" else ""))
     results, ok = [], True
     for n in sizes:
         root = tempfile.mkdtemp(prefix=f"sluice-fleet-bench-{n}-")
-        run = Run(a, n, root)
-        print(f"== N={n} (work dir {root})", flush=True)
+        print(f"== N={n} (work dir {root}; load {os.getloadavg()[0]:.2f})", flush=True)
         overflows0 = listen_overflows()
+        run = None
         try:
+            run = Run(a, n, root)
             r = run.bench()
             r["load_at_end"] = os.getloadavg()[0]
             results.append(r)
@@ -398,14 +505,18 @@ def main():
                 x, k = rv["apply_after_approval_response_s"], rv["ack_after_approval_response_s"]
                 print(f"   {rv['what']}: revision {rv['revision']}, applied p50 {x['p50'] * 1000:.0f} ms "
                       f"p99 {x['p99'] * 1000:.0f} ms; ACK p50 {k['p50'] * 1000:.0f} ms "
-                      f"p99 {k['p99'] * 1000:.0f} ms max {k['max'] * 1000:.0f} ms", flush=True)
+                      f"p99 {k['p99'] * 1000:.0f} ms max {k['max'] * 1000:.0f} ms; CPU controllers "
+                      f"{rv['controller_cpu_s']:.2f} s, etcd {rv['etcd_cpu_s']:.2f} s, sims "
+                      f"{rv['sim_cpu_s']:.2f} s; rollout done seen after "
+                      f"{rv['rollout_done_seen_after_approval_response_s']:.2f} s", flush=True)
         except (RuntimeError, OSError, KeyError, ValueError) as ex:
             print(f"   N={n} failed: {ex}", flush=True)
             results.append({"nodes": n, "error": str(ex)})
             ok = False
         finally:
-            run.stop()
-            if results and results[-1]["nodes"] == n and "error" not in results[-1]:
+            if run:
+                run.stop()
+            if run and results and results[-1]["nodes"] == n and "error" not in results[-1]:
                 results[-1]["sim_totals"] = run.stopped_summary()
                 results[-1]["tcp_listen_overflows"] = listen_overflows() - overflows0
                 print(f"   simulator totals {results[-1]['sim_totals']}, TCP listen overflows "

@@ -1033,6 +1033,7 @@ void controller::tick() {
     }
     target->nodes.push_back(n.record);
   }
+  for (const auto& a : pending_audit_) batch.audit.push_back(a);
   if (!pending_impacts_.empty()) {
     batch.impacts = pending_impacts_;
     batch.prune_impacts_before = now_s() - cfg_.impact_retention_s;
@@ -1043,6 +1044,7 @@ void controller::tick() {
     return;
   }
   pending_impacts_.clear();
+  pending_audit_.clear();
   for (auto& [id, n] : nodes_) n.dirty = false;
   for (auto& extra : more)
     if (commit_locked(extra))  // not written this time: mark them for the next tick
@@ -1161,11 +1163,10 @@ op_result<bool> controller::node_status(const std::string& node,
     n.record.error.clear();
   }
   n.dirty = true;
-  if (!batch.empty()) {
-    batch.nodes.push_back(n.record);
-    if (auto e = commit_locked(batch)) return {std::nullopt, *e};
-    n.dirty = false;
-  }
+  // Registrations and NACKs are audited with the next tick's batch (at most 250 ms later) rather
+  // than one commit each: a fleet registering at once would otherwise contend for the audit
+  // head thousands of times (with replicas, across the cluster).
+  for (auto& a : batch.audit) pending_audit_.push_back(std::move(a));
   return {true, {}};
 }
 
@@ -1254,6 +1255,13 @@ op_result<directive_view> controller::get(const std::string& issuer, const std::
 
 std::vector<node_view> controller::nodes() {
   std::lock_guard lock(mutex_);
+  // A follower hears of nodes served by other replicas only through the store.
+  if (cfg_.replicated && clk_.now_ms() - nodes_refreshed_ms_ >= 1000) {
+    try {
+      refresh_nodes_locked();
+    } catch (const store::store_error&) {
+    }
+  }
   std::vector<node_view> out;
   const std::int64_t now = now_s();
   for (const auto& [id, n] : nodes_)

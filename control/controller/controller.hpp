@@ -324,6 +324,7 @@ class controller {
   std::string leader_name_;
   std::int64_t nodes_refreshed_ms_ = 0;
   std::vector<store::impact_record> pending_impacts_;
+  std::vector<audit::audit_record> pending_audit_;  // node events, written by the next tick
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>* directives_gauge_ = nullptr;

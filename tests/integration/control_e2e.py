@@ -2,12 +2,17 @@
 """The control plane end to end on loopback, with the real binaries: sluice-controld, sluicectl
 and sluice-fleet-sim (the real agent code, two nodes).
 
-  control_e2e.py BIN_DIR SOURCE_DIR
+  control_e2e.py BIN_DIR SOURCE_DIR [--store sqlite|etcd]
+
+With --store etcd the controller's store is a 3-member etcd cluster on loopback (started here,
+/usr/bin/etcd), each scenario under its own key prefix; the audit edit is then an `etcdctl put`
+of one record's key, and `sluicectl audit verify` over the API must name it.
 
 1. story: a signed block is submitted and approved; both agents converge and report; a forged,
    a tampered, a replayed and an expired directive are each refused and audited; a signed
    unblock lifts the block and both agents converge on the new revision; `sluicectl audit
-   verify` passes, then fails (naming the record) after one byte of the audit table changes.
+   verify` passes, then fails (naming the record) after one byte of the audit table (SQLite)
+   or of one audit record's value (etcd) changes.
 2. crash: kill -9 of the controller in the middle of a staged rollout; after a restart the
    rollout completes and nothing acknowledged is lost.
 3. agent: with the controller gone, a restarted agent enforces its persisted snapshot.
@@ -16,15 +21,16 @@ Exit 0 pass, 1 fail."""
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
 
-from control_harness import Controller, check, failures, wait_for
+from control_harness import Controller, EtcdCluster, check, failures, popen, store_arg, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+STORE = store_arg(sys.argv[3:])
+cluster = None  # the EtcdCluster with --store etcd
 CONTROLD = os.path.join(BIN, "sluice-controld")
 CTL = os.path.join(BIN, "sluicectl")
 SIM = os.path.join(BIN, "sluice-fleet-sim")
@@ -37,7 +43,7 @@ def rfc(dt):
 class Env(Controller):
     def __init__(self, root, canary=False):
         super().__init__(root, BIN, SRC, keys=("ministry", "other", "controller"),
-                         stale_after=20, canary_soak=2 if canary else 0)
+                         stale_after=20, canary_soak=2 if canary else 0, etcd=cluster)
         self.sim = None
         self.sim_out = os.path.join(root, "sim.jsonl")
 
@@ -52,8 +58,7 @@ class Env(Controller):
         if canary:
             args += ["--canary", str(canary)]
         self.sim_log = open(os.path.join(self.root, "sim.log"), "a")
-        self.sim = subprocess.Popen(args, cwd=self.root, stdout=open(self.sim_out, "a"),
-                                    stderr=self.sim_log)
+        self.sim = popen(args, cwd=self.root, stdout=open(self.sim_out, "a"), stderr=self.sim_log)
 
     def stop_sim(self):
         if self.sim and self.sim.poll() is None:
@@ -174,16 +179,21 @@ def story(root):
     p = e.ctl(["audit", "verify"], role="viewer")
     check(p.returncode == 0, "sluicectl audit verify passes over the API")
     e.stop_sim()
+    if STORE == "etcd":
+        # The record's key rewritten behind the controller's back; it keeps running and reads
+        # the chain from etcd.
+        seq = e.tamper_audit("directive.approved")
+        check(seq is not None, f"etcdctl put rewrote audit record {seq} under {e.prefix}/audit/")
+        p = e.ctl(["audit", "verify"], role="viewer", expect=1)
+        check(seq is not None and p.returncode == 1 and f"record {seq}" in (p.stdout + p.stderr),
+              f"audit verify over the API fails after record {seq}'s value changed, and names it")
+        e.kill(signal.SIGTERM)
+        return
     e.kill(signal.SIGTERM)
     check(e.ctl(["audit", "verify", "--db", "controld.db"]).returncode == 0, "audit verify --db passes")
-    db = sqlite3.connect(os.path.join(root, "controld.db"))
-    seq, detail = db.execute("SELECT seq, detail FROM audit WHERE event = 'directive.approved' LIMIT 1").fetchone()
-    changed = detail.replace("1", "2", 1) if "1" in detail else detail + " "
-    db.execute("UPDATE audit SET detail = ? WHERE seq = ?", (changed, seq))
-    db.commit()
-    db.close()
+    seq = e.tamper_audit("directive.approved")
     p = e.ctl(["audit", "verify", "--db", "controld.db"], expect=1)
-    check(p.returncode == 1 and f"record {seq}" in (p.stdout + p.stderr),
+    check(seq is not None and p.returncode == 1 and f"record {seq}" in (p.stdout + p.stderr),
           f"audit verify fails after one byte of record {seq} changed, and names it")
 
 
@@ -226,17 +236,27 @@ def crash(root):
 
 
 def main():
+    global cluster
     for f in (CONTROLD, CTL, SIM):
         if not os.access(f, os.X_OK):
             print(f"missing {f}")
             return 1
+    print(f"store: {STORE}")
     with tempfile.TemporaryDirectory(prefix="sluice-control-") as root:
         try:
+            if STORE == "etcd":
+                try:
+                    cluster = EtcdCluster(root).start()
+                except RuntimeError as ex:
+                    check(False, str(ex))
+                    return 1
             os.mkdir(os.path.join(root, "story"))
             story(os.path.join(root, "story"))
             os.mkdir(os.path.join(root, "crash"))
             crash(os.path.join(root, "crash"))
         finally:
+            if cluster:
+                cluster.stop()
             for p in subprocess.run(["pgrep", "-f", root], capture_output=True, text=True).stdout.split():
                 os.kill(int(p), signal.SIGKILL)
     print(f"{len(failures)} failed" if failures else "all passed")

@@ -1,20 +1,35 @@
-"""What the control-plane integration tests share: pass/fail bookkeeping, polling, and a real
+"""What the control-plane integration tests share: pass/fail bookkeeping, polling, a real
 sluice-controld in a work directory (fresh keys, hashed tokens, its config) driven over HTTP and
-through sluicectl. Imported by control_e2e.py and fleet_faults.py (same directory)."""
+through sluicectl, with its store on SQLite (default) or on an etcd v3 cluster (EtcdCluster:
+three etcd members on loopback), and replicas of one controller sharing that cluster.
+Imported by control_e2e.py, fleet_faults.py, failover_etcd.py (same directory) and
+tools/fleet_bench.py.
 
+Every process started here is killed when the test process exits, however it exits: children
+get PR_SET_PDEATHSIG=SIGKILL (so even a SIGKILLed test, e.g. a ctest timeout, leaves nothing
+behind), and atexit kills whatever is still tracked."""
+
+import atexit
+import base64
+import ctypes
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
           "viewer": "tok-viewer", "node": "tok-node-fleet"}
+ETCD = "/usr/bin/etcd"
+ETCDCTL = "/usr/bin/etcdctl"
 failures = []
+_tracked = []   # every process popen() started; killed at exit
 
 
 def check(cond, what):
@@ -40,44 +55,254 @@ def wait_for(pred, timeout, step=0.1):
     return pred()
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    # Runs in the child between fork and exec. The death signal fires when the thread that
+    # forked exits; every harness process is started from the main thread.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def popen(args, **kw):
+    """subprocess.Popen that dies with this process and is killed at exit (tracked)."""
+    p = subprocess.Popen(args, preexec_fn=_die_with_parent, **kw)
+    _tracked.append(p)
+    return p
+
+
+def kill_all_tracked():
+    for p in _tracked:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+atexit.register(kill_all_tracked)
+
+
+def store_arg(argv):
+    """`--store sqlite|etcd` anywhere after the two positional arguments (default sqlite)."""
+    if "--store" in argv:
+        i = argv.index("--store")
+        kind = argv[i + 1] if i + 1 < len(argv) else ""
+        if kind not in ("sqlite", "etcd"):
+            raise SystemExit(f"--store: expected sqlite or etcd, got {kind!r}")
+        return kind
+    return "sqlite"
+
+
+class EtcdCluster:
+    """A `size`-member etcd 3.4 cluster on loopback, its data dirs under ROOT/etcd. Fast
+    elections (heartbeat 100 ms, election timeout 1 s) so a killed member is noticed quickly.
+    start() returns once every member answers /health; kill(i) and restart(i) (same data dir,
+    --initial-cluster-state existing) exercise one member; stop() kills them all (also at exit)."""
+
+    def __init__(self, root, size=3, spawn=popen):
+        if not (os.access(ETCD, os.X_OK) and os.access(ETCDCTL, os.X_OK)):
+            raise RuntimeError(f"{ETCD} / {ETCDCTL} missing: run tools/setup.sh (Debian etcd-server, "
+                               "etcd-client)")
+        self.root = os.path.join(root, "etcd")
+        os.makedirs(self.root, exist_ok=True)
+        self.spawn = spawn
+        self.token = f"sluice-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.names = [f"etcd{i}" for i in range(size)]
+        self.client_ports = [free_port() for _ in range(size)]
+        self.peer_ports = [free_port() for _ in range(size)]
+        self.procs = [None] * size
+        self.initial_cluster = ",".join(f"{n}=http://127.0.0.1:{p}"
+                                        for n, p in zip(self.names, self.peer_ports))
+        atexit.register(self.stop)
+
+    def endpoints(self):
+        return [f"http://127.0.0.1:{p}" for p in self.client_ports]
+
+    def endpoint(self, i):
+        return self.endpoints()[i]
+
+    def _launch(self, i, state):
+        name = self.names[i]
+        data = os.path.join(self.root, name)
+        args = [ETCD, "--name", name, "--data-dir", data,
+                "--listen-client-urls", self.endpoint(i),
+                "--advertise-client-urls", self.endpoint(i),
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
+                "--initial-cluster", self.initial_cluster,
+                "--initial-cluster-state", state,
+                "--initial-cluster-token", self.token,
+                "--max-txn-ops", "10000", "--max-request-bytes", "16777216",
+                "--heartbeat-interval", "100", "--election-timeout", "1000",
+                "--log-level", "error", "--logger", "zap"]
+        with open(os.path.join(self.root, f"{name}.log"), "a") as log:
+            self.procs[i] = self.spawn(args, stdout=log, stderr=log, cwd=self.root)
+
+    def start(self, timeout=30):
+        for i in range(len(self.names)):
+            self._launch(i, "new")
+        if not self.wait_healthy(timeout):
+            raise RuntimeError(f"etcd cluster not healthy in {timeout} s (logs in {self.root})")
+        return self
+
+    def healthy(self, i):
+        p = self.procs[i]
+        if p is None or p.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(self.endpoint(i) + "/health", timeout=2) as r:
+                return json.loads(r.read()).get("health") == "true"
+        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+            return False
+
+    def wait_healthy(self, timeout=30, members=None):
+        members = range(len(self.names)) if members is None else members
+        return wait_for(lambda: all(self.healthy(i) for i in members), timeout, step=0.2)
+
+    def kill(self, i, sig=signal.SIGKILL):
+        p = self.procs[i]
+        if p and p.poll() is None:
+            p.send_signal(sig)
+            p.wait(timeout=20)
+
+    def restart(self, i, timeout=30):
+        self.kill(i)
+        self._launch(i, "existing")
+        return self.wait_healthy(timeout, members=[i])
+
+    def alive(self):
+        return [i for i, p in enumerate(self.procs) if p and p.poll() is None]
+
+    def stop(self):
+        for i in range(len(self.names)):
+            self.kill(i)
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def etcdctl(self, args, endpoints=None, timeout=20):
+        env = dict(os.environ, ETCDCTL_API="3")
+        eps = ",".join(endpoints or [self.endpoint(i) for i in self.alive()])
+        return subprocess.run([ETCDCTL, "--endpoints", eps, "--dial-timeout", "3s",
+                               "--command-timeout", "5s"] + args,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+
+    def get(self, key, member=None, serializable=False):
+        """The value at `key` (str) or None; member: read from that member only."""
+        eps = [self.endpoint(member)] if member is not None else None
+        args = ["get", key, "-w", "json"] + (["--consistency=s"] if serializable else [])
+        p = self.etcdctl(args, endpoints=eps)
+        if p.returncode != 0:
+            return None
+        kvs = json.loads(p.stdout).get("kvs") or []
+        return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+
+    def keys(self, prefix):
+        p = self.etcdctl(["get", prefix, "--prefix", "--keys-only"])
+        return [k for k in p.stdout.splitlines() if k] if p.returncode == 0 else []
+
+    def put(self, key, value):
+        # `--` so a value starting with '-' is not taken for a flag.
+        return self.etcdctl(["put", "--", key, value]).returncode == 0
+
+    def leader_member(self):
+        """Index of the member that is the raft leader, or None."""
+        p = self.etcdctl(["endpoint", "status", "-w", "json"])
+        if p.returncode != 0:
+            return None
+        try:
+            st = json.loads(p.stdout)
+        except ValueError:
+            return None
+        for s in st:
+            if s["Status"]["leader"] == s["Status"]["header"]["member_id"]:
+                return self.endpoints().index(s["Endpoint"])
+        return None
+
+
+def new_prefix(tag):
+    """A key prefix no other test (or earlier run) used: one test = one fresh prefix."""
+    return f"/sluice-test/{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 class Controller:
     """sluice-controld with its config in `root`: keys `keys` (NAME.pub/NAME.key, made by
     sluicectl keygen; "ministry" is the trusted issuer, "controller" signs snapshots), the four
     TOKENS hashed, node.token for the agents. `spawn` starts processes (tests that track them
-    pass their own)."""
+    pass their own).
+
+    Store: SQLite (controld.db in root) unless `etcd` (an EtcdCluster) is given; then the store
+    is that cluster under `prefix` (fresh by default), this replica named `replica`.
+    add_replica(name) makes another controller of the same store: same root, keys, tokens and
+    settings, its own port, config (controld-NAME.yaml) and log."""
 
     def __init__(self, root, bin_dir, src_dir, keys=("ministry", "controller"),
-                 stale_after=20, canary_soak=0, http_threads=None, spawn=subprocess.Popen):
+                 stale_after=20, canary_soak=0, http_threads=None, spawn=popen,
+                 etcd=None, prefix=None, replica="ctl-a", leader_lease=5, _keygen=True):
         self.root = root
         self.bin = bin_dir
+        self.src = src_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
         self.spawn = spawn
-        for name in keys:
-            self.ctl(["keygen", "--public", f"{name}.pub", "--secret", f"{name}.key"])
-        with open(os.path.join(root, "node.token"), "w") as f:
-            f.write(TOKENS["node"])
+        self.etcd = etcd
+        self.prefix = (prefix or new_prefix(os.path.basename(root))) if etcd else None
+        self.replica = replica if etcd else None
+        self.settings = dict(keys=keys, stale_after=stale_after, canary_soak=canary_soak,
+                             http_threads=http_threads, leader_lease=leader_lease)
+        # The first replica keeps the historic file names (tests look at controld.log).
+        self.config_name = "controld.yaml" if _keygen else f"controld-{replica}.yaml"
+        self.log_name = "controld.log" if _keygen else f"controld-{replica}.log"
+        if _keygen:
+            for name in keys:
+                self.ctl(["keygen", "--public", f"{name}.pub", "--secret", f"{name}.key"])
+            with open(os.path.join(root, "node.token"), "w") as f:
+                f.write(TOKENS["node"])
+        self._write_config()
+
+    def _write_config(self):
+        s = self.settings
         tokens = "\n".join(
             f"  - {{ name: {role}-user, role: {role}, sha256: {hashlib.sha256(t.encode()).hexdigest()} }}"
             for role, t in TOKENS.items())
-        canary = (f"canary: {{ labels: {{ group: canary }}, soak_seconds: {canary_soak} }}\n"
-                  if canary_soak else "")
-        threads = f"http_threads: {http_threads}\n" if http_threads else ""
-        with open(os.path.join(root, "controld.yaml"), "w") as f:
+        canary = (f"canary: {{ labels: {{ group: canary }}, soak_seconds: {s['canary_soak']} }}\n"
+                  if s["canary_soak"] else "")
+        threads = f"http_threads: {s['http_threads']}\n" if s["http_threads"] else ""
+        if self.etcd:
+            store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.etcd.endpoints())}]\n"
+                     f"  prefix: {self.prefix}\n  replica: {self.replica}\n"
+                     f"  leader_lease_seconds: {s['leader_lease']}\n")
+        else:
+            store = "database: controld.db\n"
+        with open(os.path.join(self.root, self.config_name), "w") as f:
             f.write(f"""listen: 127.0.0.1:{self.port}
-database: controld.db
-apps_dir: {src_dir}/config/apps
+{store}apps_dir: {self.src}/config/apps
 signing_key: controller.key
 issuers:
   - {{ name: ministry-of-communications, public_key: ministry.pub }}
 approvals_required: 1
-stale_after_seconds: {stale_after}
+stale_after_seconds: {s['stale_after']}
 max_wait_seconds: 5
 {threads}{canary}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
 tokens:
 {tokens}
 """)
+
+    def add_replica(self, replica):
+        """Another sluice-controld on the same etcd store and prefix (not started)."""
+        if not self.etcd:
+            raise ValueError("replicas need the etcd store")
+        s = self.settings
+        r = Controller(self.root, self.bin, self.src, keys=s["keys"], stale_after=s["stale_after"],
+                       canary_soak=s["canary_soak"], http_threads=s["http_threads"],
+                       spawn=self.spawn, etcd=self.etcd, prefix=self.prefix, replica=replica,
+                       leader_lease=s["leader_lease"], _keygen=False)
+        return r
 
     def ctl(self, args, role=None, expect=0):
         cmd = [os.path.join(self.bin, "sluicectl"), "--controller", self.url] + args
@@ -91,30 +316,108 @@ tokens:
         return p
 
     def start(self, timeout=15):
-        with open(os.path.join(self.root, "controld.log"), "a") as log:
+        with open(os.path.join(self.root, self.log_name), "a") as log:
             self.proc = self.spawn([os.path.join(self.bin, "sluice-controld"), "--config",
-                                    "controld.yaml"], cwd=self.root, stdout=log, stderr=log)
+                                    self.config_name], cwd=self.root, stdout=log, stderr=log)
+        what = f"controller {self.replica} answers" if self.replica else "controller answers"
         return check(wait_for(lambda: self.get("/v1/health", None) is not None, timeout),
-                     "controller answers on /v1/health")
+                     f"{what} on /v1/health")
 
     def kill(self, sig=signal.SIGKILL):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=20)
 
-    def get(self, path, role="viewer"):
-        req = urllib.request.Request(self.url + path)
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=1500):
+        try:
+            with open(os.path.join(self.root, self.log_name)) as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    def request(self, method, path, role="viewer", body=None, timeout=10):
+        """(status, parsed body or text); status 0 when the controller did not answer."""
+        req = urllib.request.Request(self.url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
         if role:
             req.add_header("Authorization", "Bearer " + TOKENS[role])
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                body = r.read()
-                return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                data, status = r.read(), r.status
+        except urllib.error.HTTPError as e:
+            data, status = e.read(), e.code
         except (urllib.error.URLError, ConnectionError, OSError):
-            return None
+            return 0, None
+        try:
+            return status, json.loads(data) if data[:1] in (b"{", b"[") else data.decode()
+        except ValueError:
+            return status, data.decode(errors="replace")
+
+    def get(self, path, role="viewer"):
+        status, body = self.request("GET", path, role)
+        return body if status == 200 else None
 
     def node_list(self):
         return (self.get("/v1/nodes") or {}).get("nodes", [])
 
     def rollout(self):
         return self.get("/v1/rollout") or {}
+
+    def audit_records(self):
+        return (self.get("/v1/audit?limit=100000") or {}).get("records", [])
+
+    def tamper_audit(self, event="directive.approved"):
+        """Changes one stored audit record of `event` behind the controller's back (the SQLite
+        file, or the record's etcd key). Returns its seq, or None when there was none.
+        SQLite: stop the controller first (the test reads the file with --db afterwards)."""
+        if self.etcd:
+            return _tamper_etcd_audit(self.etcd, self.prefix, event)
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.root, "controld.db"))
+        row = db.execute("SELECT seq, detail FROM audit WHERE event = ? LIMIT 1", (event,)).fetchone()
+        if row:
+            seq, detail = row
+            db.execute("UPDATE audit SET detail = ? WHERE seq = ?", (_edit_text(detail), seq))
+            db.commit()
+        db.close()
+        return row[0] if row else None
+
+
+def _edit_text(text):
+    """One byte changed ("1" -> "2"), or one appended when there is no "1"."""
+    return text.replace("1", "2", 1) if "1" in text else text + " "
+
+
+def _tamper_etcd_audit(etcd, prefix, event):
+    """Rewrites the value of the first PREFIX/audit/<seq> record of `event` with etcdctl put:
+    its detail (or, whatever the stored shape, one byte of the value) changed."""
+    for key in etcd.keys(prefix + "/audit/"):
+        value = etcd.get(key)
+        if value is None:
+            continue
+        try:
+            rec = json.loads(value)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict):
+            if rec.get("event") != event:
+                continue
+            if isinstance(rec.get("detail"), str):
+                rec["detail"] = _edit_text(rec["detail"])
+            elif isinstance(rec.get("detail"), dict):
+                rec["detail"]["tampered"] = True
+            else:
+                rec["actor"] = str(rec.get("actor", "")) + "x"
+            edited = json.dumps(rec, separators=(",", ":"))
+        elif event in value:
+            edited = _edit_text(value)
+        else:
+            continue
+        seq = int(key.rsplit("/", 1)[1])
+        return seq if etcd.put(key, edited) else None
+    return None

@@ -3,7 +3,10 @@
 sluice-fleet-sim (the real agent code, NODES nodes). Outcomes are asserted, timings are not
 (except that a partitioned node ends a block by itself within about a second of its end).
 
-  fleet_faults.py BIN_DIR SOURCE_DIR
+  fleet_faults.py BIN_DIR SOURCE_DIR [--store sqlite|etcd]
+
+With --store etcd the controller's store is a 3-member etcd cluster on loopback (started here,
+/usr/bin/etcd), each scenario under its own key prefix; one controller replica.
 
 1. crash: with a canary stage (soak), the controller is killed (SIGKILL) while the canary
    soaks; after a restart the rollout completes and every node converges on its revision.
@@ -31,9 +34,12 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from control_harness import Controller, check, failures, free_port, wait_for
+from control_harness import (Controller, EtcdCluster, check, failures, free_port, popen,
+                             store_arg, wait_for)
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+STORE = store_arg(sys.argv[3:])
+cluster = None  # the EtcdCluster with --store etcd
 CONTROLD = os.path.join(BIN, "sluice-controld")
 CTL = os.path.join(BIN, "sluicectl")
 SIM = os.path.join(BIN, "sluice-fleet-sim")
@@ -47,7 +53,7 @@ def rfc(t):
 
 
 def spawn(args, **kw):
-    p = subprocess.Popen(args, **kw)
+    p = popen(args, **kw)
     processes.append(p)
     return p
 
@@ -172,7 +178,7 @@ class Sim:
 class Env(Controller):
     def __init__(self, root, canary_soak=0):
         super().__init__(root, BIN, SRC, stale_after=60, canary_soak=canary_soak,
-                         http_threads=NODES + 64, spawn=spawn)
+                         http_threads=NODES + 64, spawn=spawn, etcd=cluster)
 
     def nodes(self):
         return {n["node"]: n for n in self.node_list()}
@@ -351,14 +357,18 @@ def partition(root):
 
 
 def main():
+    global cluster
     for f in (CONTROLD, CTL, SIM):
         if not os.access(f, os.X_OK):
             print(f"missing {f}")
             return 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    print(f"store: {STORE}")
     with tempfile.TemporaryDirectory(prefix="sluice-fleet-faults-") as root:
         try:
+            if STORE == "etcd":
+                cluster = EtcdCluster(root, spawn=spawn).start()
             for name, fn in (("crash", crash_and_restart), ("partition", partition)):
                 os.mkdir(os.path.join(root, name))
                 fn(os.path.join(root, name))
