@@ -134,8 +134,11 @@ int main(int argc, char** argv) {
     std::unique_lock lock(m);
     while (!stopping) {
       lock.unlock();
+      const auto started = std::chrono::steady_clock::now();
       core->tick();
       seen = st->wait_for_change(seen, std::chrono::milliseconds(250));
+      // At most 20 ticks a second however busy the store is.
+      std::this_thread::sleep_until(started + std::chrono::milliseconds(50));
       lock.lock();
     }
   });

@@ -1024,8 +1024,12 @@ void controller::tick() {
   // Node status goes in bounded chunks (an etcd Txn has op and byte limits); the first rides
   // with the time-driven work, the rest follow in batches of their own.
   std::vector<store::write_batch> more;
+  // Replicas wake each other on every commit; node status still goes out at most every 250 ms
+  // per replica, or the replicas' flushes would chase each other.
+  const std::int64_t now_ms = clk_.now_ms();
+  const bool flush_nodes = !cfg_.replicated || now_ms - nodes_flushed_ms_ >= 250;
   for (auto& [id, n] : nodes_) {
-    if (!n.dirty) continue;
+    if (!n.dirty || !flush_nodes) continue;
     store::write_batch* target = &batch;
     if (cfg_.max_nodes_per_commit > 0 && batch.nodes.size() >= cfg_.max_nodes_per_commit) {
       if (more.empty() || more.back().nodes.size() >= cfg_.max_nodes_per_commit) more.emplace_back();
@@ -1045,7 +1049,10 @@ void controller::tick() {
   }
   pending_impacts_.clear();
   pending_audit_.clear();
-  for (auto& [id, n] : nodes_) n.dirty = false;
+  if (flush_nodes) {
+    nodes_flushed_ms_ = now_ms;
+    for (auto& [id, n] : nodes_) n.dirty = false;
+  }
   for (auto& extra : more)
     if (commit_locked(extra))  // not written this time: mark them for the next tick
       for (const auto& rec : extra.nodes) nodes_[rec.node_id].dirty = true;

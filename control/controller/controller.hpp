@@ -323,6 +323,7 @@ class controller {
   std::uint64_t leader_term_ = 0;
   std::string leader_name_;
   std::int64_t nodes_refreshed_ms_ = 0;
+  std::int64_t nodes_flushed_ms_ = 0;
   std::vector<store::impact_record> pending_impacts_;
   std::vector<audit::audit_record> pending_audit_;  // node events, written by the next tick
 
