@@ -42,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "control/store/batch_check.hpp"
 #include "control/store/etcd_client.hpp"
 #include "control/store/record_json.hpp"
 
@@ -471,13 +472,10 @@ class etcd_store final : public store {
     auto refuse = [](std::string msg) {
       return refused{commit_outcome::failed, "invalid batch: " + std::move(msg)};
     };
-    std::set<std::pair<std::string, std::string>> dkeys;
+    if (std::string e = check_batch(b); !e.empty()) return refuse(std::move(e));
     for (const auto& p : b.directives) {
       const auto& d = p.record;
       const std::string k = d.issuer + "/" + d.id;
-      if (d.issuer.empty() || d.id.empty()) return refuse("directive with empty issuer or id");
-      if (!dkeys.emplace(d.issuer, d.id).second) return refuse("directive " + k + " put twice");
-      if (p.expected_version > max_i64) return refuse("directive " + k + ": expected_version too large");
       try {
         out.directives.push_back(directive_to_json(d));
       } catch (const store_error& e) {
@@ -493,9 +491,6 @@ class etcd_store final : public store {
       }
     }
     for (const auto& r : b.revisions) {
-      if (r.revision == 0 || r.revision > max_i64) {
-        return refuse("revision number " + std::to_string(r.revision) + " out of range");
-      }
       try {
         out.bytes += revision_to_json(r).size() + 64;
       } catch (const store_error& e) {
@@ -503,13 +498,7 @@ class etcd_store final : public store {
       }
     }
     for (const auto& [k, v] : b.meta) out.bytes += meta_key(k).size() + v.size();
-    std::set<std::string> node_ids;
     for (const auto& n : b.nodes) {
-      if (n.node_id.empty()) return refuse("node with empty node_id");
-      if (!node_ids.insert(n.node_id).second) return refuse("node " + n.node_id + " put twice");
-      if (n.applied_revision > max_i64 || n.nack_revision > max_i64) {
-        return refuse("node " + n.node_id + ": revision number too large");
-      }
       try {
         out.nodes.push_back(node_to_json(n));
       } catch (const store_error& e) {
@@ -518,15 +507,8 @@ class etcd_store final : public store {
       out.bytes += out.nodes.back().size() + node_key(n.node_id).size() +
                    alive_key(n.node_id).size() + 2 * per_op_overhead;
     }
-    std::set<std::pair<std::string, std::int64_t>> impact_keys;
     for (const auto& r : b.impacts) {
       const std::string k = r.node_id + "@" + std::to_string(r.window_end);
-      if (r.node_id.empty()) return refuse("impact with empty node_id");
-      if (r.window_end < 0) return refuse("impact " + k + ": negative window_end");
-      if (r.revision > max_i64) return refuse("impact " + k + ": revision number too large");
-      if (!impact_keys.emplace(r.node_id, r.window_end).second) {
-        return refuse("impact " + k + " put twice");
-      }
       // Pruned by this same batch: etcd refuses a Txn whose puts fall in its delete range,
       // and the outcome (not kept) is the same as writing it and pruning it.
       if (b.prune_impacts_before > 0 && r.window_end < b.prune_impacts_before) {

@@ -35,6 +35,8 @@
 #include <utility>
 #include <vector>
 
+#include "control/store/batch_check.hpp"
+#include "control/store/record_json.hpp"
 #include "control/store/store.hpp"
 
 namespace sluice::control::store {
@@ -222,44 +224,18 @@ std::int64_t pragma_int(sqlite3* db, const char* sql) {
   return st.i64(0, sql);
 }
 
-std::string approvals_json(const std::vector<approval>& approvals) {
-  nlohmann::json a = nlohmann::json::array();
-  for (const auto& ap : approvals) {
-    nlohmann::json e{{"actor", ap.actor}, {"at", ap.at}};
-    if (ap.kind != "approve") e["kind"] = ap.kind;  // version 1 rows had approvals only
-    if (!ap.reason.empty()) e["reason"] = ap.reason;
-    a.push_back(std::move(e));
-  }
-  return a.dump();  // throws type_error on invalid UTF-8: the caller refuses the batch
-}
-
 std::string labels_json(const std::map<std::string, std::string>& labels) {
   return nlohmann::json(labels).dump();
 }
 
 std::vector<approval> parse_approvals(const std::string& text, const std::string& key) {
-  std::vector<approval> out;
   try {
-    const auto j = nlohmann::json::parse(text);
-    if (!j.is_array()) throw store_error("not an array");
-    for (const auto& e : j) {
-      if (!e.is_object() || !e.contains("actor") || !e.contains("at") ||
-          !e["actor"].is_string() || !e["at"].is_number_integer()) {
-        throw store_error("entry is not {\"actor\": text, \"at\": integer}");
-      }
-      approval ap;
-      ap.actor = e["actor"].get<std::string>();
-      ap.at = e["at"].get<std::int64_t>();
-      ap.kind = e.value("kind", std::string("approve"));
-      ap.reason = e.value("reason", std::string());
-      out.push_back(std::move(ap));
-    }
+    return approvals_from_json(nlohmann::json::parse(text));
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
     throw store_error("corrupt store: directive " + key + ": approvals: " + e.what());
   }
-  return out;
 }
 
 std::map<std::string, std::string> parse_labels(const std::string& text, const std::string& node) {
@@ -340,38 +316,15 @@ std::optional<batch_refused> prepare(const write_batch& b, prepared_batch& out) 
   auto refuse = [](std::string msg) {
     return batch_refused{commit_outcome::failed, "invalid batch: " + std::move(msg)};
   };
-  std::set<std::pair<std::string, std::string>> keys;
+  if (std::string e = check_batch(b); !e.empty()) return refuse(std::move(e));
   for (const auto& p : b.directives) {
-    const auto& d = p.record;
-    const std::string key = d.issuer + "/" + d.id;
-    if (d.issuer.empty() || d.id.empty()) return refuse("directive with empty issuer or id");
-    if (!keys.emplace(d.issuer, d.id).second) return refuse("directive " + key + " put twice");
-    if (p.expected_version > max_i64) return refuse("directive " + key + ": expected_version too large");
     try {
-      out.approvals.push_back(approvals_json(d.approvals));
-    } catch (const nlohmann::json::exception& e) {
-      return refuse("directive " + key + ": approvals: " + e.what());
+      out.approvals.push_back(dump_json(approvals_to_json(p.record.approvals)));
+    } catch (const store_error& e) {
+      return refuse("directive " + p.record.issuer + "/" + p.record.id + ": approvals: " + e.what());
     }
   }
-  std::set<std::pair<std::int64_t, std::string>> impact_keys;
-  for (const auto& r : b.impacts) {
-    if (r.node_id.empty()) return refuse("impact report with empty node_id");
-    if (r.revision > max_i64) return refuse("impact report: revision number too large");
-    if (!impact_keys.emplace(r.window_end, r.node_id).second)
-      return refuse("impact report " + r.node_id + "@" + std::to_string(r.window_end) + " put twice");
-  }
-  for (const auto& r : b.revisions) {
-    if (r.revision == 0 || r.revision > max_i64) {
-      return refuse("revision number " + std::to_string(r.revision) + " out of range");
-    }
-  }
-  std::set<std::string> node_ids;
   for (const auto& n : b.nodes) {
-    if (n.node_id.empty()) return refuse("node with empty node_id");
-    if (!node_ids.insert(n.node_id).second) return refuse("node " + n.node_id + " put twice");
-    if (n.applied_revision > max_i64 || n.nack_revision > max_i64) {
-      return refuse("node " + n.node_id + ": revision number too large");
-    }
     try {
       out.labels.push_back(labels_json(n.labels));
     } catch (const nlohmann::json::exception& e) {
