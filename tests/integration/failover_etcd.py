@@ -9,7 +9,7 @@ controller URLs, rotated so each process starts on a different replica.
 1. leader: exactly one replica says it is the leader, and every replica names the same one.
 2. controller failover: a block is submitted through one replica and approved through another;
    the leader is killed (SIGKILL) while the canary soaks. Another replica takes over within
-   leader_lease_seconds + 2 s, the rollout completes (stage done), every node converges on the
+   leader_lease_seconds + 3 s, the rollout completes (stage done), every node converges on the
    block's revision (controller's and simulator's view: ACKs), and the nodes that talked to the
    killed replica report to the survivors.
 3. etcd failover: one etcd member (the raft leader) is killed; an unblock is submitted, approved
@@ -218,9 +218,11 @@ def run(root):
     survivors = [c for c in ctls if c is not leader]
     new_leader = wait_for(lambda: one_leader(survivors), LEASE + 10, step=0.05)
     takeover = time.time() - t_kill
-    check(new_leader is not None and takeover <= LEASE + 2,
+    # The lease expires LEASE s after the last keep-alive; the survivors' campaign loop and this
+    # poll add a little, more on a loaded (sanitizer) CI run: 3 s of slack.
+    check(new_leader is not None and takeover <= LEASE + 3,
           f"{new_leader.replica if new_leader else 'no replica'} is leader {takeover:.2f} s after "
-          f"the kill (bound: lease {LEASE} s + 2 s)")
+          f"the kill (bound: lease {LEASE} s + 3 s)")
     if new_leader is None:
         return
     check(wait_for(lambda: (lambda r: r.get("stage") == "done" and r.get("target") == target)(
