@@ -1077,7 +1077,10 @@ op_result<snapshot_offer> controller::snapshot(const std::string& node,
   n.record.labels = labels;
   n.record.last_seen = now_s();
   n.record.expired = false;
-  n.dirty = true;
+  // With replicas, a node that has just moved here is known to this replica only from an old
+  // copy (or not at all): writing it back could set its applied revision back in the store.
+  // Its status reports (periodic, and after each apply) make it ours to write.
+  if (!cfg_.replicated || n.reported) n.dirty = true;
 
   const auto cap = std::chrono::seconds(cfg_.max_wait_s);
   const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(wait, cap);
@@ -1150,6 +1153,7 @@ op_result<bool> controller::node_status(const std::string& node,
   if (!labels.empty()) n.record.labels = labels;
   n.record.last_seen = now;
   n.record.expired = false;
+  n.reported = true;
   if (report.revision > n.record.applied_revision) n.applied_at_ms = clk_.now_ms();
   n.record.applied_revision = report.revision;
   n.record.ruleset_sha256 = report.ruleset_sha256;

@@ -239,6 +239,7 @@ class controller {
     std::string cached_labels;
     std::string cached_body;
     std::int64_t applied_at_ms = 0;  // when applied_revision last rose
+    bool reported = false;           // sent a status report to this replica
   };
 
   [[nodiscard]] std::int64_t now_s() { return clk_.now_ms() / 1000; }
