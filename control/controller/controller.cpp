@@ -490,15 +490,10 @@ op_result<directive_view> controller::override_protection(const principal& who,
     const std::string key_name = key_of(issuer, id);
     std::vector<directive_record> all;
     directive_record* it = nullptr;
-    if (auto e = find_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
+    if (auto e = find_awaiting_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
     if (reason.empty())
       return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
                                    "an override needs a reason", key_name, "")};
-    if (it->state != state_awaiting)
-      return {std::nullopt, refuse(who, error_kind::conflict, "not_awaiting_approval",
-                                   "directive " + key_name + " is " + it->state +
-                                       ", not awaiting approval",
-                                   key_name, "")};
     const auto d = parse_stored(*it, validation(now_s()));
     const auto overlaps = d ? overlaps_of(*d) : std::vector<impact::overlap>{};
     if (overlaps.empty())
@@ -675,18 +670,26 @@ std::optional<op_error> controller::find_locked(const principal& who, const std:
   return std::nullopt;
 }
 
+std::optional<op_error> controller::find_awaiting_locked(const principal& who,
+                                                        const std::string& issuer,
+                                                        const std::string& id,
+                                                        std::vector<directive_record>& all,
+                                                        directive_record*& found) {
+  if (auto e = find_locked(who, issuer, id, all, found)) return e;
+  if (found->state == state_awaiting) return std::nullopt;
+  return refuse(who, error_kind::conflict, "not_awaiting_approval",
+                "directive " + key_of(issuer, id) + " is " + found->state +
+                    ", not awaiting approval",
+                key_of(issuer, id), "");
+}
+
 op_result<directive_view> controller::approve_locked(const principal& who,
                                                      const std::string& issuer,
                                                      const std::string& id) {
   const std::string key_name = key_of(issuer, id);
   std::vector<directive_record> all;
   directive_record* it = nullptr;
-  if (auto e = find_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
-  if (it->state != state_awaiting)
-    return {std::nullopt, refuse(who, error_kind::conflict, "not_awaiting_approval",
-                                 "directive " + key_name + " is " + it->state +
-                                     ", not awaiting approval",
-                                 key_name, "")};
+  if (auto e = find_awaiting_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
   if (it->submitted_by == who.name)
     return {std::nullopt, refuse(who, error_kind::forbidden, "self_approval",
                                  who.name + " submitted " + key_name +

@@ -265,6 +265,12 @@ class controller {
                                                         const std::string& id,
                                                         const std::string& reason);
   [[nodiscard]] std::vector<impact::overlap> overlaps_of(const directive::directive& d) const;
+  // find_locked, then refuses (not_awaiting_approval, audited) one that is not awaiting approval.
+  [[nodiscard]] std::optional<op_error> find_awaiting_locked(const principal& who,
+                                                             const std::string& issuer,
+                                                             const std::string& id,
+                                                             std::vector<store::directive_record>& all,
+                                                             store::directive_record*& found);
   [[nodiscard]] directive::validation_context validation(std::int64_t now) const;
   [[nodiscard]] op_error refuse(const principal& who, error_kind kind, std::string code,
                                 std::string message, const std::string& subject,
