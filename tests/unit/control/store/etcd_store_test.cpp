@@ -19,7 +19,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::make_audit;
+using test::check_same;
 using test::make_directive;
+using test::make_node;
 using test::shared_etcd;
 
 etcd_options options_for(const std::string& prefix, const std::string& replica = "r1") {
@@ -34,55 +36,6 @@ etcd_options options_for(const std::string& prefix, const std::string& replica =
 
 std::unique_ptr<store> open(const std::string& prefix, const std::string& replica = "r1") {
   return open_etcd_store(options_for(prefix, replica));
-}
-
-node_record make_node(const std::string& id) {
-  node_record n;
-  n.node_id = id;
-  n.labels = {{"site", "a"}, {"region", "north"}};
-  n.first_seen = 1700000000;
-  n.last_seen = 1700000100;
-  n.applied_revision = 3;
-  n.ruleset_sha256 = std::string(64, 'c');
-  n.nack = true;
-  n.nack_revision = 4;
-  n.error = "line 3: unknown key \"x\"";
-  n.health = "ok";
-  return n;
-}
-
-void check_same(const directive_record& a, const directive_record& b) {
-  CHECK(a.issuer == b.issuer);
-  CHECK(a.id == b.id);
-  CHECK(a.document == b.document);
-  CHECK(a.signature == b.signature);
-  CHECK(a.action == b.action);
-  CHECK(a.state == b.state);
-  CHECK(a.end_reason == b.end_reason);
-  CHECK(a.submitted_by == b.submitted_by);
-  CHECK(a.received_at == b.received_at);
-  CHECK(a.updated_at == b.updated_at);
-  CHECK(a.ended_at == b.ended_at);
-  REQUIRE(a.approvals.size() == b.approvals.size());
-  for (std::size_t i = 0; i < a.approvals.size(); ++i) {
-    CHECK(a.approvals[i].actor == b.approvals[i].actor);
-    CHECK(a.approvals[i].at == b.approvals[i].at);
-    CHECK(a.approvals[i].kind == b.approvals[i].kind);
-    CHECK(a.approvals[i].reason == b.approvals[i].reason);
-  }
-}
-
-void check_same(const node_record& a, const node_record& b) {
-  CHECK(a.node_id == b.node_id);
-  CHECK(a.labels == b.labels);
-  CHECK(a.first_seen == b.first_seen);
-  CHECK(a.last_seen == b.last_seen);
-  CHECK(a.applied_revision == b.applied_revision);
-  CHECK(a.ruleset_sha256 == b.ruleset_sha256);
-  CHECK(a.nack == b.nack);
-  CHECK(a.nack_revision == b.nack_revision);
-  CHECK(a.error == b.error);
-  CHECK(a.health == b.health);
 }
 
 write_batch put(const directive_record& d, std::uint64_t expected) {
