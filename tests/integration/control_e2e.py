@@ -26,7 +26,7 @@ import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
 
-from control_harness import Controller, EtcdCluster, check, failures, popen, store_arg, wait_for
+from control_harness import Controller, EtcdCluster, read_jsonl, check, failures, popen, store_arg, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 STORE = store_arg(sys.argv[3:])
@@ -66,14 +66,7 @@ class Env(Controller):
             self.sim.wait(timeout=20)
 
     def sim_events(self):
-        out = []
-        with open(self.sim_out) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
+        return read_jsonl(self.sim_out)
 
     def nodes(self):
         return self.node_list()

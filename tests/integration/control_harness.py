@@ -45,6 +45,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def read_jsonl(path):
+    """The JSON lines of a file that may still be being written (a torn last line is skipped);
+    [] when the file does not exist yet."""
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out
+
+
 def wait_for(pred, timeout, step=0.1):
     end = time.time() + timeout
     while time.time() < end:

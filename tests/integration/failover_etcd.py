@@ -30,7 +30,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from control_harness import (Controller, EtcdCluster, check, failures, kill_all_tracked, popen,
+from control_harness import (Controller, read_jsonl, EtcdCluster, check, failures, kill_all_tracked, popen,
                              wait_for)
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
@@ -77,15 +77,7 @@ class Sim:
             self.proc.wait(timeout=30)
 
     def events(self):
-        out = []
-        if os.path.exists(self.out):
-            with open(self.out) as f:
-                for line in f:
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass
-        return out
+        return read_jsonl(self.out)
 
     def ids(self):
         return [f"{self.prefix}{i:04d}" for i in range(1, PER_SIM + 1)]

@@ -34,7 +34,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from control_harness import (Controller, EtcdCluster, check, failures, free_port, popen,
+from control_harness import (Controller, read_jsonl, EtcdCluster, check, failures, free_port, popen,
                              store_arg, wait_for)
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
@@ -161,14 +161,7 @@ class Sim:
             self.proc.wait(timeout=30)
 
     def events(self, since_start=False):
-        out = []
-        if os.path.exists(self.out):
-            with open(self.out) as f:
-                for line in f:
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass
+        out = read_jsonl(self.out)
         return out[self.mark:] if since_start else out
 
     def ids(self):
