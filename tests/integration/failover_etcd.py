@@ -192,8 +192,11 @@ def run(root):
     directive_file(root, "block.yaml", "MINCOM-2026-701", BLOCK, time.time() - 60)
     if not submit_and_approve(acks, followers[0], followers[1], "block.yaml", "MINCOM-2026-701"):
         return
-    ro = leader.rollout()
-    target = ro.get("target", 0)
+    # The approving replica committed the enforcing revision (the submit made a shadow one
+    # before it); the leader learns of it through the store, so wait until it has.
+    target = followers[1].rollout().get("target", 0)
+    ro = wait_for(lambda: (lambda r: r if r.get("target") == target else None)(leader.rollout()),
+                  5, step=0.05) or leader.rollout()
     check(target >= 2 and ro.get("stage") == "canary",
           f"rollout of revision {target} starts with the canary stage: {ro.get('stage')}")
     check(wait_for(lambda: converged(leader, target, canaries), 20),
