@@ -36,16 +36,17 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
+
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from netlab import (Story, curl_error, dataplane_cmd, free_port, http_json,  # noqa: E402
+                    in_ns, isolate, namespaces_unavailable, run, run_story, self_signed_cert,
+                    sweep_stale_namespaces, wait_for)
 
 ISSUER = "ministry-of-communications"
 TELEGRAM_ADDR = "149.154.167.99"  # inside 149.154.160.0/20 (config/apps/telegram.yaml)
@@ -59,138 +60,13 @@ NODES = [  # id, labels, mgmt port, metrics port, subnet
 CAPTURES_TELEGRAM = ["telegram.pcap", "telegram_videocall.pcapng"]
 CAPTURES_OTHERS = ["teams.pcap", "signal.pcap", "whatsapp.pcap"]
 
-# Veth offloads must be off (as in tests/integration/namespaces.py): with them, af_packet sees
-# partial checksums, which the dataplane rightly treats as fakes, and GSO/GRO super-frames.
-# ethtool may be absent, so this is the legacy SIOCETHTOOL ioctl, run in the interface's netns.
-OFFLOADS_OFF = r"""
-import ctypes, fcntl, socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-def ethtool(name, cmd, data=0):
-    buf = ctypes.create_string_buffer(struct.pack("II", cmd, data))
-    ifr = struct.pack("16sP", name.encode(), ctypes.addressof(buf)).ljust(40, b"\0")
-    fcntl.ioctl(s, 0x8946, ifr)
-    return struct.unpack("II", buf.raw[:8])[1]
-for name in sys.argv[1:]:
-    for cmd in (0x2c, 0x24, 0x1f, 0x19, 0x15, 0x17):  # GRO GSO TSO SG RXCSUM TXCSUM off
-        try:
-            ethtool(name, cmd, 0)
-        except OSError as e:
-            print("%s: ethtool cmd %#x: %s" % (name, cmd, e), file=sys.stderr)
-    if ethtool(name, 0x16) != 0:
-        sys.exit("%s: tx checksum offload still on" % name)
-"""
-
-# The origin servers, one process: TLS :443 and plain HTTP :80 on every address of the server
-# namespace, threaded (a half-open connection left by a reset must not stall the next one;
-# `openssl s_server` serves one connection at a time). The body names the port so a check
-# can tell the origin's answer from the dataplane's 451 page.
-ORIGIN = r"""
-import http.server, ssl, sys, threading
-class handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("origin server (%s) for %s\n" % (self.server.kind, self.headers.get("Host"))).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-tls = http.server.ThreadingHTTPServer(("0.0.0.0", 443), handler)
-tls.kind, tls.daemon_threads = "tls", True
-tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
-plain = http.server.ThreadingHTTPServer(("0.0.0.0", 80), handler)
-plain.kind, plain.daemon_threads = "http", True
-threading.Thread(target=plain.serve_forever, daemon=True).start()
-tls.serve_forever()
-"""
-
-
-class StepFailed(Exception):
-    """A step the rest of the story depends on did not happen (already reported as FAIL)."""
-
-
-class Interrupted(Exception):
-    """A signal or the time limit: unwind through every `finally`, then exit non-zero."""
-
-
-def on_signal(signum, _frame):
-    raise Interrupted("signal %d (%s)" % (signum, signal.Signals(signum).name))
-
-
-class Demo:
+class Demo(Story):
     def __init__(self, a, port):
+        super().__init__("sluice-demo-", "SLUICE_DEMO_KEEP")
         self.a = a
-        self.failures = []
-        self.work = tempfile.mkdtemp(prefix="sluice-demo-")
-        self.procs = []          # (name, Popen), stopped in reverse order
-        self.namespaces = []
         self.tokens = {role: "%s-%s" % (role, secrets.token_hex(16))
                        for role in ("ministry", "engineer", "viewer", "node")}
         self.url = "http://127.0.0.1:%d" % port
-        self.t0 = time.time()
-
-    # ---- output and checks -------------------------------------------------------------------
-    def step(self, title):
-        print("\n== [%5.1fs] %s" % (time.time() - self.t0, title), flush=True)
-
-    def say(self, text):
-        print("   " + text.replace("\n", "\n   "), flush=True)
-
-    def check(self, cond, what):
-        print(("   ok    " if cond else "   FAIL  ") + what, flush=True)
-        if not cond:
-            self.failures.append(what)
-        return cond
-
-    def must(self, cond, what):
-        """A check the rest of the story depends on."""
-        if not self.check(cond, what):
-            raise StepFailed(what)
-
-    # ---- processes ---------------------------------------------------------------------------
-    def spawn(self, name, cmd, log, **kw):
-        # A session of its own: a terminal's Ctrl-C reaches only this script, which then stops
-        # its children in order.
-        f = open(os.path.join(self.work, log), "w")
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                             start_new_session=True, **kw)
-        self.procs.append((name, p))
-        return p
-
-    def log_tail(self, log, lines=25):
-        try:
-            with open(os.path.join(self.work, log), errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
-
-    def cleanup(self):
-        for name, p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in reversed(self.procs):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for ns in self.namespaces:
-            # Anything still inside our own namespaces was started by us.
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        for n in NODES:
-            shutil.rmtree("/var/run/dpdk/" + self.file_prefix(n), ignore_errors=True)
-        if os.environ.get("SLUICE_DEMO_KEEP") is None:
-            shutil.rmtree(self.work, ignore_errors=True)
-        else:
-            print("kept %s (SLUICE_DEMO_KEEP)" % self.work)
 
     def file_prefix(self, n):
         return "sluice-demo-%d-%s" % (os.getpid(), n["id"])
@@ -211,15 +87,7 @@ class Demo:
         return os.path.join(self.a.build, name)
 
     def get(self, path, role="viewer"):
-        req = urllib.request.Request(self.url + path)
-        if role:
-            req.add_header("Authorization", "Bearer " + self.tokens[role])
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                body = r.read()
-                return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
-        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-            return None
+        return http_json(self.url + path, self.tokens[role] if role else None)
 
     def start_controller(self):
         self.ctl(["keygen", "--public", "ministry.pub", "--secret", "ministry.key"])
@@ -308,66 +176,29 @@ http_threads: 16
         tag = n["id"][-1]  # a / b: interface names must stay under 16 bytes
         n["cli_if"], n["srv_if"] = "dp%s-cli" % tag, "dp%s-srv" % tag
         n["client"], n["server"] = net + ".1", net + ".2"
-        for ns, outer, addrs in ((cli, n["cli_if"], [net + ".1/24"]),
-                                 (srv, n["srv_if"], [net + ".2/24", TELEGRAM_ADDR + "/32"])):
-            run(["ip", "netns", "add", ns])
-            self.namespaces.append(ns)
-            run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", outer])
-            run(["sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % outer])
-            run(in_ns(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]))
-            run(in_ns(ns, ["ip", "link", "set", "lo", "up"]))
-            for addr in addrs:
-                run(in_ns(ns, ["ip", "addr", "add", addr, "dev", "eth0"]))
-            run(in_ns(ns, ["ip", "link", "set", "eth0", "up"]))
-            run(in_ns(ns, [sys.executable, "-c", OFFLOADS_OFF, "eth0"]))
-            run([sys.executable, "-c", OFFLOADS_OFF, outer])
-            run(["ip", "link", "set", outer, "up"])
+        self.add_namespace(cli, n["cli_if"], [net + ".1/24"])
+        self.add_namespace(srv, n["srv_if"], [net + ".2/24", TELEGRAM_ADDR + "/32"])
         # The Telegram address is one hop away on the same link (the dataplane bridges L2).
         run(in_ns(cli, ["ip", "route", "add", TELEGRAM_ADDR + "/32", "dev", "eth0"]))
-        self.spawn("origin " + n["id"], in_ns(srv, [sys.executable, "-c", ORIGIN, cert, key]),
-                   "origin-%s.log" % n["id"])
-        for port in (443, 80):
-            wait_listening(srv, port)
+        self.start_origin(srv, cert, key, "origin-%s.log" % n["id"])
 
     def start_node(self, n):
         state = os.path.join(self.work, "state-" + n["id"])
         os.mkdir(state)
         n["state"] = state
         n["log"] = "dataplane-%s.log" % n["id"]
-        cpus = os.cpu_count() or 1
-        cmd = [self.bin("sluice-dataplane"), "--no-huge", "--no-pci", "--no-shconf",
-               "--no-telemetry", "-m", "256", "--file-prefix=" + self.file_prefix(n),
-               "--lcores", "(0-1)@(0-%d)" % (cpus - 1), "--log-level=warning",
-               "--vdev", "net_af_packet0,iface=" + n["cli_if"],
-               "--vdev", "net_af_packet1,iface=" + n["srv_if"], "--",
-               "--subscriber-port", "0", "--internet-port", "1",
-               "--mgmt", "127.0.0.1:%d" % n["mgmt"], "--metrics", "127.0.0.1:%d" % n["metrics"],
-               "--flow-table-size", "4096", "--reassembly-buffers", "256",
-               "--frag-table-size", "256",
-               "--stats-json", os.path.join(self.work, "stats-%s.json" % n["id"]),
-               "--controller", self.url, "--controller-key", "controller.pub",
-               "--node-id", n["id"], "--labels", n["labels"],
-               "--node-token-file", "node.token", "--state-dir", state]
-        # DPDK 22.11's net_af_packet names its PACKET_FANOUT group (getpid() ^ ifindex) & 0xffff;
-        # groups are per network namespace, so the second node's group can collide with the
-        # first's, on another device: EINVAL, and the port is missing. A new pid avoids it.
-        for attempt in range(1, 6):
-            n["proc"] = self.spawn("sluice-dataplane " + n["id"], cmd, n["log"], cwd=self.work)
-            up = wait_for(lambda: n["proc"].poll() is not None or self.node_get(n, "/status"), 60,
-                          0.2)
-            if n["proc"].poll() is None or "PACKET_FANOUT" not in self.log_tail(n["log"], 10000):
-                return up
-            self.say("%s: DPDK af_packet fanout group id collided (attempt %d), restarting"
-                     % (n["id"], attempt))
-        return False
+        cmd = dataplane_cmd(self.bin("sluice-dataplane"), self.file_prefix(n), n["cli_if"],
+                            n["srv_if"], n["mgmt"], n["metrics"]) + [
+            "--stats-json", os.path.join(self.work, "stats-%s.json" % n["id"]),
+            "--controller", self.url, "--controller-key", "controller.pub",
+            "--node-id", n["id"], "--labels", n["labels"],
+            "--node-token-file", "node.token", "--state-dir", state]
+        n["proc"] = self.start_dataplane("sluice-dataplane " + n["id"], cmd, n["log"],
+                                         lambda: self.node_get(n, "/status"), self.file_prefix(n))
+        return n["proc"] is not None
 
     def node_get(self, n, path, port="mgmt"):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (n[port], path), timeout=5) as r:
-                body = r.read().decode()
-                return json.loads(body) if body[:1] == "{" else body
-        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-            return None
+        return http_json("http://127.0.0.1:%d%s" % (n[port], path))
 
     def curl(self, n, url, name=None, addr=None):
         """curl in the node's client namespace -> (exit code, HTTP code, body, seconds)."""
@@ -465,11 +296,8 @@ http_threads: 16
     def run_namespaces(self):
         a = self.a
         self.step("setup: controller, two nodes, four network namespaces")
-        cert, key = os.path.join(self.work, "cert.pem"), os.path.join(self.work, "key.pem")
-        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", "/CN=telegram.org", "-addext",
-             "subjectAltName=DNS:telegram.org,DNS:example.org,IP:" + TELEGRAM_ADDR,
-             "-keyout", key, "-out", cert], capture_output=True)
+        cert, key = self_signed_cert(self.work, "telegram.org", [
+            "DNS:telegram.org", "DNS:example.org", "IP:" + TELEGRAM_ADDR])
         self.start_controller()
         for n in NODES:
             self.build_topology(n, cert, key)
@@ -735,79 +563,6 @@ def condense(detail, width=100):
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def curl_error(rc):
-    return {0: "", 7: "(connection refused)", 28: "(timed out)", 35: "(TLS handshake reset)",
-            52: "(empty reply)", 56: "(connection reset)"}.get(rc, "")
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
-
-
-def in_ns(ns, cmd):
-    return ["ip", "netns", "exec", ns] + cmd
-
-
-def wait_for(pred, timeout, step=0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
-
-
-def wait_listening(ns, port, timeout=15):
-    ok = wait_for(lambda: subprocess.run(in_ns(ns, ["ss", "-Hltn", "sport = :%d" % port]),
-                                         capture_output=True, text=True).stdout.strip(), timeout)
-    if not ok:
-        raise RuntimeError("nothing listens on %s port %d" % (ns, port))
-
-
-def sweep_stale_namespaces():
-    """Removes the named namespaces of an earlier demo run that was killed (SIGKILL leaves no
-    chance to clean up): only our own naming scheme, and only if that run's pid is gone."""
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    for line in r.stdout.splitlines():
-        m = re.match(r"^(sl-demo-(\d+)-edge-[ab]-(cli|srv))\b", line)
-        if m and not os.path.exists("/proc/" + m.group(2)):
-            print("demo: removing namespace %s left by a killed run" % m.group(1))
-            subprocess.run(["ip", "netns", "del", m.group(1)], stderr=subprocess.DEVNULL)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def namespaces_unavailable():
-    if os.geteuid() != 0:
-        return "not root"
-    for tool in ("ip", "unshare", "curl", "openssl", "ss"):
-        if shutil.which(tool) is None:
-            return "%s not installed" % tool
-    if subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
-        return "network namespaces unavailable (unshare --net failed)"
-    return None
-
-
-def isolate():
-    """Re-executes this script in a network namespace of its own; returns its exit code."""
-    env = dict(os.environ, SLUICE_DEMO_ISOLATED="1")
-    child = subprocess.Popen(["unshare", "--net", sys.executable] + sys.argv, env=env)
-    # The terminal's Ctrl-C reaches the child too (same process group): let it clean up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, lambda signum, _f: child.send_signal(signum))
-    while True:
-        try:
-            return child.wait()
-        except InterruptedError:
-            continue
-
-
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -835,7 +590,7 @@ def main():
     else:
         why = "--mode replay"
     if mode == "namespaces" and os.environ.get("SLUICE_DEMO_ISOLATED") != "1":
-        return isolate()
+        return isolate("SLUICE_DEMO_ISOLATED")
 
     need = ["sluice-controld", "sluicectl"] + (["sluice-dataplane"] if mode == "namespaces" else
                                                ["sluice-fleet-sim", "sluice-classify"])
@@ -844,49 +599,19 @@ def main():
         print("demo: not built in %s: %s (tools/demo.sh builds them)" % (a.build, " ".join(missing)))
         return 2
 
-    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    if not a.hold:
-        signal.alarm(a.time_limit)
     if mode == "namespaces":
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        sweep_stale_namespaces()
+        sweep_stale_namespaces(r"^(sl-demo-(\d+)-edge-[ab]-(cli|srv))\b", "demo")
     # Our own network namespace: the usual port. Replay runs on the host's loopback: any free one.
     d = Demo(a, CONTROLLER_PORT if mode == "namespaces" else free_port())
     print("Sluice demo: a ministry blocks Telegram on two nodes, then lifts the block (%s mode; "
           "binaries %s; work dir %s)" % (mode, a.build, d.work), flush=True)
-    try:
-        if mode == "namespaces":
-            d.run_namespaces()
-        else:
-            d.run_replay(why)
-    except StepFailed:
-        pass  # in d.failures already; the rest of the story cannot happen
-    except Interrupted as e:
-        if not a.hold or "SIGALRM" in str(e):
-            d.failures.append("interrupted: %s%s" % (e, " (time limit %d s)" % a.time_limit
-                                                     if "SIGALRM" in str(e) else ""))
-    except Exception as e:  # noqa: BLE001 - report, clean up below, exit non-zero
-        d.failures.append("%s: %s" % (type(e).__name__, e))
-    finally:
-        signal.alarm(0)
-        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(s, signal.SIG_IGN)  # cleanup must finish
-        if d.failures:
-            for log in ("controld.log",) + tuple("dataplane-%s.log" % n["id"] for n in NODES):
-                tail = d.log_tail(log, 15)
-                if tail:
-                    print("--- %s (last lines)\n%s" % (log, tail))
-        d.cleanup()
-    print()
-    if d.failures:
-        print("demo: FAILED after %.1f s: %d step(s) did not happen as described:"
-              % (time.time() - d.t0, len(d.failures)))
-        for f in d.failures:
-            print("  - " + f)
-        return 1
-    print("demo: the story happened as described (%s mode, %.1f s)" % (mode, time.time() - d.t0))
-    return 0
+    story = d.run_namespaces if mode == "namespaces" else lambda: d.run_replay(why)
+    logs = ("controld.log",) + tuple("dataplane-%s.log" % n["id"] for n in NODES)
+    rc = run_story(d, story, "demo", logs, None if a.hold else a.time_limit, a.hold)
+    if rc == 0:
+        print("demo: the story happened as described (%s mode, %.1f s)" % (mode, time.time() - d.t0))
+    return rc
 
 
 if __name__ == "__main__":

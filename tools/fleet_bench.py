@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests", "integration"))
-from control_harness import EtcdCluster, new_prefix, popen  # noqa: E402  (after the path)
+from control_harness import EtcdCluster, new_prefix, popen, wait_for  # noqa: E402  (after the path)
 
 TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
           "viewer": "tok-viewer", "node": "tok-node-fleet"}
@@ -226,9 +226,9 @@ tokens:
                                          f"controld-{name}.yaml"], cwd=self.root, stdout=log, stderr=log))
         self.proc = self.procs[0]
         for name, url in zip(self.names, self.urls):
-            if not self.wait_for(lambda: self.get("/v1/health", url) is not None, 20):
+            if not wait_for(lambda: self.get("/v1/health", url) is not None, 20):
                 raise RuntimeError(f"controller {name} did not answer /v1/health (see controld-{name}.log)")
-        if self.etcd and not self.wait_for(
+        if self.etcd and not wait_for(
                 lambda: any((self.get("/v1/rollout", u) or {}).get("is_leader") for u in self.urls), 20):
             raise RuntimeError("no controller replica became leader in 20 s")
         self.sim_started = time.time()
@@ -264,16 +264,6 @@ tokens:
                 p.wait()
         if self.cluster:
             self.cluster.stop()
-
-    @staticmethod
-    def wait_for(pred, timeout, step=0.05):
-        end = time.time() + timeout
-        while time.time() < end:
-            v = pred()
-            if v:
-                return v
-            time.sleep(step)
-        return pred()
 
     def read_events(self):
         for i, out in enumerate(self.sim_outs):
@@ -332,15 +322,15 @@ tokens:
         target = ro["target"]
         if target <= before:
             raise RuntimeError(f"{what}: the approval made no new revision ({before} -> {target})")
-        done = self.wait_for(lambda: (lambda r: r and r["target"] == target and r["stage"] == "done")(
-            self.get("/v1/rollout")), self.a.timeout)
+        done = wait_for(lambda: (lambda r: r and r["target"] == target and r["stage"] == "done")(
+            self.get("/v1/rollout")), self.a.timeout, step=0.05)
         t_done = time.time()
         cpu1 = self.controllers_cpu()
         sim_cpu1 = self.sims_cpu()
         etcd_cpu1 = self.etcd_cpu()
         if not done:
             raise RuntimeError(f"{what}: rollout of revision {target} not done in {self.a.timeout} s")
-        if not self.wait_for(lambda: self.all_applied(target), 30):
+        if not wait_for(lambda: self.all_applied(target), 30):
             raise RuntimeError(f"{what}: only {len(self.applied.get(target, {}))} applied and "
                                f"{len(self.acked.get(target, {}))} acked events of {self.n} for "
                                f"revision {target}")
@@ -394,7 +384,7 @@ tokens:
 
     def bench(self):
         self.start()
-        if not self.wait_for(lambda: self.all_converged(1), self.a.timeout, step=0.5):
+        if not wait_for(lambda: self.all_converged(1), self.a.timeout, step=0.5):
             seen = []
             for url in self.urls:
                 ns = (self.get("/v1/nodes", url) or {}).get("nodes", [])

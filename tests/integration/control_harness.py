@@ -17,12 +17,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
+import sys
 import urllib.error
 import urllib.request
 import uuid
+
+# Polling and ports: the helpers tools/netlab.py gives the namespace scripts too.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools"))
+from netlab import free_port, wait_for  # noqa: E402,F401  (re-exported to the tests)
 
 TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
           "viewer": "tok-viewer", "node": "tok-node-fleet"}
@@ -39,12 +43,6 @@ def check(cond, what):
     return cond
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def read_jsonl(path):
     """The JSON lines of a file that may still be being written (a torn last line is skipped);
     [] when the file does not exist yet."""
@@ -57,16 +55,6 @@ def read_jsonl(path):
                 except ValueError:
                     pass
     return out
-
-
-def wait_for(pred, timeout, step=0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

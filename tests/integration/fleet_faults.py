@@ -20,13 +20,11 @@ With --store etcd the controller's store is a 3-member etcd cluster on loopback 
    current revision (the one without the block).
 Exit 0 pass, 1 fail."""
 
-import json
 import math
 import os
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading

@@ -7,8 +7,8 @@ Real binaries, real traffic: sluice-controld on 127.0.0.1 (SQLite in a temp dir;
 target cdn-shared = 149.154.167.0/24; approval needs an impact report younger than 600 s and two
 override consents), one sluice-dataplane node in controller mode (--impact-interval 2) inline on
 net_af_packet between a client and a server network namespace; the server answers TLS on
-149.154.167.99 (threaded Python origin, as tools/demo.py).
-The story asserted (each step printed PASS/FAIL):
+149.154.167.99 (the threaded origin of tools/netlab.py, shared with tools/demo.py).
+The story asserted (each step printed ok/FAIL):
   1. controller and node up, node converged;
   2. the ministry's signed block (prefix 149.154.167.0/24 + domain telegram.org, response reset)
      awaits approval; the node converges on the shadow revision (monitor rules);
@@ -26,17 +26,19 @@ Exit 0 pass, 1 fail, 2 usage / missing binaries, 77 skipped (not root / no names
 import hashlib
 import json
 import os
-import re
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
+
+# The namespace plumbing shared with the main job (tools/netlab.py) and its time formatting.
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools"))
+import netlab  # noqa: E402
+from netlab import Story, in_ns, wait_for  # noqa: E402
+from demo import condense, now, rfc  # noqa: E402
 
 ISSUER = "ministry-of-communications"
 DIRECTIVE_ID = "MINCOM-IMPACT-E2E-001"
@@ -50,7 +52,7 @@ MGMT, METRICS = 9472, 9462
 NET = "10.98.1"
 TIME_LIMIT = 115     # seconds (ctest TIMEOUT should be a bit above)
 ENV_FLAG = "SLUICE_IMPACT_E2E_ISOLATED"
-NS_RE = re.compile(r"^(sl-imp-(\d+)-(cli|srv))\b")
+NS_PATTERN = r"^(sl-imp-(\d+)-(cli|srv))\b"
 
 # Garbage that is neither TLS nor HTTP: the classifier gives up on it at once, so the flow is
 # reported unnamed without waiting for it to expire.
@@ -67,27 +69,11 @@ s.close()
 """
 
 
-class Interrupted(Exception):
-    pass
-
-
-def on_signal(signum, _frame):
-    raise Interrupted("signal %d (%s)" % (signum, signal.Signals(signum).name))
-
-
-class StepFailed(Exception):
-    pass
-
-
-class Lab:
-    def __init__(self, build, source, demo):
-        self.build, self.source, self.demo = build, source, demo
-        self.work = tempfile.mkdtemp(prefix="sluice-impact-")
+class Lab(Story):
+    def __init__(self, build, source):
+        super().__init__("sluice-impact-", "SLUICE_IMPACT_KEEP")
+        self.build, self.source = build, source
         self.url = "http://127.0.0.1:%d" % PORT
-        self.procs = []
-        self.namespaces = []
-        self.failures = []
-        self.t0 = time.time()
         # token name (the principal the audit names) -> (role, secret)
         self.tokens = {name: (role, "%s-%s" % (name, secrets.token_hex(16))) for name, role in (
             ("ministry", "ministry"), ("eng-a", "engineer"), ("eng-b", "engineer"),
@@ -96,64 +82,6 @@ class Lab:
         self.srv = "sl-imp-%d-srv" % os.getpid()
         self.file_prefix = "sluice-impact-%d" % os.getpid()
         self.node = None
-
-    # ---- output --------------------------------------------------------------------------------
-    def step(self, title):
-        print("\n== [%5.1fs] %s" % (time.time() - self.t0, title), flush=True)
-
-    def say(self, text):
-        print("   " + str(text).replace("\n", "\n   "), flush=True)
-
-    def check(self, cond, what):
-        print(("   PASS  " if cond else "   FAIL  ") + what, flush=True)
-        if not cond:
-            self.failures.append(what)
-        return cond
-
-    def must(self, cond, what):
-        if not self.check(cond, what):
-            raise StepFailed(what)
-
-    # ---- processes -----------------------------------------------------------------------------
-    def spawn(self, name, cmd, log, **kw):
-        f = open(os.path.join(self.work, log), "w")
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                             start_new_session=True, **kw)
-        f.close()
-        self.procs.append((name, p))
-        return p
-
-    def log_tail(self, log, lines=25):
-        try:
-            with open(os.path.join(self.work, log), errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
-
-    def cleanup(self):
-        for _, p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for _, p in reversed(self.procs):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for ns in self.namespaces:
-            # Anything still inside our own named namespaces was started by us.
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        shutil.rmtree("/var/run/dpdk/" + self.file_prefix, ignore_errors=True)
-        if os.environ.get("SLUICE_IMPACT_KEEP") is None:
-            shutil.rmtree(self.work, ignore_errors=True)
-        else:
-            print("kept %s (SLUICE_IMPACT_KEEP)" % self.work)
 
     # ---- controller ----------------------------------------------------------------------------
     def bin(self, name):
@@ -179,15 +107,7 @@ class Lab:
         return p.returncode, body
 
     def get(self, path, who="viewer"):
-        req = urllib.request.Request(self.url + path)
-        if who:
-            req.add_header("Authorization", "Bearer " + self.tokens[who][1])
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                body = r.read()
-                return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
-        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-            return None
+        return netlab.http_json(self.url + path, self.tokens[who][1] if who else None)
 
     def start_controller(self):
         for who in ("ministry", "controller"):
@@ -219,7 +139,7 @@ approval:
         self.controller = self.spawn("sluice-controld",
                                      [self.bin("sluice-controld"), "--config", "controld.yaml"],
                                      "controld.log", cwd=self.work)
-        ok = self.demo.wait_for(lambda: self.controller.poll() is None and
+        ok = wait_for(lambda: self.controller.poll() is None and
                                 self.get("/v1/health", None) is not None, 15)
         if not ok:
             self.say(self.log_tail("controld.log"))
@@ -236,7 +156,7 @@ approval:
 
     def wait_converged(self, rev, what):
         t = time.time()
-        ok = self.demo.wait_for(lambda: (lambda n: n.get("applied_revision", 0) >= rev and
+        ok = wait_for(lambda: (lambda n: n.get("applied_revision", 0) >= rev and
                                          n.get("state") == "converged")(self.node_record()),
                                 30, 0.1)
         n = self.node_record()
@@ -245,87 +165,48 @@ approval:
 
     # ---- network and node ----------------------------------------------------------------------
     def build_topology(self):
-        d = self.demo
-        cert, key = os.path.join(self.work, "cert.pem"), os.path.join(self.work, "key.pem")
-        d.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-               "-subj", "/CN=" + OWN, "-addext",
-               "subjectAltName=DNS:%s,DNS:%s,IP:%s" % (OWN, OTHER, ADDR),
-               "-keyout", key, "-out", cert], capture_output=True)
+        cert, key = netlab.self_signed_cert(self.work, OWN, [
+            "DNS:" + OWN, "DNS:" + OTHER, "IP:" + ADDR])
         self.cli_if, self.srv_if = "imp-cli", "imp-srv"
-        for ns, outer, addrs in ((self.cli, self.cli_if, [NET + ".1/24"]),
-                                 (self.srv, self.srv_if, [NET + ".2/24", ADDR + "/32"])):
-            d.run(["ip", "netns", "add", ns])
-            self.namespaces.append(ns)
-            d.run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", outer])
-            d.run(["sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % outer])
-            d.run(d.in_ns(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]))
-            d.run(d.in_ns(ns, ["ip", "link", "set", "lo", "up"]))
-            for a in addrs:
-                d.run(d.in_ns(ns, ["ip", "addr", "add", a, "dev", "eth0"]))
-            d.run(d.in_ns(ns, ["ip", "link", "set", "eth0", "up"]))
-            d.run(d.in_ns(ns, [sys.executable, "-c", d.OFFLOADS_OFF, "eth0"]))
-            d.run([sys.executable, "-c", d.OFFLOADS_OFF, outer])
-            d.run(["ip", "link", "set", outer, "up"])
+        self.add_namespace(self.cli, self.cli_if, [NET + ".1/24"])
+        self.add_namespace(self.srv, self.srv_if, [NET + ".2/24", ADDR + "/32"])
         # The protected address is one hop away on the same link (the dataplane bridges L2).
-        d.run(d.in_ns(self.cli, ["ip", "route", "add", ADDR + "/32", "dev", "eth0"]))
-        self.spawn("origin", d.in_ns(self.srv, [sys.executable, "-c", d.ORIGIN, cert, key]),
-                   "origin.log")
-        d.wait_listening(self.srv, 443)
+        netlab.run(in_ns(self.cli, ["ip", "route", "add", ADDR + "/32", "dev", "eth0"]))
+        self.start_origin(self.srv, cert, key, "origin.log")
 
     def node_get(self, path):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (MGMT, path), timeout=5) as r:
-                body = r.read().decode()
-                return json.loads(body) if body[:1] == "{" else body
-        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-            return None
+        return netlab.http_json("http://127.0.0.1:%d%s" % (MGMT, path))
 
     def start_node(self):
         state = os.path.join(self.work, "state")
         os.mkdir(state)
-        cpus = os.cpu_count() or 1
-        cmd = [self.bin("sluice-dataplane"), "--no-huge", "--no-pci", "--no-shconf",
-               "--no-telemetry", "-m", "256", "--file-prefix=" + self.file_prefix,
-               "--lcores", "(0-1)@(0-%d)" % (cpus - 1), "--log-level=warning",
-               "--vdev", "net_af_packet0,iface=" + self.cli_if,
-               "--vdev", "net_af_packet1,iface=" + self.srv_if, "--",
-               "--subscriber-port", "0", "--internet-port", "1",
-               "--mgmt", "127.0.0.1:%d" % MGMT, "--metrics", "127.0.0.1:%d" % METRICS,
-               "--flow-table-size", "4096", "--reassembly-buffers", "256",
-               "--frag-table-size", "256",
-               "--controller", self.url, "--controller-key", "controller.pub",
-               "--node-id", "edge-impact", "--labels", "site=edge-impact",
-               "--node-token-file", "node.token", "--state-dir", state,
-               "--impact-interval", "2"]
-        # DPDK 22.11's net_af_packet derives its PACKET_FANOUT group id from getpid() ^ ifindex;
-        # should it collide with a group already in this namespace, a new pid avoids it
-        # (as in tools/demo.py).
-        for attempt in range(1, 6):
-            self.node = self.spawn("sluice-dataplane", cmd, "dataplane.log", cwd=self.work)
-            up = self.demo.wait_for(lambda: self.node.poll() is not None or
-                                    self.node_get("/status"), 60, 0.2)
-            if self.node.poll() is None or "PACKET_FANOUT" not in self.log_tail("dataplane.log", 10000):
-                return bool(up) and self.node.poll() is None
-            self.say("af_packet fanout group id collided (attempt %d), restarting" % attempt)
-        return False
+        cmd = netlab.dataplane_cmd(self.bin("sluice-dataplane"), self.file_prefix, self.cli_if,
+                                   self.srv_if, MGMT, METRICS) + [
+            "--controller", self.url, "--controller-key", "controller.pub",
+            "--node-id", "edge-impact", "--labels", "site=edge-impact",
+            "--node-token-file", "node.token", "--state-dir", state,
+            "--impact-interval", "2"]
+        self.node = self.start_dataplane("sluice-dataplane", cmd, "dataplane.log",
+                                         lambda: self.node_get("/status"), self.file_prefix)
+        return self.node is not None
 
     def curl(self, name):
         """TLS to ADDR with SNI `name`, in the client namespace -> (curl exit, HTTP code, secs)."""
         args = ["curl", "-sk", "--connect-timeout", "4", "--max-time", "6", "-o", "/dev/null",
                 "-w", "%{http_code}", "--resolve", "%s:443:%s" % (name, ADDR), "https://%s/" % name]
         t = time.time()
-        r = subprocess.run(self.demo.in_ns(self.cli, args), capture_output=True, text=True,
+        r = subprocess.run(in_ns(self.cli, args), capture_output=True, text=True,
                            timeout=20)
         return r.returncode, r.stdout.strip(), time.time() - t
 
     def unnamed_flow(self):
-        r = subprocess.run(self.demo.in_ns(self.cli, [sys.executable, "-c", UNNAMED_CLIENT, ADDR]),
+        r = subprocess.run(in_ns(self.cli, [sys.executable, "-c", UNNAMED_CLIENT, ADDR]),
                            capture_output=True, text=True, timeout=20)
         return r.returncode, r.stderr.strip()
 
     # ---- the story -----------------------------------------------------------------------------
     def directive(self):
-        t = self.demo.now()
+        t = now()
         doc = """# written by tests/integration/impact_e2e.py
 id: %s
 issuer: %s
@@ -338,8 +219,8 @@ targets:
   domains: [%s]
 scope: all
 not_before: %s
-""" % (DIRECTIVE_ID, ISSUER, self.demo.rfc(t - timedelta(minutes=2)), PREFIX, OWN,
-            self.demo.rfc(t - timedelta(minutes=1)))
+""" % (DIRECTIVE_ID, ISSUER, rfc(t - timedelta(minutes=2)), PREFIX, OWN,
+            rfc(t - timedelta(minutes=1)))
         with open(os.path.join(self.work, "block.yaml"), "w") as f:
             f.write(doc)
         p = self.ctl(["sign", "--secret", "ministry.key", "block.yaml"])
@@ -366,7 +247,6 @@ not_before: %s
         return {}
 
     def run(self):
-        d = self.demo
         self.step("1. controller (protected cdn-shared %s, fresh report required), one node "
                   "(--impact-interval 2)" % PREFIX)
         self.start_controller()
@@ -386,7 +266,7 @@ not_before: %s
         rc, st = self.ctl_json(["submit", "block.yaml"], "ministry")
         self.must(rc == 0 and st.get("state") == "awaiting_approval",
                   "submitted with the ministry's token: %s %s" % (KEY, st.get("state")))
-        shadow_rev = d.wait_for(lambda: (lambda r: r if r > before else 0)(self.rollout_target()), 5)
+        shadow_rev = wait_for(lambda: (lambda r: r if r > before else 0)(self.rollout_target()), 5)
         self.must(shadow_rev > before, "submission compiled shadow revision %d" % shadow_rev)
         self.wait_converged(shadow_rev, "shadow")
         rep = self.get("/v1/directives/%s/impact?window=600" % KEY) or {}
@@ -417,7 +297,7 @@ not_before: %s
             p = self.prefix_entry(self.impact_json())
             return p if (p.get("flows", 0) >= N1 + N2 + N3 and
                          p.get("own_flows", 0) >= N1 and p.get("unnamed", 0) >= N3) else None
-        d.wait_for(settled, 15, 0.5)
+        wait_for(settled, 15, 0.5)
         time.sleep(2.5)  # one more window: nothing late may arrive on top
         report = self.impact_json()
         p = self.prefix_entry(report)
@@ -460,14 +340,14 @@ not_before: %s
         rc, st = self.ctl_json(["approve", KEY], "eng-c")
         self.must(rc == 0 and st.get("state") == "active",
                   "eng-c approves: exit %d, state %s" % (rc, st.get("state")))
-        rev = d.wait_for(lambda: (lambda r: r if r > before else 0)(self.rollout_target()), 5)
+        rev = wait_for(lambda: (lambda r: r if r > before else 0)(self.rollout_target()), 5)
         self.must(rev > before, "approval compiled enforcing revision %d" % rev)
         self.wait_converged(rev, "enforcing")
         for name in (OWN, OTHER):
             rc, code, secs = self.curl(name)
             self.check(rc != 0 and code != "200" and secs < 3.5,
                        "TLS SNI %s to %s now stopped (curl %d%s, %.1f s)" % (
-                           name, ADDR, rc, " " + d.curl_error(rc), secs))
+                           name, ADDR, rc, " " + netlab.curl_error(rc), secs))
 
         self.step("7. the audit trail")
         p = self.ctl(["audit", "export"], "viewer")
@@ -491,7 +371,7 @@ not_before: %s
             label = r.get("event") + ("(%s)" % code if code else "")
             mine.append(label)
             self.say("#%-4s %-18s %-8s %s" % (r.get("seq"), label, r.get("actor"),
-                                              d.condense(r.get("detail"), 80)))
+                                              condense(r.get("detail"), 80)))
         want = ["directive.received", "request.refused(impact_report_required)",
                 "request.refused(protected_overlap)", "directive.override_approved",
                 "directive.override_approved", "directive.approved"]
@@ -505,47 +385,13 @@ not_before: %s
         self.check(p.returncode == 0, "sluicectl audit verify: %s" % p.stdout.strip().replace("\n", "; "))
 
 
-def unavailable():
-    if os.geteuid() != 0:
-        return "not root"
-    for tool in ("ip", "unshare", "curl", "openssl", "ss"):
-        if shutil.which(tool) is None:
-            return "%s not installed" % tool
-    if subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
-        return "network namespaces unavailable"
-    return None
-
-
-def isolate():
-    """Re-executes this script in a network namespace of its own; returns its exit code."""
-    child = subprocess.Popen(["unshare", "--net", sys.executable] + sys.argv,
-                             env=dict(os.environ, **{ENV_FLAG: "1"}))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets the terminal's Ctrl-C too
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, lambda signum, _f: child.send_signal(signum))
-    while True:
-        try:
-            return child.wait()
-        except InterruptedError:
-            continue
-
-
-def sweep_stale_namespaces():
-    """Named namespaces of an earlier run that was SIGKILLed: ours only, and only if its pid is gone."""
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    for line in r.stdout.splitlines():
-        m = NS_RE.match(line)
-        if m and not os.path.exists("/proc/" + m.group(2)):
-            subprocess.run(["ip", "netns", "del", m.group(1)], stderr=subprocess.DEVNULL)
-
-
 def main():
     if len(sys.argv) != 3:
         print(__doc__.split("\n\n")[1])
         return 2
     build, source = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     if os.environ.get(ENV_FLAG) != "1":
-        why = unavailable()
+        why = netlab.namespaces_unavailable()
         if why:
             print("impact_e2e: SKIP (%s)" % why)
             return 77
@@ -554,48 +400,17 @@ def main():
         if missing:
             print("impact_e2e: not built in %s: %s" % (build, " ".join(missing)))
             return 2
-        return isolate()
+        return netlab.isolate(ENV_FLAG)
 
-    # Helpers shared with the demo (topology plumbing, the origin server, time formatting).
-    sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
-    sys.path.insert(0, os.path.join(source, "tools"))
-    import demo  # noqa: E402
-
-    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    signal.alarm(TIME_LIMIT)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    sweep_stale_namespaces()
-    lab = Lab(build, source, demo)
+    netlab.sweep_stale_namespaces(NS_PATTERN, "impact_e2e")
+    lab = Lab(build, source)
     print("impact_e2e: shadow rules, impact report, protected override (work dir %s)" % lab.work,
           flush=True)
-    try:
-        lab.run()
-    except StepFailed:
-        pass
-    except Interrupted as e:
-        lab.failures.append("interrupted: %s%s" % (e, " (time limit %d s)" % TIME_LIMIT
-                                                   if "SIGALRM" in str(e) else ""))
-    except Exception as e:  # noqa: BLE001 - report, clean up, exit 1
-        lab.failures.append("%s: %s" % (type(e).__name__, e))
-    finally:
-        signal.alarm(0)
-        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(s, signal.SIG_IGN)  # cleanup must finish
-        if lab.failures:
-            for log in ("controld.log", "dataplane.log"):
-                tail = lab.log_tail(log, 15)
-                if tail:
-                    print("--- %s (last lines)\n%s" % (log, tail))
-        lab.cleanup()
-    print()
-    if lab.failures:
-        print("impact_e2e: FAIL after %.1f s (%d):" % (time.time() - lab.t0, len(lab.failures)))
-        for f in lab.failures:
-            print("  - " + f)
-        return 1
-    print("impact_e2e: PASS (%.1f s)" % (time.time() - lab.t0))
-    return 0
+    rc = netlab.run_story(lab, lab.run, "impact_e2e", ("controld.log", "dataplane.log"), TIME_LIMIT)
+    if rc == 0:
+        print("impact_e2e: PASS (%.1f s)" % (time.time() - lab.t0))
+    return rc
 
 
 if __name__ == "__main__":

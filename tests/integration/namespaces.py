@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """namespaces: two network namespaces joined through sluice-dataplane on net_af_packet over veth
 pairs (it bridges L2: client 10.99.0.1/24 and server 10.99.0.2/24 share one subnet). The server
-runs a TLS server (`openssl s_server`, one self-signed certificate for telegram.org and
-example.org) and a plain HTTP server, both on 10.99.0.2; curl runs in the client namespace.
+runs the threaded origin of tools/netlab.py (TLS with one self-signed certificate for
+telegram.org and example.org, and plain HTTP), on 10.99.0.2; curl runs in the client namespace.
   - policy 1, `reset` on telegram.org / *.telegram.org: https://telegram.org is reset while
     https://example.org, same address, succeeds (names decided, not addresses);
   - policy 2 (reloaded through /policy/reload), `notice` on the same names: http://telegram.org
@@ -18,64 +18,15 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
 import sluice_it as it  # noqa: E402
+from netlab import ORIGIN, add_namespace, in_ns, self_signed_cert, wait_listening  # noqa: E402
 
 CLIENT_ADDR, SERVER_ADDR = "10.99.0.1", "10.99.0.2"
 LEGAL_BASIS = "Order 123 of 2026-11-20"
-
-# Veth offloads must be off: with them, af_packet sees partial checksums (which the dataplane
-# rightly treats as fakes) and GSO/GRO super-frames. ethtool may be absent, so this is the
-# legacy SIOCETHTOOL ioctl, run inside the interface's namespace via `ip netns exec`.
-OFFLOADS_OFF = r"""
-import ctypes, fcntl, socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-def ethtool(name, cmd, data=0):
-    buf = ctypes.create_string_buffer(struct.pack("II", cmd, data))
-    ifr = struct.pack("16sP", name.encode(), ctypes.addressof(buf)).ljust(40, b"\0")
-    fcntl.ioctl(s, 0x8946, ifr)
-    return struct.unpack("II", buf.raw[:8])[1]
-for name in sys.argv[1:]:
-    # GRO, GSO, TSO, scatter-gather, rx checksum, tx checksum: set to 0.
-    for cmd in (0x2c, 0x24, 0x1f, 0x19, 0x15, 0x17):
-        try:
-            ethtool(name, cmd, 0)
-        except OSError as e:
-            print("%s: ethtool cmd %#x: %s" % (name, cmd, e), file=sys.stderr)
-    if ethtool(name, 0x16) != 0:  # ETHTOOL_GTXCSUM
-        sys.exit("%s: tx checksum offload still on" % name)
-"""
-
-
-# The TLS origin: threaded, handshake in the handler thread, so one connection left half-open
-# cannot stall the next (openssl s_server serves one connection at a time).
-TLS_SERVER = r"""
-import http.server, ssl, sys
-class handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"tls origin server\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-srv = http.server.ThreadingHTTPServer((sys.argv[1], 443), handler)
-srv.daemon_threads = True
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-srv.serve_forever()
-"""
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
-
-
-def in_ns(ns, cmd):
-    return ["ip", "netns", "exec", ns] + cmd
-
 
 def precheck():
     if os.geteuid() != 0:
@@ -91,31 +42,12 @@ def precheck():
             sys.exit(77)
 
 
-def make_cert(work):
-    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=telegram.org", "-addext", "subjectAltName=DNS:telegram.org,DNS:example.org",
-         "-keyout", key, "-out", cert], capture_output=True)
-    return cert, key
-
-
 def policy(revision, rule, action):
     extra = '    legal_basis: "%s"\n' % LEGAL_BASIS if action == "notice" else ""
     return ("revision: %d\ngenerated_at: 2026-01-01T00:00:00Z\nrules:\n"
             "  - id: %s\n    directive: TEST-NS-%d\n    action: %s\n%s"
             "    domains: [\"telegram.org\", \"*.telegram.org\"]\n"
             % (revision, rule, revision, action, extra))
-
-
-def wait_listening(ns, port, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        r = subprocess.run(in_ns(ns, ["ss", "-Hltn", "sport = :%d" % port]),
-                           capture_output=True, text=True)
-        if r.stdout.strip():
-            return
-        time.sleep(0.1)
-    raise RuntimeError("nothing listens on %s port %d" % (ns, port))
 
 
 def established(ns, port):
@@ -172,31 +104,14 @@ NS_CLI, NS_SRV = "sl-cli-" + tag, "sl-srv-" + tag
 work = it.tmpdir()
 procs, node = [], None
 try:
-    cert, key = make_cert(work)
+    cert, key = self_signed_cert(work, "telegram.org", ["DNS:telegram.org", "DNS:example.org"])
     # Topology: [sl-cli: cli0 10.99.0.1] -- cli1 [sluice-dataplane] srv1 -- [sl-srv: srv0 10.99.0.2]
     for ns, inner, outer, addr in ((NS_CLI, "cli0", "cli1", CLIENT_ADDR),
                                    (NS_SRV, "srv0", "srv1", SERVER_ADDR)):
-        run(["ip", "netns", "add", ns])
-        run(["ip", "link", "add", inner, "type", "veth", "peer", "name", outer])
-        run(["sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % outer])
-        run(["ip", "link", "set", inner, "netns", ns])
-        run(in_ns(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]))
-        run(in_ns(ns, ["ip", "link", "set", "lo", "up"]))
-        run(in_ns(ns, ["ip", "addr", "add", addr + "/24", "dev", inner]))
-        run(in_ns(ns, ["ip", "link", "set", inner, "up"]))
-        run(in_ns(ns, [sys.executable, "-c", OFFLOADS_OFF, inner]))
-        run([sys.executable, "-c", OFFLOADS_OFF, outer])
-        run(["ip", "link", "set", outer, "up"])
-
-    www = os.path.join(work, "www")
-    os.mkdir(www)
-    with open(os.path.join(www, "index.html"), "w") as f:
-        f.write("<html><body>origin server</body></html>\n")
-    for cmd in ([sys.executable, "-c", TLS_SERVER, SERVER_ADDR, cert, key],
-                [sys.executable, "-m", "http.server", "80", "--bind", SERVER_ADDR,
-                 "--directory", www]):
-        procs.append(subprocess.Popen(in_ns(NS_SRV, cmd), stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        add_namespace(ns, outer, [addr + "/24"], inner=inner)
+    procs.append(subprocess.Popen(in_ns(NS_SRV, [sys.executable, "-c", ORIGIN, cert, key]),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL))
     wait_listening(NS_SRV, 443)
     wait_listening(NS_SRV, 80)
 
@@ -210,7 +125,7 @@ try:
     # TLS, reset rule. example.org first: it also proves the path forwards at all.
     rc, out, _ = curl(NS_CLI, ["-k", "--resolve", "example.org:443:" + SERVER_ADDR,
                                "https://example.org/"])
-    it.check(rc == 0 and "tls origin server" in out,
+    it.check(rc == 0 and "origin server (tls)" in out,
              "https://example.org via %s succeeds through the dataplane (curl %d)"
              % (SERVER_ADDR, rc))
     rc, out, secs = curl(NS_CLI, ["-k", "--resolve", "telegram.org:443:" + SERVER_ADDR,
