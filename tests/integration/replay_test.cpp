@@ -112,6 +112,9 @@ run_result run_dataplane(const scratch_dir& dir, const fs::path& input, const st
       << " --stats-json " << json.string() << " " << args << " > " << log.string() << " 2>&1";
   run_result r;
   const int rc = std::system(cmd.str().c_str());
+  // DPDK leaves its runtime directory behind (even with --no-shconf): one per test process.
+  std::error_code ec;
+  fs::remove_all(fs::path("/var/run/dpdk") / ("sluice-it-" + std::to_string(::getpid())), ec);
   r.exit_code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   r.log = read_file(log);
   if (r.exit_code != 0) return r;

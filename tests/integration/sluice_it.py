@@ -5,6 +5,7 @@ Each script calls `isolate()` first: it re-executes itself in a fresh network na
 and vanish with it. Exit code 77 = skipped (not root / no unshare)."""
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -88,8 +89,11 @@ class Node:
         self.log_path = os.path.join(workdir, "node.log")
         cpus = os.cpu_count() or 1
         lcores = lcores or ("0-2" if cpus >= 3 else "(0-2)@(0-%d)" % (cpus - 1))
+        prefix = "sluice-it-%d" % os.getpid()
+        # DPDK leaves its runtime directory behind (even with --no-shconf).
+        atexit.register(shutil.rmtree, "/var/run/dpdk/" + prefix, True)
         cmd = [binary, "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry", "-m", "768",
-               "--file-prefix=sluice-it-%d" % os.getpid(), "--lcores", lcores,
+               "--file-prefix=" + prefix, "--lcores", lcores,
                "--log-level=warning", "--vdev", port0, "--vdev", port1, "--",
                "--subscriber-port", "0", "--internet-port", "1", "--mgmt", MGMT,
                "--metrics", METRICS, "--flow-table-size", "4096", "--reassembly-buffers", "256",
