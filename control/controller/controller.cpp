@@ -223,10 +223,21 @@ void controller::refresh_locked(bool force) {
   if (rollout_.target != target || rollout_.released != released) offers_changed_.notify_all();
 }
 
-void controller::refresh_nodes_locked() {
+// Other replicas' node reports reach this one through the store: from its change feed when it
+// has one (cheap, so on every call), else by listing every node, at most once a second. A full
+// list at least every 5 s also brings what a feed does not carry: liveness that expired.
+void controller::refresh_nodes_locked(bool full) {
   if (!cfg_.replicated) return;
   const std::int64_t now_ms = clk_.now_ms();
-  for (auto& rec : store_.list_nodes()) {
+  full = full || now_ms - nodes_listed_ms_ >= 5000;
+  std::optional<std::vector<store::node_record>> recs;
+  if (!full) recs = store_.take_node_changes();
+  if (!recs) {
+    if (!full && now_ms - nodes_listed_ms_ < 1000) return;
+    recs = store_.list_nodes();
+    nodes_listed_ms_ = now_ms;
+  }
+  for (auto& rec : *recs) {
     auto [it, fresh] = nodes_.try_emplace(rec.node_id);
     node_entry& n = it->second;
     // A report this replica took and has not flushed yet is newer than the store's copy.
@@ -235,7 +246,6 @@ void controller::refresh_nodes_locked() {
     if (rec.applied_revision > n.record.applied_revision) n.applied_at_ms = now_ms;
     n.record = std::move(rec);
   }
-  nodes_refreshed_ms_ = now_ms;
 }
 
 controller::~controller() = default;
@@ -1002,7 +1012,7 @@ void controller::tick() {
       leader_name_ = l.holder;
       const bool gained = lead && (!leading_ || l.term != leader_term_);
       refresh_locked(gained);
-      if (lead && (gained || clk_.now_ms() - nodes_refreshed_ms_ >= 1000)) refresh_nodes_locked();
+      if (lead) refresh_nodes_locked(gained);
       if (gained)
         batch.audit.push_back(event({"controller:" + cfg_.replica, role::engineer},
                                     "controller.leader", cfg_.replica,
@@ -1270,11 +1280,9 @@ op_result<directive_view> controller::get(const std::string& issuer, const std::
 std::vector<node_view> controller::nodes() {
   std::lock_guard lock(mutex_);
   // A follower hears of nodes served by other replicas only through the store.
-  if (cfg_.replicated && clk_.now_ms() - nodes_refreshed_ms_ >= 1000) {
-    try {
-      refresh_nodes_locked();
-    } catch (const store::store_error&) {
-    }
+  try {
+    refresh_nodes_locked(false);
+  } catch (const store::store_error&) {
   }
   std::vector<node_view> out;
   const std::int64_t now = now_s();

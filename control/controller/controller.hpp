@@ -248,8 +248,9 @@ class controller {
   // store::store_error.
   void refresh_locked(bool force);
   void load_meta_locked();  // rollout, emergency stop, removed_in (and meta_seen_)
-  // Merges the store's node records into nodes_ (local reports not yet flushed win).
-  void refresh_nodes_locked();
+  // Merges the store's node records into nodes_ (local reports not yet flushed win): the
+  // changes its feed has, or all of them (`full`, or no feed, or every 5 s). Throws store_error.
+  void refresh_nodes_locked(bool full);
   // The three mutating calls run under one lock; with a replicated store a conflict (another
   // replica wrote first) re-reads the shared state and tries again.
   template <class F>
@@ -329,7 +330,7 @@ class controller {
   bool leading_ = false;
   std::uint64_t leader_term_ = 0;
   std::string leader_name_;
-  std::int64_t nodes_refreshed_ms_ = 0;
+  std::int64_t nodes_listed_ms_ = 0;  // last full list of the store's node records
   std::int64_t nodes_flushed_ms_ = 0;
   std::vector<store::impact_record> pending_impacts_;
   std::vector<audit::audit_record> pending_audit_;  // node events, written by the next tick

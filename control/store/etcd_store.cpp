@@ -265,6 +265,12 @@ class etcd_store final : public store {
   }
 
   std::vector<node_record> list_nodes() override {
+    {
+      // What the feed held is older than what this list reads; it is whole again from here.
+      std::lock_guard lock(state_mutex_);
+      node_feed_.clear();
+      node_feed_whole_ = true;
+    }
     // Both ranges at one revision, so a node and its liveness are judged at the same moment.
     std::int64_t rev = 0;
     const auto nodes = range_all(key("nodes/"), prefix_end_of("nodes/"), rev, 0);
@@ -284,6 +290,27 @@ class etcd_store final : public store {
     }
     std::sort(out.begin(), out.end(),
               [](const node_record& a, const node_record& b) { return a.node_id < b.node_id; });
+    return out;
+  }
+
+  std::optional<std::vector<node_record>> take_node_changes() override {
+    std::map<std::string, std::string> feed;
+    {
+      std::lock_guard lock(state_mutex_);
+      if (!node_feed_whole_) return std::nullopt;
+      feed.swap(node_feed_);
+    }
+    std::vector<node_record> out;
+    out.reserve(feed.size());
+    for (const auto& [id, value] : feed) {
+      try {
+        out.push_back(node_from_json(value));
+      } catch (const std::exception&) {
+        std::lock_guard lock(state_mutex_);
+        node_feed_whole_ = false;  // a record we cannot read: list them all instead
+        return std::nullopt;
+      }
+    }
     return out;
   }
 
@@ -936,6 +963,7 @@ class etcd_store final : public store {
     std::int64_t next = static_cast<std::int64_t>(known_revision_) + 1;
     const std::string start = key("");
     const std::string leader = key("leader");
+    const std::string node_prefix = key("nodes/");
     std::string buffer;
     while (!stopping_now()) {
       bool compacted = false;
@@ -946,7 +974,7 @@ class etcd_store final : public store {
         while ((nl = buffer.find('\n')) != std::string::npos) {
           const std::string line = buffer.substr(0, nl);
           buffer.erase(0, nl + 1);
-          if (!handle_watch_line(line, next, compacted, leader)) return false;
+          if (!handle_watch_line(line, next, compacted, leader, node_prefix)) return false;
         }
         return !stopping_now();
       };
@@ -982,7 +1010,7 @@ class etcd_store final : public store {
 
   // false: end this stream (compacted, cancelled, or an error from the gateway).
   bool handle_watch_line(const std::string& line, std::int64_t& next, bool& compacted,
-                         const std::string& leader) {
+                         const std::string& leader, const std::string& node_prefix) {
     if (line.find_first_not_of(" \r\t") == std::string::npos) return true;
     try {
       const json j = json::parse(line);
@@ -991,29 +1019,45 @@ class etcd_store final : public store {
       const json& res = *it;
       if (int_field(res, "compact_revision") > 0) {
         compacted = true;
+        std::lock_guard lock(state_mutex_);
+        node_feed_whole_ = false;  // the events in between are gone
         return false;
       }
       if (flag(res, "canceled")) return false;
       std::int64_t rev = header_revision(res);
       bool leader_changed = false;
+      bool node_deleted = false;
+      std::vector<key_value> node_puts;
       const auto ev = res.find("events");
       if (ev != res.end() && ev->is_array()) {
         for (const auto& e : *ev) {
-          const key_value kv = etcd::parse_kv(e.at("kv"));
+          key_value kv = etcd::parse_kv(e.at("kv"));
           next = std::max(next, kv.mod_revision + 1);
           rev = std::max(rev, kv.mod_revision);
           if (kv.key == leader) leader_changed = true;
+          if (kv.key.compare(0, node_prefix.size(), node_prefix) == 0) {
+            if (e.value("type", std::string("PUT")) == "DELETE")
+              node_deleted = true;
+            else
+              node_puts.push_back(std::move(kv));
+          }
         }
       }
-      if (leader_changed) {
+      if (leader_changed || node_deleted || !node_puts.empty()) {
         std::lock_guard lock(state_mutex_);
-        leader_key_changed_ = true;
+        if (leader_changed) leader_key_changed_ = true;
+        if (node_deleted) node_feed_whole_ = false;
+        // Keyed by the etcd key (one per node); bounded by the fleet's size.
+        for (auto& kv : node_puts) node_feed_[kv.key] = std::move(kv.value);
       }
       if (leader_changed) state_cv_.notify_all();
       note_revision(rev);
       return true;
     } catch (const std::exception&) {
-      return false;  // malformed: reconnect from the last revision seen
+      // Malformed: reconnect from the last revision seen. Events of this line may be skipped.
+      std::lock_guard lock(state_mutex_);
+      node_feed_whole_ = false;
+      return false;
     }
   }
 
@@ -1038,6 +1082,10 @@ class etcd_store final : public store {
   bool stopping_ = false;
   std::uint64_t known_revision_ = 0;
   bool leader_key_changed_ = false;
+  // The node change feed (take_node_changes): etcd key -> newest record value seen by the watch;
+  // whole = no event lost since the last list_nodes().
+  std::map<std::string, std::string> node_feed_;
+  bool node_feed_whole_ = false;
   std::int64_t leader_lease_ = 0;
   steady::time_point lease_valid_until_{};
   bool i_lead_ = false;

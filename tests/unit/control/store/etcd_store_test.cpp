@@ -594,6 +594,74 @@ TEST_CASE("etcd store: wait_for_change wakes on another replica's commit, also a
   CHECK(woke2 >= r4.store_revision);
 }
 
+TEST_CASE("etcd store: the node feed carries another replica's reports; a gap asks for a list") {
+  test::tcp_proxy proxy(test::port_of(shared_etcd().endpoint()));
+  etcd_options oa = options_for("feed", "a");
+  oa.endpoints = {proxy.endpoint()};
+  auto a = open_etcd_store(oa);
+  auto b = open("feed", "b");
+  auto node = [](const std::string& id, std::uint64_t applied) {
+    node_record n = make_node(id);
+    n.applied_revision = applied;
+    return n;
+  };
+  auto commit_nodes = [&](std::vector<node_record> nodes) {
+    write_batch w;
+    w.nodes = std::move(nodes);
+    const auto r = b->commit(w);
+    REQUIRE_MESSAGE(r.outcome == commit_outcome::ok, r.error);
+    return r.store_revision;
+  };
+  auto seen_by_a = [&](std::uint64_t rev) { return a->wait_for_change(rev - 1, 5000ms) >= rev; };
+
+  // Before a has listed the nodes once, its feed cannot stand for them.
+  CHECK_FALSE(a->take_node_changes().has_value());
+  REQUIRE(seen_by_a(commit_nodes({node("n1", 1), node("n2", 1)})));
+  CHECK_FALSE(a->take_node_changes().has_value());
+  REQUIRE(a->list_nodes().size() == 2);
+  auto none = a->take_node_changes();
+  REQUIRE(none.has_value());
+  CHECK(none->empty());
+
+  // One report: exactly that record, once, live.
+  REQUIRE(seen_by_a(commit_nodes({node("n2", 7)})));
+  auto one = a->take_node_changes();
+  REQUIRE(one.has_value());
+  REQUIRE(one->size() == 1);
+  check_same(one->front(), node("n2", 7));
+  CHECK_FALSE(one->front().expired);
+  auto again = a->take_node_changes();
+  REQUIRE(again.has_value());
+  CHECK(again->empty());
+
+  // Reports of one node between two takes: the newest only.
+  commit_nodes({node("n1", 8)});
+  REQUIRE(seen_by_a(commit_nodes({node("n1", 9)})));
+  auto newest = a->take_node_changes();
+  REQUIRE(newest.has_value());
+  REQUIRE(newest->size() == 1);
+  CHECK(newest->front().node_id == "n1");
+  CHECK(newest->front().applied_revision == 9);
+
+  // a's watch is cut while n1 reports and the history is compacted: events are lost, so the
+  // feed refuses until the next full list, which has n1's report.
+  proxy.cut();
+  std::this_thread::sleep_for(200ms);
+  const std::uint64_t lost = commit_nodes({node("n1", 10)});
+  const std::uint64_t after = commit_nodes({node("n2", 10)});
+  shared_etcd().compact(static_cast<std::int64_t>(after));
+  proxy.resume();
+  CHECK(lost < after);
+  // a's other requests may bring it the new revision before its watch finds the gap.
+  bool refused = false;
+  until([&] { return refused = !a->take_node_changes().has_value(); }, 5000ms);
+  CHECK(refused);
+  for (const auto& n : a->list_nodes()) CHECK(n.applied_revision == 10);
+  auto whole = a->take_node_changes();
+  REQUIRE(whole.has_value());
+  CHECK(whole->empty());
+}
+
 TEST_CASE("etcd store: an unreachable endpoint first in the list is skipped") {
   etcd_options o = options_for("failover");
   o.endpoints = {"http://127.0.0.1:" + std::to_string(test::free_port()),
