@@ -1076,13 +1076,23 @@ void controller::tick() {
 
 // ---- node protocol ------------------------------------------------------------------------
 
+std::pair<controller::node_entry&, bool> controller::node_entry_locked(const std::string& node) {
+  if (cfg_.replicated && nodes_.count(node) == 0) {
+    try {
+      refresh_nodes_locked(false);
+    } catch (const store::store_error&) {
+    }
+  }
+  auto [it, fresh] = nodes_.try_emplace(node);
+  return {it->second, fresh};
+}
+
 op_result<snapshot_offer> controller::snapshot(const std::string& node,
                                                const std::map<std::string, std::string>& labels,
                                                std::optional<std::uint64_t> held,
                                                std::chrono::milliseconds wait) {
   std::unique_lock lock(mutex_);
-  auto [it, fresh] = nodes_.try_emplace(node);
-  node_entry& n = it->second;
+  auto [n, fresh] = node_entry_locked(node);
   if (fresh) {
     n.record.node_id = node;
     n.record.first_seen = now_s();
@@ -1153,8 +1163,7 @@ op_result<bool> controller::node_status(const std::string& node,
                                         const std::map<std::string, std::string>& labels,
                                         const status_report& report) {
   std::lock_guard lock(mutex_);
-  auto [it, fresh] = nodes_.try_emplace(node);
-  node_entry& n = it->second;
+  auto [n, fresh] = node_entry_locked(node);
   const std::int64_t now = now_s();
   store::write_batch batch;
   if (fresh || n.record.first_seen == 0) {

@@ -251,6 +251,10 @@ class controller {
   // Merges the store's node records into nodes_ (local reports not yet flushed win): the
   // changes its feed has, or all of them (`full`, or no feed, or every 5 s). Throws store_error.
   void refresh_nodes_locked(bool full);
+  // The entry of a node reporting here, and whether it is new. With replicas, a node this one
+  // has not heard from yet is looked for in the store first (it may have moved from another
+  // replica): its record carries over and it is not registered twice.
+  std::pair<node_entry&, bool> node_entry_locked(const std::string& node);
   // The three mutating calls run under one lock; with a replicated store a conflict (another
   // replica wrote first) re-reads the shared state and tries again.
   template <class F>

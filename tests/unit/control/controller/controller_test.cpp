@@ -497,3 +497,44 @@ TEST_CASE("replicated: a second controller on the same store follows the first's
   REQUIRE(offer);
   CHECK(offer.value->revision == target);
 }
+
+TEST_CASE("replicated: a node moving to another replica is not registered twice") {
+  fixture f([](ctl::controller_config& c) { c.replicated = true; });
+  auto st2 = store::open_sqlite_store((f.dir.path / "c.db").string());
+  auto cfg2 = f.cfg;
+  cfg2.replicated = true;
+  cfg2.replica = "b";
+  ctl::controller second(cfg2, *st2, f.clk);
+  auto registrations = [&](const std::string& node) {
+    const auto records = f.core->audit(0, 0);
+    int n = 0;
+    for (const auto& r : *records.value) n += r.event == "node.registered" && r.subject == node;
+    return n;
+  };
+
+  f.ack("n1", 1, {{"site", "site-a"}});
+  f.core->tick();  // registration audited, record flushed
+  const std::int64_t first_seen = t0;
+  REQUIRE(registrations("n1") == 1);
+  f.clk.advance(30);
+  // n1's replica fails; it reports to the second (and long-polls there) from now on.
+  ctl::status_report rep;
+  rep.revision = 1;
+  rep.offered = 1;
+  REQUIRE(second.node_status("n1", {{"site", "site-a"}}, rep));
+  second.tick();
+  CHECK(registrations("n1") == 1);
+  bool found = false;
+  for (const auto& n : second.nodes()) {
+    if (n.record.node_id != "n1") continue;
+    found = true;
+    CHECK(n.record.first_seen == first_seen);
+    CHECK(n.record.last_seen == t0 + 30);
+  }
+  CHECK(found);
+  // A node neither replica has seen is registered once, by the one it reports to.
+  f.clk.advance(1);
+  REQUIRE(second.node_status("n2", {{"site", "site-a"}}, rep));
+  second.tick();
+  CHECK(registrations("n2") == 1);
+}
