@@ -964,13 +964,14 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
     const port::dispatcher::counters& dc = dispatch.stats();
     st.engine_events.emplace_back("dispatch_ring_full_drops", dc.ring_full_drops);
     st.engine_events.emplace_back("dispatch_tx_refused", dc.tx_refused);
-    if (impact && link) {
-      // Until telemetry has its own sluice_dataplane_impact_reports_total{result} family,
-      // the impact thread's counts ride on the engine events (no per-name label, ever).
-      st.engine_events.emplace_back("impact_reports_ok", impact->reports_ok());
-      st.engine_events.emplace_back("impact_reports_failed", impact->reports_failed());
-      st.engine_events.emplace_back("impact_rule_overflow_flows", impact->overflow_flows());
-      st.engine_events.emplace_back("impact_swap_dropped_flows", impact->swap_dropped_flows());
+    if (impact) {
+      // Counts only: names never become labels.
+      if (link) {
+        st.impact_reports = {{"delivered", impact->reports_ok()},
+                             {"failed", impact->reports_failed()}};
+      }
+      st.impact_unrecorded_flows = {{"rule_overflow", impact->overflow_flows()},
+                                    {"policy_swap", impact->swap_dropped_flows()}};
     }
     for (std::size_t i = 0; i < give.size(); ++i) {
       st.reassembly_give_ups.emplace_back(flow::to_string(static_cast<flow::give_up_reason>(i)), give[i]);

@@ -138,6 +138,13 @@ struct metrics_exporter::impl {
                             "Flows whose stream reassembly gave up, by reason", nl),
         responses(*registry, "sluice_dataplane_responses_total",
                   "Responses the dataplane sent (TCP resets, notices), by kind", nl),
+        impact_reports(*registry, "sluice_dataplane_impact_reports_total",
+                       "Impact windows sent to the controller, by result (delivered, failed)",
+                       nl),
+        impact_unrecorded_flows(*registry, "sluice_dataplane_impact_unrecorded_flows_total",
+                                "Flows the impact sketches could not record, by reason "
+                                "(rule_overflow, policy_swap)",
+                                nl),
         verdicts(*registry, "sluice_dataplane_verdicts_total",
                  "Flows decided (or counted, for monitor) by a policy rule", nl),
         rule_packets(*registry, "sluice_dataplane_rule_packets_total",
@@ -188,6 +195,7 @@ struct metrics_exporter::impl {
   counter_family worker_packets, worker_busy_cycles, worker_bursts;
   gauge_family worker_cycles_per_packet, worker_stalled;
   counter_family parse_outcomes, engine_events, reassembly_give_ups, responses;
+  counter_family impact_reports, impact_unrecorded_flows;
   counter_family verdicts, rule_packets;
   gauge_family flow_table_entries, flow_table_capacity;
   gauge_family policy_revision, policy_info, policy_load_seconds, policy_loaded_timestamp;
@@ -237,6 +245,8 @@ void metrics_exporter::impl::update(const dataplane_stats& s) {
   engine_events.set_all("event", s.engine_events);
   reassembly_give_ups.set_all("reason", s.reassembly_give_ups);
   responses.set_all("kind", s.responses_sent);
+  impact_reports.set_all("result", s.impact_reports);
+  impact_unrecorded_flows.set_all("reason", s.impact_unrecorded_flows);
 
   for (const auto& r : s.rules) {
     const Labels labels{{"rule", r.rule}, {"directive", r.directive}, {"action", r.action}};

@@ -122,6 +122,8 @@ std::string to_json(const dataplane_stats& s) {
   j["engine_events"] = counts_to_json(s.engine_events);
   j["reassembly_give_ups"] = counts_to_json(s.reassembly_give_ups);
   j["responses_sent"] = counts_to_json(s.responses_sent);
+  j["impact_reports"] = counts_to_json(s.impact_reports);
+  j["impact_unrecorded_flows"] = counts_to_json(s.impact_unrecorded_flows);
 
   json rules = json::array();
   for (const auto& r : s.rules) {
@@ -192,6 +194,8 @@ dataplane_stats from_json(std::string_view text) {
   read_field(j, "engine_events", s.engine_events, top);
   read_field(j, "reassembly_give_ups", s.reassembly_give_ups, top);
   read_field(j, "responses_sent", s.responses_sent, top);
+  read_field(j, "impact_reports", s.impact_reports, top);
+  read_field(j, "impact_unrecorded_flows", s.impact_unrecorded_flows, top);
   read_array(j, "rules", s.rules, top, [](const json& o, const std::string& at) {
     rule_stats r;
     read_field(o, "rule", r.rule, at);

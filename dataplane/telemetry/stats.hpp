@@ -56,6 +56,11 @@ struct dataplane_stats {
   labelled_counts engine_events;       // flows created/expired, table full passes, fragments...
   labelled_counts reassembly_give_ups; // give_up_reason names
   labelled_counts responses_sent;      // resets, notices
+  // Impact windows (--impact-interval): reports by result ("delivered", "failed"), and flows the
+  // sketches could not record by reason ("rule_overflow": past the rule slots; "policy_swap":
+  // the rule moved slots mid-window). Empty when impact windows are off.
+  labelled_counts impact_reports;
+  labelled_counts impact_unrecorded_flows;
 
   std::vector<rule_stats> rules;       // cumulative per rule id, across policy swaps
 

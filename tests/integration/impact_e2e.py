@@ -26,6 +26,7 @@ Exit 0 pass, 1 fail, 2 usage / missing binaries, 77 skipped (not root / no names
 import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -324,6 +325,13 @@ not_before: %s
         self.check(any(PREFIX in o and "cdn-shared" in o for o in report.get("protected_overlaps", [])),
                    "impact view lists the protected overlap: %s" % report.get("protected_overlaps"))
         self.ctl(["directive", "impact", KEY, "--window", "600"], "viewer", show=True)
+        # The node's own count of delivered windows (a counter; names never become labels).
+        m = netlab.http_json("http://127.0.0.1:%d/metrics" % METRICS) or ""
+        sent = re.search(r'(?m)^sluice_dataplane_impact_reports_total\{[^}]*result="delivered"[^}]*\} (\S+)$', m)
+        self.check(sent is not None and float(sent.group(1)) >= 1,
+                   "node metrics: sluice_dataplane_impact_reports_total{result=delivered} = %s"
+                   % (sent.group(1) if sent else "absent"))
+        self.check(OWN not in m and OTHER not in m, "no name from the sketches in the node's metrics")
 
         self.step("6. protected target: overrides, then approval; the node enforces")
         msg = self.approve_refused("eng-a", "protected_overlap")

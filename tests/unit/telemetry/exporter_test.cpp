@@ -73,6 +73,8 @@ tel::dataplane_stats first_snapshot() {
   s.engine_events = {{"flow_created", 40}, {"table_full_pass", 5}};
   s.reassembly_give_ups = {{"over_cap", 2}};
   s.responses_sent = {{"tcp_reset", 11}};
+  s.impact_reports = {{"delivered", 5}, {"failed", 1}};
+  s.impact_unrecorded_flows = {{"rule_overflow", 2}, {"policy_swap", 0}};
   s.rules = {{"tg-sni", "D-2024-17", "reset", 12, 30}, {"tg-ip", "D-2024-17", "drop", 4, 44}};
   s.flow_table_entries = 917;
   s.flow_table_capacity = 1024;
@@ -128,6 +130,9 @@ TEST_CASE("metrics_exporter: first snapshot, exact sample lines with node labels
       R"(sluice_dataplane_engine_events_total{node="edge-1",site="msk",event="table_full_pass"} 5)",
       R"(sluice_dataplane_reassembly_give_ups_total{node="edge-1",site="msk",reason="over_cap"} 2)",
       R"(sluice_dataplane_responses_total{node="edge-1",site="msk",kind="tcp_reset"} 11)",
+      R"(sluice_dataplane_impact_reports_total{node="edge-1",site="msk",result="delivered"} 5)",
+      R"(sluice_dataplane_impact_reports_total{node="edge-1",site="msk",result="failed"} 1)",
+      R"(sluice_dataplane_impact_unrecorded_flows_total{node="edge-1",site="msk",reason="rule_overflow"} 2)",
       R"(sluice_dataplane_verdicts_total{node="edge-1",site="msk",action="reset",directive="D-2024-17",rule="tg-sni"} 12)",
       R"(sluice_dataplane_verdicts_total{node="edge-1",site="msk",action="drop",directive="D-2024-17",rule="tg-ip"} 4)",
       R"(sluice_dataplane_rule_packets_total{node="edge-1",site="msk",action="reset",directive="D-2024-17",rule="tg-sni"} 30)",

@@ -36,6 +36,8 @@ tel::dataplane_stats full_snapshot() {
   s.engine_events = {{"flow_created", 15}, {"table_full_pass", 16}};
   s.reassembly_give_ups = {{"over_cap", 17}, {"pool_empty", 18}};
   s.responses_sent = {{"tcp_reset", 19}, {"notice", 20}};
+  s.impact_reports = {{"delivered", 21}, {"failed", 22}};
+  s.impact_unrecorded_flows = {{"rule_overflow", 23}, {"policy_swap", 24}};
   s.rules = {{"tg-sni", "D-2024-17", "reset", 21, 22}, {"tg-ip", "D-2024-17", "drop", 23, 24}};
   s.flow_table_entries = 25;
   s.flow_table_capacity = 26;
