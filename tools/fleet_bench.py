@@ -308,8 +308,15 @@ tokens:
         with open(os.path.join(self.root, doc_name), "w") as f:
             f.write(doc_text)
         self.ctl(["sign", "--secret", "ministry.key", doc_name])
+        submitted_at = self.http("GET", "/v1/rollout")["target"]
         self.ctl([submit_cmd, doc_name], role="ministry")
         before = self.http("GET", "/v1/rollout")["target"]
+        if before > submitted_at:
+            # A block awaiting approval rolls out as shadow (monitor) rules first; operators
+            # approve after reading its impact report, so that rollout is over by then.
+            if not wait_for(lambda: self.all_applied(before), self.a.timeout, step=0.2):
+                raise RuntimeError(f"{what}: shadow revision {before} not applied everywhere")
+            print(f"   {what}: shadow revision {before} applied by all {self.n} nodes before the approval")
         bytes0 = self.metric("sluice_control_snapshot_bytes_total")
         served0 = self.metric("sluice_control_snapshots_served_total")
         cpu0 = self.controllers_cpu()
