@@ -122,6 +122,18 @@ struct fixture {
   }
 };
 
+// Two replicas of one controller sharing one SQLite file: the fixture's core and `second`.
+struct replica_pair {
+  fixture f{[](ctl::controller_config& c) { c.replicated = true; }};
+  std::unique_ptr<store::store> st2 = store::open_sqlite_store((f.dir.path / "c.db").string());
+  ctl::controller_config cfg2 = [this] {
+    ctl::controller_config c = f.cfg;
+    c.replica = "b";
+    return c;
+  }();
+  ctl::controller second{cfg2, *st2, f.clk};
+};
+
 }  // namespace
 
 TEST_CASE("submissions that are refused change nothing but the audit log, each with its code") {
@@ -477,12 +489,9 @@ TEST_CASE("impact: shadow rules while awaiting approval, reports aggregated, fre
 }
 
 TEST_CASE("replicated: a second controller on the same store follows the first's changes") {
-  fixture f([](ctl::controller_config& c) { c.replicated = true; });
-  auto st2 = store::open_sqlite_store((f.dir.path / "c.db").string());
-  auto cfg2 = f.cfg;
-  cfg2.replicated = true;
-  cfg2.replica = "b";
-  ctl::controller second(cfg2, *st2, f.clk);
+  replica_pair pair;
+  fixture& f = pair.f;
+  ctl::controller& second = pair.second;
   const auto r0 = second.rollout().target;
 
   REQUIRE(f.submit(block_doc("R-1", t0)));
@@ -499,12 +508,9 @@ TEST_CASE("replicated: a second controller on the same store follows the first's
 }
 
 TEST_CASE("replicated: a node moving to another replica is not registered twice") {
-  fixture f([](ctl::controller_config& c) { c.replicated = true; });
-  auto st2 = store::open_sqlite_store((f.dir.path / "c.db").string());
-  auto cfg2 = f.cfg;
-  cfg2.replicated = true;
-  cfg2.replica = "b";
-  ctl::controller second(cfg2, *st2, f.clk);
+  replica_pair pair;
+  fixture& f = pair.f;
+  ctl::controller& second = pair.second;
   auto registrations = [&](const std::string& node) {
     const auto records = f.core->audit(0, 0);
     int n = 0;

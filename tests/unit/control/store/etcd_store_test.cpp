@@ -38,6 +38,14 @@ std::unique_ptr<store> open(const std::string& prefix, const std::string& replic
   return open_etcd_store(options_for(prefix, replica));
 }
 
+// A replica that reaches etcd only through `proxy`, so the test can cut it off.
+std::unique_ptr<store> open_through(test::tcp_proxy& proxy, const std::string& prefix,
+                                    const std::string& replica) {
+  etcd_options o = options_for(prefix, replica);
+  o.endpoints = {proxy.endpoint()};
+  return open_etcd_store(o);
+}
+
 write_batch put(const directive_record& d, std::uint64_t expected) {
   write_batch b;
   b.directives.push_back({d, expected});
@@ -520,9 +528,7 @@ TEST_CASE("etcd store: one leader among replicas; a clean stop hands over; follo
 
 TEST_CASE("etcd store: a leader cut off from etcd stops leading before its key expires") {
   test::tcp_proxy proxy(test::port_of(shared_etcd().endpoint()));
-  etcd_options oa = options_for("cutoff", "a");
-  oa.endpoints = {proxy.endpoint()};
-  auto a = open_etcd_store(oa);
+  auto a = open_through(proxy, "cutoff", "a");
   REQUIRE(until([&] { return a->leadership_state().leader; }, 3s) < 3s);
   auto b = open("cutoff", "b");
   until([&] { return b->leadership_state().holder == "a"; }, 2s);
@@ -547,9 +553,7 @@ TEST_CASE("etcd store: a leader cut off from etcd stops leading before its key e
 
 TEST_CASE("etcd store: wait_for_change wakes on another replica's commit, also after compaction") {
   test::tcp_proxy proxy(test::port_of(shared_etcd().endpoint()));
-  etcd_options oa = options_for("watch", "a");
-  oa.endpoints = {proxy.endpoint()};
-  auto a = open_etcd_store(oa);
+  auto a = open_through(proxy, "watch", "a");
   auto b = open("watch", "b");
 
   // Nothing happens: the wait times out with the revision it had.
@@ -596,9 +600,7 @@ TEST_CASE("etcd store: wait_for_change wakes on another replica's commit, also a
 
 TEST_CASE("etcd store: the node feed carries another replica's reports; a gap asks for a list") {
   test::tcp_proxy proxy(test::port_of(shared_etcd().endpoint()));
-  etcd_options oa = options_for("feed", "a");
-  oa.endpoints = {proxy.endpoint()};
-  auto a = open_etcd_store(oa);
+  auto a = open_through(proxy, "feed", "a");
   auto b = open("feed", "b");
   auto node = [](const std::string& id, std::uint64_t applied) {
     node_record n = make_node(id);
