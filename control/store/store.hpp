@@ -160,11 +160,11 @@ class store {
   // store learns about other replicas' commits through a watch. Never throws.
   virtual std::uint64_t wait_for_change(std::uint64_t after, std::chrono::milliseconds timeout) = 0;
 
-  // Node records other writers stored since the last call, newest per node, from the store's
-  // change feed; nullopt when there is no feed or it may have missed something (not started
-  // yet, compacted away, a node deleted) until list_nodes() has been called. Lets a replica
-  // follow the others' node reports without re-reading every record. `expired` is false (the
-  // writer renews liveness with the record). Never throws.
+  // Node records stored since the last call (by any replica, this one included), newest per
+  // node, from the store's change feed; nullopt when there is no feed, or when it may have
+  // missed something (not started yet, compacted away, a node deleted) until list_nodes() has
+  // been called. Lets a replica follow the others' node reports without re-reading every
+  // record. `expired` is false (the writer renews liveness with the record). Never throws.
   [[nodiscard]] virtual std::optional<std::vector<node_record>> take_node_changes() {
     return std::nullopt;
   }
