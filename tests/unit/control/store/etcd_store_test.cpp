@@ -180,31 +180,15 @@ TEST_CASE("etcd store: fresh, then every record type round-trips; versions are e
 TEST_CASE("etcd store: list order and audit paging match the SQLite store") {
   auto s = open("order");
   write_batch b;
-  for (const auto& [issuer, id, at] : std::vector<std::tuple<std::string, std::string, int>>{
-           {"z", "late", 300}, {"b", "tie", 200}, {"a", "tie-2", 200}, {"a", "tie-1", 200},
-           {"m", "early", 100}}) {
-    b.directives.push_back({make_directive(issuer, id, at), 0});
-  }
-  for (int i = 0; i < 10; ++i) b.audit.push_back(make_audit("e" + std::to_string(i), ""));
+  test::add_order_directives(b);
+  test::add_ten_audit_records(b);
   b.nodes = {make_node("n-b"), make_node("n-a"), make_node("n-c")};
   REQUIRE(s->commit(b).outcome == commit_outcome::ok);
-  std::vector<std::string> keys;
-  for (const auto& d : s->list_directives()) keys.push_back(d.issuer + "/" + d.id);
-  CHECK(keys == std::vector<std::string>{"m/early", "a/tie-1", "a/tie-2", "b/tie", "z/late"});
+  test::check_directive_order(*s);
   std::vector<std::string> ids;
   for (const auto& n : s->list_nodes()) ids.push_back(n.node_id);
   CHECK(ids == std::vector<std::string>{"n-a", "n-b", "n-c"});
-  auto seqs = [](const std::vector<audit::audit_record>& v) {
-    std::vector<std::uint64_t> out;
-    for (const auto& r : v) out.push_back(r.seq);
-    return out;
-  };
-  CHECK(seqs(s->audit_since(0, 3)) == std::vector<std::uint64_t>{1, 2, 3});
-  CHECK(seqs(s->audit_since(7)) == std::vector<std::uint64_t>{8, 9, 10});
-  CHECK(seqs(s->audit_since(7, 2)) == std::vector<std::uint64_t>{8, 9});
-  CHECK(s->audit_since(10).empty());
-  CHECK(s->audit_since(std::numeric_limits<std::uint64_t>::max()).empty());
-  CHECK(audit::verify_chain_after(s->audit_since(4, 3), 4, s->audit_since(3, 1)[0].hash).ok);
+  test::check_audit_paging(*s);
 }
 
 TEST_CASE("etcd store: conflicts, gaps and invalid batches change nothing") {

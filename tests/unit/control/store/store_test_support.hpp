@@ -6,7 +6,10 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <limits>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "control/store/store.hpp"
 
@@ -107,6 +110,39 @@ inline void check_same(const directive_record& a, const directive_record& b) {
     CHECK(a.approvals[i].kind == b.approvals[i].kind);
     CHECK(a.approvals[i].reason == b.approvals[i].reason);
   }
+}
+
+// Five directives whose list order (received_at, then issuer/id) every store must give, and
+// that order.
+inline void add_order_directives(write_batch& b) {
+  for (const auto& [issuer, id, at] : std::vector<std::tuple<std::string, std::string, int>>{
+           {"z", "late", 300}, {"b", "tie", 200}, {"a", "tie-2", 200}, {"a", "tie-1", 200},
+           {"m", "early", 100}}) {
+    b.directives.push_back({make_directive(issuer, id, at), 0});
+  }
+}
+inline void check_directive_order(store& s) {
+  std::vector<std::string> keys;
+  for (const auto& d : s.list_directives()) keys.push_back(d.issuer + "/" + d.id);
+  CHECK(keys == std::vector<std::string>{"m/early", "a/tie-1", "a/tie-2", "b/tie", "z/late"});
+}
+
+// Ten audit records (seqs 1-10 in an empty store), and how audit_since must page over them.
+inline void add_ten_audit_records(write_batch& b) {
+  for (int i = 0; i < 10; ++i) b.audit.push_back(make_audit("e" + std::to_string(i), ""));
+}
+inline void check_audit_paging(store& s) {
+  auto seqs = [](const std::vector<audit::audit_record>& v) {
+    std::vector<std::uint64_t> out;
+    for (const auto& r : v) out.push_back(r.seq);
+    return out;
+  };
+  CHECK(seqs(s.audit_since(0, 3)) == std::vector<std::uint64_t>{1, 2, 3});
+  CHECK(seqs(s.audit_since(7)) == std::vector<std::uint64_t>{8, 9, 10});
+  CHECK(seqs(s.audit_since(7, 2)) == std::vector<std::uint64_t>{8, 9});
+  CHECK(s.audit_since(10).empty());
+  CHECK(s.audit_since(std::numeric_limits<std::uint64_t>::max()).empty());
+  CHECK(audit::verify_chain_after(s.audit_since(4, 3), 4, s.audit_since(3, 1)[0].hash).ok);
 }
 
 inline void check_same(const node_record& a, const node_record& b) {
