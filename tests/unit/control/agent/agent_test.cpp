@@ -3,8 +3,6 @@
 
 #include <doctest/doctest.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,6 +23,7 @@
 #include "control/agent/http_transport.hpp"
 #include "control/agent/runner.hpp"
 #include "control/crypto/minisign.hpp"
+#include "tests/unit/support/net.hpp"
 
 namespace agent = sluice::control::agent;
 namespace crypto = sluice::control::crypto;
@@ -199,18 +198,7 @@ class fake_controller {
 };
 
 // A loopback port nobody listens on (bound, then closed: connections are refused).
-std::string dead_url() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
-}
+std::string dead_url() { return "http://127.0.0.1:" + std::to_string(sluice::test::free_port()); }
 
 class fake_applier final : public agent::applier {
  public:

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "control/store/etcd_client.hpp"
+#include "tests/unit/support/net.hpp"
 
 extern char** environ;
 
@@ -34,19 +35,7 @@ namespace sluice::control::store::test {
 
 inline constexpr const char* etcd_binary = "/usr/bin/etcd";
 
-// A port nobody listens on right now (the kernel's pick for an ephemeral bind).
-inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using sluice::test::free_port;
 
 inline nlohmann::json etcd_post(const std::string& endpoint, const std::string& path,
                                 const nlohmann::json& body) {
