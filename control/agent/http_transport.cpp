@@ -13,7 +13,8 @@ std::string describe_answer(const httplib::Response& res) {
   std::string text = std::to_string(res.status);
   const nlohmann::json j = nlohmann::json::parse(res.body, nullptr, false);
   if (j.is_object()) {
-    if (auto e = j.find("error"); e != j.end() && e->is_string()) text += " " + e->get<std::string>();
+    if (auto e = j.find("error"); e != j.end() && e->is_string())
+      text += " " + e->get<std::string>();
     if (auto m = j.find("message"); m != j.end() && m->is_string()) {
       text += ": " + m->get<std::string>();
     }
@@ -62,10 +63,10 @@ httplib::Client& http_transport::client(std::size_t i) {
   return c;
 }
 
-std::string http_transport::try_each(
-    std::chrono::seconds read_timeout,
-    const std::function<httplib::Result(httplib::Client&)>& send,
-    const std::function<bool(const httplib::Result&)>& accept, std::string& last_url) {
+std::string http_transport::try_each(std::chrono::seconds read_timeout,
+                                     const std::function<httplib::Result(httplib::Client&)>& send,
+                                     const std::function<bool(const httplib::Result&)>& accept,
+                                     std::string& last_url) {
   std::string errors;
   for (std::size_t attempt = 0; attempt < clients_.size(); ++attempt) {
     if (interrupted_.load()) return "interrupted";
@@ -79,7 +80,8 @@ std::string http_transport::try_each(
       return {};
     }
     if (!errors.empty()) errors += "; ";
-    errors += config_.urls[i] + ": " + (res ? describe_answer(*res) : httplib::to_string(res.error()));
+    errors +=
+        config_.urls[i] + ": " + (res ? describe_answer(*res) : httplib::to_string(res.error()));
   }
   current_ = (current_ + 1) % clients_.size();  // start with another one next time
   return interrupted_.load() ? "interrupted" : errors;
@@ -87,13 +89,12 @@ std::string http_transport::try_each(
 
 fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait) {
   fetch_result out;
-  const std::string path = "/v1/nodes/" + config_.node_id +
-                           "/snapshot?wait=" + std::to_string(wait.count());
+  const std::string path =
+      "/v1/nodes/" + config_.node_id + "/snapshot?wait=" + std::to_string(wait.count());
   httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
   if (held != 0) headers.emplace("If-None-Match", "\"" + std::to_string(held) + "\"");
   out.error = try_each(
-      wait + config_.request_timeout,
-      [&](httplib::Client& c) { return c.Get(path, headers); },
+      wait + config_.request_timeout, [&](httplib::Client& c) { return c.Get(path, headers); },
       [&](const httplib::Result& res) {
         if (res->status != 200 && res->status != 304) return false;
         out.status = res->status == 200 ? fetch_status::snapshot : fetch_status::not_modified;
@@ -105,30 +106,22 @@ fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait
 }
 
 post_result http_transport::post_status(const status_report& report) {
-  post_result out;
-  const std::string path = "/v1/nodes/" + config_.node_id + "/status";
-  const httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
-  const std::string body = status_json(report);
-  std::string last_url;
-  out.error = try_each(
-      config_.request_timeout,
-      [&](httplib::Client& c) { return c.Post(path, headers, body, "application/json"); },
-      [](const httplib::Result& res) { return res->status >= 200 && res->status < 300; },
-      last_url);
-  out.ok = out.error.empty();
-  return out;
+  return post_node_json("status", status_json(report));
 }
 
 post_result http_transport::post_impact(const std::string& body) {
+  return post_node_json("impact", body);
+}
+
+post_result http_transport::post_node_json(const char* what, const std::string& body) {
   post_result out;
-  const std::string path = "/v1/nodes/" + config_.node_id + "/impact";
+  const std::string path = "/v1/nodes/" + config_.node_id + "/" + what;
   const httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
   std::string last_url;
   out.error = try_each(
       config_.request_timeout,
       [&](httplib::Client& c) { return c.Post(path, headers, body, "application/json"); },
-      [](const httplib::Result& res) { return res->status >= 200 && res->status < 300; },
-      last_url);
+      [](const httplib::Result& res) { return res->status >= 200 && res->status < 300; }, last_url);
   out.ok = out.error.empty();
   return out;
 }

@@ -25,14 +25,14 @@
 namespace httplib {
 class Client;
 class Result;
-}
+}  // namespace httplib
 
 namespace sluice::control::agent {
 
 struct http_transport_config {
   std::vector<std::string> urls;  // "http://host:port" (https:// too), no path
   std::string node_id;
-  std::string token;              // bearer token of role node
+  std::string token;  // bearer token of role node
   label_map labels;
   std::chrono::seconds connect_timeout{3};
   std::chrono::seconds request_timeout{10};  // status posts; fetches get wait + this
@@ -62,10 +62,12 @@ class http_transport final : public transport {
   // turn, starting with the one that answered last, until `accept(result)` takes an answer
   // (that controller becomes the current one). Returns "" then, else why every one failed
   // ("interrupted" after interrupt()); `last_url` is the controller tried last.
-  [[nodiscard]] std::string try_each(
-      std::chrono::seconds read_timeout,
-      const std::function<httplib::Result(httplib::Client&)>& send,
-      const std::function<bool(const httplib::Result&)>& accept, std::string& last_url);
+  [[nodiscard]] std::string try_each(std::chrono::seconds read_timeout,
+                                     const std::function<httplib::Result(httplib::Client&)>& send,
+                                     const std::function<bool(const httplib::Result&)>& accept,
+                                     std::string& last_url);
+  // POST /v1/nodes/{node}/{what} with a JSON body and the labels header, over try_each; ok on 2xx.
+  [[nodiscard]] post_result post_node_json(const char* what, const std::string& body);
 
   http_transport_config config_;
   std::vector<std::unique_ptr<httplib::Client>> clients_;
