@@ -39,4 +39,31 @@ std::string check_batch(const write_batch& b) {
   return "";
 }
 
+std::string check_directive_version(const write_batch::directive_put& p,
+                                    std::optional<std::uint64_t> stored) {
+  const std::string name = p.record.issuer + "/" + p.record.id;
+  if (p.expected_version == 0 && stored)
+    return "directive " + name + " already exists (version " + std::to_string(*stored) +
+           "); the batch expected it not to exist";
+  if (p.expected_version != 0 && !stored)
+    return "directive " + name + " does not exist; the batch expected version " +
+           std::to_string(p.expected_version);
+  if (stored && *stored != p.expected_version)
+    return "directive " + name + " is at version " + std::to_string(*stored) +
+           "; the batch expected version " + std::to_string(p.expected_version);
+  return "";
+}
+
+std::string check_revision_sequence(const write_batch& b, std::uint64_t latest) {
+  for (const auto& r : b.revisions) {
+    if (r.revision != latest + 1)
+      return "revision " + std::to_string(r.revision) + " is not the next one (" +
+             (latest == 0 ? std::string("none stored yet")
+                          : "latest is " + std::to_string(latest)) +
+             ", so the next is " + std::to_string(latest + 1) + ")";
+    latest = r.revision;
+  }
+  return "";
+}
+
 }  // namespace sluice::control::store

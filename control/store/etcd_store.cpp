@@ -647,33 +647,14 @@ class etcd_store final : public store {
   std::optional<refused> check(const write_batch& b, const snapshot& s) {
     auto conflict = [](std::string msg) { return refused{commit_outcome::conflict, std::move(msg)}; };
     for (const auto& p : b.directives) {
-      const std::string name = p.record.issuer + "/" + p.record.id;
       const key_value* kv = s.find(directive_key(p.record.issuer, p.record.id));
-      if (p.expected_version == 0 && kv) {
-        return conflict("directive " + name + " already exists (version " +
-                        std::to_string(kv->mod_revision) + "); the batch expected it not to exist");
-      }
-      if (p.expected_version != 0 && !kv) {
-        return conflict("directive " + name + " does not exist; the batch expected version " +
-                        std::to_string(p.expected_version));
-      }
-      if (kv && static_cast<std::uint64_t>(kv->mod_revision) != p.expected_version) {
-        return conflict("directive " + name + " is at version " +
-                        std::to_string(kv->mod_revision) + "; the batch expected version " +
-                        std::to_string(p.expected_version));
-      }
+      std::optional<std::uint64_t> stored;
+      if (kv) stored = static_cast<std::uint64_t>(kv->mod_revision);
+      if (auto e = check_directive_version(p, stored); !e.empty()) return conflict(std::move(e));
     }
     if (!b.revisions.empty()) {
-      std::uint64_t latest = parse_latest(s.find(key("revision_latest")));
-      for (const auto& r : b.revisions) {
-        if (r.revision != latest + 1) {
-          return conflict("revision " + std::to_string(r.revision) + " is not the next one (" +
-                          (latest == 0 ? std::string("none stored yet")
-                                       : "latest is " + std::to_string(latest)) +
-                          ", so the next is " + std::to_string(latest + 1) + ")");
-        }
-        latest = r.revision;
-      }
+      const std::uint64_t latest = parse_latest(s.find(key("revision_latest")));
+      if (auto e = check_revision_sequence(b, latest); !e.empty()) return conflict(std::move(e));
     }
     for (const auto& [k, want] : b.meta_expect) {
       const key_value* kv = s.find(meta_key(k));

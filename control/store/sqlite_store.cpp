@@ -647,23 +647,9 @@ class sqlite_store final : public store {
       const std::string key = p.record.issuer + "/" + p.record.id;
       statement st(db, "SELECT version FROM directives WHERE issuer = ?1 AND id = ?2");
       st.bind(1, p.record.issuer).bind(2, p.record.id);
-      const bool exists = st.step();
-      if (p.expected_version == 0 && exists) {
-        return conflict("directive " + key + " already exists (version " +
-                        std::to_string(st.u64(0, "directive " + key)) +
-                        "); the batch expected it not to exist");
-      }
-      if (p.expected_version != 0 && !exists) {
-        return conflict("directive " + key + " does not exist; the batch expected version " +
-                        std::to_string(p.expected_version));
-      }
-      if (exists) {
-        const std::uint64_t stored = st.u64(0, "directive " + key);
-        if (stored != p.expected_version) {
-          return conflict("directive " + key + " is at version " + std::to_string(stored) +
-                          "; the batch expected version " + std::to_string(p.expected_version));
-        }
-      }
+      std::optional<std::uint64_t> stored;
+      if (st.step()) stored = st.u64(0, "directive " + key);
+      if (auto e = check_directive_version(p, stored); !e.empty()) return conflict(std::move(e));
     }
 
     if (!b.revisions.empty()) {
@@ -672,15 +658,7 @@ class sqlite_store final : public store {
         statement st(db, "SELECT max(revision) FROM revisions");
         if (st.step() && !st.is_null(0)) latest = st.u64(0, "revisions");
       }
-      for (const auto& r : b.revisions) {
-        if (r.revision != latest + 1) {
-          return conflict("revision " + std::to_string(r.revision) + " is not the next one (" +
-                          (latest == 0 ? std::string("none stored yet")
-                                       : "latest is " + std::to_string(latest)) +
-                          ", so the next is " + std::to_string(latest + 1) + ")");
-        }
-        latest = r.revision;
-      }
+      if (auto e = check_revision_sequence(b, latest); !e.empty()) return conflict(std::move(e));
     }
 
     for (const auto& [k, expected] : b.meta_expect) {
