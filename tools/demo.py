@@ -31,7 +31,6 @@ Exit 0: every step happened as described; 1: some step did not (each is printed 
 2: usage / missing binaries."""
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -44,9 +43,9 @@ from datetime import datetime, timedelta, timezone
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netlab import (Story, curl_error, dataplane_cmd, free_port, http_json,  # noqa: E402
+from netlab import (Story, controld_yaml, curl_error, dataplane_cmd, free_port, http_json,  # noqa: E402
                     in_ns, isolate, namespaces_unavailable, run, run_story, self_signed_cert,
-                    sweep_stale_namespaces, wait_for)
+                    sluicectl, sweep_stale_namespaces, wait_for)
 
 ISSUER = "ministry-of-communications"
 TELEGRAM_ADDR = "149.154.167.99"  # inside 149.154.160.0/20 (config/apps/telegram.yaml)
@@ -73,11 +72,8 @@ class Demo(Story):
 
     # ---- the controller ----------------------------------------------------------------------
     def ctl(self, args, role=None, check=True):
-        env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_TOKEN", "SLUICE_CONTROLLER")}
-        if role:
-            env["SLUICE_TOKEN"] = self.tokens[role]
-        p = subprocess.run([self.bin("sluicectl"), "--controller", self.url] + args,
-                           cwd=self.work, env=env, capture_output=True, text=True, timeout=60)
+        p = sluicectl(self.bin("sluicectl"), self.url, args, self.tokens[role] if role else None,
+                      self.work)
         if check and p.returncode != 0:
             self.say("sluicectl %s -> exit %d\n%s%s" % (" ".join(args), p.returncode,
                                                         p.stdout, p.stderr))
@@ -90,39 +86,14 @@ class Demo(Story):
         return http_json(self.url + path, self.tokens[role] if role else None)
 
     def start_controller(self):
-        self.ctl(["keygen", "--public", "ministry.pub", "--secret", "ministry.key"])
-        self.ctl(["keygen", "--public", "controller.pub", "--secret", "controller.key"])
-        with open(os.path.join(self.work, "node.token"), "w") as f:
-            f.write(self.tokens["node"])
-        tokens = "\n".join(
-            "  - { name: demo-%s, role: %s, sha256: %s }"
-            % (role, role, hashlib.sha256(tok.encode()).hexdigest())
-            for role, tok in self.tokens.items())
-        with open(os.path.join(self.work, "controld.yaml"), "w") as f:
-            f.write("""# written by tools/demo.py (schema: control/api/config.hpp)
-listen: %s
-database: controld.db
-apps_dir: %s/config/apps
-signing_key: controller.key
-issuers:
-  - { name: %s, public_key: ministry.pub }
-approvals_required: 1
-stale_after_seconds: 20
-max_wait_seconds: 5
-canary: { labels: { group: canary }, soak_seconds: 2 }
-inventory: { sites: [edge-a, edge-b], labels: { group: [canary, main] } }
-tokens:
-%s
-http_threads: 16
-""" % (self.url[len("http://"):], self.a.source, ISSUER, tokens))
-        self.controller = self.spawn("sluice-controld",
-                                     [self.bin("sluice-controld"), "--config", "controld.yaml"],
-                                     "controld.log", cwd=self.work)
-        ok = wait_for(lambda: self.controller.poll() is None and
-                      self.get("/v1/health", None) is not None, 15)
-        if not ok:
-            self.say(self.log_tail("controld.log"))
-        self.must(ok, "sluice-controld answers on %s/v1/health" % self.url)
+        config = controld_yaml(
+            "tools/demo.py", self.url[len("http://"):], self.a.source, ISSUER,
+            [("demo-" + role, role, tok) for role, tok in self.tokens.items()],
+            "max_wait_seconds: 5\n"
+            "canary: { labels: { group: canary }, soak_seconds: 2 }\n"
+            "inventory: { sites: [edge-a, edge-b], labels: { group: [canary, main] } }\n")
+        self.controller = super().start_controller(self.bin("sluice-controld"), config,
+                                                   self.tokens["node"], self.url + "/v1/health")
 
     def nodes(self):
         return {n["node"] if "node" in n else n.get("id"): n

@@ -14,6 +14,7 @@ What it gives:
 No per-script knowledge lives here: addresses, ports, node ids and the stories stay with the
 scripts."""
 
+import hashlib
 import json
 import os
 import re
@@ -131,6 +132,37 @@ def http_json(url, token=None, timeout=5):
             return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
     except (urllib.error.URLError, ConnectionError, OSError, ValueError):
         return None
+
+
+def sluicectl(binary, url, args, token=None, cwd=None, timeout=60):
+    """Runs sluicectl against url with `token` as SLUICE_TOKEN (never the caller's own)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_TOKEN", "SLUICE_CONTROLLER")}
+    if token:
+        env["SLUICE_TOKEN"] = token
+    return subprocess.run([binary, "--controller", url] + args, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def controld_yaml(writer, listen, source, issuer, principals, extra=""):
+    """A sluice-controld config (schema: control/api/config.hpp) for a throwaway controller in
+    its work dir: SQLite, the keys start_controller() makes, one issuer, one approval, and
+    `principals` [(name, role, secret)] as hashed tokens; `extra` is appended as is."""
+    tokens = "\n".join("  - { name: %s, role: %s, sha256: %s }"
+                       % (name, role, hashlib.sha256(secret.encode()).hexdigest())
+                       for name, role, secret in principals)
+    return """# written by %s (schema: control/api/config.hpp)
+listen: %s
+database: controld.db
+apps_dir: %s/config/apps
+signing_key: controller.key
+issuers:
+  - { name: %s, public_key: ministry.pub }
+approvals_required: 1
+stale_after_seconds: 20
+http_threads: 16
+tokens:
+%s
+%s""" % (writer, listen, source, issuer, tokens, extra)
 
 
 def curl_error(rc):
@@ -281,6 +313,25 @@ class Story:
     def add_namespace(self, ns, outer, addrs):
         self.namespaces.append(ns)
         add_namespace(ns, outer, addrs)
+
+    def start_controller(self, binary, config, node_token, health_url):
+        """Makes the ministry's and the controller's keys (self.ctl: the script's sluicectl
+        runner), writes node.token and controld.yaml (`config`), starts sluice-controld and
+        waits for health_url to answer."""
+        for who in ("ministry", "controller"):
+            p = self.ctl(["keygen", "--public", who + ".pub", "--secret", who + ".key"])
+            self.must(p.returncode == 0, "sluicectl keygen (%s)" % who)
+        with open(os.path.join(self.work, "node.token"), "w") as f:
+            f.write(node_token)
+        with open(os.path.join(self.work, "controld.yaml"), "w") as f:
+            f.write(config)
+        proc = self.spawn("sluice-controld", [binary, "--config", "controld.yaml"], "controld.log",
+                          cwd=self.work)
+        ok = wait_for(lambda: proc.poll() is None and http_json(health_url) is not None, 15)
+        if not ok:
+            self.say(self.log_tail("controld.log"))
+        self.must(ok, "sluice-controld answers on %s" % health_url)
+        return proc
 
     def start_origin(self, ns, cert, key, log):
         """The ORIGIN server in namespace ns; returns once :443 and :80 listen."""

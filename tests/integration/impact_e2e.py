@@ -23,7 +23,6 @@ Everything runs in a network namespace of its own (`unshare --net`, re-executing
 plus two named namespaces; all processes and namespaces are removed on every exit path.
 Exit 0 pass, 1 fail, 2 usage / missing binaries, 77 skipped (not root / no namespaces)."""
 
-import hashlib
 import json
 import os
 import re
@@ -89,11 +88,8 @@ class Lab(Story):
         return os.path.join(self.build, name)
 
     def ctl(self, args, who=None, show=False):
-        env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_TOKEN", "SLUICE_CONTROLLER")}
-        if who:
-            env["SLUICE_TOKEN"] = self.tokens[who][1]
-        p = subprocess.run([self.bin("sluicectl"), "--controller", self.url] + args,
-                           cwd=self.work, env=env, capture_output=True, text=True, timeout=30)
+        p = netlab.sluicectl(self.bin("sluicectl"), self.url, args,
+                             self.tokens[who][1] if who else None, self.work, timeout=30)
         if show or p.returncode != 0:
             self.say("$ sluicectl %s  [%s] -> exit %d\n%s%s" % (
                 " ".join(args), who or "-", p.returncode, p.stdout, p.stderr))
@@ -111,40 +107,15 @@ class Lab(Story):
         return netlab.http_json(self.url + path, self.tokens[who][1] if who else None)
 
     def start_controller(self):
-        for who in ("ministry", "controller"):
-            p = self.ctl(["keygen", "--public", who + ".pub", "--secret", who + ".key"])
-            self.must(p.returncode == 0, "sluicectl keygen (%s)" % who)
-        with open(os.path.join(self.work, "node.token"), "w") as f:
-            f.write(self.tokens["node"][1])
-        tokens = "\n".join("  - { name: %s, role: %s, sha256: %s }"
-                           % (name, role, hashlib.sha256(tok.encode()).hexdigest())
-                           for name, (role, tok) in self.tokens.items())
-        with open(os.path.join(self.work, "controld.yaml"), "w") as f:
-            f.write("""# written by tests/integration/impact_e2e.py
-listen: 127.0.0.1:%d
-database: controld.db
-apps_dir: %s/config/apps
-signing_key: controller.key
-issuers:
-  - { name: %s, public_key: ministry.pub }
-approvals_required: 1
-stale_after_seconds: 20
-tokens:
-%s
-http_threads: 16
-protected:
-  - { name: cdn-shared, prefixes: [%s] }
-approval:
-  require_impact_report_within_seconds: 600
-""" % (PORT, self.source, ISSUER, tokens, PREFIX))
-        self.controller = self.spawn("sluice-controld",
-                                     [self.bin("sluice-controld"), "--config", "controld.yaml"],
-                                     "controld.log", cwd=self.work)
-        ok = wait_for(lambda: self.controller.poll() is None and
-                                self.get("/v1/health", None) is not None, 15)
-        if not ok:
-            self.say(self.log_tail("controld.log"))
-        self.must(ok, "sluice-controld answers on %s" % self.url)
+        config = netlab.controld_yaml(
+            "tests/integration/impact_e2e.py", "127.0.0.1:%d" % PORT, self.source, ISSUER,
+            [(name, role, tok) for name, (role, tok) in self.tokens.items()],
+            "protected:\n"
+            "  - { name: cdn-shared, prefixes: [%s] }\n"
+            "approval:\n"
+            "  require_impact_report_within_seconds: 600\n" % PREFIX)
+        self.controller = super().start_controller(self.bin("sluice-controld"), config,
+                                                   self.tokens["node"][1], self.url + "/v1/health")
 
     def rollout_target(self):
         return (self.get("/v1/rollout") or {}).get("target", 0)
