@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "dataplane/packet/gquic.hpp"
 #include "dataplane/packet/http.hpp"
@@ -47,7 +48,8 @@ constexpr bool is_dns_port(std::uint16_t port) noexcept {
 std::uint8_t dir_code(direction d) noexcept { return static_cast<std::uint8_t>(d) + 1; }
 
 // Could these first bytes of a TCP stream be a client's request we read?
-flow_protocol guess_tcp_protocol(const packet::frame_info& info, packet::bytes payload) noexcept {
+// By content alone, whatever the port: TLS on 8443 or 5222 is read like TLS on 443.
+flow_protocol guess_tcp_protocol_bytes(packet::bytes payload) noexcept {
   if (packet::looks_like_tls_handshake(payload)) {
     // Handshake type 1 (ClientHello) when the first record's body has begun.
     if (payload.size() > 5 && payload[5] != 1) return flow_protocol::unknown;
@@ -55,8 +57,13 @@ flow_protocol guess_tcp_protocol(const packet::frame_info& info, packet::bytes p
   }
   if (packet::is_sslv2_client_hello(payload)) return flow_protocol::sslv2;
   if (packet::looks_like_http_request(payload)) return flow_protocol::http;
-  if (is_dns_port(info.dst_port)) return flow_protocol::dns_tcp;
   return flow_protocol::unknown;
+}
+
+flow_protocol guess_tcp_protocol(const packet::frame_info& info, packet::bytes payload) noexcept {
+  const flow_protocol p = guess_tcp_protocol_bytes(payload);
+  if (p == flow_protocol::unknown && is_dns_port(info.dst_port)) return flow_protocol::dns_tcp;
+  return p;
 }
 
 // When guess_tcp_protocol says unknown: is the prefix merely too short to tell? A first segment
@@ -223,9 +230,7 @@ void classifier::parse_client_stream(flow_state& st, packet::bytes stream, bool 
           out.has_ech = ch.has_ech;
           out.has_esni = ch.has_esni;
           if (ch.has_sni && !ch.sni.empty()) {
-            out.kind = name_kind::tls_sni;
-            out.names[0] = ch.sni;
-            out.name_count = 1;
+            add_name(out, name_kind::tls_sni, ch.sni);
             finish(st, flow_status::named, out);
           } else {
             finish(st, flow_status::nameless, out);
@@ -253,10 +258,14 @@ void classifier::parse_client_stream(flow_state& st, packet::bytes stream, bool 
       packet::http_request_info req;
       switch (packet::parse_http_request(stream, req)) {
         case packet::http_outcome::host:
-          out.kind = name_kind::http_host;
-          out.names[0] = req.host;
-          out.name_count = 1;
-          finish(st, flow_status::named, out);
+          report_http(req, out);
+          // One tunnel per flow: a CONNECT inside the tunnel names it and ends the reading.
+          if (req.method == "CONNECT" && req.head_length != 0 && out.name_count != 0 &&
+              !st.tunnel_named) {
+            open_tunnel(st, stream, req.head_length, out);
+            return;
+          }
+          finish(st, out.name_count != 0 ? flow_status::named : flow_status::nameless, out);
           return;
         case packet::http_outcome::no_host:
           finish(st, flow_status::nameless, out);
@@ -349,10 +358,8 @@ void classifier::on_udp(flow_state& st, const packet::frame_info& info, packet::
     if (packet::looks_like_http_request(payload) &&
         packet::parse_http_request(payload, req) == packet::http_outcome::host) {
       st.protocol = flow_protocol::ssdp;
-      st.status = flow_status::named;
-      out.kind = name_kind::http_host;
-      out.names[0] = req.host;
-      out.name_count = 1;
+      report_http(req, out);
+      if (out.name_count != 0) st.status = flow_status::named;
       return;
     }
   }
@@ -409,6 +416,54 @@ void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_resu
   }
 }
 
+void classifier::add_name(classify_result& out, name_kind kind, std::string_view name) noexcept {
+  if (out.name_count >= classify_result::max_names) return;
+  out.kind = kind;
+  out.names[out.name_count++] = name;
+}
+
+void classifier::report_http(const packet::http_request_info& req, classify_result& out) noexcept {
+  std::string_view names[3];
+  const std::size_t n = req.names(names);
+  for (std::size_t i = 0; i < n; ++i) add_name(out, name_kind::http_host, names[i]);
+}
+
+// A proxy's CONNECT opens a tunnel whose first bytes are the client's real request (a TLS
+// ClientHello, mostly): the CONNECT target names the flow now, and the tunnel is read on as a
+// new client stream starting right after the request head, for the names it adds.
+void classifier::open_tunnel(flow_state& st, packet::bytes stream, std::size_t head_length,
+                             classify_result& out) noexcept {
+  st.tunnel_named = true;
+  st.client_base_seq += static_cast<std::uint32_t>(head_length);
+  st.protocol = flow_protocol::unknown;
+  st.idle_payloads = 0;
+  st.status = flow_status::pending;
+  out.status = st.status;
+  // Bytes the client sent past the head (without waiting for the proxy's 200) restart the
+  // stream at offset 0. Islands beyond the contiguous prefix are dropped with it: a client
+  // cannot have sent much before the tunnel opened, and a hole left by it gives up the flow
+  // named (finish() keeps the CONNECT name).
+  const packet::bytes rest = stream.subspan(head_length);
+  if (st.stream.attached()) {
+    const std::size_t n = std::min(rest.size(), tls_scratch_.size());
+    std::memmove(tls_scratch_.data(), rest.data(), n);
+    st.stream.attach(st.stream.storage());
+    if (n == 0) return;
+    if (!store(st, 0, {tls_scratch_.data(), n})) return;
+  } else if (rest.empty()) {
+    return;
+  } else if (!store(st, 0, rest)) {
+    return;
+  }
+  const packet::bytes tunnel = st.stream.contiguous();
+  st.protocol = guess_tcp_protocol_bytes(tunnel);
+  if (st.protocol == flow_protocol::unknown) {
+    if (!too_short_to_tell(tunnel)) finish(st, flow_status::unrecognized, out);
+    return;
+  }
+  parse_client_stream(st, tunnel, tunnel.size() == st.stream.capacity(), out);
+}
+
 void classifier::report_dns(const packet::dns_questions& q, classify_result& out) noexcept {
   out.kind = name_kind::dns_qname;
   out.name_count = std::min<std::uint8_t>(q.count, classify_result::max_names);
@@ -416,6 +471,11 @@ void classifier::report_dns(const packet::dns_questions& q, classify_result& out
 }
 
 void classifier::finish(flow_state& st, flow_status status, classify_result& out) noexcept {
+  // Inside a CONNECT tunnel the flow is already named by the CONNECT target: what the tunnel
+  // carries adds names or nothing, it never makes the flow nameless.
+  if (st.tunnel_named && (status == flow_status::nameless || status == flow_status::unrecognized)) {
+    status = flow_status::named;
+  }
   st.status = status;
   out.status = status;
   if (st.final()) release(st);

@@ -2,7 +2,9 @@
 // Per-flow name extraction: feeds a flow's packets through the protocol readers and reports the
 // name the flow asks for — TLS SNI (ClientHello across records, segments, out-of-order, TCP Fast
 // Open), QUIC Initial SNI (CRYPTO frames across Initial packets), gQUIC CHLO SNI, HTTP Host
-// (request split across segments), DNS question names (UDP and TCP).
+// (request split across segments; every name a request routes by: absolute-form or CONNECT
+// target and Host, port stripped), the TLS ClientHello inside an HTTP CONNECT tunnel, DNS
+// question names (UDP and TCP).
 //
 // The client side is whoever sends the request: the SYN sender, the side a SYN-ACK answers, or
 // (when the capture or the flow table picked the flow up mid-handshake) the side whose first
@@ -23,6 +25,7 @@
 #include "dataplane/flow/stream_buffer.hpp"
 #include "dataplane/packet/dns.hpp"
 #include "dataplane/packet/frame.hpp"
+#include "dataplane/packet/http.hpp"
 #include "dataplane/packet/quic.hpp"
 
 namespace sluice::flow {
@@ -108,6 +111,7 @@ struct flow_state {
   bool base_known = false;
   std::uint8_t idle_payloads = 0;    // payload packets seen without progress
   std::uint8_t handshake_ttl = 0;    // TTL of the client's SYN (0 = not seen)
+  bool tunnel_named = false;         // named by an HTTP CONNECT; now reading inside the tunnel
 
   [[nodiscard]] bool final() const noexcept {
     return status != flow_status::pending &&
@@ -168,6 +172,10 @@ class classifier {
   void parse_quic(flow_state& st, packet::bytes payload, classify_result& out) noexcept;
   bool store(flow_state& st, std::uint64_t offset, packet::bytes data) noexcept;
   void report_dns(const packet::dns_questions& q, classify_result& out) noexcept;
+  void report_http(const packet::http_request_info& req, classify_result& out) noexcept;
+  static void add_name(classify_result& out, name_kind kind, std::string_view name) noexcept;
+  void open_tunnel(flow_state& st, packet::bytes stream, std::size_t head_length,
+                   classify_result& out) noexcept;
   void finish(flow_state& st, flow_status status, classify_result& out) noexcept;
   void give_up(flow_state& st, give_up_reason why, classify_result& out) noexcept;
 

@@ -123,34 +123,76 @@ http_outcome parse_http_request(bytes stream_prefix, http_request_info& out) noe
   }
   std::string_view authority;
   if (absolute_form_authority(target, authority)) {
-    out.host = authority;
-    return http_outcome::host;
-  }
-  // CONNECT's authority-form target is the host:port the tunnel goes to.
-  if (out.method == "CONNECT") {
-    out.host = target;
-    return http_outcome::host;
+    out.target = authority;
+  } else if (out.method == "CONNECT") {
+    out.target = target;  // authority-form: the host:port the tunnel goes to
   }
 
+  // Past the cap or at a malformed line a server answers 4xx; a name already read still names
+  // the attempt (blocking it costs nobody anything), otherwise the request is refused unread.
+  const auto stop = [&out](http_outcome why) noexcept {
+    return out.target.empty() && !out.has_host ? why : http_outcome::host;
+  };
   const std::size_t headers_start = pos;
   const std::size_t headers_limit = headers_start + max_line_block;
   while (true) {
     if (!next_line(text, pos, headers_limit, line, pos)) {
-      return text.size() >= headers_limit ? http_outcome::malformed : http_outcome::need_more;
+      return text.size() >= headers_limit ? stop(http_outcome::malformed) : http_outcome::need_more;
     }
-    if (line.empty()) return http_outcome::no_host;
+    if (line.empty()) break;
     // obs-fold continues the previous field; it never starts one.
     if (is_ws(line.front())) continue;
     const std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos) return http_outcome::malformed;
+    if (colon == std::string_view::npos) return stop(http_outcome::malformed);
     const std::string_view name = line.substr(0, colon);
     // RFC 9112 §5.1: whitespace between name and colon must be rejected by servers.
-    if (name.empty() || is_ws(name.back())) return http_outcome::malformed;
-    if (iequals(name, "host")) {
-      out.host = trim(line.substr(colon + 1));
-      return http_outcome::host;
+    if (name.empty() || is_ws(name.back())) return stop(http_outcome::malformed);
+    if (!iequals(name, "host")) continue;
+    const std::string_view value = trim(line.substr(colon + 1));
+    if (!out.has_host) {
+      out.has_host = true;
+      out.host = value;
+    } else if (out.host2.empty() && !iequals(value, out.host)) {
+      out.host2 = value;
     }
   }
+  out.head_length = pos;
+  return out.target.empty() && !out.has_host ? http_outcome::no_host : http_outcome::host;
+}
+
+std::size_t http_request_info::names(std::string_view (&out)[3]) const noexcept {
+  std::size_t n = 0;
+  const auto add = [&](std::string_view v) noexcept {
+    v = authority_host(v);
+    if (v.empty()) return;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (iequals(out[i], v)) return;
+    }
+    out[n++] = v;
+  };
+  add(target);
+  add(host);
+  add(host2);
+  return n;
+}
+
+std::string_view authority_host(std::string_view authority) noexcept {
+  std::size_t end = authority.size();
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return authority;
+    end = close + 1;
+  } else {
+    end = authority.find(':');
+    if (end == std::string_view::npos) return authority;
+  }
+  if (end == authority.size()) return authority;
+  if (authority[end] != ':') return authority;
+  // The port is digits only (possibly none: "name:" is valid authority syntax).
+  for (std::size_t i = end + 1; i < authority.size(); ++i) {
+    if (authority[i] < '0' || authority[i] > '9') return authority;
+  }
+  return authority.substr(0, end);
 }
 
 }  // namespace sluice::packet

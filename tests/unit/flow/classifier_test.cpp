@@ -576,14 +576,171 @@ TEST_CASE("classifier: HTTP requests") {
   };
   for (const auto& k : cases) check_case(k);
 
-  // Cut at every byte: the name appears with the segment that completes the Host line.
-  const std::size_t host_line_end =
-      req.size() - std::string_view("User-Agent: test\r\nAccept: */*\r\n\r\n").size();
-  REQUIRE(req[host_line_end - 1] == '\n');
+  // Cut at every byte: the names appear with the segment that completes the header block (a
+  // second Host header could still follow the first).
   for (std::size_t k = 1; k < req.size(); ++k) {
-    check_case(named_at("Host line split, cut at " + std::to_string(k),
-                        c.handshake() + c.segments(req, {k}), name_kind::http_host, "t.me",
-                        k >= host_line_end ? 3 : 4));
+    check_case(named_at("request split, cut at " + std::to_string(k),
+                        c.handshake() + c.segments(req, {k}), name_kind::http_host, "t.me", 4));
+  }
+}
+
+// Every step's names, for flows that reveal names in more than one packet (CONNECT tunnels).
+struct named_step {
+  int at;
+  std::vector<std::string> names;
+  bool operator==(const named_step&) const = default;
+};
+
+std::vector<named_step> names_per_step(const steps& frames, fl::flow_state& st,
+                                       std::size_t pool_buffers = 4) {
+  fl::buffer_pool pool(pool_buffers, 4096);
+  auto cls = std::make_unique<fl::classifier>(pool);
+  std::vector<named_step> out;
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    const auto info = pk::parse_frame(frames[i].frame);
+    const auto r = cls->on_packet(st, info, frames[i].frame, frames[i].dir);
+    if (r.name_count == 0) continue;
+    named_step ns{static_cast<int>(i), {}};
+    for (std::size_t n = 0; n < r.name_count; ++n) ns.names.emplace_back(r.names[n]);
+    out.push_back(ns);
+  }
+  cls->release(st);
+  CHECK(pool.available() == pool.capacity());
+  return out;
+}
+
+TEST_CASE("classifier: HTTP names every host a request routes by, port stripped") {
+  tcp_conv c;
+  c.sport = 8080;
+  const buf absolute = text("GET http://telegram.org/ HTTP/1.1\r\nHost: example.org\r\n\r\n");
+  const buf with_port = text("GET / HTTP/1.1\r\nHost: telegram.org:443\r\n\r\n");
+  const buf two_hosts = text("GET / HTTP/1.1\r\nHost: example.org\r\nHost: t.me\r\n\r\n");
+  struct row {
+    const char* description;
+    buf request;
+    std::vector<std::string> names;
+  } rows[] = {
+      {"absolute-form target and a different Host", absolute, {"telegram.org", "example.org"}},
+      {"Host: name:port", with_port, {"telegram.org"}},
+      {"two Host headers", two_hosts, {"example.org", "t.me"}},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(std::string{r.description});
+    fl::flow_state st;
+    const auto got = names_per_step(c.handshake() + steps{c.data(0, r.request)}, st);
+    CHECK(got == std::vector<named_step>{{3, r.names}});
+    CHECK(st.status == flow_status::named);
+  }
+}
+
+TEST_CASE("classifier: an HTTP CONNECT tunnel is named by its target and by the TLS inside") {
+  tcp_conv c;
+  c.sport = 3128;
+  const buf connect_t = text("CONNECT telegram.org:443 HTTP/1.1\r\nHost: telegram.org:443\r\n\r\n");
+  const buf connect_e = text("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n");
+  const buf established = text("HTTP/1.1 200 Connection established\r\n\r\n");
+  const buf hello_t = tls_records(tls_client_hello_for("web.telegram.org"), 1);
+  const buf hello_e = tls_records(tls_client_hello_for("example.org"), 1);
+  const buf hello_nosni = tls_records(tls_client_hello({}), 1);
+
+  SUBCASE("blocked target, allowed ClientHello: both names, in their packets") {
+    fl::flow_state st;
+    const auto got = names_per_step(
+        c.handshake() + steps{c.data(0, connect_t), c.server_data(0, established),
+                              c.data(connect_t.size(), hello_e)},
+        st);
+    CHECK(got == std::vector<named_step>{{3, {"telegram.org"}}, {5, {"example.org"}}});
+    CHECK(st.status == flow_status::named);
+    CHECK(st.final());
+  }
+  SUBCASE("allowed target, blocked SNI split in two segments") {
+    fl::flow_state st;
+    const steps tunnel = [&] {
+      steps s;
+      const std::size_t base = connect_e.size(), cut = hello_t.size() / 2;
+      s.push_back(c.data(base, slice(hello_t, 0, cut)));
+      s.push_back(c.data(base + cut, slice(hello_t, cut, hello_t.size())));
+      return s;
+    }();
+    const auto got = names_per_step(c.handshake() + steps{c.data(0, connect_e),
+                                                          c.server_data(0, established)} + tunnel,
+                                    st);
+    CHECK(got == std::vector<named_step>{{3, {"example.org"}}, {6, {"web.telegram.org"}}});
+    CHECK(st.status == flow_status::named);
+  }
+  SUBCASE("ClientHello in the same segment as the CONNECT head") {
+    fl::flow_state st;
+    const auto got = names_per_step(c.handshake() + steps{c.data(0, cat({connect_e, hello_t}))}, st);
+    CHECK(got == std::vector<named_step>{{3, {"example.org", "web.telegram.org"}}});
+    CHECK(st.status == flow_status::named);
+  }
+  SUBCASE("CONNECT head split, then the ClientHello") {
+    fl::flow_state st;
+    const auto got = names_per_step(c.handshake() + c.segments(connect_e, {10}) +
+                                        steps{c.data(connect_e.size(), hello_t)},
+                                    st);
+    CHECK(got == std::vector<named_step>{{4, {"example.org"}}, {5, {"web.telegram.org"}}});
+  }
+  SUBCASE("a ClientHello without SNI leaves the flow named by the target") {
+    fl::flow_state st;
+    const auto got = names_per_step(
+        c.handshake() + steps{c.data(0, connect_t), c.data(connect_t.size(), hello_nosni)}, st);
+    CHECK(got == std::vector<named_step>{{3, {"telegram.org"}}});
+    CHECK(st.status == flow_status::named);
+    CHECK(st.final());
+  }
+  SUBCASE("non-TLS bytes in the tunnel: named by the target, reading ends") {
+    fl::flow_state st;
+    const auto got = names_per_step(
+        c.handshake() + steps{c.data(0, connect_t), c.data(connect_t.size(), text("SSH-2.0-x\r\n"))},
+        st);
+    CHECK(got == std::vector<named_step>{{3, {"telegram.org"}}});
+    CHECK(st.status == flow_status::named);
+    CHECK(st.final());
+  }
+  SUBCASE("a CONNECT inside the tunnel names it but opens no second tunnel") {
+    fl::flow_state st;
+    const auto got = names_per_step(
+        c.handshake() + steps{c.data(0, connect_e), c.data(connect_e.size(), connect_t),
+                              c.data(connect_e.size() + connect_t.size(), hello_e)},
+        st);
+    CHECK(got == std::vector<named_step>{{3, {"example.org"}}, {4, {"telegram.org"}}});
+    CHECK(st.final());
+  }
+  SUBCASE("a retransmitted CONNECT head after the tunnel opened is not read again") {
+    fl::flow_state st;
+    const auto got = names_per_step(
+        c.handshake() + steps{c.data(0, connect_e), c.data(0, connect_e),
+                              c.data(connect_e.size(), hello_t)},
+        st);
+    CHECK(got == std::vector<named_step>{{3, {"example.org"}}, {5, {"web.telegram.org"}}});
+  }
+}
+
+TEST_CASE("classifier: TLS is read by content on any port, ECH beside a plain SNI is flagged") {
+  for (const std::uint16_t port : {443, 8443, 5222, 80, 53, 12345}) {
+    CAPTURE(port);
+    tcp_conv c;
+    c.sport = port;
+    check_case(named_at("ClientHello on port " + std::to_string(port),
+                        c.handshake() + steps{c.data(0, hello_stream)}, name_kind::tls_sni, sni, 3));
+  }
+  tcp_conv c;
+  fl::buffer_pool pool(2, 4096);
+  fl::classifier cls(pool);
+  for (const std::uint16_t ext_type : {std::uint16_t{0xfe0d}, std::uint16_t{0xffce}}) {
+    CAPTURE(ext_type);
+    fl::flow_state st;
+    const buf hello = tls_records(
+        tls_client_hello({tls_ext{0, sni_data({"telegram.org"})}, tls_ext{ext_type, buf(40, 0x5a)}}), 1);
+    fl::classify_result last;
+    for (const auto& s : c.handshake() + steps{c.data(0, hello)}) {
+      last = cls.on_packet(st, pk::parse_frame(s.frame), s.frame, s.dir);
+    }
+    REQUIRE(last.name_count == 1);
+    CHECK(last.names[0] == "telegram.org");
+    CHECK(last.has_ech == (ext_type == 0xfe0d));
+    CHECK(last.has_esni == (ext_type == 0xffce));
   }
 }
 
@@ -665,7 +822,7 @@ TEST_CASE("classifier: UDP flows") {
        steps{udp_step(cli, ssdp_group, 50000, 1900, msearch)},
        flow_status::named,
        name_kind::http_host,
-       {"239.255.255.250:1900"},
+       {"239.255.255.250"},  // the port is not part of the name,
        0,
        0},
       decided("random UDP: unrecognized after max_idle_payloads", random_udp,

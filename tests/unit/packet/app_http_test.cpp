@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "dataplane/packet/http.hpp"
 
@@ -20,6 +22,8 @@ struct row {
   http_outcome outcome;
   std::string_view method;
   std::string_view host;
+  std::string_view target = {};
+  std::string_view host2 = {};
 };
 
 }  // namespace
@@ -50,11 +54,13 @@ TEST_CASE("http: request table") {
       {"no space after colon", "GET / HTTP/1.1\r\nHost:t.me\r\n\r\n", http_outcome::host, "GET", "t.me"},
       {"port kept", "GET / HTTP/1.1\r\nHost: t.me:8080\r\n\r\n", http_outcome::host, "GET", "t.me:8080"},
       {"case kept as sent", "GET / HTTP/1.1\r\nHost: T.Me\r\n\r\n", http_outcome::host, "GET", "T.Me"},
-      {"first Host wins", "GET / HTTP/1.1\r\nHost: example.com\r\nHost: t.me\r\n\r\n", http_outcome::host, "GET",
-       "example.com"},
+      {"two different Host headers: both kept", "GET / HTTP/1.1\r\nHost: example.com\r\nHost: t.me\r\n\r\n",
+       http_outcome::host, "GET", "example.com", "", "t.me"},
+      {"a repeated equal Host is not a second name", "GET / HTTP/1.1\r\nHost: t.me\r\nHOST: T.ME\r\n\r\n",
+       http_outcome::host, "GET", "t.me"},
       {"bare LF line endings", "GET / HTTP/1.1\nHost: t.me\n\n", http_outcome::host, "GET", "t.me"},
-      {"Host line complete, headers not", "GET / HTTP/1.1\r\nHost: t.me\r\nAccept: te", http_outcome::host, "GET",
-       "t.me"},
+      {"Host line complete, headers not: wait for a second Host", "GET / HTTP/1.1\r\nHost: t.me\r\nAccept: te",
+       http_outcome::need_more, "GET", "t.me"},
       {"empty Host value", "GET / HTTP/1.1\r\nHost:\r\n\r\n", http_outcome::host, "GET", ""},
       {"HTTP/1.0 without Host", "GET / HTTP/1.0\r\nUser-Agent: x\r\n\r\n", http_outcome::no_host, "GET", ""},
       {"no headers at all", "GET / HTTP/1.0\r\n\r\n", http_outcome::no_host, "GET", ""},
@@ -62,12 +68,22 @@ TEST_CASE("http: request table") {
        ""},
       {"X-Host is not Host", "GET / HTTP/1.1\r\nX-Host: t.me\r\nHostname: t.me\r\n\r\n", http_outcome::no_host, "GET",
        ""},
-      {"absolute-form target overrides Host", "GET http://t.me/path HTTP/1.1\r\nHost: example.com\r\n\r\n",
-       http_outcome::host, "GET", "t.me"},
+      {"absolute-form target and a different Host: both", "GET http://t.me/path HTTP/1.1\r\nHost: example.com\r\n\r\n",
+       http_outcome::host, "GET", "example.com", "t.me"},
       {"absolute-form with userinfo and port", "GET HTTP://user:pw@t.me:81?x HTTP/1.1\r\n\r\n", http_outcome::host,
-       "GET", "t.me:81"},
+       "GET", "", "t.me:81"},
+      {"absolute-form https", "GET https://t.me HTTP/1.1\r\nHost: t.me\r\n\r\n", http_outcome::host, "GET",
+       "t.me", "t.me"},
       {"CONNECT authority-form", "CONNECT t.me:443 HTTP/1.1\r\nHost: t.me:443\r\n\r\n", http_outcome::host,
-       "CONNECT", "t.me:443"},
+       "CONNECT", "t.me:443", "t.me:443"},
+      {"CONNECT to one name, Host another", "CONNECT t.me:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+       http_outcome::host, "CONNECT", "example.com", "t.me:443"},
+      {"CONNECT without headers yet", "CONNECT t.me:443 HTTP/1.1\r\n", http_outcome::need_more, "CONNECT", "",
+       "t.me:443"},
+      {"absolute-form, then a malformed header: the target still names it",
+       "GET http://t.me/ HTTP/1.1\r\nBad : x\r\n\r\n", http_outcome::host, "GET", "", "t.me"},
+      {"Host, then a header block past 8 KiB: the Host still names it",
+       "GET / HTTP/1.1\r\nHost: t.me\r\nX: " + std::string(9000, 'x'), http_outcome::host, "GET", "t.me"},
       {"SSDP M-SEARCH", "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n\r\n",
        http_outcome::host, "M-SEARCH", "239.255.255.250:1900"},
       {"PROPFIND", "PROPFIND /dav HTTP/1.1\r\nHost: dav.example\r\n\r\n", http_outcome::host, "PROPFIND",
@@ -98,27 +114,26 @@ TEST_CASE("http: request table") {
     CHECK(std::string{to_string(o)} == std::string{to_string(r.outcome)});
     CHECK(std::string{info.method} == std::string{r.method});
     CHECK(std::string{info.host} == std::string{r.host});
+    CHECK(std::string{info.target} == std::string{r.target});
+    CHECK(std::string{info.host2} == std::string{r.host2});
   }
 }
 
-TEST_CASE("http: split at every byte: need_more until the Host line is complete") {
+TEST_CASE("http: split at every byte: need_more until the header block is complete") {
   const std::string requests[] = {
       "GET /a HTTP/1.1\r\nUser-Agent: curl\r\nHost: t.me\r\nAccept: */*\r\n\r\n",
       "M-SEARCH * HTTP/1.1\nHOST: 239.255.255.250:1900\nMX: 1\n\n",
   };
   for (const auto& req : requests) {
-    std::size_t host_at = req.find("Host:");
-    if (host_at == std::string::npos) host_at = req.find("HOST:");
-    REQUIRE(host_at != std::string::npos);
-    const std::size_t host_line_end = req.find('\n', host_at) + 1;
     for (std::size_t n = 0; n <= req.size(); ++n) {
       CAPTURE(n);
       http_request_info info;
       const http_outcome o = parse_http_request(as_bytes(std::string_view{req}.substr(0, n)), info);
-      if (n < host_line_end) {
+      if (n < req.size()) {
         CHECK(o == http_outcome::need_more);
-        CHECK(info.host.empty());
+        CHECK(info.head_length == 0);
       } else {
+        CHECK(info.head_length == req.size());
         CHECK(o == http_outcome::host);
         CHECK((info.host == "t.me" || info.host == "239.255.255.250:1900"));
       }
@@ -163,5 +178,52 @@ TEST_CASE("http: real requests from captures") {
     CHECK(parse_http_request(as_bytes(r.input), info) == r.outcome);
     CHECK(std::string{info.host} == std::string{r.host});
     CHECK(std::string{info.method} == std::string{r.method});
+  }
+}
+
+TEST_CASE("http: authority_host strips the port, and only a port") {
+  const std::pair<std::string_view, std::string_view> rows[] = {
+      {"telegram.org:443", "telegram.org"},
+      {"telegram.org:", "telegram.org"},
+      {"telegram.org", "telegram.org"},
+      {"[2001:db8::1]:8080", "[2001:db8::1]"},
+      {"[2001:db8::1]", "[2001:db8::1]"},
+      {"239.255.255.250:1900", "239.255.255.250"},
+      {"t.me:44x", "t.me:44x"},          // not a port: left as sent (matches nothing)
+      {"a:1:2", "a:1:2"},
+      {"[2001:db8::1", "[2001:db8::1"},  // unclosed bracket
+      {":80", ""},
+      {"", ""},
+  };
+  for (const auto& [in, want] : rows) {
+    CAPTURE(std::string{in});
+    CHECK(std::string{authority_host(in)} == std::string{want});
+  }
+}
+
+TEST_CASE("http: names() lists every distinct host a request routes by") {
+  struct nrow {
+    const char* description;
+    std::string input;
+    std::vector<std::string> names;
+  } rows[] = {
+      {"Host with port", "GET / HTTP/1.1\r\nHost: telegram.org:443\r\n\r\n", {"telegram.org"}},
+      {"absolute-form and Host disagree", "GET http://telegram.org/ HTTP/1.1\r\nHost: example.org\r\n\r\n",
+       {"telegram.org", "example.org"}},
+      {"absolute-form and Host agree up to case and port",
+       "GET http://Telegram.org:80/ HTTP/1.1\r\nHost: telegram.org\r\n\r\n", {"Telegram.org"}},
+      {"CONNECT target and Host", "CONNECT telegram.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n",
+       {"telegram.org", "example.org"}},
+      {"two Host headers", "GET / HTTP/1.1\r\nHost: example.org\r\nHost: t.me\r\n\r\n", {"example.org", "t.me"}},
+      {"empty Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", {}},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(std::string{r.description});
+    http_request_info info;
+    REQUIRE(parse_http_request(as_bytes(r.input), info) == http_outcome::host);
+    std::string_view out[3];
+    const std::size_t n = info.names(out);
+    std::vector<std::string> got(out, out + n);
+    CHECK(got == r.names);
   }
 }
