@@ -35,7 +35,10 @@ struct dns_name {
 };
 
 struct dns_questions {
-  static constexpr std::size_t max_questions = 8;
+  // Unicast DNS carries one question (resolvers refuse more); mDNS / DNS-SD queries carry many
+  // (an Apple device asks for a dozen service types in one message). Questions past this many
+  // are not decoded (the flow is still named by the first ones).
+  static constexpr std::size_t max_questions = 16;
   std::array<dns_name, max_questions> names{};
   std::uint8_t count = 0;        // decoded questions (<= max_questions)
   std::uint16_t qdcount = 0;     // as the header says

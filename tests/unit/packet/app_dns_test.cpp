@@ -125,11 +125,13 @@ std::vector<row> rows() {
   }
   v.push_back({"qdcount 0", header(0), dns_outcome::no_question, {}, 0, false});
   {
-    buf b = header(10);
-    for (int i = 0; i < 10; ++i) put_question(b, "q" + std::to_string(i) + ".example");
+    buf b = header(20);
+    for (int i = 0; i < 20; ++i) put_question(b, "q" + std::to_string(i) + ".example");
     std::vector<expected_q> want;
-    for (int i = 0; i < 8; ++i) want.push_back({"q" + std::to_string(i) + ".example", 1, 1});
-    v.push_back({"more questions than max_questions", b, dns_outcome::question, want, 10, false});
+    for (std::size_t i = 0; i < dns_questions::max_questions; ++i) {
+      want.push_back({"q" + std::to_string(i) + ".example", 1, 1});
+    }
+    v.push_back({"more questions than max_questions", b, dns_outcome::question, want, 20, false});
   }
   {
     buf b = header(2);
