@@ -833,6 +833,53 @@ TEST_CASE("classifier: UDP flows") {
   for (const auto& k : cases) check_case(k);
 }
 
+// A DNS-SD browse as Apple devices send it: many PTR questions in one message, the QU
+// (unicast-response) bit in the class, names compressed against the first question.
+buf dns_sd_query(std::size_t services) {
+  buf b;
+  put16(b, 0);       // mDNS queries carry id 0
+  put16(b, 0x0000);  // standard query
+  put16(b, services + 1);
+  put16(b, 0);
+  put16(b, 0);
+  put16(b, 0);
+  const std::size_t first = b.size();  // "_tcp.local" of the first question is at first + 9
+  put_dns_name(b, "_airplay._tcp.local");
+  put16(b, 12);      // PTR
+  put16(b, 0x8001);  // QU, IN
+  for (std::size_t i = 0; i < services; ++i) {
+    const std::string label = "_svc" + std::to_string(i);
+    b.push_back(static_cast<std::uint8_t>(label.size()));
+    append(b, label);
+    put16(b, 0xc000 | (first + 9));  // -> "_tcp.local"
+    put16(b, 12);
+    put16(b, 0x0001);
+  }
+  return b;
+}
+
+TEST_CASE("classifier: mDNS / DNS-SD queries name the flow like DNS") {
+  const auto cli = v4(192, 168, 1, 75);
+  const auto mcast = v4(224, 0, 0, 251);
+  const auto cli6 = v6(0xfe80, 0x75);
+  const auto mcast6 = v6(0xff02, 0xfb);
+  std::vector<std::string> want{"_airplay._tcp.local"};
+  for (int i = 0; i < 11; ++i) want.push_back("_svc" + std::to_string(i) + "._tcp.local");
+  const buf query = dns_sd_query(11);
+  const std::vector<flow_case> cases = {
+      {"twelve compressed PTR questions with the QU bit", steps{udp_step(cli, mcast, 5353, 5353, query)},
+       flow_status::named, name_kind::dns_qname, want, 0, 0},
+      {"over IPv6 to ff02::fb", steps{udp_step(cli6, mcast6, 5353, 5353, query)}, flow_status::named,
+       name_kind::dns_qname, want, 0, 0},
+      {"one-shot query from an ephemeral port", steps{udp_step(cli, mcast, 49152, 5353, query)},
+       flow_status::named, name_kind::dns_qname, want, 0, 0},
+      {"instance name with a space", steps{udp_step(cli, mcast, 5353, 5353,
+                                                     dns_message({"Living Room._airplay._tcp.local"}))},
+       flow_status::named, name_kind::dns_qname, {"Living Room._airplay._tcp.local"}, 0, 0},
+  };
+  for (const auto& k : cases) check_case(k);
+}
+
 TEST_CASE("classifier: DNS and SSDP flows stay open for more names") {
   fl::buffer_pool pool(1, 4096);
   auto cls = std::make_unique<fl::classifier>(pool);
