@@ -447,6 +447,32 @@ def build_cases():
         out.append(Case(f"{name}.pcap", desc, "name:telegram.org", 4 + len(cuts), "yes",
                         "split after 'Host: tele'" if cut_in else "", conv.frames))
 
+    # 17b. HTTP requests that name more than one host, or a host with a port: each name counts
+    # (a rule naming any of them stops the request), the port is not part of the name.
+    connect_tls = (b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n" +
+                   records(client_hello("http_connect_tls", "telegram.org")))
+    for name, req, expect, block, desc in [
+            ("http_host_port", http_get(b"Host: telegram.org:443"), "name:telegram.org", "yes",
+             "HTTP GET with Host: telegram.org:443"),
+            ("http_host_port_lookalike", http_get(b"Host: nottelegram.org:443"),
+             "name:nottelegram.org", "no", "HTTP GET with Host: nottelegram.org:443 (control)"),
+            ("http_absolute_form", b"GET http://telegram.org/ HTTP/1.1\r\nHost: example.org\r\n"
+             b"Accept: */*\r\n\r\n", "name:example.org,telegram.org", "yes",
+             "absolute-form target telegram.org, Host: example.org"),
+            ("http_two_hosts", http_get(b"Host: example.org\r\nHost: telegram.org"),
+             "name:example.org,telegram.org", "yes", "two Host headers, the second telegram.org"),
+            ("http_connect", b"CONNECT telegram.org:443 HTTP/1.1\r\nHost: telegram.org:443\r\n\r\n",
+             "name:telegram.org", "yes", "proxy CONNECT telegram.org:443"),
+            ("http_connect_tls", connect_tls, "name:example.org,telegram.org", "yes",
+             "proxy CONNECT example.org:443 with the ClientHello for telegram.org in the same "
+             "segment")]:
+        i = next(idx)
+        conv = TcpConversation(name, i, dport=3128 if "connect" in name else 80)
+        conv.handshake()
+        conv.client_stream(req)
+        conv.finish(HTTP_RESPONSE)
+        out.append(Case(f"{name}.pcap", desc, expect, 4, block, "", conv.frames))
+
     # 18. DNS
     i = next(idx)
     name = "dns_query"

@@ -168,7 +168,7 @@ void classifier::on_tcp(flow_state& st, const packet::frame_info& info, packet::
   if (!st.stream.attached() && offset == 0 && st.protocol != flow_protocol::unknown) {
     // Common case: the whole request is in this segment; parse it in place, copy nothing.
     parse_client_stream(st, payload, false, out);
-    if (st.status != flow_status::pending || out.name_count != 0) return;
+    if (st.final() || out.name_count != 0) return;
   }
   if (!store(st, offset, payload)) {
     out.status = st.status;
@@ -259,9 +259,10 @@ void classifier::parse_client_stream(flow_state& st, packet::bytes stream, bool 
       switch (packet::parse_http_request(stream, req)) {
         case packet::http_outcome::host:
           report_http(req, out);
-          // One tunnel per flow: a CONNECT inside the tunnel names it and ends the reading.
+          // One tunnel per flow: a CONNECT inside the tunnel (the flow is named already) adds
+          // its names and ends the reading.
           if (req.method == "CONNECT" && req.head_length != 0 && out.name_count != 0 &&
-              !st.tunnel_named) {
+              st.status != flow_status::named) {
             open_tunnel(st, stream, req.head_length, out);
             return;
           }
@@ -418,7 +419,7 @@ void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_resu
 
 void classifier::add_name(classify_result& out, name_kind kind, std::string_view name) noexcept {
   if (out.name_count >= classify_result::max_names) return;
-  out.kind = kind;
+  if (out.name_count == 0) out.kind = kind;  // a packet naming hosts of two kinds: the first's
   out.names[out.name_count++] = name;
 }
 
@@ -433,16 +434,15 @@ void classifier::report_http(const packet::http_request_info& req, classify_resu
 // new client stream starting right after the request head, for the names it adds.
 void classifier::open_tunnel(flow_state& st, packet::bytes stream, std::size_t head_length,
                              classify_result& out) noexcept {
-  st.tunnel_named = true;
+  st.tunnel_open = true;
   st.client_base_seq += static_cast<std::uint32_t>(head_length);
   st.protocol = flow_protocol::unknown;
-  st.idle_payloads = 0;
-  st.status = flow_status::pending;
+  st.status = flow_status::named;
   out.status = st.status;
   // Bytes the client sent past the head (without waiting for the proxy's 200) restart the
   // stream at offset 0. Islands beyond the contiguous prefix are dropped with it: a client
-  // cannot have sent much before the tunnel opened, and a hole left by it gives up the flow
-  // named (finish() keeps the CONNECT name).
+  // cannot have sent much before the tunnel opened; a hole left by them ends in a give-up,
+  // and the CONNECT target still names the flow.
   const packet::bytes rest = stream.subspan(head_length);
   if (st.stream.attached()) {
     const std::size_t n = std::min(rest.size(), tls_scratch_.size());
@@ -473,8 +473,11 @@ void classifier::report_dns(const packet::dns_questions& q, classify_result& out
 void classifier::finish(flow_state& st, flow_status status, classify_result& out) noexcept {
   // Inside a CONNECT tunnel the flow is already named by the CONNECT target: what the tunnel
   // carries adds names or nothing, it never makes the flow nameless.
-  if (st.tunnel_named && (status == flow_status::nameless || status == flow_status::unrecognized)) {
-    status = flow_status::named;
+  if (st.tunnel_open) {
+    st.tunnel_open = false;
+    if (status == flow_status::nameless || status == flow_status::unrecognized) {
+      status = flow_status::named;
+    }
   }
   st.status = status;
   out.status = status;

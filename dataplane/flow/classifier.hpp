@@ -47,7 +47,8 @@ enum class name_kind : std::uint8_t {
 
 #define SLUICE_FLOW_STATES(X)                                                        \
   X(pending, "pending")           /* still reading; later packets may name it */     \
-  X(named, "named")               /* name(s) found; final except for DNS/SSDP */     \
+  X(named, "named")               /* name(s) found; final except for DNS/SSDP and */ \
+                                  /* while a CONNECT tunnel is read for more names */ \
   X(nameless, "nameless")         /* request read completely and it has no name */   \
   X(unrecognized, "unrecognized") /* no protocol we read; final */                   \
   X(gave_up, "gave_up")           /* cap, pool, scattering or malformed; final */
@@ -111,10 +112,10 @@ struct flow_state {
   bool base_known = false;
   std::uint8_t idle_payloads = 0;    // payload packets seen without progress
   std::uint8_t handshake_ttl = 0;    // TTL of the client's SYN (0 = not seen)
-  bool tunnel_named = false;         // named by an HTTP CONNECT; now reading inside the tunnel
+  bool tunnel_open = false;          // named by an HTTP CONNECT, still reading inside the tunnel
 
   [[nodiscard]] bool final() const noexcept {
-    return status != flow_status::pending &&
+    return status != flow_status::pending && !tunnel_open &&
            !(status == flow_status::named &&
              (protocol == flow_protocol::dns_udp || protocol == flow_protocol::ssdp));
   }
