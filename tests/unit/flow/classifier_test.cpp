@@ -707,6 +707,36 @@ TEST_CASE("classifier: an HTTP CONNECT tunnel is named by its target and by the 
     CHECK(got == std::vector<named_step>{{3, {"example.org"}}, {4, {"telegram.org"}}});
     CHECK(st.final());
   }
+  SUBCASE("a tunnel ClientHello past the per-flow cap gives up, the target still names it") {
+    fl::flow_state st;
+    const buf huge = tls_records(tls_client_hello_for("example.org", 6000), 1);
+    const std::size_t base = connect_t.size();
+    const auto got = names_per_step(
+        c.handshake() + steps{c.data(0, connect_t), c.data(base, slice(huge, 0, 1400)),
+                              c.data(base + 1400, slice(huge, 1400, 2800)),
+                              c.data(base + 2800, slice(huge, 2800, 4200))},
+        st);
+    CHECK(got == std::vector<named_step>{{3, {"telegram.org"}}});
+    CHECK(st.status == flow_status::gave_up);
+    CHECK(st.reason == give_up_reason::over_cap);
+    CHECK(st.final());
+  }
+  SUBCASE("after the CONNECT head the flow is named, and not final until the tunnel is read") {
+    fl::buffer_pool pool(2, 4096);
+    fl::classifier cls(pool);
+    fl::flow_state st;
+    for (const auto& s : c.handshake() + steps{c.data(0, connect_e)}) {
+      (void)cls.on_packet(st, pk::parse_frame(s.frame), s.frame, s.dir);
+    }
+    CHECK(st.status == flow_status::named);
+    CHECK_FALSE(st.final());
+    CHECK_FALSE(st.stream.attached());  // the head was read in place; nothing is held
+    const auto s = c.data(connect_e.size(), hello_t);
+    const auto r = cls.on_packet(st, pk::parse_frame(s.frame), s.frame, s.dir);
+    REQUIRE(r.name_count == 1);
+    CHECK(r.kind == name_kind::tls_sni);
+    CHECK(st.final());
+  }
   SUBCASE("a retransmitted CONNECT head after the tunnel opened is not read again") {
     fl::flow_state st;
     const auto got = names_per_step(
