@@ -267,10 +267,11 @@ bool quic_version_supported(std::uint32_t version) noexcept { return params_for(
 bool looks_like_quic_initial(bytes datagram) noexcept {
   if (datagram.size() < 7) return false;
   const std::uint8_t first = datagram[0];
-  if ((first & 0xc0) != 0xc0) return false;
+  if ((first & 0x80) == 0) return false;
   const std::uint32_t version = load_be32(datagram.data() + 1);
   if (datagram[5] > max_cid_len) return false;
-  if (version == 0) return true;
+  if (version == 0) return true;  // Version Negotiation: every other first-byte bit is random
+  if ((first & 0x40) == 0) return false;
   const auto p = params_for(version);
   if (!p.known) return !gquic_q_label(version);  // reserved or unknown: decrypt() says which
   return decode_type(first, p.v2) == long_type::initial;
@@ -488,7 +489,7 @@ quic_outcome quic_initial_decryptor::decrypt(bytes datagram, std::span<std::uint
   out.other_dcid_packets = 0;
   out.handshake = quic_handshake::tls;
   out.dcid = {};
-  if (datagram.empty() || (datagram[0] & 0xc0) != 0xc0) return quic_outcome::not_quic;
+  if (datagram.empty() || (datagram[0] & 0x80) == 0) return quic_outcome::not_quic;
   if (scratch.size() < datagram.size()) return quic_outcome::truncated;
 
   bool any_initial = false;
@@ -500,11 +501,11 @@ quic_outcome quic_initial_decryptor::decrypt(bytes datagram, std::span<std::uint
     reader r(rest);
     const std::uint8_t first = r.u8();
     if ((first & 0x80) == 0) break;  // a short-header packet ends the long-header run
-    if ((first & 0x40) == 0) {
-      if (pos == 0) return quic_outcome::not_quic;
+    const std::uint32_t version = r.u32();
+    if ((first & 0x40) == 0 && !(pos == 0 && version == 0 && r.ok())) {
+      if (pos == 0) return quic_outcome::not_quic;  // (Version Negotiation may clear the bit)
       break;
     }
-    const std::uint32_t version = r.u32();
     const std::uint8_t dcid_len = r.u8();
     if (dcid_len > max_cid_len) {
       if (pos == 0) return quic_outcome::not_quic;
