@@ -287,11 +287,25 @@ struct quic_initial_decryptor::impl {
   EVP_CIPHER_CTX* hp_ctx = nullptr;
   EVP_CIPHER_CTX* aead_ctx = nullptr;
 
-  // Keys of the last (version, DCID): the cipher contexts hold them already.
-  bool cached = false;
-  std::uint32_t cached_version = 0;
-  std::uint8_t cached_dcid_len = 0;
-  std::array<std::uint8_t, max_cid_len> cached_dcid{};
+  // Keys of the last two (version, DCID) pairs. entries[current] is the one the cipher contexts
+  // hold; switching to the other costs two AES key set-ups instead of a derivation, so a flow
+  // whose Initials alternate between two DCIDs (after a Retry, or the server's first Initial)
+  // or two interleaved flows derive nothing per packet.
+  struct cache_entry {
+    bool valid = false;
+    std::uint32_t version = 0;
+    std::uint8_t dcid_len = 0;
+    std::array<std::uint8_t, max_cid_len> dcid{};
+    quic_initial_keys keys;
+
+    [[nodiscard]] bool matches(std::uint32_t v, bytes id) const noexcept {
+      return valid && version == v && dcid_len == id.size() &&
+             std::equal(id.begin(), id.end(), dcid.begin());
+    }
+  };
+  std::array<cache_entry, 2> entries{};
+  std::size_t current = 0;
+  bool installed = false;  // the cipher contexts hold entries[current].keys
   std::array<std::uint8_t, iv_len> iv{};
 
   impl() {
@@ -403,24 +417,34 @@ struct quic_initial_decryptor::impl {
     return true;
   }
 
-  // Derives and installs the client Initial keys for (version, dcid) unless they are cached.
+  [[nodiscard]] bool key_contexts(const quic_initial_keys& keys) noexcept {
+    iv = keys.iv;
+    return EVP_EncryptInit_ex2(hp_ctx, nullptr, keys.hp.data(), nullptr, nullptr) == 1 &&
+           EVP_DecryptInit_ex2(aead_ctx, nullptr, keys.key.data(), nullptr, nullptr) == 1;
+  }
+
+  // Installs the client Initial keys for (version, dcid): already there, from the other cache
+  // entry, or derived into the entry not used last.
   [[nodiscard]] bool install_keys(std::uint32_t version, const version_params& vp,
                                   bytes dcid) noexcept {
-    if (cached && cached_version == version && cached_dcid_len == dcid.size() &&
-        std::equal(dcid.begin(), dcid.end(), cached_dcid.begin()))
-      return true;
-    cached = false;
-    quic_initial_keys keys;
-    if (!derive(vp, dcid, keys) ||
-        EVP_EncryptInit_ex2(hp_ctx, nullptr, keys.hp.data(), nullptr, nullptr) != 1 ||
-        EVP_DecryptInit_ex2(aead_ctx, nullptr, keys.key.data(), nullptr, nullptr) != 1)
-      return false;
-    iv = keys.iv;
-    cached_version = version;
-    cached_dcid_len = static_cast<std::uint8_t>(dcid.size());
-    std::copy(dcid.begin(), dcid.end(), cached_dcid.begin());
-    cached = true;
-    return true;
+    if (installed && entries[current].matches(version, dcid)) return true;
+    installed = false;
+    const std::size_t other = current ^ 1u;
+    if (entries[other].matches(version, dcid)) {
+      current = other;
+      installed = key_contexts(entries[current].keys);
+      return installed;
+    }
+    cache_entry& e = entries[other];
+    e.valid = false;
+    if (!derive(vp, dcid, e.keys)) return false;
+    e.version = version;
+    e.dcid_len = static_cast<std::uint8_t>(dcid.size());
+    std::copy(dcid.begin(), dcid.end(), e.dcid.begin());
+    e.valid = true;
+    current = other;
+    installed = key_contexts(e.keys);
+    return installed;
   }
 
   // Removes header protection and opens one Initial packet. `packet` spans the whole packet

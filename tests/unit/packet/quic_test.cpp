@@ -596,7 +596,7 @@ TEST_CASE("quic: coalesced Initials with another DCID are skipped, as a server d
   }
 }
 
-TEST_CASE("quic: the one-entry key cache stays correct when DCIDs and versions alternate") {
+TEST_CASE("quic: the two-entry key cache stays correct when DCIDs and versions alternate") {
   quic_initial_decryptor d;
   const byte_vector a = from_hex("0a0b0c0d0e0f1011");
   const byte_vector b = from_hex("1112131415161718");
@@ -606,7 +606,8 @@ TEST_CASE("quic: the one-entry key cache stays correct when DCIDs and versions a
       quic_test::seal_initial(d, 0x51303530, a, 0, quic_test::gquic_crypto_frame(0, "q050"));
   const auto pd = quic_test::seal_initial(d, 0xff000017, a, 0, crypto_frame(0, "d23"));
   for (int round = 0; round < 4; ++round) {
-    for (const auto* p : {&pa, &pb, &pa, &pq, &pd, &pb, &pd}) {
+    // Two entries: A/B alternation hits; the third and fourth keys evict the older entry.
+    for (const auto* p : {&pa, &pb, &pa, &pb, &pq, &pd, &pa, &pb, &pd, &pq, &pd}) {
       auto out = run(d, *p);
       REQUIRE(out.outcome == quic_outcome::initial);
     }
