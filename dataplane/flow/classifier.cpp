@@ -402,7 +402,7 @@ void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_resu
     // or unknown) or the server's Version Negotiation: QUIC with nothing to read until the
     // client's next Initial. Counted apart from idle payloads, and bounded.
     if (st.protocol == flow_protocol::unknown &&
-        ++st.quic_unreadable >= std::min<std::uint8_t>(cfg_.max_unreadable_quic, 127)) {
+        ++st.quic_unreadable >= std::min<std::uint8_t>(cfg_.max_unreadable_quic, 63)) {
       finish(st, flow_status::unrecognized, out);
     }
     return;
