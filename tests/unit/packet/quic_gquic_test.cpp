@@ -181,7 +181,8 @@ TEST_CASE("gquic: CHLO messages from reassembled bytes (Q050 CRYPTO stream)") {
   CHECK(info.sni == "www.youtube.com");
   CHECK(info.version == 0);
   // Bytes after the message (the next CRYPTO data, padding) are not its business.
-  REQUIRE(parse_gquic_chlo_message(good + byte_vector(50, 0), info) == gquic_outcome::chlo);
+  const byte_vector followed = good + byte_vector(50, 0);
+  REQUIRE(parse_gquic_chlo_message(followed, info) == gquic_outcome::chlo);
   CHECK(info.sni == "www.youtube.com");
 
   byte_vector bad_order = good;
