@@ -168,8 +168,9 @@ enum class frames_result : std::uint8_t { ok, malformed, too_many_chunks };
   return frames_result::ok;
 }
 
-// Walks an Initial packet's IETF frames (RFC 9000 §19; the same codes since draft-17), appending
-// CRYPTO data to `out`. Only frames an Initial may carry are accepted.
+// Walks an Initial packet's IETF frames (RFC 9000 §19; drafts 22-34 use the same codes for the
+// frames an Initial carries: PADDING, PING, ACK, CRYPTO, CONNECTION_CLOSE), appending CRYPTO
+// data to `out`. Anything else is malformed.
 [[nodiscard]] frames_result walk_ietf_frames(bytes plaintext, quic_initial_result& out) noexcept {
   reader r(plaintext);
   while (r.remaining() > 0) {
