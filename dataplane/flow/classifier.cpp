@@ -370,9 +370,51 @@ void classifier::on_udp(flow_state& st, const packet::frame_info& info, packet::
   }
 }
 
+namespace {
+
+// QUIC helpers for parse_quic.
+
+// 16-bit FNV-1a tag of a DCID, never 0 (0 means "no DCID yet" in flow_state). Collisions only
+// make a restart look like a continuation, which a client could get anyway by reusing a DCID.
+std::uint16_t quic_dcid_tag(packet::bytes dcid) noexcept {
+  std::uint32_t h = 2166136261u ^ static_cast<std::uint32_t>(dcid.size());
+  for (std::uint8_t b : dcid) h = (h ^ b) * 16777619u;
+  const auto tag = static_cast<std::uint16_t>(h ^ (h >> 16));
+  return tag == 0 ? 1 : tag;
+}
+
+// Does any CRYPTO chunk disagree with the bytes held from offset 0 where they overlap?
+bool quic_conflicts_with_held(const stream_buffer& stream,
+                              const packet::quic_initial_result& q) noexcept {
+  const packet::bytes held = stream.contiguous();
+  for (std::size_t i = 0; i < q.chunk_count; ++i) {
+    const auto& c = q.chunks[i];
+    if (c.offset >= held.size() || c.data.empty()) continue;
+    const std::size_t n = std::min<std::size_t>(c.data.size(), held.size() - c.offset);
+    if (!std::equal(c.data.begin(), c.data.begin() + static_cast<std::ptrdiff_t>(n),
+                    held.begin() + static_cast<std::ptrdiff_t>(c.offset)))
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_result& out) noexcept {
   packet::quic_initial_result q;
   const auto r = quic_.decrypt(payload, quic_scratch_, q);
+  if (r == packet::quic_outcome::reserved_version ||
+      r == packet::quic_outcome::unsupported_version ||
+      (r == packet::quic_outcome::not_initial && q.version == 0)) {
+    // A client opening with a version we cannot read (reserved, to force version negotiation,
+    // or unknown) or the server's Version Negotiation: QUIC with nothing to read until the
+    // client's next Initial. Counted apart from idle payloads, and bounded.
+    if (st.protocol == flow_protocol::unknown &&
+        ++st.quic_unreadable >= std::min<std::uint8_t>(cfg_.max_unreadable_quic, 63)) {
+      finish(st, flow_status::unrecognized, out);
+    }
+    return;
+  }
   if (r != packet::quic_outcome::initial && r != packet::quic_outcome::too_many_chunks) {
     // Not the client's Initial (a server packet, 0-RTT, Retry): not evidence against QUIC.
     if (st.protocol == flow_protocol::unknown && ++st.idle_payloads >= cfg_.max_idle_payloads) {
@@ -381,9 +423,30 @@ void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_resu
     return;
   }
   st.protocol = flow_protocol::quic;
+
+  // One CRYPTO stream per flow, across DCIDs: a client switches DCID after the server's first
+  // Initial or a Retry and goes on sending the same ClientHello (same bytes, same offsets), so
+  // chunks under a new DCID join what is held. A client that instead restarts with a new
+  // ClientHello (new random or key share) under the new DCID sends bytes that conflict with
+  // the old ones; stream_buffer keeps first copies, so the old attempt is dropped and the new
+  // one read alone, and late packets of the abandoned DCID are ignored. (Every chunk of one
+  // result shares its DCID: decrypt skips coalesced packets with another.)
+  const bool gquic_crypto = q.handshake == packet::quic_handshake::gquic_crypto;
+  const std::uint16_t tag = quic_dcid_tag(q.dcid);
+  if (st.quic_dcid_tag != 0 && tag != st.quic_dcid_tag) {
+    if (tag == st.quic_stale_tag) return;
+    if (st.stream.attached() &&
+        (gquic_crypto != st.quic_gquic_crypto || quic_conflicts_with_held(st.stream, q))) {
+      st.quic_stale_tag = st.quic_dcid_tag;
+      st.stream.attach(st.stream.storage());  // same buffer, nothing held
+    }
+  }
+  st.quic_dcid_tag = tag;
+  st.quic_gquic_crypto = gquic_crypto;
+
   packet::bytes hello;
   if (!st.stream.attached() && q.chunk_count == 1 && q.chunks[0].offset == 0) {
-    hello = q.chunks[0].data;  // the whole ClientHello in one frame: parse in place
+    hello = q.chunks[0].data;  // the whole handshake message in one frame: parse in place
   } else {
     for (std::size_t i = 0; i < q.chunk_count; ++i) {
       if (!store(st, q.chunks[i].offset, q.chunks[i].data)) {
@@ -394,27 +457,54 @@ void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_resu
     hello = st.stream.contiguous();
   }
   if (hello.empty()) return;
-  packet::client_hello_info ch;
-  const auto t = packet::parse_client_hello(hello, ch);
-  if (t == packet::tls_outcome::client_hello) {
-    out.has_ech = ch.has_ech;
-    out.has_esni = ch.has_esni;
-    if (ch.has_sni && !ch.sni.empty()) {
-      // The view may point into the stream buffer that finish() returns to the pool; pool
-      // memory is only rewritten by a later acquire, i.e. a later on_packet call.
-      out.names[0] = ch.sni;
-      out.kind = name_kind::quic_sni;
-      out.name_count = 1;
-      finish(st, flow_status::named, out);
-    } else {
-      finish(st, flow_status::nameless, out);
+  // The name views may point into the stream buffer that finish() returns to the pool; pool
+  // memory is only rewritten by a later acquire, i.e. a later on_packet call.
+  if (gquic_crypto) {
+    // Q050: a QUIC-crypto CHLO, named like the plaintext CHLOs of Q043/Q046.
+    packet::gquic_info g;
+    const auto c = packet::parse_gquic_chlo_message(hello, g);
+    if (c == packet::gquic_outcome::chlo) {
+      if (!g.sni.empty()) {
+        out.names[0] = g.sni;
+        out.kind = name_kind::gquic_sni;
+        out.name_count = 1;
+        finish(st, flow_status::named, out);
+      } else {
+        finish(st, flow_status::nameless, out);
+      }
+      return;
     }
-  } else if (t == packet::tls_outcome::need_more) {
-    if (!st.stream.attached()) store(st, 0, hello);
-    else if (hello.size() == st.stream.capacity()) give_up(st, give_up_reason::over_cap, out);
+    if (c != packet::gquic_outcome::need_more) {
+      give_up(st, give_up_reason::malformed, out);
+      return;
+    }
   } else {
-    give_up(st, give_up_reason::malformed, out);
+    packet::client_hello_info ch;
+    const auto t = packet::parse_client_hello(hello, ch);
+    if (t == packet::tls_outcome::client_hello) {
+      out.has_ech = ch.has_ech;
+      out.has_esni = ch.has_esni;
+      if (ch.has_sni && !ch.sni.empty()) {
+        out.names[0] = ch.sni;
+        out.kind = name_kind::quic_sni;
+        out.name_count = 1;
+        finish(st, flow_status::named, out);
+      } else {
+        finish(st, flow_status::nameless, out);
+      }
+      return;
+    }
+    if (t != packet::tls_outcome::need_more) {
+      give_up(st, give_up_reason::malformed, out);
+      return;
+    }
   }
+  // The message continues in later Initials; a buffer already full of it never will hold it.
+  if (!st.stream.attached()) {
+    if (!store(st, 0, hello)) return;
+    hello = st.stream.contiguous();
+  }
+  if (hello.size() >= st.stream.capacity()) give_up(st, give_up_reason::over_cap, out);
 }
 
 void classifier::add_name(classify_result& out, name_kind kind, std::string_view name) noexcept {

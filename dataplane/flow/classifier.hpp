@@ -112,7 +112,14 @@ struct flow_state {
   bool base_known = false;
   std::uint8_t idle_payloads = 0;    // payload packets seen without progress
   std::uint8_t handshake_ttl = 0;    // TTL of the client's SYN (0 = not seen)
-  bool tunnel_open = false;          // named by an HTTP CONNECT, still reading inside the tunnel
+  // QUIC only (5 bytes, in what was padding: sizeof stays 104). Tags are 16-bit hashes of the
+  // DCID whose Initials fill `stream` and of an attempt the client abandoned (0 = none).
+  std::uint8_t quic_unreadable : 6 = 0;   // long headers we cannot read: VN, unknown versions
+  bool quic_gquic_crypto : 1 = false;     // `stream` holds a QUIC-crypto CHLO (Q050), not TLS
+  // TCP only, in the same byte: named by an HTTP CONNECT, still reading inside the tunnel.
+  bool tunnel_open : 1 = false;
+  std::uint16_t quic_dcid_tag = 0;
+  std::uint16_t quic_stale_tag = 0;
 
   [[nodiscard]] bool final() const noexcept {
     return status != flow_status::pending && !tunnel_open &&
@@ -120,6 +127,9 @@ struct flow_state {
              (protocol == flow_protocol::dns_udp || protocol == flow_protocol::ssdp));
   }
 };
+
+// Lives in every flow-table entry: growing it costs memory per flow (issue 17 wants it smaller).
+static_assert(sizeof(flow_state) <= 104, "flow_state grew; it is per-flow memory");
 
 struct classify_result {
   static constexpr std::size_t max_names = packet::dns_questions::max_questions;
@@ -136,6 +146,10 @@ class classifier {
  public:
   struct config {
     std::uint8_t max_idle_payloads = 6;  // payload packets without a request before "unrecognized"
+    // QUIC long headers that cannot be read (a client's reserved/unknown version, the server's
+    // Version Negotiation) before "unrecognized"; counted apart so that version negotiation
+    // does not use up max_idle_payloads before the client's real Initial. At most 63.
+    std::uint8_t max_unreadable_quic = 16;
     // Ignore packets with a wrong TCP/UDP checksum (likely fakes). On for live traffic, where
     // every genuine packet on the wire has a correct checksum; off to replay captures taken
     // on an endpoint, whose outgoing packets carry checksum-offload artefacts.

@@ -1,5 +1,7 @@
 #include "dataplane/packet/gquic.hpp"
 
+#include <algorithm>
+
 namespace sluice::packet {
 
 const char* to_string(gquic_outcome o) noexcept {
@@ -60,20 +62,30 @@ constexpr std::uint32_t tag_sni = tag('S', 'N', 'I', '\0');
 [[nodiscard]] constexpr bool long_header_version(int q) noexcept { return q >= 44 && q <= 46; }
 
 // A handshake message (QUIC crypto, "CHLO" + LE16 tag count + 2 padding bytes + a table of
-// (tag, LE32 end offset) + values) that starts at the beginning of `data`.
+// (tag, LE32 end offset) + values) that starts at the beginning of `data`. The last end offset
+// is the length of the values, so a prefix is told from a bad message.
 [[nodiscard]] gquic_outcome parse_chlo(bytes data, gquic_info& out) noexcept {
-  if (data.size() < 8 || load_be32(data.data()) != tag_chlo) return gquic_outcome::no_chlo;
+  if (data.size() < 4) return gquic_outcome::need_more;
+  if (load_be32(data.data()) != tag_chlo) return gquic_outcome::no_chlo;
+  if (data.size() < 8) return gquic_outcome::need_more;
   const std::size_t tags = std::size_t{data[4]} | (std::size_t{data[5]} << 8);
   const std::size_t values_at = 8 + 8 * tags;
-  if (values_at > data.size()) return gquic_outcome::malformed;
-  const bytes values = data.subspan(values_at);
+  // Offsets must not decrease; check the part of the table we hold before waiting for more.
+  const std::size_t held = std::min(tags, (data.size() - 8) / 8);
   std::uint32_t previous_end = 0;
+  for (std::size_t i = 0; i < held; ++i) {
+    const std::uint32_t end = load_le32(data.data() + 8 + 8 * i + 4);
+    if (end < previous_end) return gquic_outcome::malformed;
+    previous_end = end;
+  }
+  if (values_at > data.size()) return gquic_outcome::need_more;
+  if (values_at + previous_end > data.size()) return gquic_outcome::need_more;
+  const bytes values = data.subspan(values_at);
+  previous_end = 0;
   for (std::size_t i = 0; i < tags; ++i) {
     const std::uint8_t* entry = data.data() + 8 + 8 * i;
     const std::uint32_t end = load_le32(entry + 4);
-    if (end < previous_end) return gquic_outcome::malformed;
     if (load_be32(entry) == tag_sni) {
-      if (end > values.size()) return gquic_outcome::malformed;
       out.sni = as_chars(values.subspan(previous_end, end - previous_end));
       return gquic_outcome::chlo;
     }
@@ -132,9 +144,18 @@ gquic_outcome parse_gquic_chlo(bytes datagram, gquic_info& out) noexcept {
     const std::size_t length = has_length ? r.u16() : r.remaining();
     if (!r.ok() || length > r.remaining()) return gquic_outcome::malformed;
     const bytes data = r.take(length);
-    if (stream_id == crypto_stream_id && offset == 0) return parse_chlo(data, out);
+    if (stream_id == crypto_stream_id && offset == 0) {
+      // The CHLO must be whole in this one packet; a cut one is damaged, not pending.
+      const auto o = parse_chlo(data, out);
+      return o == gquic_outcome::need_more ? gquic_outcome::malformed : o;
+    }
   }
   return gquic_outcome::no_chlo;
+}
+
+gquic_outcome parse_gquic_chlo_message(bytes message, gquic_info& out) noexcept {
+  out = gquic_info{};
+  return parse_chlo(message, out);
 }
 
 }  // namespace sluice::packet

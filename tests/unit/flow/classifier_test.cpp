@@ -1136,3 +1136,221 @@ TEST_CASE("classifier: fake ClientHellos do not decide the flow before the real 
     CHECK(st.status == flow_status::named);
   }
 }
+
+// ---- QUIC: more versions, version negotiation, changing DCIDs ---------------------------------
+
+namespace {
+
+constexpr std::uint32_t q050 = 0x51303530;
+constexpr std::uint32_t t050 = 0x54303530;
+constexpr std::uint32_t t051 = 0x54303531;
+
+// A client Initial of `version` carrying CRYPTO bytes [from, to) of `msg` under `dcid`, padded to
+// a 1200-byte datagram (Google versions get Google QUIC frames).
+buf initial_of(pk::quic_initial_decryptor& d, std::uint32_t version, const buf& dcid,
+               std::uint8_t pn, const buf& msg, std::size_t from, std::size_t to) {
+  const std::string_view part(reinterpret_cast<const char*>(msg.data()) + from, to - from);
+  const bool gquic = version == q050 || version == t050 || version == t051;
+  buf payload = gquic ? qt::gquic_crypto_frame(from, part) : qt::crypto_frame(from, part);
+  const std::size_t overhead = 1 + 4 + 1 + dcid.size() + 1 + 1 + 2 + 1 + 16;
+  if (payload.size() + overhead < 1200) payload.resize(1200 - overhead, 0);  // PADDING
+  return qt::seal_initial(d, version, dcid, pn, payload);
+}
+
+// A QUIC-crypto CHLO message (what Q050 carries in CRYPTO frames).
+buf chlo_message(const std::string& sni, std::size_t pad) {
+  const std::string values[] = {std::string(pad, '-'), sni, "Q050"};
+  const char* tags[] = {"PAD\0", "SNI\0", "VER\0"};
+  const std::size_t n = sni.empty() ? 1 : 3;
+  buf m{'C', 'H', 'L', 'O', static_cast<std::uint8_t>(n), 0, 0, 0};
+  std::uint32_t end = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    m.insert(m.end(), tags[i], tags[i] + 4);
+    end += static_cast<std::uint32_t>(values[i].size());
+    for (int b = 0; b < 4; ++b) m.push_back(static_cast<std::uint8_t>(end >> (8 * b)));
+  }
+  for (std::size_t i = 0; i < n; ++i) m.insert(m.end(), values[i].begin(), values[i].end());
+  return m;
+}
+
+// `datagram` with its version field replaced (no longer decryptable).
+buf with_version(buf datagram, std::uint32_t version) {
+  for (int i = 0; i < 4; ++i) datagram[1 + i] = static_cast<std::uint8_t>(version >> (24 - 8 * i));
+  return datagram;
+}
+
+}  // namespace
+
+TEST_CASE("classifier: QUIC drafts 23-26, mvfst and Google versions are named") {
+  const auto cli = v4(10, 0, 0, 1);
+  const auto srv = v4(157, 240, 1, 35);
+  pk::quic_initial_decryptor d;
+  const buf dcid = from_hex("c0c1c2c3c4c5c6c7");
+  auto q = [&](const buf& datagram) { return udp_step(cli, srv, 50000, 443, datagram); };
+  const buf hello = tls_client_hello_for("edge-chat.facebook.com");
+  const std::size_t cut = hello.size() / 2;
+  const std::uint32_t tls_versions[] = {0xff000016, 0xff000017, 0xff000018, 0xff000019,
+                                        0xff00001a, 0xfaceb001, 0xfaceb002, 0xfaceb003,
+                                        0xfaceb00e, 0xfaceb010, 0xfaceb011, 0xfaceb012,
+                                        0xfaceb013, t050,       t051};
+  for (const std::uint32_t v : tls_versions) {
+    const buf a = initial_of(d, v, dcid, 0, hello, 0, cut);
+    const buf b = initial_of(d, v, dcid, 1, hello, cut, hello.size());
+    const std::string what = "version " + to_hex(buf{static_cast<std::uint8_t>(v >> 24),
+                                                     static_cast<std::uint8_t>(v >> 16),
+                                                     static_cast<std::uint8_t>(v >> 8),
+                                                     static_cast<std::uint8_t>(v)});
+    check_case(named_at(what + ", hello over two Initials", steps{q(a), q(b)}, name_kind::quic_sni,
+                        "edge-chat.facebook.com", 1));
+    check_case(named_at(what + ", reversed", steps{q(b), q(a)}, name_kind::quic_sni,
+                        "edge-chat.facebook.com", 1));
+  }
+
+  // Q050: the CRYPTO stream is a QUIC-crypto CHLO; its SNI tag names the flow like Q046's.
+  const buf chlo = chlo_message("www.youtube.com", 600);
+  const std::size_t half = chlo.size() / 2;
+  const buf c_whole = initial_of(d, q050, dcid, 1, chlo, 0, chlo.size());
+  const buf c_a = initial_of(d, q050, dcid, 1, chlo, 0, half);
+  const buf c_b = initial_of(d, q050, dcid, 2, chlo, half, chlo.size());
+  const buf no_sni = chlo_message("", 40);
+  const buf big = chlo_message("www.youtube.com", 1500);
+  flow_case chlo_over_cap =
+      decided("Q050 CHLO larger than the buffer",
+              steps{q(initial_of(d, q050, dcid, 1, big, 0, 900)),
+                    q(initial_of(d, q050, dcid, 2, big, 900, big.size()))},
+              flow_status::gave_up, 0, give_up_reason::over_cap);
+  chlo_over_cap.buffer_size = 512;
+
+  // Hostile and damaged variants.
+  const buf t051_garbage = qt::seal_initial(d, t051, dcid, 0, from_hex("9c3e77d1a04f1b2c0d0e0f"));
+  pk::quic_initial_keys v1_keys;
+  REQUIRE(d.derive_client_keys(1, dcid, v1_keys));
+  const buf whole_t051 = initial_of(d, t051, dcid, 1, hello, 0, hello.size());
+  buf payload = qt::gquic_crypto_frame(0, std::string_view(reinterpret_cast<const char*>(
+                                                               hello.data()), hello.size()));
+  payload.resize(1100, 0);
+  const buf t051_wrong_salt = qt::seal_long_with(v1_keys, t051, 0, dcid, 0, payload);
+  const buf t051_cut = slice(whole_t051, 0, 700);
+  const buf far_offset =
+      qt::seal_initial(d, t051, dcid, 0,
+                       cat({from_hex("08" "c000010000000000" "05"), text("hello")}));
+  const buf q050_tls = initial_of(d, q050, dcid, 1, hello, 0, hello.size());
+
+  const std::vector<flow_case> cases = {
+      named_at("Q050 CHLO in one Initial", steps{q(c_whole)}, name_kind::gquic_sni,
+               "www.youtube.com", 0),
+      named_at("Q050 CHLO over two Initials", steps{q(c_a), q(c_b)}, name_kind::gquic_sni,
+               "www.youtube.com", 1),
+      named_at("Q050 CHLO over two Initials, reversed", steps{q(c_b), q(c_a)},
+               name_kind::gquic_sni, "www.youtube.com", 1),
+      decided("Q050 CHLO without SNI",
+              steps{q(initial_of(d, q050, dcid, 1, no_sni, 0, no_sni.size()))},
+              flow_status::nameless, 0),
+      decided("Q050 CRYPTO carrying a TLS ClientHello", steps{q(q050_tls)}, flow_status::gave_up,
+              0, give_up_reason::malformed),
+      chlo_over_cap,
+      named_at("T051 Initial with garbage frames, then the real one",
+               steps{q(t051_garbage), q(whole_t051)}, name_kind::quic_sni,
+               "edge-chat.facebook.com", 1),
+      named_at("T051 Initial with a wrong salt, then the real one",
+               steps{q(t051_wrong_salt), q(whole_t051)}, name_kind::quic_sni,
+               "edge-chat.facebook.com", 1),
+      named_at("T051 Initial cut short, then the real one", steps{q(t051_cut), q(whole_t051)},
+               name_kind::quic_sni, "edge-chat.facebook.com", 1),
+      named_at("CRYPTO offset past the cap, then the hello", steps{q(far_offset), q(whole_t051)},
+               name_kind::quic_sni, "edge-chat.facebook.com", 1),
+      decided("T051 garbage only: unrecognized after max_idle_payloads",
+              steps(6, q(t051_garbage)), flow_status::unrecognized, 5),
+  };
+  for (const auto& k : cases) check_case(k);
+}
+
+TEST_CASE("classifier: a client that forces version negotiation is read at its real Initial") {
+  const auto cli = v4(10, 0, 0, 1);
+  const auto srv = v4(149, 154, 167, 99);
+  pk::quic_initial_decryptor d;
+  const buf dcid = from_hex("1011121314151617");
+  const buf hello = tls_client_hello_for("web.telegram.org");
+  auto q = [&](const buf& datagram) { return udp_step(cli, srv, 50000, 443, datagram); };
+  const buf real = initial_of(d, 1, dcid, 0, hello, 0, hello.size());
+  const buf greased = with_version(initial_of(d, 1, dcid, 0, hello, 0, hello.size()), 0x3a4a5a6a);
+  const buf unknown = with_version(greased, 0xff000040);
+  // The server's Version Negotiation (version 0) lists what it speaks; its first-byte bits
+  // other than the form bit are random, so both shapes occur.
+  const buf vn = from_hex("c000000000" "08" "a0a1a2a3a4a5a6a7" "08" "1011121314151617"
+                          "00000001" "6b3343cf");
+  buf vn_no_fixed_bit = vn;
+  vn_no_fixed_bit[0] = 0x8d;
+  const step vn_step = udp_step(srv, cli, 443, 50000, vn, direction::reverse);
+  const step vn2_step = udp_step(srv, cli, 443, 50000, vn_no_fixed_bit, direction::reverse);
+
+  steps retries;
+  for (int i = 0; i < 8; ++i) retries.push_back(q(greased));  // more than max_idle_payloads
+  steps flood;
+  for (int i = 0; i < 16; ++i) flood.push_back(i % 2 ? vn2_step : q(unknown));
+
+  const std::vector<flow_case> cases = {
+      named_at("greased Initial, server VN, v1 Initial", steps{q(greased), vn_step, q(real)},
+               name_kind::quic_sni, "web.telegram.org", 2),
+      named_at("greased Initial, VN with the fixed bit clear, v1 Initial",
+               steps{q(greased), vn2_step, q(real)}, name_kind::quic_sni, "web.telegram.org", 2),
+      named_at("unknown version first", steps{q(unknown), vn_step, q(real)}, name_kind::quic_sni,
+               "web.telegram.org", 2),
+      named_at("eight greased retransmissions, VN, v1 Initial",
+               retries + steps{vn_step, q(real)}, name_kind::quic_sni, "web.telegram.org", 9),
+      decided("a flood of unreadable versions ends unrecognized", flood,
+              flow_status::unrecognized, 15),
+      {"fifteen of them are not enough", steps(flood.begin(), flood.begin() + 15),
+       flow_status::pending},
+  };
+  for (const auto& k : cases) check_case(k);
+}
+
+TEST_CASE("classifier: a ClientHello across Initials with different DCIDs") {
+  const auto cli = v4(10, 0, 0, 1);
+  const auto srv = v4(149, 154, 167, 99);
+  pk::quic_initial_decryptor d;
+  const buf a = from_hex("a0a1a2a3a4a5a6a7");
+  const buf b = from_hex("b0b1b2b3b4b5b6b7b8b9");  // the server's choice (Retry SCID), longer
+  auto q = [&](const buf& datagram) { return udp_step(cli, srv, 50000, 443, datagram); };
+  const buf hello = tls_client_hello_for("web.telegram.org");
+  const std::size_t cut = hello.size() / 2;
+  const buf a0 = initial_of(d, 1, a, 0, hello, 0, cut);
+  const buf a1 = initial_of(d, 1, a, 1, hello, cut, hello.size());
+  const buf b0 = initial_of(d, 1, b, 2, hello, 0, cut);
+  const buf b1 = initial_of(d, 1, b, 3, hello, cut, hello.size());
+  // A client that restarts after a Retry with a new ClientHello (new random and key share;
+  // here also a new length), from offset 0, under the new DCID.
+  const buf old_hello = tls_client_hello_for("old.example.org", 60);
+  const std::size_t old_cut = old_hello.size() / 2;
+  const buf old0 = initial_of(d, 1, a, 0, old_hello, 0, old_cut);
+  const buf old1 = initial_of(d, 1, a, 1, old_hello, old_cut, old_hello.size());
+  const std::size_t new_cut = hello.size() / 3;
+  const buf new0 = initial_of(d, 1, b, 2, hello, 0, new_cut);
+  const buf new1 = initial_of(d, 1, b, 3, hello, new_cut, hello.size());
+  // A decoy coalesced behind the real first packet, under another DCID: a server ignores it.
+  const buf decoy = initial_of(d, 1, b, 0, tls_client_hello_for("allowed.example"), 0,
+                               tls_client_hello_for("allowed.example").size());
+
+  const std::vector<flow_case> cases = {
+      named_at("(a) first half under A, second half under B", steps{q(a0), q(b1)},
+               name_kind::quic_sni, "web.telegram.org", 1),
+      named_at("(a) second half under B first", steps{q(b1), q(a0)}, name_kind::quic_sni,
+               "web.telegram.org", 1),
+      named_at("after a Retry the same bytes again under B", steps{q(a0), q(b0), q(b1)},
+               name_kind::quic_sni, "web.telegram.org", 2),
+      named_at("duplicate of A's first packet after the switch", steps{q(a0), q(b1), q(a0)},
+               name_kind::quic_sni, "web.telegram.org", 1),
+      named_at("(b) attempt under A lost after its first packet, new hello under B",
+               steps{q(old0), q(new0), q(new1)}, name_kind::quic_sni, "web.telegram.org", 2),
+      named_at("(b) the old attempt's tail arrives late", steps{q(old0), q(new0), q(old1), q(new1)},
+               name_kind::quic_sni, "web.telegram.org", 3),
+      named_at("(b) the new attempt's second packet first",
+               steps{q(old0), q(new1), q(new0)}, name_kind::quic_sni, "web.telegram.org", 2),
+      named_at("(c) decoy under B coalesced behind A's first half",
+               steps{q(cat({a0, decoy})), q(a1)}, name_kind::quic_sni, "web.telegram.org", 1),
+      named_at("(c) both halves under A with a decoy between", steps{q(cat({a0, decoy, a1}))},
+               name_kind::quic_sni, "web.telegram.org", 0),
+  };
+  for (const auto& k : cases) check_case(k);
+}

@@ -55,6 +55,11 @@ byte_vector q043_packet(const byte_vector& frames) {
   return p;
 }
 
+byte_vector cut_to(byte_vector v, std::size_t n) {
+  v.resize(n);
+  return v;
+}
+
 // STREAM frame 0xa0 (data length present, no offset, 1-byte stream id).
 byte_vector stream_frame(std::uint8_t stream_id, const byte_vector& data) {
   byte_vector f{0xa0, stream_id, static_cast<std::uint8_t>(data.size() >> 8),
@@ -157,6 +162,57 @@ TEST_CASE("gquic: every truncation of the CHLO packet is handled") {
       CHECK(o == gquic_outcome::chlo);
       CHECK(info.sni == "i.ytimg.com");
     }
+  }
+}
+
+TEST_CASE("gquic: CHLO messages from reassembled bytes (Q050 CRYPTO stream)") {
+  const auto good = chlo({{"PAD\0", std::string(300, '-')},
+                          {"SNI\0", "www.youtube.com"},
+                          {"VER\0", "Q050"}});
+  // Every proper prefix is a CHLO still arriving; the whole message names the host.
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    INFO(n);
+    gquic_info info;
+    CHECK(parse_gquic_chlo_message(bytes{good.data(), n}, info) == gquic_outcome::need_more);
+    CHECK(info.sni.empty());
+  }
+  gquic_info info;
+  REQUIRE(parse_gquic_chlo_message(good, info) == gquic_outcome::chlo);
+  CHECK(info.sni == "www.youtube.com");
+  CHECK(info.version == 0);
+  // Bytes after the message (the next CRYPTO data, padding) are not its business.
+  const byte_vector followed = good + byte_vector(50, 0);
+  REQUIRE(parse_gquic_chlo_message(followed, info) == gquic_outcome::chlo);
+  CHECK(info.sni == "www.youtube.com");
+
+  byte_vector bad_order = good;
+  bad_order[8 + 4] = 0xff;  // first end offset larger than the second
+  byte_vector huge = chlo({{"SNI\0", "x"}});
+  huge[12] = 0xff;
+  huge[13] = 0xff;
+  huge[14] = 0xff;  // SNI ends 16 MB in: a message that never completes within any cap
+  struct row {
+    const char* what;
+    byte_vector message;
+    gquic_outcome outcome;
+    const char* sni;
+  };
+  const row rows[] = {
+      {"no SNI", chlo({{"PAD\0", "--"}, {"VER\0", "Q050"}}), gquic_outcome::chlo, ""},
+      {"no tags", chlo({}), gquic_outcome::chlo, ""},
+      {"empty SNI value", chlo({{"SNI\0", ""}, {"VER\0", "Q050"}}), gquic_outcome::chlo, ""},
+      {"REJ, not a CHLO", from_hex("52454a0000000000"), gquic_outcome::no_chlo, ""},
+      {"TLS ClientHello bytes", from_hex("010000c00303"), gquic_outcome::no_chlo, ""},
+      {"offsets decrease", bad_order, gquic_outcome::malformed, ""},
+      {"offsets decrease, table still arriving", cut_to(bad_order, 8 + 8 * 2),
+       gquic_outcome::malformed, ""},
+      {"end offset far away", huge, gquic_outcome::need_more, ""},
+  };
+  for (const auto& r : rows) {
+    INFO(std::string(r.what));
+    gquic_info i;
+    CHECK(parse_gquic_chlo_message(r.message, i) == r.outcome);
+    CHECK(i.sni == r.sni);
   }
 }
 

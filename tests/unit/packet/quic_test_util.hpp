@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "dataplane/packet/quic.hpp"
@@ -46,19 +47,31 @@ inline byte_vector crypto_frame(std::uint64_t offset, std::string_view data) {
   return f;
 }
 
-// Builds a protected long-header packet of `type_bits` (Initial: 0 for v1, 1 for v2) carrying
-// `payload`, with a 1-byte packet number, keyed as a client Initial for (version, dcid).
-inline byte_vector seal_long(quic_initial_decryptor& d, std::uint32_t version, std::uint8_t type_bits,
-                             const byte_vector& dcid, std::uint8_t pn, byte_vector payload) {
-  quic_initial_keys keys;
-  if (!d.derive_client_keys(version, dcid, keys)) throw std::runtime_error("derive");
+// Google QUIC CRYPTO frame (Q050, T050, T051): type 0x08, varint offset and length.
+inline byte_vector gquic_crypto_frame(std::uint64_t offset, std::string_view data) {
+  byte_vector f = crypto_frame(offset, data);
+  f[0] = 0x08;
+  return f;
+}
+
+// The long-header type bits of an Initial: 1 for v2 (RFC 9369 §3.2), 0 for every other version.
+inline std::uint8_t initial_type_bits(std::uint32_t version) {
+  return version == 0x6b3343cf ? 1 : 0;
+}
+
+// Builds a protected long-header packet of `type_bits` (Initial: initial_type_bits) carrying
+// `payload`, with a 1-byte packet number, protected with `keys` (which need not match the
+// version: that is how a wrong-salt packet is made).
+inline byte_vector seal_long_with(const quic_initial_keys& keys, std::uint32_t version,
+                                  std::uint8_t type_bits, const byte_vector& dcid, std::uint8_t pn,
+                                  byte_vector payload) {
   while (payload.size() < 4) payload.push_back(0);  // room for the header-protection sample
   byte_vector h{static_cast<std::uint8_t>(0xc0 | (type_bits << 4)), 0, 0, 0, 0};
   for (int i = 0; i < 4; ++i) h[1 + i] = static_cast<std::uint8_t>(version >> (24 - 8 * i));
   h.push_back(static_cast<std::uint8_t>(dcid.size()));
   h.insert(h.end(), dcid.begin(), dcid.end());
-  h.push_back(0);                                   // SCID length
-  if (type_bits == ((version == 0x6b3343cf) ? 1 : 0)) h.push_back(0);  // Initial: empty token
+  h.push_back(0);                                          // SCID length
+  if (type_bits == initial_type_bits(version)) h.push_back(0);  // Initial: empty token
   const std::size_t length = 1 + payload.size() + 16;
   h.push_back(static_cast<std::uint8_t>(0x40 | (length >> 8)));
   h.push_back(static_cast<std::uint8_t>(length));
@@ -88,6 +101,21 @@ inline byte_vector seal_long(quic_initial_decryptor& d, std::uint32_t version, s
   pkt[0] ^= mask[0] & 0x0f;
   pkt[pn_offset] ^= mask[1];
   return pkt;
+}
+
+// As seal_long_with, keyed as a client Initial for (version, dcid).
+inline byte_vector seal_long(quic_initial_decryptor& d, std::uint32_t version,
+                             std::uint8_t type_bits, const byte_vector& dcid, std::uint8_t pn,
+                             byte_vector payload) {
+  quic_initial_keys keys;
+  if (!d.derive_client_keys(version, dcid, keys)) throw std::runtime_error("derive");
+  return seal_long_with(keys, version, type_bits, dcid, pn, std::move(payload));
+}
+
+// A client Initial of `version` (type bits from the version) keyed for (version, dcid).
+inline byte_vector seal_initial(quic_initial_decryptor& d, std::uint32_t version,
+                                const byte_vector& dcid, std::uint8_t pn, byte_vector payload) {
+  return seal_long(d, version, initial_type_bits(version), dcid, pn, std::move(payload));
 }
 
 // Lays CRYPTO chunks out by offset and returns the contiguous prefix from offset 0.
