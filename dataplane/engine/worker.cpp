@@ -59,8 +59,9 @@ constexpr std::size_t impact_rules_per_flow = 4;  // address rules remembered pe
 enum class impact_state : std::uint8_t { idle, pending, done };
 
 // Canonical flow key: the (address, port) pair that sorts first is side a, so both directions
-// of a flow find the same entry. `tunnel` (VNI / TEID) keeps tenants' tunnels with the same
-// inner addresses apart. 44 bytes: a multiple of 4 for rte_hash_crc.
+// of a flow find the same entry. `tenant` (VXLAN/Geneve VNI) keeps tenants' overlays with the
+// same inner addresses apart (a GTP-U TEID differs per direction: not in the key). 44 bytes: a
+// multiple of 4 for rte_hash_crc.
 struct flow_key {
   std::array<std::uint8_t, 16> a;
   std::array<std::uint8_t, 16> b;
@@ -69,7 +70,7 @@ struct flow_key {
   std::uint16_t vlan;
   std::uint8_t proto;
   std::uint8_t version;
-  std::uint32_t tunnel;
+  std::uint32_t tenant;
 };
 static_assert(sizeof(flow_key) == 44 && sizeof(flow_key) % 4 == 0);
 
@@ -815,10 +816,13 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     info.l3_offset = static_cast<std::uint16_t>(info.l3_offset + l3);
     info.l4_offset = static_cast<std::uint16_t>(info.l4_offset + l3);
     info.payload_offset = static_cast<std::uint16_t>(info.payload_offset + l3);
+    // Fragments inside a tunnel: the datagram's tunnel is the fragments' (parse_ip saw none).
+    if ((info.encap & packet::encap_udp_tunnels) == 0) {
+      info.tunnel_id = frag_info.tunnel_id;
+      info.tenant_id = frag_info.tenant_id;
+    }
     info.encap = static_cast<std::uint16_t>(info.encap | frag_info.encap);
     info.outer_vlan = frag_info.outer_vlan;
-    // Fragments inside a tunnel: the datagram's tunnel is the fragments' (parse_ip saw none).
-    if (info.tunnel_id == 0) info.tunnel_id = frag_info.tunnel_id;
     const std::uint16_t rx_port = slot.pieces[0].rx_port;
     const port_role role = rx_port < cfg.role_of_port.size() ? cfg.role_of_port[rx_port]
                                                              : port_role::subscriber;
@@ -905,7 +909,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     k.vlan = info.outer_vlan;
     k.proto = info.l4_proto;
     k.version = info.ip_version;
-    k.tunnel = info.tunnel_id;
+    k.tenant = info.tenant_id;
     const hash_sig_t sig = rte_hash_crc(&k, sizeof k, 0);
     std::int32_t pos = rte_hash_lookup_with_hash(flows, &k, sig);
     if (pos >= 0) [[likely]] {

@@ -17,14 +17,15 @@
 namespace sluice::offline {
 
 // Orientation-free 5-tuple: endpoint `a` is the smaller of the two (address, port) pairs; plus
-// the VNI / TEID of the UDP tunnel it came through (0 if none), as in the fast path's key.
+// the VNI of the VXLAN/Geneve overlay it came through (frame_info::tenant_id, 0 if none), as in
+// the fast path's key.
 struct flow_key {
   std::uint8_t proto = 0;
   packet::ip_address a;
   packet::ip_address b;
   std::uint16_t port_a = 0;
   std::uint16_t port_b = 0;
-  std::uint32_t tunnel = 0;
+  std::uint32_t tenant = 0;
   auto operator<=>(const flow_key&) const = default;
 };
 

@@ -20,6 +20,8 @@
 //   outcome (forwarded, fail open). A first fragment to a tunnel port is `fragment` (the tunnel
 //   header and the inner packet are only whole after reassembly). Tunnel headers spend one unit
 //   of the budget each; GTP-U extension headers have their own limit (unsupported_tunnel).
+//   `tunnel_id` is the innermost tunnel's VNI/TEID; `tenant_id` the innermost VNI only, since a
+//   GTP-U TEID names a direction of a bearer, not the bearer (the two ends pick one each).
 
 #include "dataplane/packet/frame.hpp"
 
@@ -421,6 +423,7 @@ inline bool step_vxlan(frame_info& fi, walk_state& s) noexcept {
   if (h[0] != 0x08 && h[0] != 0x88) return stop(fi, frame_outcome::ok);
   fi.encap |= encap_vxlan;
   fi.tunnel_id = load_be32(h + 4) >> 8;
+  fi.tenant_id = fi.tunnel_id;
   s.off += 8;
   s.next = hdr_ethernet;
   return true;
@@ -482,6 +485,7 @@ inline bool step_geneve(frame_info& fi, walk_state& s) noexcept {
   }
   fi.encap |= encap_geneve;
   fi.tunnel_id = load_be32(h + 4) >> 8;
+  fi.tenant_id = fi.tunnel_id;
   const std::uint32_t hl = 8 + (h[0] & 0x3fu) * 4u;
   if (hl > s.end - s.off) return stop(fi, frame_outcome::truncated);
   s.off += hl;

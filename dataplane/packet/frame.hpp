@@ -51,8 +51,8 @@ enum encap_flag : std::uint16_t {
 
 // Encapsulations an answer (TCP RST, HTTP notice) cannot be built inside: the answer's outer
 // headers would have to be rewritten too (lengths, checksums, tunnel fields, direction).
-inline constexpr std::uint16_t encap_tunnels =
-    encap_gre | encap_ip_in_ip | encap_vxlan | encap_gtpu | encap_geneve;
+inline constexpr std::uint16_t encap_udp_tunnels = encap_vxlan | encap_gtpu | encap_geneve;
+inline constexpr std::uint16_t encap_tunnels = encap_gre | encap_ip_in_ip | encap_udp_tunnels;
 
 // An IPv4 address is stored as ::ffff:a.b.c.d is NOT used: v4 lives in bytes[0..3], rest zero.
 struct ip_address {
@@ -76,9 +76,13 @@ struct frame_info {
   frame_outcome outcome = frame_outcome::truncated;
   std::uint16_t encap = 0;       // encap_flag bits
   std::uint16_t outer_vlan = 0;  // first VLAN id seen (0 if none)
-  // VNI (VXLAN, Geneve) or TEID (GTP-U) of the innermost UDP tunnel passed, 0 if none. Flow
-  // keys carry it: two tenants' tunnels may hold the same inner addresses.
+  // VNI (VXLAN, Geneve) or TEID (GTP-U) of the innermost UDP tunnel passed, as on the wire; 0 if
+  // none. A GTP-U TEID differs per direction (each end picks the TEID it receives on), so it
+  // keys a datagram's fragments but not a flow.
   std::uint32_t tunnel_id = 0;
+  // VNI of the innermost VXLAN/Geneve tunnel passed (0 if none): the same in both directions, so
+  // flow keys carry it and two tenants' overlays with the same inner addresses stay apart.
+  std::uint32_t tenant_id = 0;
 
   // Innermost IP header.
   std::uint8_t ip_version = 0;    // 4 or 6 (0 when L3 not reached)

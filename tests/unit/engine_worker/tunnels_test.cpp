@@ -1,8 +1,9 @@
 // Flows inside UDP tunnels (VXLAN, GTP-U) through the worker: the inner flow is classified and
 // judged, the whole frame is forwarded or dropped as it came (outer headers untouched), no
-// answer is built inside a tunnel (reset / notice become drop), tenants' tunnels with the same
-// inner addresses are separate flows, and a GTP-U datagram fragmented on the outer IP header is
-// reassembled before it is judged.
+// answer is built inside a tunnel (reset / notice become drop), tenants' VXLAN overlays with the
+// same inner addresses are separate flows while a GTP-U bearer's two TEIDs (one per direction)
+// are one, and a GTP-U datagram fragmented on the outer IP header is reassembled before it is
+// judged.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -38,10 +39,11 @@ buf wrap(tunnel t, std::uint32_t id, const buf& inner_frame, bool up, std::uint1
 
 struct tunnelled_conv {
   tunnel t;
-  std::uint32_t id;
+  std::uint32_t id;     // VNI, or the uplink TEID
   tcp_conv c;
+  std::uint32_t down_id = 0;  // GTP-U downlink TEID (0: same as `id`)
   buf syn() { return wrap(t, id, c.syn(), true); }
-  buf syn_ack() { return wrap(t, id, c.syn_ack(), false); }
+  buf syn_ack() { return wrap(t, down_id != 0 ? down_id : id, c.syn_ack(), false); }
   buf ack() { return wrap(t, id, c.ack(), true); }
   buf data(const buf& payload) { return wrap(t, id, c.data(payload), true, 0x5151); }
 };
@@ -122,11 +124,28 @@ TEST_CASE("UDP tunnels: the inner ClientHello is judged, the frame goes on as it
   }
 }
 
-TEST_CASE("UDP tunnels: the same inner 5-tuple in two tunnels is two flows") {
+TEST_CASE("UDP tunnels: a GTP-U bearer's uplink and downlink TEIDs are one flow") {
   harness h;
   h.set_policy(policy_of({rule("tg", action::drop, {}, {"t.me"})}));
-  tunnelled_conv blocked{tunnel::gtpu, 1001, {}};
-  tunnelled_conv allowed{tunnel::gtpu, 1002, {}};
+  tunnelled_conv tc{tunnel::gtpu, 0x1111, {}, 0x2222};
+  tc.c.server = other_ip();
+  handshake(h, tc);
+  CHECK(h.count(engine_event::flows_created) == 1);
+  h.from_client({tc.data(client_hello("t.me"))});
+  CHECK(drain(h.inet()).empty());
+  // The server's next packet comes down the other TEID: still the blocked flow.
+  h.from_internet({wrap(tunnel::gtpu, 0x2222, tc.c.server_data(text("late")), false)});
+  CHECK(drain(h.sub()).empty());
+  CHECK(h.count(engine_event::dropped_by_rule) == 2);
+  CHECK(h.count(engine_event::flows_created) == 1);
+  h.check_accounting();
+}
+
+TEST_CASE("UDP tunnels: the same inner 5-tuple in two VXLAN overlays is two flows") {
+  harness h;
+  h.set_policy(policy_of({rule("tg", action::drop, {}, {"t.me"})}));
+  tunnelled_conv blocked{tunnel::vxlan, 1001, {}};
+  tunnelled_conv allowed{tunnel::vxlan, 1002, {}};
   blocked.c.server = other_ip();
   allowed.c.server = other_ip();
   handshake(h, blocked);
@@ -191,4 +210,24 @@ TEST_CASE("UDP tunnels: a GTP-U datagram fragmented on the outer IP header is re
     CHECK(h.count(engine_event::flows_created) == 1);  // the reassembled one is the inner flow
     h.check_accounting();
   }
+}
+
+TEST_CASE("UDP tunnels: inner IP fragments inside VXLAN are reassembled in their overlay's flow") {
+  harness h;
+  h.set_policy(policy_of({rule("tg", action::drop, {}, {"t.me"})}));
+  tunnelled_conv tc{tunnel::vxlan, 77, {}};
+  tc.c.server = other_ip();
+  handshake(h, tc);
+  // Fragment the inner IPv4 datagram, then put each fragment in its own VXLAN datagram.
+  const buf inner = tc.c.data(client_hello("t.me"));
+  std::vector<buf> frags;
+  for (const buf& f : fragment_outer(inner, {0, 64, 128}, 0x7070)) {
+    frags.push_back(wrap(tunnel::vxlan, 77, f, true));
+  }
+  h.from_client({frags[2], frags[0], frags[1]});
+  CHECK(h.count(engine_event::fragments_reassembled) == 1);
+  CHECK(drain(h.inet()).empty());
+  CHECK(h.count(engine_event::dropped_by_rule) == 3);
+  CHECK(h.count(engine_event::flows_created) == 1);  // the handshake's flow, VNI 77
+  h.check_accounting();
 }

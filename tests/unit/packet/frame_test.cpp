@@ -46,6 +46,7 @@ struct expect {
   std::uint16_t frag_offset = 0;
   std::uint32_t frag_id = 0;
   std::uint32_t tunnel_id = 0;
+  std::uint32_t tenant_id = 0;
 };
 
 struct frame_case {
@@ -102,6 +103,8 @@ expect plain_udp(std::uint16_t port, int payload_length) {
 expect tunnelled(expect e, std::uint16_t encap, std::uint32_t id) {
   e.encap = static_cast<std::uint16_t>(e.encap | encap);
   e.tunnel_id = id;
+  // The innermost tunnel here is the VXLAN/Geneve one whenever there is one.
+  if (encap & (pk::encap_vxlan | pk::encap_geneve)) e.tenant_id = id;
   return e;
 }
 
@@ -155,6 +158,10 @@ std::vector<frame_case> tunnel_cases() {
       {"VXLAN inside GTP-U: the innermost tunnel's id",
        in_gtpu(1000, ipv4(c4, d4, 17, udp(40001, 4789, vxlan(2000, eth(0x0800, v4_tcp()))))),
        tunnelled({}, pk::encap_gtpu | pk::encap_vxlan, 2000)},
+      {"GTP-U inside VXLAN: the TEID is the tunnel, the VNI the tenant",
+       in_vxlan(3000, eth(0x0800, ipv4(c4, d4, 17, udp(2152, 2152, gtpu(4000, v4_tcp()))))),
+       with(tunnelled({}, pk::encap_vxlan | pk::encap_gtpu, 4000),
+            [](expect& e) { e.tenant_id = 3000; })},
       {"GRE inside VXLAN",
        in_vxlan(11, eth(0x0800, ipv4(c4, d4, 47, gre(0, 0x0800, {}, v4_tcp())))),
        tunnelled({}, pk::encap_vxlan | pk::encap_gre, 11)},
@@ -581,6 +588,7 @@ TEST_CASE("frame: valid frames") {
     CHECK(fi.frag_offset == e.frag_offset);
     CHECK(fi.frag_id == e.frag_id);
     CHECK(fi.tunnel_id == e.tunnel_id);
+    CHECK(fi.tenant_id == e.tenant_id);
     if (e.outcome == frame_outcome::ok) {
       CHECK(fi.src_port == e.src_port);
       CHECK(fi.dst_port == e.dst_port);
