@@ -81,6 +81,7 @@ std::string expected_name(const manifest_row& r) {
 name_kind expected_kind(const manifest_row& r) {
   if (r.file.rfind("http_", 0) == 0) return name_kind::http_host;
   if (r.file.rfind("dns_", 0) == 0) return name_kind::dns_qname;
+  if (r.file.rfind("quic_", 0) == 0) return name_kind::quic_sni;
   return name_kind::tls_sni;
 }
 
@@ -192,7 +193,7 @@ void check_row(const manifest_row& row, sluice::flow::classifier& cls,
 
 TEST_CASE("generated manifest is complete and self-consistent") {
   const auto rows = read_manifest();
-  CHECK(rows.size() == 29);
+  CHECK(rows.size() == 34);
   std::set<std::string> files;
   for (const auto& row : rows) {
     CAPTURE(row.file);
@@ -207,7 +208,8 @@ TEST_CASE("generated manifest is complete and self-consistent") {
   }
   // The precision controls are there and are not blocked.
   for (const char* f : {"allowed_example_org.pcap", "allowed_nottelegram_org.pcap",
-                        "allowed_telegram_org_example_com.pcap", "allowed_at_me.pcap"}) {
+                        "allowed_telegram_org_example_com.pcap", "allowed_at_me.pcap",
+                        "allowed_gtpu_example_org.pcap"}) {
     CAPTURE(f);
     CHECK(files.count(f) == 1);
   }
@@ -224,7 +226,7 @@ TEST_CASE("generated captures are classified as their manifest says") {
     check_row(row, cls, pool);
     ++checked;
   }
-  CHECK(checked == 26);
+  CHECK(checked == 31);
   CHECK(deferred.size() == 2);
   for (const auto& f : deferred) {
     MESSAGE(f << ": only checked not to be wrongly named (needs IP reassembly, done by the "
