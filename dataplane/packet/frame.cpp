@@ -177,6 +177,7 @@ inline bool step_ipv4(frame_info& fi, walk_state& s) noexcept {
   const std::uint8_t* h = s.p + s.off;
   const std::uint32_t hl = (h[0] & 0x0fu) * 4u;
   const std::uint32_t total = load_be16(h + 2);
+  if (fi.ip_version == 0) fi.outer_l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ip_version = 4;
   fi.l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ttl = h[8];
@@ -208,6 +209,7 @@ inline bool step_ipv6(frame_info& fi, walk_state& s) noexcept {
   const std::uint32_t avail = s.end - s.off;
   if (avail < 40) return stop(fi, frame_outcome::truncated);
   const std::uint8_t* h = s.p + s.off;
+  if (fi.ip_version == 0) fi.outer_l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ip_version = 6;
   fi.l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ttl = h[7];

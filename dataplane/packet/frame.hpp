@@ -90,6 +90,7 @@ struct frame_info {
   std::uint8_t ttl = 0;           // TTL / hop limit
   std::uint16_t l3_offset = 0;    // offset of the innermost IP header in the frame
   std::uint16_t l3_length = 0;    // IP datagram length per its header (clamped to the frame)
+  std::uint16_t outer_l3_offset = 0;  // offset of the outermost IP header (tunnels: its outer one)
   ip_address src;
   ip_address dst;
 

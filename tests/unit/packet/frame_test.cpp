@@ -606,6 +606,7 @@ TEST_CASE("frame: offsets and TCP fields of a plain frame") {
   const auto fi = pk::parse_frame(f);
   REQUIRE(fi.outcome == frame_outcome::ok);
   CHECK(fi.l3_offset == 14);
+  CHECK(fi.outer_l3_offset == 14);
   CHECK(fi.l3_length == 24 + 20 + 5);
   CHECK(fi.l4_offset == 14 + 24);
   CHECK(fi.payload_offset == 14 + 24 + 20);
@@ -621,6 +622,7 @@ TEST_CASE("frame: tunnels report the innermost header's offsets") {
   const auto fi = pk::parse_frame(f);
   REQUIRE(fi.outcome == frame_outcome::ok);
   CHECK(fi.l3_offset == 14 + 20 + 8);
+  CHECK(fi.outer_l3_offset == 14);
   CHECK(fi.l4_offset == 14 + 20 + 8 + 20);
 }
 
@@ -629,6 +631,7 @@ TEST_CASE("frame: UDP tunnels report the innermost offsets and keep the outer fr
   const buf f = in_vxlan(42, inner);
   const auto fi = pk::parse_frame(f);
   REQUIRE(fi.outcome == frame_outcome::ok);
+  CHECK(fi.outer_l3_offset == 14);
   CHECK(fi.l3_offset == 14 + 20 + 8 + 8 + 14);
   CHECK(fi.l4_offset == fi.l3_offset + 20);
   CHECK(pk::l4_checksum_ok(f, fi));  // the inner segment's checksum, inner pseudo-header
