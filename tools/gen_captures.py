@@ -597,6 +597,29 @@ def build_cases():
                             "tunnel endpoints 198.51.100.1/.2" +
                             ("; uplink and downlink TEIDs differ" if encap == "gtpu" else ""),
                             encap=encap))
+    # The mobile core fragments GTP-U on the outer header (the inner packet fills the MTU).
+    i = next(idx)
+    name = "gtpu_ip_fragments"
+    conv = TcpConversation(name, i, encap="gtpu")
+    conv.handshake()
+    stream = records(client_hello(name, "telegram.org"))
+    inner = conv.tcp_packet(True, "PA", conv.cisn + 1, conv.snext, stream)
+    outer = Ether(bytes(ether(inner, True, "gtpu")))[IP]
+    l4 = bytes(outer.payload)  # outer UDP + GTP-U + inner IPv4 + TCP + ClientHello
+    host_at = 8 + 8 + 20 + 20 + sni_offset(stream, "telegram.org")
+    first = (host_at + 8) // 8 * 8  # a multiple of 8 inside the host name
+    assert host_at < first < host_at + 12
+    edges = [0, first, (first + (len(l4) - first) // 2) // 8 * 8, len(l4)]
+    for a, b in zip(edges, edges[1:]):
+        frag = IP(src=outer.src, dst=outer.dst, ttl=outer.ttl, id=0x0900 + i,
+                  flags="MF" if b < len(l4) else 0, frag=a // 8, proto=17) / Raw(l4[a:b])
+        conv.frames.append(bytes(Ether(src=CLIENT_MAC, dst=SERVER_MAC) / frag))
+    conv.cnext = conv.cisn + 1 + len(stream)
+    conv.finish(server_flight(name))
+    out.append(Case(f"{name}.pcap", "gtpu_sni with the ClientHello's outer GTP-U datagram in 3 "
+                    "IPv4 fragments, the SNI across the first boundary", "name:telegram.org", 6,
+                    "yes", f"needs IP reassembly (outer header); fragment edges at outer UDP "
+                    f"bytes {edges}", conv.frames))
     out.append(tls_case("allowed_gtpu_example_org", next(idx), "example.org",
                         "ClientHello with SNI example.org inside GTP-U: must not be blocked", "no",
                         "control for gtpu_sni", encap="gtpu"))

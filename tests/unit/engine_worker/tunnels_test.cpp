@@ -208,6 +208,14 @@ TEST_CASE("UDP tunnels: a GTP-U datagram fragmented on the outer IP header is re
       CHECK(h.count(engine_event::dropped_by_rule) == 0);
     }
     CHECK(h.count(engine_event::flows_created) == 1);  // the reassembled one is the inner flow
+    // Later packets of the flow, both ways, follow its verdict.
+    const buf later = tc.data(text("later"));
+    const buf answer = wrap(tunnel::gtpu, 0x01020304, tc.c.server_data(text("answer")), false);
+    h.from_client({later});
+    h.from_internet({answer});
+    const bool blocked = std::string(r.sni) == "t.me";
+    CHECK(drain(h.inet()).size() == (blocked ? 0u : 1u));
+    CHECK(drain(h.sub()).size() == (blocked ? 0u : 1u));
     h.check_accounting();
   }
 }
