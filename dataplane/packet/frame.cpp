@@ -15,7 +15,7 @@
 // - UDP tunnels (VXLAN 4789, GTP-U 2152, Geneve 6081) are recognised by destination port, then
 //   by their header's fixed fields. A datagram to such a port whose header does not pass (too
 //   short, wrong flags/version/type, a GTP-U message other than a G-PDU, a Geneve control
-//   packet) is NOT a tunnel: the result is the outer UDP flow, outcome ok, never a drop. Once the
+//   packet or protocol type we do not read) is NOT a tunnel: the result is the outer UDP flow, outcome ok, never a drop. Once the
 //   header passes, what follows is the tunnel's: a cut or malformed inner packet gives the inner
 //   outcome (forwarded, fail open). A first fragment to a tunnel port is `fragment` (the tunnel
 //   header and the inner packet are only whole after reassembly). Tunnel headers spend one unit
