@@ -14,9 +14,11 @@ Output is deterministic: fixed keys and randoms (derived from the case name), fi
 fixed MACs, and addresses from the documentation ranges (192.0.2.0/24, 198.51.100.0/24,
 203.0.113.0/24, 2001:db8::/32). The one exception is `no_sni`, whose server address is in
 Telegram's real 149.154.160.0/20 so that a by-address rule can match it: it is only data in a
-file, nothing is sent anywhere.
+file, nothing is sent anywhere. (AES-GCM over fixed keys, nonces and plaintext is deterministic
+too, so the QUIC Initials are the same bytes on every run.)
 
-Needs Debian's python3-scapy, hence /usr/bin/python3 (the pyenv python3 lacks it).
+Needs Debian's python3-scapy and python3-cryptography (QUIC Initial protection), hence
+/usr/bin/python3 (the pyenv python3 lacks them).
 """
 
 import argparse
@@ -35,6 +37,9 @@ from scapy.layers.ppp import PPPoE  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 from scapy.layers.dns import DNS, DNSQR, DNSRR  # noqa: E402
 from scapy.contrib.mpls import MPLS  # noqa: E402
+from cryptography.hazmat.primitives import hashes, hmac  # noqa: E402
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 CLIENT_MAC = "02:00:5e:00:00:01"
 SERVER_MAC = "02:00:5e:00:00:02"
@@ -44,6 +49,14 @@ RESOLVER_V4 = "198.51.100.53"
 CLIENT_V6 = "2001:db8::10"
 SERVER_V6 = "2001:db8:1::10"
 TELEGRAM_V4 = "149.154.167.91"  # Telegram's prefix, used as data only (see module doc)
+# UDP tunnel endpoints: the access side (VXLAN VTEP / GTP-U gNB) and the core side (VTEP / UPF).
+TUNNEL_ACCESS_V4 = "198.51.100.1"
+TUNNEL_CORE_V4 = "198.51.100.2"
+INNER_CLIENT_MAC = "02:00:5e:00:01:01"
+INNER_SERVER_MAC = "02:00:5e:00:01:02"
+VXLAN_VNI = 0x0A11CE
+GTPU_TEID_UP = 0x1A2B3C4D  # chosen by the core end (UPF): uplink
+GTPU_TEID_DOWN = 0x5E6F7081  # chosen by the access end (gNB): downlink
 
 BASE_TIME = 1704067200  # 2024-01-01T00:00:00Z
 CLIENT_TTL = 64
@@ -75,8 +88,9 @@ def u16_list(body):
     return struct.pack("!H", len(body)) + body
 
 
-def client_hello(case, sni):
-    """A TLS 1.3-style ClientHello handshake message (type byte included)."""
+def client_hello(case, sni, quic=False):
+    """A TLS 1.3-style ClientHello handshake message (type byte included); `quic` makes it a
+    QUIC one (ALPN h3, quic_transport_parameters)."""
     suites = [0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8]
     sigalgs = [0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601]
     groups = [0x001D, 0x0017, 0x0018]
@@ -88,7 +102,12 @@ def client_hello(case, sni):
     exts += ext(65281, b"\x00")  # renegotiation_info
     exts += ext(10, u16_list(b"".join(struct.pack("!H", g) for g in groups)))
     exts += ext(11, u8_list(b"\x00"))  # ec_point_formats: uncompressed
-    exts += ext(16, u16_list(u8_list(b"h2") + u8_list(b"http/1.1")))
+    if quic:
+        exts += ext(16, u16_list(u8_list(b"h3")))
+        # initial_max_data 1 MiB, initial_max_streams_bidi 100 (RFC 9000 §18.2)
+        exts += ext(57, b"\x04\x04\x80\x10\x00\x00" + b"\x08\x02\x40\x64")
+    else:
+        exts += ext(16, u16_list(u8_list(b"h2") + u8_list(b"http/1.1")))
     exts += ext(13, u16_list(b"".join(struct.pack("!H", s) for s in sigalgs)))
     exts += ext(51, u16_list(struct.pack("!HH", 0x001D, 32) + det("x25519", case, 32)))
     exts += ext(45, u8_list(b"\x01"))  # psk_dhe_ke
@@ -130,13 +149,120 @@ HTTP_RESPONSE = (b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://example.o
                  b"Content-Length: 0\r\n\r\n")
 
 
+# ---------------------------------------------------------------- QUIC v1 client Initials
+# RFC 9001 §5: keys from the client's Destination Connection ID by HKDF-SHA256 with the v1 salt,
+# AES-128-GCM for the payload, AES-128-ECB over a ciphertext sample for header protection.
+
+QUIC_V1_SALT = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
+
+
+def _hmac_sha256(key, data):
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+def hkdf_expand_label(secret, label, length):
+    """TLS 1.3 HKDF-Expand-Label (RFC 8446 §7.1) with an empty context."""
+    info = struct.pack("!H", length) + u8_list(b"tls13 " + label) + u8_list(b"")
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = _hmac_sha256(secret, block + info + bytes([i]))
+        out += block
+        i += 1
+    return out[:length]
+
+
+def quic_client_keys(dcid):
+    """(key, iv, hp) of a v1 client Initial sent to `dcid`."""
+    initial = _hmac_sha256(QUIC_V1_SALT, dcid)  # HKDF-Extract(salt, DCID)
+    client = hkdf_expand_label(initial, b"client in", 32)
+    return (hkdf_expand_label(client, b"quic key", 16), hkdf_expand_label(client, b"quic iv", 12),
+            hkdf_expand_label(client, b"quic hp", 16))
+
+
+def quic_hp_mask(hp, sample):
+    enc = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+    return (enc.update(sample) + enc.finalize())[:5]
+
+
+def quic_varint(v):
+    if v < 0x40:
+        return struct.pack("!B", v)
+    if v < 0x4000:
+        return struct.pack("!H", 0x4000 | v)
+    assert v < 0x40000000
+    return struct.pack("!I", 0x80000000 | v)
+
+
+def quic_initial(crypto, dcid, scid, pn=0, size=1200):
+    """A v1 client Initial carrying `crypto` in one CRYPTO frame, padded to a `size`-byte UDP
+    payload (RFC 9000 §14.1), with a 4-byte packet number."""
+    key, iv, hp = quic_client_keys(dcid)
+    pn_len = 4
+    first = 0xC0 | (pn_len - 1)  # long header, fixed bit, type Initial (0)
+    head = struct.pack("!BI", first, 1) + u8_list(dcid) + u8_list(scid) + quic_varint(0)  # token
+    frames = b"\x06" + quic_varint(0) + quic_varint(len(crypto)) + crypto
+    plain_len = size - len(head) - 2 - pn_len - 16  # 2: the Length field's varint form
+    assert plain_len >= len(frames), "ClientHello too long for one Initial"
+    plain = frames + b"\x00" * (plain_len - len(frames))  # PADDING frames
+    header = head + struct.pack("!H", 0x4000 | (pn_len + plain_len + 16)) + struct.pack("!I", pn)
+    nonce = bytes(a ^ b for a, b in zip(iv, pn.to_bytes(12, "big")))
+    sealed = AESGCM(key).encrypt(nonce, plain, header)
+    # The sample starts 4 bytes after the packet number's first byte (RFC 9001 §5.4.2).
+    mask = quic_hp_mask(hp, sealed[4 - pn_len:4 - pn_len + 16])
+    pn_at = len(header) - pn_len
+    protected = bytes([header[0] ^ (mask[0] & 0x0F)]) + header[1:pn_at] + bytes(
+        b ^ m for b, m in zip(header[pn_at:], mask[1:1 + pn_len]))
+    out = protected + sealed
+    assert len(out) == size
+    return out
+
+
+def _quic_self_check():
+    """RFC 9001 Appendix A: the client Initial keys for DCID 0x8394c8f03e515708, and A.2's
+    header protection mask for its sample."""
+    key, iv, hp = quic_client_keys(bytes.fromhex("8394c8f03e515708"))
+    assert key.hex() == "1f369613dd76d5467730efcbe3b1a22d", key.hex()
+    assert iv.hex() == "fa044b2f42a3fd3b46fb255c", iv.hex()
+    assert hp.hex() == "9f50449e04a0e810283a1e9933adedd2", hp.hex()
+    mask = quic_hp_mask(hp, bytes.fromhex("d1b1c98dd7689fb8ec11d242b123dc9b"))
+    assert mask.hex() == "437b9aec36", mask.hex()
+
+
+_quic_self_check()
+
+
 # ---------------------------------------------------------------- frames
+
+
+def udp_tunnel(l3, from_client, encap):
+    """`l3` inside VXLAN (VNI VXLAN_VNI, inner Ethernet) or GTP-U (a G-PDU; uplink and downlink
+    TEIDs differ, as on a real bearer) between the tunnel endpoints."""
+    if encap == "vxlan":
+        isrc, idst = ((INNER_CLIENT_MAC, INNER_SERVER_MAC) if from_client
+                      else (INNER_SERVER_MAC, INNER_CLIENT_MAC))
+        inner = bytes(Ether(src=isrc, dst=idst) / l3)
+        payload = struct.pack("!BxxxI", 0x08, VXLAN_VNI << 8) + inner
+        sport, dport = (49153 if from_client else 49154), 4789  # source: a flow hash, fixed here
+    else:
+        inner = bytes(l3)
+        teid = GTPU_TEID_UP if from_client else GTPU_TEID_DOWN
+        payload = struct.pack("!BBHI", 0x30, 0xFF, len(inner), teid) + inner
+        sport, dport = 2152, 2152
+    src, dst = ((TUNNEL_ACCESS_V4, TUNNEL_CORE_V4) if from_client
+                else (TUNNEL_CORE_V4, TUNNEL_ACCESS_V4))
+    return IP(src=src, dst=dst, ttl=64, id=0, flags="DF") / UDP(sport=sport, dport=dport) / Raw(
+        payload)
+
 
 
 def ether(l3, from_client, encap=None):
     src, dst = (CLIENT_MAC, SERVER_MAC) if from_client else (SERVER_MAC, CLIENT_MAC)
     if encap is None:
         return Ether(src=src, dst=dst) / l3
+    if encap in ("vxlan", "gtpu"):
+        return Ether(src=src, dst=dst) / udp_tunnel(l3, from_client, encap)
     if encap == "qinq":
         return (Ether(src=src, dst=dst, type=0x88A8) / Dot1AD(vlan=100, type=0x8100) /
                 Dot1Q(vlan=200) / l3)
@@ -489,7 +615,60 @@ def build_cases():
                     "name:web.telegram.org", 1, "yes", "matches *.telegram.org; answer uses "
                     "a documentation address", frames))
 
-    # 19. no SNI, Telegram address
+    # 19. UDP tunnels (issue 19): the flow inside is the one to judge.
+    for encap, what in [("vxlan", f"VXLAN (UDP 4789, VNI {VXLAN_VNI:#x})"),
+                        ("gtpu", "GTP-U (UDP 2152, a G-PDU per packet)")]:
+        out.append(tls_case(f"{encap}_sni", next(idx), "telegram.org",
+                            f"plain_sni inside {what}", "yes",
+                            "tunnel endpoints 198.51.100.1/.2" +
+                            ("; uplink and downlink TEIDs differ" if encap == "gtpu" else ""),
+                            encap=encap))
+    # The mobile core fragments GTP-U on the outer header (the inner packet fills the MTU).
+    i = next(idx)
+    name = "gtpu_ip_fragments"
+    conv = TcpConversation(name, i, encap="gtpu")
+    conv.handshake()
+    stream = records(client_hello(name, "telegram.org"))
+    inner = conv.tcp_packet(True, "PA", conv.cisn + 1, conv.snext, stream)
+    outer = Ether(bytes(ether(inner, True, "gtpu")))[IP]
+    l4 = bytes(outer.payload)  # outer UDP + GTP-U + inner IPv4 + TCP + ClientHello
+    host_at = 8 + 8 + 20 + 20 + sni_offset(stream, "telegram.org")
+    first = (host_at + 8) // 8 * 8  # a multiple of 8 inside the host name
+    assert host_at < first < host_at + 12
+    edges = [0, first, (first + (len(l4) - first) // 2) // 8 * 8, len(l4)]
+    for a, b in zip(edges, edges[1:]):
+        frag = IP(src=outer.src, dst=outer.dst, ttl=outer.ttl, id=0x0900 + i,
+                  flags="MF" if b < len(l4) else 0, frag=a // 8, proto=17) / Raw(l4[a:b])
+        conv.frames.append(bytes(Ether(src=CLIENT_MAC, dst=SERVER_MAC) / frag))
+    conv.cnext = conv.cisn + 1 + len(stream)
+    conv.finish(server_flight(name))
+    out.append(Case(f"{name}.pcap", "gtpu_sni with the ClientHello's outer GTP-U datagram in 3 "
+                    "IPv4 fragments, the SNI across the first boundary", "name:telegram.org", 6,
+                    "yes", f"needs IP reassembly (outer header); fragment edges at outer UDP "
+                    f"bytes {edges}", conv.frames))
+    out.append(tls_case("allowed_gtpu_example_org", next(idx), "example.org",
+                        "ClientHello with SNI example.org inside GTP-U: must not be blocked", "no",
+                        "control for gtpu_sni", encap="gtpu"))
+    for encap, what in [("vxlan", "VXLAN"), ("gtpu", "GTP-U")]:
+        i = next(idx)
+        name = f"quic_{encap}_sni"
+        dcid, scid = det("quic-dcid", name, 8), det("quic-scid", name, 8)
+        initial = quic_initial(client_hello(name, "telegram.org", quic=True), dcid, scid)
+        sport = 40000 + i
+        up = (IP(src=CLIENT_V4, dst=SERVER_V4, ttl=CLIENT_TTL, id=0x6000 + i) /
+              UDP(sport=sport, dport=443) / Raw(initial))
+        # The server's answer (opaque here: an Initial + Handshake flight would be as long).
+        answer = (b"\xc0\x00\x00\x00\x01" + u8_list(scid) + u8_list(det("quic-server-cid", name, 8)) +
+                  det("quic-server-flight", name, 1200 - 23))
+        down = (IP(src=SERVER_V4, dst=CLIENT_V4, ttl=SERVER_TTL, id=0x7000 + i) /
+                UDP(sport=443, dport=sport) / Raw(answer))
+        frames = [bytes(ether(up, True, encap)), bytes(ether(down, False, encap))]
+        out.append(Case(f"{name}.pcap", f"QUIC v1 Initial with SNI telegram.org inside {what}",
+                        "name:telegram.org", 1, "yes",
+                        "ClientHello in one 1200-byte Initial, then the server's answer",
+                        frames))
+
+    # 20. no SNI, Telegram address
     out.append(tls_case("no_sni", next(idx), None,
                         "ClientHello without SNI to a Telegram address (149.154.167.91)", "yes",
                         "blocked by address only (149.154.160.0/20); synthetic data",

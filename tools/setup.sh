@@ -11,7 +11,7 @@ packages=(
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev
   libssl-dev libsqlite3-dev libpcap-dev libidn2-dev
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev
-  tshark python3-scapy tcpreplay iproute2
+  tshark python3-scapy python3-cryptography tcpreplay iproute2
   prometheus minisign curl openssl bird2
   etcd-server etcd-client
 )

@@ -62,7 +62,9 @@ inline bool answerable(bytes original, const frame_info& info) noexcept {
   if (info.outcome != frame_outcome::ok || info.l4_proto != ipproto_tcp || info.is_fragment) {
     return false;
   }
-  if (info.encap & (packet::encap_gre | packet::encap_ip_in_ip)) return false;
+  // Inside a tunnel the answer would need new outer headers (lengths, checksums, tunnel
+  // fields, swapped endpoints): refused, so the caller drops instead.
+  if (info.encap & packet::encap_tunnels) return false;
   if (info.ip_version != 4 && info.ip_version != 6) return false;
   if (info.l3_offset < eth_header || info.l3_offset > original.size()) return false;
   if ((info.encap & packet::encap_pppoe) && info.l3_offset < eth_header + pppoe_header) {

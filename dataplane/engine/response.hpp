@@ -10,7 +10,8 @@
 // be answered; the caller then drops instead. 0 is returned when:
 // - the original is not a parsed TCP segment (`info.outcome != ok` or not TCP), or is an IP
 //   fragment;
-// - it arrived through a GRE or IP-in-IP tunnel (the answer would need re-encapsulation);
+// - it arrived through a tunnel (GRE, IP-in-IP, VXLAN, GTP-U, Geneve: `encap_tunnels`; the
+//   answer would need re-encapsulation);
 // - the answer would carry a group (multicast/broadcast) source MAC;
 // - `out` is too small for the answer.
 // `out` must not overlap `original_frame`; bytes of `out` past the returned length are untouched.

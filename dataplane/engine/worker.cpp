@@ -59,7 +59,9 @@ constexpr std::size_t impact_rules_per_flow = 4;  // address rules remembered pe
 enum class impact_state : std::uint8_t { idle, pending, done };
 
 // Canonical flow key: the (address, port) pair that sorts first is side a, so both directions
-// of a flow find the same entry. 40 bytes: a multiple of 4 for rte_hash_crc.
+// of a flow find the same entry. `tenant` (VXLAN/Geneve VNI) keeps tenants' overlays with the
+// same inner addresses apart (a GTP-U TEID differs per direction: not in the key). 44 bytes: a
+// multiple of 4 for rte_hash_crc.
 struct flow_key {
   std::array<std::uint8_t, 16> a;
   std::array<std::uint8_t, 16> b;
@@ -68,8 +70,9 @@ struct flow_key {
   std::uint16_t vlan;
   std::uint8_t proto;
   std::uint8_t version;
+  std::uint32_t tenant;
 };
-static_assert(sizeof(flow_key) == 40);
+static_assert(sizeof(flow_key) == 44 && sizeof(flow_key) % 4 == 0);
 
 struct flow_entry {
   flow::flow_state cls;
@@ -144,7 +147,8 @@ constexpr std::uint32_t frag_max_prefix = 512;     // L2 + IP header (+ v6 exten
 constexpr std::uint32_t frag_scratch_bytes = 65535;  // frame_info offsets are 16-bit
 constexpr std::uint8_t ipproto_fragment = 44;
 
-// A datagram's identity (RFC 791 / RFC 8200), plus the VLAN so two subscribers' VLANs never mix.
+// A datagram's identity (RFC 791 / RFC 8200), plus the VLAN and the tunnel (fragments inside a
+// VXLAN/GTP-U tunnel) so two subscribers' VLANs or tenants' tunnels never mix.
 struct frag_key {
   std::array<std::uint8_t, 16> src;
   std::array<std::uint8_t, 16> dst;
@@ -152,8 +156,9 @@ struct frag_key {
   std::uint16_t vlan;
   std::uint8_t proto;
   std::uint8_t version;
+  std::uint32_t tunnel;
 };
-static_assert(sizeof(frag_key) == 40);
+static_assert(sizeof(frag_key) == 44 && sizeof(frag_key) % 4 == 0);
 
 // Where one fragment's bytes sit in its frame: `l3_at` the IP header, `data_at` the fragment data
 // (after the IP header, or after the v6 fragment header), `frag_hdr_at` (v6) the fragment
@@ -757,6 +762,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     k.vlan = info.outer_vlan;
     k.proto = info.l4_proto;
     k.version = info.ip_version;
+    k.tunnel = info.tunnel_id;
     const hash_sig_t sig = rte_hash_crc(&k, sizeof k, 0);
     std::int32_t pos = rte_hash_lookup_with_hash(frags, &k, sig);
     if (pos < 0) {
@@ -810,6 +816,11 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     info.l3_offset = static_cast<std::uint16_t>(info.l3_offset + l3);
     info.l4_offset = static_cast<std::uint16_t>(info.l4_offset + l3);
     info.payload_offset = static_cast<std::uint16_t>(info.payload_offset + l3);
+    // Fragments inside a tunnel: the datagram's tunnel is the fragments' (parse_ip saw none).
+    if ((info.encap & packet::encap_udp_tunnels) == 0) {
+      info.tunnel_id = frag_info.tunnel_id;
+      info.tenant_id = frag_info.tenant_id;
+    }
     info.encap = static_cast<std::uint16_t>(info.encap | frag_info.encap);
     info.outer_vlan = frag_info.outer_vlan;
     const std::uint16_t rx_port = slot.pieces[0].rx_port;
@@ -898,6 +909,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     k.vlan = info.outer_vlan;
     k.proto = info.l4_proto;
     k.version = info.ip_version;
+    k.tenant = info.tenant_id;
     const hash_sig_t sig = rte_hash_crc(&k, sizeof k, 0);
     std::int32_t pos = rte_hash_lookup_with_hash(flows, &k, sig);
     if (pos >= 0) [[likely]] {

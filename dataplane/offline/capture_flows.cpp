@@ -13,6 +13,7 @@ namespace sluice::offline {
 flow_key make_key(const packet::frame_info& info, flow::direction& dir) noexcept {
   flow_key k;
   k.proto = info.l4_proto;
+  k.tenant = info.tenant_id;
   const auto src = std::tie(info.src.bytes, info.src_port);
   const auto dst = std::tie(info.dst.bytes, info.dst_port);
   if (src <= dst) {

@@ -16,13 +16,16 @@
 
 namespace sluice::offline {
 
-// Orientation-free 5-tuple: endpoint `a` is the smaller of the two (address, port) pairs.
+// Orientation-free 5-tuple: endpoint `a` is the smaller of the two (address, port) pairs; plus
+// the VNI of the VXLAN/Geneve overlay it came through (frame_info::tenant_id, 0 if none), as in
+// the fast path's key.
 struct flow_key {
   std::uint8_t proto = 0;
   packet::ip_address a;
   packet::ip_address b;
   std::uint16_t port_a = 0;
   std::uint16_t port_b = 0;
+  std::uint32_t tenant = 0;
   auto operator<=>(const flow_key&) const = default;
 };
 

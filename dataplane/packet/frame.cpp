@@ -12,6 +12,16 @@
 // - Every encapsulation header (VLAN tag, MPLS label, PPPoE, PPP, GRE, inner Ethernet, IP header)
 //   spends one unit of a budget of `max_headers`; running out is `too_deep`, so a crafted frame
 //   costs a bounded amount of work. IPv6 extension headers have their own limit (bad_ipv6).
+// - UDP tunnels (VXLAN 4789, GTP-U 2152, Geneve 6081) are recognised by destination port, then
+//   by their header's fixed fields. A datagram to such a port whose header does not pass (too
+//   short, wrong flags/version/type, a GTP-U message other than a G-PDU, a Geneve control
+//   packet or protocol type we do not read) is NOT a tunnel: the result is the outer UDP flow, outcome ok, never a drop. Once the
+//   header passes, what follows is the tunnel's: a cut or malformed inner packet gives the inner
+//   outcome (forwarded, fail open). A first fragment to a tunnel port is `fragment` (the tunnel
+//   header and the inner packet are only whole after reassembly). Tunnel headers spend one unit
+//   of the budget each; GTP-U extension headers have their own limit (unsupported_tunnel).
+//   `tunnel_id` is the innermost tunnel's VNI/TEID; `tenant_id` the innermost VNI only, since a
+//   GTP-U TEID names a direction of a bearer, not the bearer (the two ends pick one each).
 
 #include "dataplane/packet/frame.hpp"
 
@@ -52,6 +62,14 @@ constexpr std::uint16_t gre_ppp = 0x880b;
 constexpr std::uint32_t hdr_ethernet = 0x10000;  // inner Ethernet (GRE transparent bridging)
 constexpr std::uint32_t hdr_gre = 0x10001;
 constexpr std::uint32_t hdr_ppp = 0x10002;  // PPP inside GRE (PPTP), address/control optional
+constexpr std::uint32_t hdr_vxlan = 0x10003;
+constexpr std::uint32_t hdr_gtpu = 0x10004;
+constexpr std::uint32_t hdr_geneve = 0x10005;
+
+constexpr std::uint16_t port_vxlan = 4789;   // RFC 7348 §5
+constexpr std::uint16_t port_gtpu = 2152;    // 3GPP TS 29.281 §4.4.2
+constexpr std::uint16_t port_geneve = 6081;  // RFC 8926 §3.3
+constexpr int max_gtpu_ext_headers = 8;
 
 constexpr std::uint16_t ppp_ipv4 = 0x0021;
 constexpr std::uint16_t ppp_ipv6 = 0x0057;
@@ -80,8 +98,9 @@ inline bool stop(frame_info& fi, frame_outcome o) noexcept {
   return false;
 }
 
-// TCP/UDP header at s.off, datagram ends at s.end (all bytes present).
-inline bool step_l4(frame_info& fi, const walk_state& s) noexcept {
+// TCP/UDP header at s.off, datagram ends at s.end (all bytes present). UDP to a tunnel port
+// names the tunnel header as the next step.
+inline bool step_l4(frame_info& fi, walk_state& s) noexcept {
   const std::uint32_t avail = s.end - s.off;
   const std::uint8_t* h = s.p + s.off;
   // A first fragment cut inside the L4 header is a reassembly job, not a malformed header.
@@ -111,6 +130,20 @@ inline bool step_l4(frame_info& fi, const walk_state& s) noexcept {
     fi.payload_offset = static_cast<std::uint16_t>(s.off + 8);
     fi.payload_length =
         static_cast<std::uint16_t>(udp_len - 8 < avail - 8 ? udp_len - 8 : avail - 8);
+    const std::uint32_t tunnel = fi.dst_port == port_vxlan    ? hdr_vxlan
+                                 : fi.dst_port == port_gtpu   ? hdr_gtpu
+                                 : fi.dst_port == port_geneve ? hdr_geneve
+                                                              : 0;
+    if (tunnel != 0) {
+      // The tunnel header and the inner packet are whole only after reassembly.
+      if (fi.is_fragment) return stop(fi, frame_outcome::fragment);
+      // `ok` stays if the tunnel header does not pass: then this is a plain UDP flow.
+      fi.outcome = frame_outcome::ok;
+      s.off = fi.payload_offset;
+      s.end = s.off + fi.payload_length;
+      s.next = tunnel;
+      return true;
+    }
   }
   fi.outcome = frame_outcome::ok;
   return false;
@@ -144,6 +177,7 @@ inline bool step_ipv4(frame_info& fi, walk_state& s) noexcept {
   const std::uint8_t* h = s.p + s.off;
   const std::uint32_t hl = (h[0] & 0x0fu) * 4u;
   const std::uint32_t total = load_be16(h + 2);
+  if (fi.ip_version == 0) fi.outer_l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ip_version = 4;
   fi.l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ttl = h[8];
@@ -175,6 +209,7 @@ inline bool step_ipv6(frame_info& fi, walk_state& s) noexcept {
   const std::uint32_t avail = s.end - s.off;
   if (avail < 40) return stop(fi, frame_outcome::truncated);
   const std::uint8_t* h = s.p + s.off;
+  if (fi.ip_version == 0) fi.outer_l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ip_version = 6;
   fi.l3_offset = static_cast<std::uint16_t>(s.off);
   fi.ttl = h[7];
@@ -376,6 +411,90 @@ inline bool step_ppp(frame_info& fi, walk_state& s) noexcept {
   return step_ppp_payload(fi, s, proto, frame_outcome::unsupported_tunnel);
 }
 
+// The UDP tunnels below start at s.off = the outer UDP payload, s.end = its end, with
+// fi.outcome == ok and the outer UDP fields filled: returning stop(fi, ok) leaves the datagram a
+// plain UDP flow.
+
+// VXLAN (RFC 7348 §5): flags(8) reserved(24) VNI(24) reserved(8), then an Ethernet frame. The
+// RFC has receivers ignore the reserved bits; we accept only the flags a VXLAN sender writes
+// (I, and G of the group-policy extension) so that other UDP to port 4789 (an ephemeral port
+// that happens to be 4789) is not taken for a tunnel.
+inline bool step_vxlan(frame_info& fi, walk_state& s) noexcept {
+  if (s.end - s.off < 8) return stop(fi, frame_outcome::ok);
+  const std::uint8_t* h = s.p + s.off;
+  if (h[0] != 0x08 && h[0] != 0x88) return stop(fi, frame_outcome::ok);
+  fi.encap |= encap_vxlan;
+  fi.tunnel_id = load_be32(h + 4) >> 8;
+  fi.tenant_id = fi.tunnel_id;
+  s.off += 8;
+  s.next = hdr_ethernet;
+  return true;
+}
+
+// GTP-U (3GPP TS 29.281 §5.1): flags (version 1, PT 1, E/S/PN), message type, length (of what
+// follows the first 8 bytes), TEID; then, when any of E/S/PN is set, sequence number(16),
+// N-PDU number(8) and next extension header type(8); then the extension headers (length in
+// 4-byte units, next type in their last byte); then the T-PDU. Only a G-PDU (0xff) carries user
+// traffic: echo, error indication, end marker and the rest stay plain UDP.
+inline bool step_gtpu(frame_info& fi, walk_state& s) noexcept {
+  if (s.end - s.off < 8) return stop(fi, frame_outcome::ok);
+  const std::uint8_t* h = s.p + s.off;
+  if ((h[0] & 0xf0) != 0x30 || h[1] != 0xff) return stop(fi, frame_outcome::ok);
+  fi.encap |= encap_gtpu;
+  fi.tunnel_id = load_be32(h + 4);
+  const std::uint32_t length = load_be16(h + 2);
+  if (length > s.end - s.off - 8) return stop(fi, frame_outcome::truncated);
+  s.end = s.off + 8 + length;  // bytes past the GTP-U length are not the T-PDU
+  std::uint32_t cur = s.off + 8;
+  if (h[0] & 0x07) {
+    if (s.end - cur < 4) return stop(fi, frame_outcome::truncated);
+    std::uint8_t next = h[11];
+    cur += 4;
+    for (int i = 0; next != 0; ++i) {
+      if (i >= max_gtpu_ext_headers) return stop(fi, frame_outcome::unsupported_tunnel);
+      if (s.end - cur < 1) return stop(fi, frame_outcome::truncated);
+      const std::uint32_t len = s.p[cur] * 4u;
+      if (len == 0) return stop(fi, frame_outcome::unsupported_tunnel);
+      if (len > s.end - cur) return stop(fi, frame_outcome::truncated);
+      next = s.p[cur + len - 1];
+      cur += len;
+    }
+  }
+  if (cur == s.end) return stop(fi, frame_outcome::truncated);
+  s.off = cur;
+  switch (s.p[cur] >> 4) {
+    case 4:
+      s.next = eth_ipv4;
+      return true;
+    case 6:
+      s.next = eth_ipv6;
+      return true;
+    default:  // Ethernet or unstructured PDU sessions: not parsed
+      return stop(fi, frame_outcome::unsupported_tunnel);
+  }
+}
+
+// Geneve (RFC 8926 §3.4): version(2) option length(6, in 4-byte units) O C reserved(6),
+// protocol type(16), VNI(24), reserved(8), options. The O bit marks a control message, not
+// tunnelled traffic.
+inline bool step_geneve(frame_info& fi, walk_state& s) noexcept {
+  if (s.end - s.off < 8) return stop(fi, frame_outcome::ok);
+  const std::uint8_t* h = s.p + s.off;
+  if ((h[0] >> 6) != 0 || (h[1] & 0x80)) return stop(fi, frame_outcome::ok);
+  const std::uint16_t proto = load_be16(h + 2);
+  if (proto != gre_teb && proto != eth_ipv4 && proto != eth_ipv6) {
+    return stop(fi, frame_outcome::ok);
+  }
+  fi.encap |= encap_geneve;
+  fi.tunnel_id = load_be32(h + 4) >> 8;
+  fi.tenant_id = fi.tunnel_id;
+  const std::uint32_t hl = 8 + (h[0] & 0x3fu) * 4u;
+  if (hl > s.end - s.off) return stop(fi, frame_outcome::truncated);
+  s.off += hl;
+  s.next = proto == gre_teb ? hdr_ethernet : proto;
+  return true;
+}
+
 inline void walk(frame_info& fi, walk_state& s) noexcept {
   for (;;) {
     if (--s.budget < 0) [[unlikely]] {
@@ -410,6 +529,15 @@ inline void walk(frame_info& fi, walk_state& s) noexcept {
         break;
       case hdr_ethernet:
         more = step_ethernet(fi, s);
+        break;
+      case hdr_vxlan:
+        more = step_vxlan(fi, s);
+        break;
+      case hdr_gtpu:
+        more = step_gtpu(fi, s);
+        break;
+      case hdr_geneve:
+        more = step_geneve(fi, s);
         break;
       default:
         fi.outcome = frame_outcome::unsupported_l2;

@@ -1,7 +1,8 @@
 #pragma once
 // L2-L4 frame parser: Ethernet, 802.1Q / QinQ (0x88a8, 0x9100), MPLS label stacks, PPPoE session,
-// IPv4 (options, fragments), IPv6 (extension headers, fragment header), GRE and IP-in-IP /
-// IPv6-in-IP (the innermost IP flow is the one classified), TCP, UDP.
+// IPv4 (options, fragments), IPv6 (extension headers, fragment header), GRE, IP-in-IP /
+// IPv6-in-IP, and the UDP tunnels VXLAN (dst port 4789), GTP-U (2152) and Geneve (6081): the
+// innermost IP flow is the one classified. TCP, UDP.
 //
 // Pure: bytes in, `frame_info` out. No allocation, no logging, no globals; safe from any thread.
 // A frame the parser does not understand gets a typed outcome and is forwarded by the fast path.
@@ -43,7 +44,15 @@ enum encap_flag : std::uint16_t {
   encap_pppoe = 1u << 3,
   encap_gre = 1u << 4,
   encap_ip_in_ip = 1u << 5,  // IPv4/IPv6 inside IPv4/IPv6
+  encap_vxlan = 1u << 6,     // RFC 7348, UDP dst port 4789
+  encap_gtpu = 1u << 7,      // 3GPP TS 29.281 G-PDU, UDP dst port 2152
+  encap_geneve = 1u << 8,    // RFC 8926, UDP dst port 6081
 };
+
+// Encapsulations an answer (TCP RST, HTTP notice) cannot be built inside: the answer's outer
+// headers would have to be rewritten too (lengths, checksums, tunnel fields, direction).
+inline constexpr std::uint16_t encap_udp_tunnels = encap_vxlan | encap_gtpu | encap_geneve;
+inline constexpr std::uint16_t encap_tunnels = encap_gre | encap_ip_in_ip | encap_udp_tunnels;
 
 // An IPv4 address is stored as ::ffff:a.b.c.d is NOT used: v4 lives in bytes[0..3], rest zero.
 struct ip_address {
@@ -67,6 +76,13 @@ struct frame_info {
   frame_outcome outcome = frame_outcome::truncated;
   std::uint16_t encap = 0;       // encap_flag bits
   std::uint16_t outer_vlan = 0;  // first VLAN id seen (0 if none)
+  // VNI (VXLAN, Geneve) or TEID (GTP-U) of the innermost UDP tunnel passed, as on the wire; 0 if
+  // none. A GTP-U TEID differs per direction (each end picks the TEID it receives on), so it
+  // keys a datagram's fragments but not a flow.
+  std::uint32_t tunnel_id = 0;
+  // VNI of the innermost VXLAN/Geneve tunnel passed (0 if none): the same in both directions, so
+  // flow keys carry it and two tenants' overlays with the same inner addresses stay apart.
+  std::uint32_t tenant_id = 0;
 
   // Innermost IP header.
   std::uint8_t ip_version = 0;    // 4 or 6 (0 when L3 not reached)
@@ -74,6 +90,7 @@ struct frame_info {
   std::uint8_t ttl = 0;           // TTL / hop limit
   std::uint16_t l3_offset = 0;    // offset of the innermost IP header in the frame
   std::uint16_t l3_length = 0;    // IP datagram length per its header (clamped to the frame)
+  std::uint16_t outer_l3_offset = 0;  // offset of the outermost IP header (tunnels: its outer one)
   ip_address src;
   ip_address dst;
 
@@ -103,7 +120,8 @@ struct frame_info {
 [[nodiscard]] frame_info parse_frame(bytes frame) noexcept;
 
 // Parses starting at an IP header (version from the first nibble): for tunnels' inner packets and
-// for reassembled datagrams. Offsets in the result are relative to `packet`.
+// for reassembled datagrams (a reassembled UDP datagram to a tunnel port is decapsulated here
+// like in parse_frame). Offsets in the result are relative to `packet`.
 [[nodiscard]] frame_info parse_ip(bytes packet) noexcept;
 
 // True when the TCP/UDP checksum of a parsed (non-fragment) frame is correct. A UDP checksum of 0

@@ -21,8 +21,23 @@ constexpr std::uint64_t max_wait_ms = 10;
 std::uint32_t symmetric_flow_hash(packet::bytes frame) noexcept {
   const packet::frame_info info = packet::parse_frame(frame);
   if (info.ip_version != 4 && info.ip_version != 6) return 0;
-  const auto& a = info.src.bytes;
-  const auto& b = info.dst.bytes;
+  std::array<std::uint8_t, 16> a = info.src.bytes;
+  std::array<std::uint8_t, 16> b = info.dst.bytes;
+  std::uint8_t version = info.ip_version;
+  if (info.encap & packet::encap_tunnels) {
+    // The parser read this header whole (20 or 40 bytes), so the addresses are in the frame.
+    const std::uint8_t* outer = frame.data() + info.outer_l3_offset;
+    a = {};
+    b = {};
+    version = outer[0] >> 4;
+    if (version == 4) {
+      std::memcpy(a.data(), outer + 12, 4);
+      std::memcpy(b.data(), outer + 16, 4);
+    } else {
+      std::memcpy(a.data(), outer + 8, 16);
+      std::memcpy(b.data(), outer + 24, 16);
+    }
+  }
   const bool a_first = std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
   const auto& lo = a_first ? a : b;
   const auto& hi = a_first ? b : a;
@@ -30,7 +45,7 @@ std::uint32_t symmetric_flow_hash(packet::bytes frame) noexcept {
   alignas(8) std::array<std::uint8_t, 32> key{};
   std::memcpy(key.data(), lo.data(), 16);
   std::memcpy(key.data() + 16, hi.data(), 16);
-  return rte_hash_crc(key.data(), key.size(), info.ip_version);
+  return rte_hash_crc(key.data(), key.size(), version);
 }
 
 dispatcher::dispatcher(std::vector<rx_source> rx, std::vector<rte_ring*> worker_rings,

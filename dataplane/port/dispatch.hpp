@@ -21,8 +21,11 @@
 
 namespace sluice::port {
 
-// Hash of the innermost IP address pair, equal for both directions, and for every fragment of
-// a datagram (ports are left out on purpose). Non-IP frames hash to 0. Pure.
+// Hash of the IP address pair, equal for both directions, and for every fragment of a datagram
+// (ports are left out on purpose): the innermost pair, or for a tunnelled frame (GRE, IP-in-IP,
+// VXLAN, GTP-U, Geneve) the outermost one, as NIC RSS on IP addresses does. A tunnel's
+// fragments show only its outer header, and they must reach the worker that holds the inner
+// flow. Non-IP frames hash to 0. Pure.
 [[nodiscard]] std::uint32_t symmetric_flow_hash(packet::bytes frame) noexcept;
 
 class dispatcher {

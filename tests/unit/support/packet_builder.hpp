@@ -1,7 +1,7 @@
 #pragma once
-// Byte builders shared by the unit tests: frames (Ethernet, VLAN tags, MPLS, PPPoE, GRE, IPv4,
-// IPv6 with extension headers, TCP, UDP, all with correct checksums), TLS ClientHellos with
-// extensions and their records, DNS queries, and hex.
+// Byte builders shared by the unit tests: frames (Ethernet, VLAN tags, MPLS, PPPoE, GRE, VXLAN,
+// GTP-U, Geneve, IPv4, IPv6 with extension headers, TCP, UDP, all with correct checksums), TLS
+// ClientHellos with extensions and their records, DNS queries, and hex.
 //
 // Test-only and deliberately simple: every function allocates and returns a fresh vector. The
 // checksum code is an independent reference (one 16-bit word at a time), not the parser's, so a
@@ -287,6 +287,54 @@ inline buf gre(std::uint16_t flags, std::uint16_t proto, const buf& fields, cons
   put16(b, flags);
   put16(b, proto);
   return cat({b, fields, payload});
+}
+
+// UDP tunnels: the bytes of the UDP payload (wrap with udp(sport, 4789/2152/6081, ...)).
+
+// VXLAN (RFC 7348): flags (I = 0x08), 24 reserved bits, VNI, 8 reserved bits, inner frame.
+inline buf vxlan(std::uint32_t vni, const buf& inner_frame, std::uint8_t flags = 0x08) {
+  buf b{flags, 0, 0, 0};
+  put32(b, vni << 8);
+  return cat({b, inner_frame});
+}
+
+// GTP-U (3GPP TS 29.281) header + T-PDU. `flags` as on the wire (0x30: version 1, PT 1; |0x04 E,
+// |0x02 S, |0x01 PN); `optional` is everything between the mandatory 8 bytes and the T-PDU (use
+// gtpu_optional). The length field counts it and the T-PDU unless `length` overrides it.
+inline buf gtpu(std::uint32_t teid, const buf& tpdu, std::uint8_t flags = 0x30,
+                std::uint8_t type = 0xff, const buf& optional = {}, int length = -1) {
+  buf b{flags, type};
+  put16(b, length >= 0 ? static_cast<std::size_t>(length) : optional.size() + tpdu.size());
+  put32(b, teid);
+  return cat({b, optional, tpdu});
+}
+struct gtpu_ext {
+  std::uint8_t type;  // this header's type (named by the previous one)
+  buf content;        // between the length byte and the next-type byte; size 4n + 2
+};
+// Sequence number, N-PDU number, next extension type, then the extension headers chained.
+inline buf gtpu_optional(std::initializer_list<gtpu_ext> exts, std::uint16_t seq = 0x1234) {
+  buf b;
+  put16(b, seq);
+  b.push_back(0);  // N-PDU number
+  b.push_back(exts.size() == 0 ? 0 : exts.begin()->type);
+  std::size_t i = 0;
+  for (const auto& e : exts) {
+    ++i;
+    b.push_back(static_cast<std::uint8_t>((e.content.size() + 2) / 4));
+    append(b, e.content);
+    b.push_back(i == exts.size() ? 0 : (exts.begin() + i)->type);
+  }
+  return b;
+}
+
+// Geneve (RFC 8926): version 0, `options` (a multiple of 4 bytes), protocol type, VNI.
+inline buf geneve(std::uint32_t vni, std::uint16_t proto, const buf& payload,
+                  const buf& options = {}, std::uint8_t flags = 0) {
+  buf b{static_cast<std::uint8_t>(options.size() / 4), flags};
+  put16(b, proto);
+  put32(b, vni << 8);
+  return cat({b, options, payload});
 }
 
 // ---- TLS ----------------------------------------------------------------------------------------
