@@ -32,7 +32,8 @@ namespace sluice::engine {
   X(throttled_drops, "throttled_drops")                                                  \
   X(monitor_hits, "monitor_hits")                                                        \
   X(policy_unmatched_flows, "policy_unmatched_flows")                                    \
-  X(mirror_consumed, "mirror_consumed")       /* mirror mode: inspected, not enforced */
+  X(mirror_consumed, "mirror_consumed")       /* mirror mode: inspected, not enforced */ \
+  X(dns_flows_pinned, "dns_flows_pinned")     /* DNS/SSDP flows blocked for their life */
 
 enum class engine_event : std::uint8_t {
 #define SLUICE_X(name, str) name,

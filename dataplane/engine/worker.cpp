@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "dataplane/engine/flow_names.hpp"
 #include "dataplane/engine/response.hpp"
 #include "dataplane/engine/token_bucket.hpp"
 #include "dataplane/flow/classifier.hpp"
@@ -43,7 +44,7 @@ namespace sluice::engine {
 namespace {
 
 constexpr std::uint16_t max_burst = 64;
-constexpr std::size_t name_slot_bytes = 256;
+constexpr std::size_t name_slot_bytes = name_list::slot_bytes;
 constexpr std::uint32_t closing_idle_seconds = 10;  // after FIN/RST
 constexpr std::uint16_t answer_every_packets = 32;  // re-answer a blocked flow at most this often
 constexpr unsigned age_per_burst = 8;               // idle-aging scan step
@@ -88,9 +89,8 @@ struct flow_entry {
   std::uint8_t impact_n = 0;      // entries of impact_rules in use
   std::uint8_t impact_extra = 0;  // address rules beyond impact_rules (counted as overflow)
   impact_state impact = impact_state::idle;
-  std::uint8_t name_len = 0;
+  std::uint16_t name_bytes = 0;   // of the flow's name slot in use (flow_names.hpp), 0 = none
   bool in_use = false;
-  bool has_name = false;
   bool closing = false;
   bool unmatched_counted = false;
 };
@@ -517,11 +517,10 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     if (due) {
       bool noticed = false;
-      if (act == match::action::notice && !cfg.mirror_mode && e != nullptr && e->has_name &&
+      if (act == match::action::notice && !cfg.mirror_mode && e != nullptr && e->name_bytes != 0 &&
           e->cls.protocol == flow::flow_protocol::http && from_client && info.payload_length > 0) {
         const std::string_view legal = ctx.policy->rule(rule).legal_basis;
-        const std::string_view name(names + std::size_t{position_of(e)} * name_slot_bytes,
-                                    e->name_len);
+        const std::string_view name = names_of(*e).first();
         noticed = send_answer(rx_port, engine_event::notices_sent, c,
                               [&](std::span<std::uint8_t> out) {
                                 return build_http_notice(frame, info, legal, name, entropy, out);
@@ -543,6 +542,16 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     return static_cast<std::uint32_t>(e - entries);
   }
 
+  [[nodiscard]] name_list names_of(flow_entry& e) noexcept {
+    return name_list(names + std::size_t{position_of(&e)} * name_slot_bytes, e.name_bytes);
+  }
+
+  // Judged message by message (a resolver's 5-tuple asks many names), unless pinned: see judge.
+  [[nodiscard]] static bool per_message(const flow_entry& e) noexcept {
+    return e.cls.protocol == flow::flow_protocol::dns_udp ||
+           e.cls.protocol == flow::flow_protocol::ssdp;
+  }
+
   // ---- policy ------------------------------------------------------------------------------
 
   void refresh_groups(flow_entry& e, const burst_context& ctx) noexcept {
@@ -558,10 +567,20 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     if (ctx.policy == nullptr) return;
     if (auto g = ctx.policy->match_ip(e.internet)) e.ip_group = *g;
-    if (e.has_name) {
-      const std::string_view name(names + std::size_t{position_of(&e)} * name_slot_bytes,
-                                  e.name_len);
-      if (auto g = ctx.policy->match_name(name)) e.name_group = *g;
+    if (e.name_bytes != 0) {
+      // Re-decided from every name the flow revealed: the strongest under this policy decides.
+      name_list l = names_of(e);
+      const name_pick p = pick_strongest(*ctx.policy, opt(e.ip_group), l, ctx.now);
+      if (p.index >= 0) {
+        e.name_group = p.group;
+        l.add(l.nth(static_cast<std::size_t>(p.index)), true);
+      }
+      // A pinned DNS/SSDP flow stays pinned while one of its names still enforces; a lift
+      // returns it to per-message judging.
+      if (per_message(e) && !(p.group != no_group && p.v.enforce())) {
+        l.clear();
+        e.name_group = no_group;
+      }
     }
     // Every active rule the address matched, whatever its action (monitor = shadow mode).
     if (ctx.sketch != nullptr && e.impact == impact_state::idle && e.ip_group != no_group) {
@@ -991,59 +1010,29 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
           ++c.give_ups[static_cast<std::size_t>(e->cls.reason)];
         }
         if (r.name_count != 0) {
-          const bool per_packet = e->cls.protocol == flow::flow_protocol::dns_udp ||
-                                  e->cls.protocol == flow::flow_protocol::ssdp;
-          // The strongest verdict among the names this packet revealed.
-          std::uint8_t best = 0;
-          std::uint32_t best_group = no_group;
-          match::verdict best_v;
-          if (ctx.policy != nullptr) {
-            best_v = ctx.policy->decide(opt(e->ip_group), std::nullopt, ctx.now);
-            for (std::uint8_t i = 0; i < r.name_count; ++i) {
-              const auto g = ctx.policy->match_name(r.names[i]);
-              if (!g) continue;
-              const match::verdict vi = ctx.policy->decide(opt(e->ip_group), g, ctx.now);
-              const bool better =
-                  best_group == no_group
-                      ? (vi.enforce() || vi.monitors != 0)
-                      : vi.enforce() &&
-                            (!best_v.enforce() || ctx.policy->stronger(vi.rule, best_v.rule));
-              if (better) {
-                best = i;
-                best_group = *g;
-                best_v = vi;
-              }
-            }
-          }
-          if (per_packet) {
-            name_group = best_group;
-            v = best_v;
+          const std::span<const std::string_view> revealed(r.names.data(), r.name_count);
+          name_list held = names_of(*e);
+          const names_outcome n = apply_names(ctx.policy, opt(e->ip_group), e->name_group, held,
+                                              revealed, per_message(*e), ctx.now);
+          if (n.pinned) c.add(engine_event::dns_flows_pinned);
+          name_group = n.name_group;
+          if (n.judged) {
+            v = n.v;
             judged = true;
-            if (ctx.sketch != nullptr && e->impact != impact_state::done &&
-                (e->impact == impact_state::pending || best_group != no_group)) {
-              impact_record(*e, ctx, r.names[best], true, best_group);
-            }
-          } else {
-            const std::string_view n = r.names[best];
-            const std::size_t len = std::min(n.size(), name_slot_bytes - 1);
-            std::memcpy(names + std::size_t{position_of(e)} * name_slot_bytes, n.data(), len);
-            e->name_len = static_cast<std::uint8_t>(len);
-            e->has_name = true;
-            e->name_group = name_group = best_group;
+          }
+          if (per_message(*e) && ctx.sketch != nullptr && e->impact != impact_state::done &&
+              (e->impact == impact_state::pending || n.best_group != no_group)) {
+            impact_record(*e, ctx, revealed[n.best], true, n.best_group);
           }
         }
       }
     }
     if (ctx.sketch != nullptr && e->impact != impact_state::done) {
       // Named now (stored above, or before a policy swap), or classification over without one.
-      const bool per_packet = e->cls.protocol == flow::flow_protocol::dns_udp ||
-                              e->cls.protocol == flow::flow_protocol::ssdp;
-      if (e->has_name && !per_packet &&
+      if (e->name_bytes != 0 && !per_message(*e) &&
           (e->impact == impact_state::pending || name_group != no_group)) {
-        const std::string_view n(names + std::size_t{position_of(e)} * name_slot_bytes,
-                                 e->name_len);
-        impact_record(*e, ctx, n, true, name_group);
-      } else if (e->impact == impact_state::pending && e->cls.final() && !e->has_name) {
+        impact_record(*e, ctx, names_of(*e).first(), true, name_group);
+      } else if (e->impact == impact_state::pending && e->cls.final() && e->name_bytes == 0) {
         impact_record(*e, ctx, {}, false, no_group);
       }
     }
