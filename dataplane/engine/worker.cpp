@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "dataplane/engine/flow_names.hpp"
+#include "dataplane/engine/other_l4.hpp"
 #include "dataplane/engine/response.hpp"
 #include "dataplane/engine/token_bucket.hpp"
 #include "dataplane/flow/classifier.hpp"
@@ -37,8 +38,10 @@
 // is judged and the original fragments are forwarded or dropped by that verdict
 // (fragments_reassembled counts datagrams); held fragments are accounted when released, and
 // those released without reassembly (timeout, table full, caps, conflicting overlap, flush)
-// are forwarded unchanged and counted in fragments_passed. Our own answers (RST, 451) are counted apart: resets_sent,
-// notices_sent, response_failed (no mbuf, unanswerable, or refused by tx).
+// are forwarded unchanged and counted in fragments_passed. Packets that are IP but not TCP/UDP
+// (other_l4.hpp) are judged by address rules and, for ICMP errors, the flow they quote. Our own
+// answers (RST, 451) are counted apart: resets_sent, notices_sent, response_failed (no mbuf,
+// unanswerable, or refused by tx).
 
 namespace sluice::engine {
 namespace {
@@ -706,7 +709,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     switch (v.act) {
       case match::action::throttle: {
-        if (e == nullptr) {  // no per-flow state: fail open
+        if (e == nullptr) {  // no per-flow state (other_l4.hpp): fail open
+          c.add(engine_event::throttle_flowless);
           pass(m, rx_port, c);
           return;
         }
@@ -902,8 +906,38 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     counters.packets += c.packets;
   }
 
+  // `create` false: lookup only (nullptr when the flow is not held).
+  // Not TCP/UDP (other_l4.hpp): address rules, and for ICMP errors the flow or addresses they
+  // quote. The quoted flow is looked up, never created, and its idle timer is left alone.
+  void on_other_l4(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info,
+                   port_role role, std::uint16_t rx_port, const burst_context& ctx,
+                   burst_counts& c) noexcept {
+    if (ctx.policy == nullptr) {
+      pass(m, rx_port, c);
+      return;
+    }
+    const sender_side side = role == port_role::internet   ? sender_side::internet
+                             : role == port_role::mirror ? sender_side::either
+                                                         : sender_side::subscriber;
+    const other_l4_judgement j = judge_other_l4(
+        *ctx.policy, frame, info, side, ctx.now,
+        [&](const packet::frame_info& quoted) -> std::optional<quoted_flow> {
+          bool from_a = true;
+          flow_entry* e = find_or_create(quoted, role, from_a, ctx, c, false);
+          if (e == nullptr) return std::nullopt;
+          if (e->generation != ctx.generation) refresh_groups(*e, ctx);
+          return quoted_flow{e->ip_group, e->name_group};
+        });
+    if (j.icmp_error) {
+      c.add(j.quote_read ? engine_event::icmp_errors_quoted : engine_event::icmp_errors_unread);
+    }
+    if (j.v.enforce() || j.v.monitors != 0) count_rules(nullptr, ctx, j.v, j.ip_group, j.name_group);
+    enforce(m, frame, info, nullptr, ctx, j.v, rx_port, false, c);
+  }
+
   flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
-                             const burst_context& ctx, burst_counts& c) noexcept {
+                             const burst_context& ctx, burst_counts& c,
+                             bool create = true) noexcept {
     flow_key k;
     std::memset(&k, 0, sizeof k);
     const int order = std::memcmp(info.src.bytes.data(), info.dst.bytes.data(), 16);
@@ -922,6 +956,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     if (pos >= 0) [[likely]] {
       return &entries[pos];
     }
+    if (!create) return nullptr;
     pos = rte_hash_add_key_with_hash(flows, &k, sig);
     if (pos < 0 || static_cast<std::uint32_t>(pos) >= capacity) [[unlikely]] {
       if (pos >= 0) rte_hash_del_key_with_hash(flows, &k, sig);
@@ -952,6 +987,10 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     if (info.outcome == packet::frame_outcome::fragment ||
         (info.outcome == packet::frame_outcome::ok && info.is_fragment)) {
       on_fragment(m, frame, info, role, rx_port, ctx, c);
+      return;
+    }
+    if (info.outcome == packet::frame_outcome::other_l4) {
+      on_other_l4(m, frame, info, role, rx_port, ctx, c);
       return;
     }
     if (info.outcome != packet::frame_outcome::ok) {
