@@ -33,10 +33,10 @@ namespace sluice::engine {
   X(monitor_hits, "monitor_hits")                                                        \
   X(policy_unmatched_flows, "policy_unmatched_flows")                                    \
   X(mirror_consumed, "mirror_consumed")       /* mirror mode: inspected, not enforced */ \
-  X(dns_flows_pinned, "dns_flows_pinned")     /* DNS/SSDP flows blocked for their life */ \
+  X(dns_flows_pinned, "dns_flows_pinned")     /* DNS/SSDP flow blocked for its life */   \
   X(throttle_flowless, "throttle_flowless")   /* throttle matched, no flow: passed */    \
-  X(icmp_errors_quoted, "icmp_errors_quoted") /* judged by the flow/addresses quoted */  \
-  X(icmp_errors_unread, "icmp_errors_unread") /* quote unreadable: outer addresses only */
+  X(icmp_errors_quoted, "icmp_errors_quoted") /* judged also by what they quote */       \
+  X(icmp_errors_unread, "icmp_errors_unread") /* quote unreadable: own addresses only */
 
 enum class engine_event : std::uint8_t {
 #define SLUICE_X(name, str) name,

@@ -33,9 +33,9 @@ inline constexpr std::uint32_t no_name_group = UINT32_MAX;
 
 // Which of a set of names decides a flow whose address matched `ip_group`.
 struct name_pick {
-  int index = -1;                     // into the names given; -1: none matched a rule
+  int index = -1;  // into the names given; -1: none matched a rule
   std::uint32_t group = no_name_group;
-  match::verdict v;                   // decide(ip_group, group): the flow's verdict
+  match::verdict v;  // decide(ip_group, group): the flow's verdict
 };
 
 // Strongest of `names` (a range of string_view-convertibles) at `now`. The first name that
@@ -176,12 +176,12 @@ class name_list {
 // Other flows keep every name; the strongest decides and a later weaker one never downgrades
 // the flow.
 struct names_outcome {
-  bool judged = false;       // `v` decides this packet; else decide(ip_group, flow_group)
+  bool judged = false;  // `v` decides this packet; else decide(ip_group, flow_group)
   match::verdict v;
   std::uint32_t name_group = no_name_group;  // the name group this packet is counted under
   std::size_t best = 0;                      // the strongest of the packet's names (index)
   std::uint32_t best_group = no_name_group;  // its group (no_name_group: none matched)
-  bool pinned = false;       // a per-message flow was pinned by this packet (not before)
+  bool pinned = false;  // a per-message flow was pinned by this packet (not before)
 };
 
 [[nodiscard]] inline names_outcome apply_names(const match::compiled_policy* p,

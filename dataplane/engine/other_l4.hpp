@@ -35,15 +35,16 @@ struct other_l4_judgement {
   std::uint32_t ip_group = no_name_group;  // for per-rule counters
   std::uint32_t name_group = no_name_group;
   bool icmp_error = false;
-  bool quote_read = false;                 // the quoted packet took part in the decision
+  bool quote_read = false;  // the quoted packet took part in the decision
 };
 
 // The address rules' verdict for a packet between `src` and `dst`: the internet side's address
 // (`dst` when the subscriber sent it, `src` when the internet did; on a mirror, whichever of
 // the two matches, `dst` first).
-[[nodiscard]] inline std::optional<std::uint32_t> internet_group(
-    const match::compiled_policy& p, const packet::ip_address& src,
-    const packet::ip_address& dst, sender_side side) noexcept {
+[[nodiscard]] inline std::optional<std::uint32_t> internet_group(const match::compiled_policy& p,
+                                                                 const packet::ip_address& src,
+                                                                 const packet::ip_address& dst,
+                                                                 sender_side side) noexcept {
   switch (side) {
     case sender_side::subscriber:
       return p.match_ip(dst);
@@ -77,8 +78,8 @@ template <typename FindFlow>
   if (icmp) {
     const std::size_t end = std::size_t{info.l3_offset} + info.l3_length;
     if (info.l4_offset <= end && end <= frame.size() && !(info.is_fragment && info.frag_offset)) {
-      msg = packet::parse_icmp(frame.subspan(info.l4_offset, end - info.l4_offset),
-                               info.ip_version);
+      msg =
+          packet::parse_icmp(frame.subspan(info.l4_offset, end - info.l4_offset), info.ip_version);
     }
     if (info.ip_version == 6 && msg.outcome == packet::icmp_outcome::not_error &&
         packet::icmpv6_is_neighbour_discovery(msg.type)) {

@@ -93,7 +93,7 @@ struct flow_entry {
   std::uint8_t impact_n = 0;      // entries of impact_rules in use
   std::uint8_t impact_extra = 0;  // address rules beyond impact_rules (counted as overflow)
   impact_state impact = impact_state::idle;
-  std::uint16_t name_bytes = 0;   // of the flow's name slot in use (flow_names.hpp), 0 = none
+  std::uint16_t name_bytes = 0;  // of the flow's name slot in use (flow_names.hpp), 0 = none
   bool in_use = false;
   bool closing = false;
   bool unmatched_counted = false;
@@ -720,35 +720,36 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     counters.packets += c.packets;
   }
 
-  // `create` false: lookup only (nullptr when the flow is not held).
   // Not TCP/UDP (other_l4.hpp): address rules, and for ICMP errors the flow or addresses they
   // quote. The quoted flow is looked up, never created, and its idle timer is left alone.
-  void on_other_l4(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info,
-                   port_role role, std::uint16_t rx_port, const burst_context& ctx,
-                   burst_counts& c) noexcept {
+  void on_other_l4(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info, port_role role,
+                   std::uint16_t rx_port, const burst_context& ctx, burst_counts& c) noexcept {
     if (ctx.policy == nullptr) {
       pass(m, rx_port, c);
       return;
     }
-    const sender_side side = role == port_role::internet   ? sender_side::internet
+    const sender_side side = role == port_role::internet ? sender_side::internet
                              : role == port_role::mirror ? sender_side::either
                                                          : sender_side::subscriber;
-    const other_l4_judgement j = judge_other_l4(
-        *ctx.policy, frame, info, side, ctx.now,
-        [&](const packet::frame_info& quoted) -> std::optional<quoted_flow> {
-          bool from_a = true;
-          flow_entry* e = find_or_create(quoted, role, from_a, ctx, c, false);
-          if (e == nullptr) return std::nullopt;
-          if (e->generation != ctx.generation) refresh_groups(*e, ctx);
-          return quoted_flow{e->ip_group, e->name_group};
-        });
+    const other_l4_judgement j =
+        judge_other_l4(*ctx.policy, frame, info, side, ctx.now,
+                       [&](const packet::frame_info& quoted) -> std::optional<quoted_flow> {
+                         bool from_a = true;
+                         flow_entry* e = find_or_create(quoted, role, from_a, ctx, c, false);
+                         if (e == nullptr) return std::nullopt;
+                         if (e->generation != ctx.generation) refresh_groups(*e, ctx);
+                         return quoted_flow{e->ip_group, e->name_group};
+                       });
     if (j.icmp_error) {
       c.add(j.quote_read ? engine_event::icmp_errors_quoted : engine_event::icmp_errors_unread);
     }
-    if (j.v.enforce() || j.v.monitors != 0) count_rules(nullptr, ctx, j.v, j.ip_group, j.name_group);
+    if (j.v.enforce() || j.v.monitors != 0) {
+      count_rules(nullptr, ctx, j.v, j.ip_group, j.name_group);
+    }
     enforce(m, frame, info, nullptr, ctx, j.v, rx_port, false, c);
   }
 
+  // `create` false: lookup only (nullptr when the flow is not held).
   flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
                              const burst_context& ctx, burst_counts& c,
                              bool create = true) noexcept {

@@ -137,8 +137,8 @@ icmp_info parse_icmp(bytes message, std::uint8_t ip_version) noexcept {
     out.outcome = icmp_outcome::bad_quote;
     return out;
   }
-  out.outcome = ip_version == 4 ? read_quoted_v4(out.quoted, quote)
-                                : read_quoted_v6(out.quoted, quote);
+  out.outcome =
+      ip_version == 4 ? read_quoted_v4(out.quoted, quote) : read_quoted_v6(out.quoted, quote);
   return out;
 }
 

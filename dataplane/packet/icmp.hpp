@@ -16,11 +16,11 @@
 
 namespace sluice::packet {
 
-#define SLUICE_ICMP_OUTCOMES(X)                                                             \
-  X(not_error, "not_error")       /* informational (echo, ND, ...): quotes nothing */      \
-  X(quoted, "quoted")             /* an error; the quoted IP header (+ ports) was read */  \
-  X(truncated, "truncated")       /* ICMP header, quoted IP header or quoted ports cut */  \
-  X(bad_quote, "bad_quote")       /* quoted version/IHL/length/extension chain bogus */    \
+#define SLUICE_ICMP_OUTCOMES(X)                                                           \
+  X(not_error, "not_error")       /* informational (echo, ND, ...): quotes nothing */     \
+  X(quoted, "quoted")             /* an error; the quoted IP header (+ ports) was read */ \
+  X(truncated, "truncated")       /* ICMP header, quoted IP header or quoted ports cut */ \
+  X(bad_quote, "bad_quote")       /* quoted version/IHL/length/extension chain bogus */   \
   X(nested_error, "nested_error") /* quotes an ICMP error (never sent: RFC 1122, 4443) */
 
 enum class icmp_outcome : std::uint8_t {
@@ -40,7 +40,7 @@ struct quoted_packet {
   std::uint8_t l4_proto = 0;    // after any IPv6 extension headers
   ip_address src;
   ip_address dst;
-  bool has_ports = false;       // TCP/UDP/SCTP/UDP-Lite, first fragment: ports read
+  bool has_ports = false;  // TCP/UDP/SCTP/UDP-Lite, first fragment: ports read
   std::uint16_t src_port = 0;
   std::uint16_t dst_port = 0;
 };
@@ -49,7 +49,7 @@ struct icmp_info {
   icmp_outcome outcome = icmp_outcome::truncated;
   std::uint8_t type = 0;
   std::uint8_t code = 0;
-  bool error = false;  // the type is an error message (whatever became of its quote)
+  bool error = false;    // the type is an error message (whatever became of its quote)
   quoted_packet quoted;  // valid when outcome == quoted
 };
 

@@ -14,7 +14,8 @@ void check(const sluice::packet::icmp_info& m, sluice::packet::bytes input, std:
   using sluice::packet::icmp_outcome;
   if (m.outcome >= icmp_outcome::count) std::abort();
   if (sluice::packet::to_string(m.outcome) == nullptr) std::abort();
-  if (input.size() >= 4 && m.error != sluice::packet::icmp_is_error(version, input[0])) std::abort();
+  if (input.size() >= 4 && m.error != sluice::packet::icmp_is_error(version, input[0]))
+    std::abort();
   if (m.outcome == icmp_outcome::not_error && m.error) std::abort();
   if (m.outcome == icmp_outcome::quoted) {
     const auto& q = m.quoted;

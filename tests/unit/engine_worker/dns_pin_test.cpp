@@ -41,8 +41,8 @@ dns_conv v6_conv() {
 }
 
 // Names that make a DNS message longer than 128 bytes (three fragments at 0, 64, 128).
-#define SLUICE_LONG_NAMES                                                     \
-  "padding-label-one.example.com", "padding-label-two.example.com",          \
+#define SLUICE_LONG_NAMES                                           \
+  "padding-label-one.example.com", "padding-label-two.example.com", \
       "padding-label-three.example.com", "padding-label-four.example.com"
 
 // Sends each frame (in its own burst) and returns what reached the other side.
@@ -82,8 +82,7 @@ TEST_CASE("DNS: once a query's name is blocked, its flow is blocked for life, bo
         {"a later allowed query, same 5-tuple", &d, d.query({"example.org"}, 3), true, false},
         {"its response", &d, d.response({"example.org"}, 3), false, false},
         {"other resolver", &other_resolver, other_resolver.query({"example.com"}, 4), true, true},
-        {"its response", &other_resolver, other_resolver.response({"example.com"}, 4), false,
-         true},
+        {"its response", &other_resolver, other_resolver.response({"example.com"}, 4), false, true},
         {"other source port", &other_port, other_port.query({"example.com"}, 5), true, true},
     };
     std::uint64_t forwarded = 0;
@@ -136,7 +135,8 @@ TEST_CASE("DNS over IPv6 fragments: a pinned flow's fragmented response is dropp
     CHECK(h.count(engine_event::dropped_by_rule) == 3 + 1 + 3);
   }
   // Another flow's fragmented response goes through, byte for byte.
-  const auto ok = fragment(allowed.response({"example.com", SLUICE_LONG_NAMES}), {0, 64, 128}, 0x54);
+  const auto ok =
+      fragment(allowed.response({"example.com", SLUICE_LONG_NAMES}), {0, 64, 128}, 0x54);
   CHECK(through(h, allowed.query({"example.com"}), true).size() == 1);
   h.from_internet(ok);
   CHECK(drain(h.sub()) == ok);
@@ -189,11 +189,12 @@ TEST_CASE("DNS: monitor-only names are counted per message and never pin the flo
 
 TEST_CASE("DNS: a policy swap re-decides a pinned flow from the names it asked") {
   harness h;
-  const auto both = policy_of({rule("me", action::drop, {}, {"t.me"}),
-                               rule("org", action::drop, {}, {"telegram.org"})}, 1);
+  const auto both = policy_of(
+      {rule("me", action::drop, {}, {"t.me"}), rule("org", action::drop, {}, {"telegram.org"})}, 1);
   const auto org_only = policy_of({rule("org", action::drop, {}, {"telegram.org"})}, 2);
   const auto reordered = policy_of({rule("x", action::drop, {}, {"example.net"}),
-                                    rule("org", action::drop, {}, {"telegram.org"})}, 3);
+                                    rule("org", action::drop, {}, {"telegram.org"})},
+                                   3);
   const auto lifted = policy_of({rule("x", action::drop, {}, {"example.net"})}, 4);
   h.set_policy(both);
   const dns_conv d;

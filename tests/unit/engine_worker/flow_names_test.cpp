@@ -2,6 +2,8 @@
 // name slot, the strongest of a packet's names, and what a later packet's names do to a flow —
 // never a downgrade. End to end through the worker: a TLS flow re-decided from its kept name on a
 // policy swap, and (once the classifier reports both names) a proxy's CONNECT then ClientHello.
+#include "dataplane/engine/flow_names.hpp"
+
 #include <doctest/doctest.h>
 
 #include <array>
@@ -9,7 +11,6 @@
 #include <string_view>
 #include <vector>
 
-#include "dataplane/engine/flow_names.hpp"
 #include "tests/unit/engine_worker/harness.hpp"
 
 using namespace sluice;
@@ -60,7 +61,7 @@ TEST_CASE("name_list: packed names, the deciding one first, what does not fit dr
   CHECK(l.size() == 3);
 
   const std::string big(230, 'a');  // 33 bytes held + 231 > 256
-  l.add(big, false);  // does not fit behind the others: dropped
+  l.add(big, false);                // does not fit behind the others: dropped
   CHECK(l.size() == 3);
   l.add(big, true);  // deciding: always kept, the others follow while they fit
   CHECK(l.first() == big);
@@ -118,13 +119,25 @@ TEST_CASE("apply_names: a flow's later names never downgrade it") {
       {"blocked, then allowed", {"t.me"}, {"allowed.example"}, 2, {"t.me", "allowed.example"}},
       {"reset, then drop", {"reset.example"}, {"t.me"}, 2, {"t.me", "reset.example"}},
       {"drop, then reset", {"t.me"}, {"reset.example"}, 2, {"t.me", "reset.example"}},
-      {"monitor, then reset", {"watched.example"}, {"reset.example"}, 1,
+      {"monitor, then reset",
+       {"watched.example"},
+       {"reset.example"},
+       1,
        {"reset.example", "watched.example"}},
-      {"reset, then monitor", {"reset.example"}, {"watched.example"}, 1,
+      {"reset, then monitor",
+       {"reset.example"},
+       {"watched.example"},
+       1,
        {"reset.example", "watched.example"}},
-      {"neither, then neither", {"a.example"}, {"b.example"}, match::verdict::no_rule,
+      {"neither, then neither",
+       {"a.example"},
+       {"b.example"},
+       match::verdict::no_rule,
        {"a.example", "b.example"}},
-      {"two at once, then one", {"allowed.example", "reset.example"}, {"a.example"}, 1,
+      {"two at once, then one",
+       {"allowed.example", "reset.example"},
+       {"a.example"},
+       1,
        {"reset.example", "allowed.example", "a.example"}},
   };
   for (const row& r : rows) {

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "dataplane/engine/worker.hpp"
-#include "dataplane/packet/frame.hpp"
 #include "dataplane/match/policy.hpp"
+#include "dataplane/packet/frame.hpp"
 #include "tests/unit/engine_worker/traffic.hpp"
 #include "tests/unit/support/packet_builder.hpp"
 
@@ -98,7 +98,8 @@ inline buf with_bad_checksum(buf f) {
 
 // Splits the L4 bytes of a whole Ethernet + IPv4/IPv6 (no options/extensions) frame into
 // fragments with their data starting at `cuts` (multiples of 8, first 0), in datagram order.
-inline std::vector<buf> fragment(const buf& frame, std::vector<std::size_t> cuts, std::uint16_t id) {
+inline std::vector<buf> fragment(const buf& frame, std::vector<std::size_t> cuts,
+                                 std::uint16_t id) {
   const auto info = packet::parse_frame(frame);
   REQUIRE(info.outcome == packet::frame_outcome::ok);
   const bool v6 = info.ip_version == 6;

@@ -87,15 +87,16 @@ TEST_CASE("address rules stop ICMP, ICMPv6 and other protocols to and from a blo
   };
   const std::vector<row> rows = {
       {"echo to Telegram", eth_ip(icmp_echo(client_ip(), tg4)), true, false},
-      {"echo reply from Telegram", eth_ip(icmp_packet(tg4, client_ip(), 0, 0, text("pong"))),
-       false, false},
+      {"echo reply from Telegram", eth_ip(icmp_packet(tg4, client_ip(), 0, 0, text("pong"))), false,
+       false},
       {"echo elsewhere", eth_ip(icmp_echo(client_ip(), other_ip())), true, true},
       {"its reply", eth_ip(icmp_packet(other_ip(), client_ip(), 0, 0, text("pong"))), false, true},
       {"ICMPv6 echo to Telegram", eth_ip(icmp_echo(client6, tg6)), true, false},
       {"ICMPv6 echo reply from Telegram", eth_ip(icmp_packet(tg6, client6, 129, 0, text("pong"))),
        false, false},
       {"ICMPv6 echo elsewhere", eth_ip(icmp_echo(client6, other6)), true, true},
-      {"ESP to Telegram", eth_ip(ipv4(client_ip(), v4(91, 108, 4, 5), 50, buf(40, 7))), true, false},
+      {"ESP to Telegram", eth_ip(ipv4(client_ip(), v4(91, 108, 4, 5), 50, buf(40, 7))), true,
+       false},
       {"ESP elsewhere", eth_ip(ipv4(client_ip(), other_ip(), 50, buf(40, 7))), true, true},
       {"SCTP over IPv6 to Telegram", eth_ip(ipv6(client6, tg6, 132, {}, buf(32, 1), 132)), true,
        false},
@@ -171,10 +172,8 @@ TEST_CASE("ICMPv6 neighbour discovery on the subscriber link is never dropped") 
   };
   const std::vector<row> rows = {
       {"router solicitation", eth_ip(icmp_packet(ll_client, all_routers, 133, 0, {})), true},
-      {"router advertisement", eth_ip(icmp_packet(ll_router, all_nodes, 134, 0, buf(8, 0))),
-       false},
-      {"neighbour solicitation", eth_ip(icmp_packet(client6, solicited, 135, 0, buf(16, 0))),
-       true},
+      {"router advertisement", eth_ip(icmp_packet(ll_router, all_nodes, 134, 0, buf(8, 0))), false},
+      {"neighbour solicitation", eth_ip(icmp_packet(client6, solicited, 135, 0, buf(16, 0))), true},
       {"neighbour advertisement", eth_ip(icmp_packet(ll_router, ll_client, 136, 0, buf(16, 0))),
        false},
       {"redirect", eth_ip(icmp_packet(ll_router, ll_client, 137, 0, buf(32, 0))), false},
@@ -195,8 +194,8 @@ TEST_CASE("ICMPv6 neighbour discovery on the subscriber link is never dropped") 
 
 TEST_CASE("ICMP errors quoting a blocked flow are dropped, quoting an allowed one passed") {
   harness h;
-  h.set_policy(policy_of({rule("sni", action::reset, {}, {"t.me"}),
-                          rule("tg", action::drop, {"149.154.160.0/20"})}));
+  h.set_policy(policy_of(
+      {rule("sni", action::reset, {}, {"t.me"}), rule("tg", action::drop, {"149.154.160.0/20"})}));
   tcp_conv blocked;
   blocked.server = other_ip();
   tcp_conv allowed;
@@ -243,11 +242,9 @@ TEST_CASE("ICMP errors quoting a blocked flow are dropped, quoting an allowed on
       {"quoting an echo to a blocked prefix (traceroute)",
        eth_ip(icmp_error(router4, client_ip(), 11, 0, echo_to_tg)), false, false},
       {"quoting the allowed flow",
-       eth_ip(icmp_error(router4, client_ip(), 3, 3, ip_of(allowed.data(text("y"))))), false,
-       true},
+       eth_ip(icmp_error(router4, client_ip(), 3, 3, ip_of(allowed.data(text("y"))))), false, true},
       {"quoting a flow not held",
-       eth_ip(icmp_error(router4, client_ip(), 3, 3, ip_of(unknown.data(text("z"))))), false,
-       true},
+       eth_ip(icmp_error(router4, client_ip(), 3, 3, ip_of(unknown.data(text("z"))))), false, true},
   };
   std::uint64_t dropped = 0;
   for (const row& r : rows) {
@@ -287,7 +284,8 @@ TEST_CASE("ICMP errors whose quote cannot be read fail open, counted") {
     buf frame;
   };
   const std::vector<row> rows = {
-      {"quote shorter than an IP header", eth_ip(icmp_error(router4, client_ip(), 3, 3, quoted, 19))},
+      {"quote shorter than an IP header",
+       eth_ip(icmp_error(router4, client_ip(), 3, 3, quoted, 19))},
       {"quote without its ports", eth_ip(icmp_error(router4, client_ip(), 3, 3, quoted, 23))},
       {"quoted IHL below 5", eth_ip(icmp_error(router4, client_ip(), 3, 3, bad_ihl))},
       {"quoted version 6 in ICMPv4", eth_ip(icmp_error(router4, client_ip(), 3, 3, bad_version))},

@@ -74,7 +74,8 @@ TEST_CASE("ICMP: quoted datagrams, whole and cut") {
   later.frag = 185;
   const buf frag4 = ipv4(client4, server4, 17, buf(64, 1), later);
   const buf ext6 = ipv6(client6, server6, 60, opts_header(17), udp(40002, 443, buf(20, 2)), 17);
-  const buf frag6_later = ipv6(client6, server6, 44, frag6(17, 1280, false, 9), buf(40, 3), 17, false);
+  const buf frag6_later =
+      ipv6(client6, server6, 44, frag6(17, 1280, false, 9), buf(40, 3), 17, false);
   const buf echo4 = icmp_echo(client4, server4);
   struct row {
     const char* desc;
@@ -166,7 +167,8 @@ TEST_CASE("ICMP: hostile and cut quotes are not read") {
     icmp_outcome outcome;
   };
   const row rows[] = {
-      {"v4 header only, no quote", icmp_packet(router4, client4, 3, 3, {}), icmp_outcome::truncated},
+      {"v4 header only, no quote", icmp_packet(router4, client4, 3, 3, {}),
+       icmp_outcome::truncated},
       {"v4 quote shorter than an IP header", icmp_error(router4, client4, 3, 3, udp4, 19),
        icmp_outcome::truncated},
       {"v4 quote without its ports", icmp_error(router4, client4, 3, 3, udp4, 23),
