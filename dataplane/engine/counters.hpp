@@ -32,7 +32,11 @@ namespace sluice::engine {
   X(throttled_drops, "throttled_drops")                                                  \
   X(monitor_hits, "monitor_hits")                                                        \
   X(policy_unmatched_flows, "policy_unmatched_flows")                                    \
-  X(mirror_consumed, "mirror_consumed")       /* mirror mode: inspected, not enforced */
+  X(mirror_consumed, "mirror_consumed")       /* mirror mode: inspected, not enforced */ \
+  X(dns_flows_pinned, "dns_flows_pinned")     /* DNS/SSDP flow blocked for its life */   \
+  X(throttle_flowless, "throttle_flowless")   /* throttle matched, no flow: passed */    \
+  X(icmp_errors_quoted, "icmp_errors_quoted") /* judged also by what they quote */       \
+  X(icmp_errors_unread, "icmp_errors_unread") /* quote unreadable: own addresses only */
 
 enum class engine_event : std::uint8_t {
 #define SLUICE_X(name, str) name,

@@ -21,6 +21,9 @@
 #include <string>
 #include <thread>
 
+#include "dataplane/engine/flow_names.hpp"
+#include "dataplane/engine/ip_fragments.hpp"
+#include "dataplane/engine/other_l4.hpp"
 #include "dataplane/engine/response.hpp"
 #include "dataplane/engine/token_bucket.hpp"
 #include "dataplane/flow/classifier.hpp"
@@ -36,14 +39,16 @@
 // is judged and the original fragments are forwarded or dropped by that verdict
 // (fragments_reassembled counts datagrams); held fragments are accounted when released, and
 // those released without reassembly (timeout, table full, caps, conflicting overlap, flush)
-// are forwarded unchanged and counted in fragments_passed. Our own answers (RST, 451) are counted apart: resets_sent,
-// notices_sent, response_failed (no mbuf, unanswerable, or refused by tx).
+// are forwarded unchanged and counted in fragments_passed. Packets that are IP but not TCP/UDP
+// (other_l4.hpp) are judged by address rules and, for ICMP errors, the flow they quote. Our own
+// answers (RST, 451) are counted apart: resets_sent, notices_sent, response_failed (no mbuf,
+// unanswerable, or refused by tx).
 
 namespace sluice::engine {
 namespace {
 
 constexpr std::uint16_t max_burst = 64;
-constexpr std::size_t name_slot_bytes = 256;
+constexpr std::size_t name_slot_bytes = name_list::slot_bytes;
 constexpr std::uint32_t closing_idle_seconds = 10;  // after FIN/RST
 constexpr std::uint16_t answer_every_packets = 32;  // re-answer a blocked flow at most this often
 constexpr unsigned age_per_burst = 8;               // idle-aging scan step
@@ -91,9 +96,8 @@ struct flow_entry {
   std::uint8_t impact_n = 0;      // entries of impact_rules in use
   std::uint8_t impact_extra = 0;  // address rules beyond impact_rules (counted as overflow)
   impact_state impact = impact_state::idle;
-  std::uint8_t name_len = 0;
+  std::uint16_t name_bytes = 0;  // of the flow's name slot in use (flow_names.hpp), 0 = none
   bool in_use = false;
-  bool has_name = false;
   bool closing = false;
   bool unmatched_counted = false;
 };
@@ -138,195 +142,6 @@ T* socket_array(std::size_t n, unsigned socket, const char* what) {
   T* p = static_cast<T*>(mem);
   for (std::size_t i = 0; i < n; ++i) new (p + i) T();
   return p;
-}
-
-// ---- IP fragments ----------------------------------------------------------------------------
-
-constexpr std::uint8_t frag_max_pieces = 16;       // per datagram; more: fail open
-constexpr std::uint32_t frag_max_prefix = 512;     // L2 + IP header (+ v6 extensions) we copy
-constexpr std::uint32_t frag_scratch_bytes = 65535;  // frame_info offsets are 16-bit
-constexpr std::uint8_t ipproto_fragment = 44;
-
-// A datagram's identity (RFC 791 / RFC 8200), plus the VLAN and the tunnel (fragments inside a
-// VXLAN/GTP-U tunnel) so two subscribers' VLANs or tenants' tunnels never mix.
-struct frag_key {
-  std::array<std::uint8_t, 16> src;
-  std::array<std::uint8_t, 16> dst;
-  std::uint32_t id;
-  std::uint16_t vlan;
-  std::uint8_t proto;
-  std::uint8_t version;
-  std::uint32_t tunnel;
-};
-static_assert(sizeof(frag_key) == 44 && sizeof(frag_key) % 4 == 0);
-
-// Where one fragment's bytes sit in its frame: `l3_at` the IP header, `data_at` the fragment data
-// (after the IP header, or after the v6 fragment header), `frag_hdr_at` (v6) the fragment
-// header, `next_hdr_at` (v6) the byte that names it.
-struct frag_piece {
-  rte_mbuf* m = nullptr;
-  std::uint16_t rx_port = 0;
-  std::uint16_t l3_at = 0;
-  std::uint16_t data_at = 0;
-  std::uint16_t data_len = 0;
-  std::uint16_t frag_hdr_at = 0;
-  std::uint16_t next_hdr_at = 0;
-  std::uint32_t offset = 0;  // in the datagram's payload
-  bool more = false;
-};
-
-struct frag_slot {
-  frag_key key{};
-  std::uint64_t first_tsc = 0;
-  std::array<frag_piece, frag_max_pieces> pieces{};  // arrival order
-  std::uint8_t n = 0;
-  bool in_use = false;
-};
-
-// Finds the fragment data of a parsed fragment (`info.is_fragment`). False when the frame does
-// not hold what the parser said (never, for a parser-made info) or the v6 chain has no fragment
-// header.
-[[nodiscard]] bool locate_fragment(packet::bytes frame, const packet::frame_info& info,
-                                   frag_piece& p) noexcept {
-  const std::size_t l3 = info.l3_offset;
-  const std::size_t end = l3 + info.l3_length;
-  if (end > frame.size()) return false;
-  p.l3_at = static_cast<std::uint16_t>(l3);
-  if (info.ip_version == 4) {
-    if (end - l3 < 20) return false;
-    const std::size_t ihl = (frame[l3] & 0x0fu) * 4u;
-    if (ihl < 20 || ihl > end - l3) return false;
-    p.data_at = static_cast<std::uint16_t>(l3 + ihl);
-    p.data_len = static_cast<std::uint16_t>(end - l3 - ihl);
-    p.offset = info.frag_offset;
-    p.more = info.more_fragments;
-    return true;
-  }
-  if (info.ip_version != 6 || end - l3 < 40) return false;
-  std::size_t nh_at = l3 + 6;
-  std::size_t cur = l3 + 40;
-  for (int i = 0; i < 8; ++i) {
-    const std::uint8_t nh = frame[nh_at];
-    if (end - cur < 8) return false;
-    if (nh == ipproto_fragment) {
-      p.next_hdr_at = static_cast<std::uint16_t>(nh_at);
-      p.frag_hdr_at = static_cast<std::uint16_t>(cur);
-      p.data_at = static_cast<std::uint16_t>(cur + 8);
-      p.data_len = static_cast<std::uint16_t>(end - cur - 8);
-      p.offset = info.frag_offset;
-      p.more = info.more_fragments;
-      return true;
-    }
-    std::size_t len = 0;
-    if (nh == 0 || nh == 43 || nh == 60) {
-      len = (frame[cur + 1] + 1u) * 8u;
-    } else if (nh == 51) {
-      len = (frame[cur + 1] + 2u) * 4u;
-    } else {
-      return false;
-    }
-    if (len > end - cur) return false;
-    nh_at = cur;
-    cur += len;
-  }
-  return false;
-}
-
-std::uint16_t ipv4_header_checksum(const std::uint8_t* h, std::size_t len) noexcept {
-  std::uint32_t sum = 0;
-  for (std::size_t i = 0; i + 1 < len; i += 2) sum += packet::load_be16(h + i);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<std::uint16_t>(~sum);
-}
-
-inline void put_be16(std::uint8_t* p, std::uint32_t v) noexcept {
-  p[0] = static_cast<std::uint8_t>(v >> 8);
-  p[1] = static_cast<std::uint8_t>(v);
-}
-
-enum class reassembly : std::uint8_t { incomplete, complete, invalid };
-
-// Checks coverage of the held pieces and, when they cover the datagram, writes L2 + the
-// reassembled IP datagram (total length fixed, fragmentation cleared, v6 fragment header
-// removed) into `out` and sets `len`. `invalid`: conflicting overlap, data past the last
-// fragment's end, two different ends, or too big for `out`.
-[[nodiscard]] reassembly reassemble(const frag_slot& s, std::span<std::uint8_t> out,
-                                    std::size_t& len) noexcept {
-  std::array<std::uint8_t, frag_max_pieces> order{};
-  std::uint32_t total = 0;
-  bool have_last = false;
-  for (std::uint8_t i = 0; i < s.n; ++i) {
-    order[i] = i;
-    const frag_piece& p = s.pieces[i];
-    const std::uint32_t p_end = p.offset + p.data_len;
-    if (!p.more) {
-      if (have_last && p_end != total) return reassembly::invalid;
-      have_last = true;
-      total = p_end;
-    }
-  }
-  if (!have_last) return reassembly::incomplete;
-  for (std::uint8_t i = 0; i < s.n; ++i) {
-    if (s.pieces[i].offset + s.pieces[i].data_len > total) return reassembly::invalid;
-  }
-  // Stable (insertion) sort by offset: among equal offsets the earliest arrival comes first,
-  // which is also the piece judge_datagram takes the headers from. No allocation.
-  for (std::uint8_t i = 1; i < s.n; ++i) {
-    const std::uint8_t v = order[i];
-    std::uint8_t j = i;
-    for (; j > 0 && s.pieces[order[j - 1]].offset > s.pieces[v].offset; --j) {
-      order[j] = order[j - 1];
-    }
-    order[j] = v;
-  }
-  std::uint32_t covered = 0;
-  for (std::uint8_t i = 0; i < s.n; ++i) {
-    const frag_piece& p = s.pieces[order[i]];
-    if (p.offset > covered) return reassembly::incomplete;
-    covered = std::max(covered, p.offset + p.data_len);
-  }
-  if (covered < total) return reassembly::incomplete;
-
-  const frag_piece& first = s.pieces[order[0]];
-  const auto* f = rte_pktmbuf_mtod(first.m, const std::uint8_t*);
-  const bool v6 = s.key.version == 6;
-  const std::size_t prefix = v6 ? first.frag_hdr_at : first.data_at;
-  if (prefix > frag_max_prefix || prefix + total > out.size()) return reassembly::invalid;
-  std::uint8_t* o = out.data();
-  std::memcpy(o, f, prefix);
-  std::uint8_t* data = o + prefix;
-  covered = 0;
-  for (std::uint8_t i = 0; i < s.n; ++i) {
-    const frag_piece& p = s.pieces[order[i]];
-    const auto* d = rte_pktmbuf_mtod(p.m, const std::uint8_t*) + p.data_at;
-    const std::uint32_t p_end = p.offset + p.data_len;
-    const std::uint32_t overlap_end = std::min(covered, p_end);
-    if (overlap_end > p.offset &&
-        std::memcmp(data + p.offset, d, overlap_end - p.offset) != 0) {
-      return reassembly::invalid;  // a later copy would change what we judged
-    }
-    if (p_end > covered) {
-      const std::uint32_t from = std::max(covered, p.offset);
-      std::memcpy(data + from, d + (from - p.offset), p_end - from);
-      covered = p_end;
-    }
-  }
-  std::uint8_t* ip = o + first.l3_at;
-  if (!v6) {
-    const std::size_t ihl = first.data_at - first.l3_at;
-    if (ihl + total > 65535) return reassembly::invalid;
-    put_be16(ip + 2, static_cast<std::uint32_t>(ihl + total));
-    put_be16(ip + 6, packet::load_be16(ip + 6) & 0x4000u);  // keep DF, clear MF + offset
-    put_be16(ip + 10, 0);
-    put_be16(ip + 10, ipv4_header_checksum(ip, ihl));
-  } else {
-    const std::size_t payload = first.frag_hdr_at - first.l3_at - 40 + total;
-    if (payload > 65535) return reassembly::invalid;
-    put_be16(ip + 4, static_cast<std::uint32_t>(payload));
-    o[first.next_hdr_at] = f[first.frag_hdr_at];  // what followed the fragment header
-  }
-  len = prefix + total;
-  return reassembly::complete;
 }
 
 // rte_hash accepts no fewer than 8 entries.
@@ -522,11 +337,10 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     if (due) {
       bool noticed = false;
-      if (act == match::action::notice && !cfg.mirror_mode && e != nullptr && e->has_name &&
+      if (act == match::action::notice && !cfg.mirror_mode && e != nullptr && e->name_bytes != 0 &&
           e->cls.protocol == flow::flow_protocol::http && from_client && info.payload_length > 0) {
         const std::string_view legal = ctx.policy->rule(rule).legal_basis;
-        const std::string_view name(names + std::size_t{position_of(e)} * name_slot_bytes,
-                                    e->name_len);
+        const std::string_view name = names_of(*e).first();
         noticed = send_answer(rx_port, engine_event::notices_sent, c,
                               [&](std::span<std::uint8_t> out) {
                                 return build_http_notice(frame, info, legal, name, entropy, out);
@@ -548,6 +362,16 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     return static_cast<std::uint32_t>(e - entries);
   }
 
+  [[nodiscard]] name_list names_of(flow_entry& e) noexcept {
+    return name_list(names + std::size_t{position_of(&e)} * name_slot_bytes, e.name_bytes);
+  }
+
+  // Judged message by message (a resolver's 5-tuple asks many names), unless pinned: see judge.
+  [[nodiscard]] static bool per_message(const flow_entry& e) noexcept {
+    return e.cls.protocol == flow::flow_protocol::dns_udp ||
+           e.cls.protocol == flow::flow_protocol::ssdp;
+  }
+
   // ---- policy ------------------------------------------------------------------------------
 
   void refresh_groups(flow_entry& e, const burst_context& ctx) noexcept {
@@ -563,10 +387,20 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     if (ctx.policy == nullptr) return;
     if (auto g = ctx.policy->match_ip(e.internet)) e.ip_group = *g;
-    if (e.has_name) {
-      const std::string_view name(names + std::size_t{position_of(&e)} * name_slot_bytes,
-                                  e.name_len);
-      if (auto g = ctx.policy->match_name(name)) e.name_group = *g;
+    if (e.name_bytes != 0) {
+      // Re-decided from every name the flow revealed: the strongest under this policy decides.
+      name_list l = names_of(e);
+      const name_pick p = pick_strongest(*ctx.policy, opt(e.ip_group), l, ctx.now);
+      if (p.index >= 0) {
+        e.name_group = p.group;
+        l.add(l.nth(static_cast<std::size_t>(p.index)), true);
+      }
+      // A pinned DNS/SSDP flow stays pinned while one of its names still enforces; a lift
+      // returns it to per-message judging.
+      if (per_message(e) && !(p.group != no_group && p.v.enforce())) {
+        l.clear();
+        e.name_group = no_group;
+      }
     }
     // Every active rule the address matched, whatever its action (monitor = shadow mode).
     if (ctx.sketch != nullptr && e.impact == impact_state::idle && e.ip_group != no_group) {
@@ -692,7 +526,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     switch (v.act) {
       case match::action::throttle: {
-        if (e == nullptr) {  // no per-flow state: fail open
+        if (e == nullptr) {  // no per-flow state (other_l4.hpp): fail open
+          c.add(engine_event::throttle_flowless);
           pass(m, rx_port, c);
           return;
         }
@@ -894,8 +729,39 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     counters.packets += c.packets;
   }
 
+  // Not TCP/UDP (other_l4.hpp): address rules, and for ICMP errors the flow or addresses they
+  // quote. The quoted flow is looked up, never created, and its idle timer is left alone.
+  void on_other_l4(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info, port_role role,
+                   std::uint16_t rx_port, const burst_context& ctx, burst_counts& c) noexcept {
+    if (ctx.policy == nullptr) {
+      pass(m, rx_port, c);
+      return;
+    }
+    const sender_side side = role == port_role::internet ? sender_side::internet
+                             : role == port_role::mirror ? sender_side::either
+                                                         : sender_side::subscriber;
+    const other_l4_judgement j =
+        judge_other_l4(*ctx.policy, frame, info, side, ctx.now,
+                       [&](const packet::frame_info& quoted) -> std::optional<quoted_flow> {
+                         bool from_a = true;
+                         flow_entry* e = find_or_create(quoted, role, from_a, ctx, c, false);
+                         if (e == nullptr) return std::nullopt;
+                         if (e->generation != ctx.generation) refresh_groups(*e, ctx);
+                         return quoted_flow{e->ip_group, e->name_group};
+                       });
+    if (j.icmp_error) {
+      c.add(j.quote_read ? engine_event::icmp_errors_quoted : engine_event::icmp_errors_unread);
+    }
+    if (j.v.enforce() || j.v.monitors != 0) {
+      count_rules(nullptr, ctx, j.v, j.ip_group, j.name_group);
+    }
+    enforce(m, frame, info, nullptr, ctx, j.v, rx_port, false, c);
+  }
+
+  // `create` false: lookup only (nullptr when the flow is not held).
   flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
-                             const burst_context& ctx, burst_counts& c) noexcept {
+                             const burst_context& ctx, burst_counts& c,
+                             bool create = true) noexcept {
     flow_key k;
     std::memset(&k, 0, sizeof k);
     const int order = std::memcmp(info.src.bytes.data(), info.dst.bytes.data(), 16);
@@ -915,6 +781,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     if (pos >= 0) [[likely]] {
       return &entries[pos];
     }
+    if (!create) return nullptr;
     pos = rte_hash_add_key_with_hash(flows, &k, sig);
     if (pos < 0 || static_cast<std::uint32_t>(pos) >= capacity) [[unlikely]] {
       if (pos >= 0) rte_hash_del_key_with_hash(flows, &k, sig);
@@ -945,6 +812,10 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     if (info.outcome == packet::frame_outcome::fragment ||
         (info.outcome == packet::frame_outcome::ok && info.is_fragment)) {
       on_fragment(m, frame, info, role, rx_port, ctx, c);
+      return;
+    }
+    if (info.outcome == packet::frame_outcome::other_l4) {
+      on_other_l4(m, frame, info, role, rx_port, ctx, c);
       return;
     }
     if (info.outcome != packet::frame_outcome::ok) {
@@ -1003,59 +874,29 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
           ++c.give_ups[static_cast<std::size_t>(e->cls.reason)];
         }
         if (r.name_count != 0) {
-          const bool per_packet = e->cls.protocol == flow::flow_protocol::dns_udp ||
-                                  e->cls.protocol == flow::flow_protocol::ssdp;
-          // The strongest verdict among the names this packet revealed.
-          std::uint8_t best = 0;
-          std::uint32_t best_group = no_group;
-          match::verdict best_v;
-          if (ctx.policy != nullptr) {
-            best_v = ctx.policy->decide(opt(e->ip_group), std::nullopt, ctx.now);
-            for (std::uint8_t i = 0; i < r.name_count; ++i) {
-              const auto g = ctx.policy->match_name(r.names[i]);
-              if (!g) continue;
-              const match::verdict vi = ctx.policy->decide(opt(e->ip_group), g, ctx.now);
-              const bool better =
-                  best_group == no_group
-                      ? (vi.enforce() || vi.monitors != 0)
-                      : vi.enforce() &&
-                            (!best_v.enforce() || ctx.policy->stronger(vi.rule, best_v.rule));
-              if (better) {
-                best = i;
-                best_group = *g;
-                best_v = vi;
-              }
-            }
-          }
-          if (per_packet) {
-            name_group = best_group;
-            v = best_v;
+          const std::span<const std::string_view> revealed(r.names.data(), r.name_count);
+          name_list held = names_of(*e);
+          const names_outcome n = apply_names(ctx.policy, opt(e->ip_group), e->name_group, held,
+                                              revealed, per_message(*e), ctx.now);
+          if (n.pinned) c.add(engine_event::dns_flows_pinned);
+          name_group = n.name_group;
+          if (n.judged) {
+            v = n.v;
             judged = true;
-            if (ctx.sketch != nullptr && e->impact != impact_state::done &&
-                (e->impact == impact_state::pending || best_group != no_group)) {
-              impact_record(*e, ctx, r.names[best], true, best_group);
-            }
-          } else {
-            const std::string_view n = r.names[best];
-            const std::size_t len = std::min(n.size(), name_slot_bytes - 1);
-            std::memcpy(names + std::size_t{position_of(e)} * name_slot_bytes, n.data(), len);
-            e->name_len = static_cast<std::uint8_t>(len);
-            e->has_name = true;
-            e->name_group = name_group = best_group;
+          }
+          if (per_message(*e) && ctx.sketch != nullptr && e->impact != impact_state::done &&
+              (e->impact == impact_state::pending || n.best_group != no_group)) {
+            impact_record(*e, ctx, revealed[n.best], true, n.best_group);
           }
         }
       }
     }
     if (ctx.sketch != nullptr && e->impact != impact_state::done) {
       // Named now (stored above, or before a policy swap), or classification over without one.
-      const bool per_packet = e->cls.protocol == flow::flow_protocol::dns_udp ||
-                              e->cls.protocol == flow::flow_protocol::ssdp;
-      if (e->has_name && !per_packet &&
+      if (e->name_bytes != 0 && !per_message(*e) &&
           (e->impact == impact_state::pending || name_group != no_group)) {
-        const std::string_view n(names + std::size_t{position_of(e)} * name_slot_bytes,
-                                 e->name_len);
-        impact_record(*e, ctx, n, true, name_group);
-      } else if (e->impact == impact_state::pending && e->cls.final() && !e->has_name) {
+        impact_record(*e, ctx, names_of(*e).first(), true, name_group);
+      } else if (e->impact == impact_state::pending && e->cls.final() && e->name_bytes == 0) {
         impact_record(*e, ctx, {}, false, no_group);
       }
     }

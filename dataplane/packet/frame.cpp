@@ -167,6 +167,7 @@ inline bool after_ip(frame_info& fi, walk_state& s, std::uint8_t proto) noexcept
       s.next = hdr_gre;
       return true;
     default:
+      fi.l4_offset = static_cast<std::uint16_t>(s.off);  // e.g. where an ICMP message starts
       return stop(fi, frame_outcome::other_l4);
   }
 }

@@ -100,7 +100,7 @@ struct frame_info {
   std::uint16_t frag_offset = 0;  // in bytes
   std::uint32_t frag_id = 0;      // IPv4 id or IPv6 fragment identification
 
-  // L4 (valid when outcome == ok).
+  // L4 (valid when outcome == ok; l4_offset also for other_l4, where the L4 header starts).
   std::uint16_t l4_offset = 0;
   std::uint16_t src_port = 0;
   std::uint16_t dst_port = 0;

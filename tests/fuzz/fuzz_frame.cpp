@@ -26,6 +26,11 @@ void check(const sluice::packet::frame_info& fi, sluice::packet::bytes input) {
     const auto payload = fi.payload(input);
     if (payload.size() != fi.payload_length) std::abort();
   }
+  if (fi.outcome == frame_outcome::other_l4) {  // where e.g. an ICMP message starts
+    if (fi.l4_offset < fi.l3_offset || fi.l4_offset > std::size_t{fi.l3_offset} + fi.l3_length) {
+      std::abort();
+    }
+  }
   const bool sum_ok = sluice::packet::l4_checksum_ok(input, fi);
   if (sum_ok && (fi.outcome != frame_outcome::ok || fi.is_fragment)) std::abort();
   if (sluice::packet::to_string(fi.outcome) == nullptr) std::abort();

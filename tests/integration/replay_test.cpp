@@ -27,11 +27,13 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "dataplane/flow/classifier.hpp"
 #include "dataplane/offline/capture_flows.hpp"
 #include "dataplane/packet/frame.hpp"
+#include "dataplane/packet/icmp.hpp"
 #include "dataplane/telemetry/json.hpp"
 
 namespace {
@@ -245,10 +247,11 @@ std::vector<frame> expected_forward(const fs::path& capture, const capture_polic
   sluice::flow::classifier::config cfg;
   cfg.verify_checksums = false;
   sluice::flow::classifier cls(pool, cfg);
-  // Frames that reveal the blocked name, and flows judged per message (DNS over UDP, SSDP:
-  // each message is judged by its own names, as the worker does).
-  std::set<std::uint64_t> naming_frames;
+  // Flows judged per message (DNS over UDP, SSDP), and the frame from which each is pinned: its
+  // first message naming the blocked name stops it and every later frame of it, both ways, as
+  // the worker does (dataplane/engine/FLOW_SEMANTICS.md).
   std::set<sluice::offline::flow_key> per_message;
+  std::map<sluice::offline::flow_key, std::uint64_t> pinned_from;
   const auto classified = sluice::offline::classify_capture(
       capture.string(), cls,
       [&](std::uint64_t no, const sluice::packet::frame_info&,
@@ -263,7 +266,9 @@ std::vector<frame> expected_forward(const fs::path& capture, const capture_polic
           std::transform(n.begin(), n.end(), n.begin(),
                          [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
           if (!n.empty() && n.back() == '.') n.pop_back();
-          if (!p.name.empty() && n == p.name) naming_frames.insert(no);
+          if (!p.name.empty() && n == p.name && per_message.count(rec->key)) {
+            pinned_from.emplace(rec->key, no);
+          }
         }
       });
   REQUIRE_MESSAGE(classified.error.empty(), classified.error);
@@ -271,13 +276,84 @@ std::vector<frame> expected_forward(const fs::path& capture, const capture_polic
   std::set<sluice::packet::ip_address> blocked;
   for (const auto& a : p.addresses) blocked.insert(sluice::offline::parse_address(a));
   std::map<sluice::offline::flow_key, sluice::packet::ip_address> internet_of;
+  // Whether frame `no` of a flow already seen is stopped.
+  auto stopped = [&](const sluice::offline::flow_key& key, std::uint64_t no) {
+    const auto in = internet_of.find(key);
+    if (in != internet_of.end() && blocked.count(in->second)) return true;
+    if (per_message.count(key)) {
+      const auto pin = pinned_from.find(key);
+      return pin != pinned_from.end() && no >= pin->second;
+    }
+    if (p.name.empty()) return false;
+    const auto it = classified.flows.find(key);
+    return it != classified.flows.end() && it->second.names.count(p.name) &&
+           no >= it->second.named_at_frame;
+  };
+  // Not TCP/UDP: by its internet side's address (its destination: everything enters through the
+  // subscriber port) and, for an ICMP error, the flow or the addresses it quotes; never ICMPv6
+  // neighbour discovery (dataplane/engine/FLOW_SEMANTICS.md).
+  auto other_l4_stopped = [&](const frame& f, const sluice::packet::frame_info& info,
+                              std::uint64_t no) {
+    namespace pk = sluice::packet;
+    pk::icmp_info m;
+    if ((info.ip_version == 4 && info.l4_proto == pk::ipproto_icmp) ||
+        (info.ip_version == 6 && info.l4_proto == pk::ipproto_icmpv6)) {
+      const std::size_t end = std::size_t{info.l3_offset} + info.l3_length;
+      if (info.l4_offset <= end && end <= f.size()) {
+        m = pk::parse_icmp(pk::bytes(f.data() + info.l4_offset, end - info.l4_offset),
+                           info.ip_version);
+      }
+      if (info.ip_version == 6 && m.outcome == pk::icmp_outcome::not_error &&
+          pk::icmpv6_is_neighbour_discovery(m.type)) {
+        return false;
+      }
+    }
+    if (blocked.count(info.dst)) return true;
+    if (!m.error || m.outcome != pk::icmp_outcome::quoted) return false;
+    const pk::quoted_packet& q = m.quoted;
+    if (q.has_ports && (q.l4_proto == 6 || q.l4_proto == 17)) {
+      pk::frame_info qi = info;
+      qi.ip_version = q.ip_version;
+      qi.l4_proto = q.l4_proto;
+      qi.src = q.src;
+      qi.dst = q.dst;
+      qi.src_port = q.src_port;
+      qi.dst_port = q.dst_port;
+      sluice::flow::direction qdir{};
+      const auto key = sluice::offline::make_key(qi, qdir);
+      if (internet_of.count(key)) return stopped(key, no);
+    }
+    return blocked.count(q.src) != 0;  // the quoted packet came from the internet side
+  };
+  // The flow of each fragmented datagram, from its first fragment (the one with the ports).
+  std::map<std::tuple<sluice::packet::ip_address, sluice::packet::ip_address, std::uint32_t,
+                      std::uint8_t>,
+           sluice::offline::flow_key>
+      datagram_flow;
+  for (const frame& f : input) {
+    const auto info = sluice::packet::parse_frame(sluice::packet::bytes(f.data(), f.size()));
+    if (info.outcome != sluice::packet::frame_outcome::ok || !info.is_fragment) continue;
+    sluice::flow::direction dir{};
+    datagram_flow.emplace(std::make_tuple(info.src, info.dst, info.frag_id, info.l4_proto),
+                          sluice::offline::make_key(info, dir));
+  }
   std::vector<frame> out;
   std::uint64_t no = 0;
   for (const frame& f : input) {
     ++no;
     const auto info = sluice::packet::parse_frame(sluice::packet::bytes(f.data(), f.size()));
     if (info.outcome == sluice::packet::frame_outcome::fragment) {
-      if (!blocked.count(info.dst)) out.push_back(f);
+      // A pinned DNS flow's reassembled datagram takes all its fragments with it.
+      const auto d = datagram_flow.find({info.src, info.dst, info.frag_id, info.l4_proto});
+      if (d != datagram_flow.end() && per_message.count(d->second)) {
+        if (!stopped(d->second, no)) out.push_back(f);
+      } else if (!blocked.count(info.dst)) {
+        out.push_back(f);
+      }
+      continue;
+    }
+    if (info.outcome == sluice::packet::frame_outcome::other_l4) {
+      if (!other_l4_stopped(f, info, no)) out.push_back(f);
       continue;
     }
     if (info.outcome != sluice::packet::frame_outcome::ok) {
@@ -286,20 +362,8 @@ std::vector<frame> expected_forward(const fs::path& capture, const capture_polic
     }
     sluice::flow::direction dir{};
     const auto key = sluice::offline::make_key(info, dir);
-    const auto ins = internet_of.emplace(key, info.dst);
-    if (blocked.count(ins.first->second)) continue;
-    if (per_message.count(key)) {
-      if (!naming_frames.count(no)) out.push_back(f);
-      continue;
-    }
-    if (!p.name.empty()) {
-      const auto it = classified.flows.find(key);
-      if (it != classified.flows.end() && it->second.names.count(p.name) &&
-          no >= it->second.named_at_frame) {
-        continue;
-      }
-    }
-    out.push_back(f);
+    internet_of.emplace(key, info.dst);
+    if (!stopped(key, no)) out.push_back(f);
   }
   return out;
 }
@@ -393,7 +457,6 @@ TEST_CASE("generated_evasion: synthetic evasion captures with the example Telegr
   }
   REQUIRE(rows.size() >= 20);
   const std::string policy = std::string(SLUICE_SOURCE_DIR) + "/config/policy.example.yaml";
-  std::vector<std::string> known_failures;
   for (const manifest_row& row : rows) {
     CAPTURE(row.file);
     const std::vector<frame> input = read_pcap(gen / row.file);
@@ -412,18 +475,7 @@ TEST_CASE("generated_evasion: synthetic evasion captures with the example Telegr
     } else {
       ok = passed == input;
     }
-    // DNS over UDP is judged message by message and the classifier names queries only: the
-    // blocked query is dropped, its answer (which a live server would never send) passes.
-    const bool dns_answer_passes =
-        row.block && row.file.rfind("dns_", 0) == 0 && passed.size() >= row.by_frame &&
-        std::find(passed.begin(), passed.end(), input[row.by_frame - 1]) == passed.end();
-    if (dns_answer_passes) {
-      known_failures.push_back(row.file);
-      WARN_MESSAGE(false, "KNOWN FAILURE (answers are not judged by name): " << row.file
-                              << ": the query was dropped, " << passed.size()
-                              << " later frame(s) (the answer) forwarded");
-      continue;
-    }
+    // DNS rows too: the blocked query pins its flow, so its answer is dropped with it.
     // Rows marked "needs IP reassembly" (ip_fragments*) are strict: the worker reassembles.
     CHECK_MESSAGE(ok, row.file << ": block=" << row.block << " by_frame=" << row.by_frame
                                << " needs_reassembly=" << row.needs_reassembly
@@ -432,8 +484,5 @@ TEST_CASE("generated_evasion: synthetic evasion captures with the example Telegr
     const std::uint64_t received = event(s, "packets_in") + event(s, "packets_out");
     CHECK(received == input.size());
     CHECK(received == event(s, "forwarded") + event(s, "dropped_by_rule"));
-  }
-  if (!known_failures.empty()) {
-    MESSAGE(known_failures.size() << " known failure(s), see the warnings above");
   }
 }

@@ -19,32 +19,6 @@ using match::action;
 
 namespace {
 
-// Splits the L4 bytes of a whole Ethernet + IPv4/IPv6 (no options/extensions) frame into
-// fragments with their data starting at `cuts` (multiples of 8, first 0), in datagram order.
-std::vector<buf> fragment(const buf& frame, std::vector<std::size_t> cuts, std::uint16_t id) {
-  const auto info = packet::parse_frame(frame);
-  REQUIRE(info.outcome == packet::frame_outcome::ok);
-  const bool v6 = info.ip_version == 6;
-  const buf l4(frame.begin() + info.l4_offset, frame.end());
-  cuts.push_back(l4.size());
-  std::vector<buf> out;
-  for (std::size_t i = 0; i + 1 < cuts.size(); ++i) {
-    const buf piece = slice(l4, cuts[i], cuts[i + 1]);
-    const bool more = i + 2 < cuts.size();
-    if (v6) {
-      out.push_back(eth_ip(ipv6(info.src, info.dst, 44,
-                                frag6(info.l4_proto, static_cast<std::uint16_t>(cuts[i]), more, id),
-                                piece, info.l4_proto, false)));
-    } else {
-      v4_opts o;
-      o.id = id;
-      o.frag = static_cast<std::uint16_t>((more ? 0x2000 : 0) | (cuts[i] / 8));
-      out.push_back(eth_ip(ipv4(info.src, info.dst, info.l4_proto, piece, o)));
-    }
-  }
-  return out;
-}
-
 // One burst, no flush (flush() releases whatever is held).
 void burst(harness& h, const std::vector<buf>& frames, std::uint16_t port) {
   std::vector<rte_mbuf*> ms;

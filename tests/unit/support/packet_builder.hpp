@@ -241,6 +241,42 @@ inline buf frag6(std::uint8_t next, std::uint16_t offset, bool more, std::uint32
   return b;
 }
 
+// ---- ICMP ---------------------------------------------------------------------------------------
+
+// An ICMP (v4 source) or ICMPv6 (v6 source) message inside its IP packet, checksum filled in
+// (ICMPv6 over the pseudo-header). `rest` is the 4 bytes after the checksum (id + sequence for
+// echo, MTU for packet too big, 0 for most errors).
+inline buf icmp_packet(const packet::ip_address& src, const packet::ip_address& dst,
+                       std::uint8_t type, std::uint8_t code, const buf& body,
+                       std::uint32_t rest = 0) {
+  const bool six = src.version == 6;
+  buf m{type, code, 0, 0};
+  put32(m, rest);
+  append(m, body);
+  buf pseudo;
+  if (six) {
+    pseudo.insert(pseudo.end(), src.bytes.begin(), src.bytes.end());
+    pseudo.insert(pseudo.end(), dst.bytes.begin(), dst.bytes.end());
+    put32(pseudo, m.size());
+    put32(pseudo, 58);
+  }
+  set16(m, 2, ref_checksum(pseudo, m));
+  return six ? ipv6(src, dst, 58, {}, m, 58) : ipv4(src, dst, 1, m);
+}
+// Echo request (ICMP type 8, ICMPv6 type 128).
+inline buf icmp_echo(const packet::ip_address& src, const packet::ip_address& dst,
+                     std::uint16_t id = 7, std::uint16_t seq = 1) {
+  return icmp_packet(src, dst, src.version == 6 ? 128 : 8, 0, text("ping payload"),
+                     (std::uint32_t{id} << 16) | seq);
+}
+// An error from `src` to `dst` quoting the first `quote_bytes` of the IP packet `offending`
+// (RFC 792 quotes IP header + 8 bytes; RFC 4443 as much as fits).
+inline buf icmp_error(const packet::ip_address& src, const packet::ip_address& dst,
+                      std::uint8_t type, std::uint8_t code, const buf& offending,
+                      std::size_t quote_bytes = 28, std::uint32_t rest = 0) {
+  return icmp_packet(src, dst, type, code, slice(offending, 0, quote_bytes), rest);
+}
+
 // ---- L2 and tunnels
 // -------------------------------------------------------------------------------
 
