@@ -1354,3 +1354,25 @@ TEST_CASE("classifier: a ClientHello across Initials with different DCIDs") {
   };
   for (const auto& k : cases) check_case(k);
 }
+
+TEST_CASE("classifier: DNS queries inside VXLAN and GTP-U name the inner flow") {
+  const auto cli = v4(10, 1, 0, 7);
+  const auto res = v4(198, 51, 100, 53);
+  const auto vtep_a = v4(192, 0, 2, 1);
+  const auto vtep_b = v4(192, 0, 2, 2);
+  const buf query = ip(cli, res, 17, udp(50000, 53, dns_message({"web.telegram.org"})));
+  const buf vx = eth_ip(ip(vtep_a, vtep_b, 17, udp(49152, 4789, vxlan(77, eth_ip(query)))));
+  const buf gt = eth_ip(ip(vtep_a, vtep_b, 17, udp(2152, 2152, gtpu(0x1001, query))));
+  for (const buf* f : {&vx, &gt}) {
+    const auto info = pk::parse_frame(*f);
+    REQUIRE(info.outcome == pk::frame_outcome::ok);
+    CHECK(info.dst == res);  // the inner flow is the one classified
+    fl::buffer_pool pool(1, 4096);
+    fl::classifier cls(pool);
+    fl::flow_state st;
+    const auto r = cls.on_packet(st, info, *f, direction::forward);
+    REQUIRE(r.name_count == 1);
+    CHECK(r.kind == name_kind::dns_qname);
+    CHECK(r.names[0] == "web.telegram.org");
+  }
+}
