@@ -193,8 +193,7 @@ bool classifier::store(flow_state& st, std::uint64_t offset, packet::bytes data)
   if (!st.stream.attached()) {
     const auto buffer = pool_.acquire();
     if (buffer.empty()) {
-      st.status = flow_status::gave_up;
-      st.reason = give_up_reason::pool_empty;
+      store_failed(st, give_up_reason::pool_empty);
       return false;
     }
     st.stream.attach(buffer);
@@ -208,12 +207,18 @@ bool classifier::store(flow_state& st, std::uint64_t offset, packet::bytes data)
       // the prefix decides whether we have run out of room.
       return true;
     case stream_buffer::insert_result::too_scattered:
-      st.status = flow_status::gave_up;
-      st.reason = give_up_reason::too_scattered;
-      release(st);
+      store_failed(st, give_up_reason::too_scattered);
       return false;
   }
   return false;
+}
+
+// The flow is given up (final), also inside a CONNECT tunnel: the target still names it.
+void classifier::store_failed(flow_state& st, give_up_reason why) noexcept {
+  st.status = flow_status::gave_up;
+  st.reason = why;
+  st.tunnel_open = false;
+  release(st);
 }
 
 void classifier::parse_client_stream(flow_state& st, packet::bytes stream, bool stream_full,

@@ -186,6 +186,7 @@ class classifier {
                            classify_result& out) noexcept;
   void parse_quic(flow_state& st, packet::bytes payload, classify_result& out) noexcept;
   bool store(flow_state& st, std::uint64_t offset, packet::bytes data) noexcept;
+  void store_failed(flow_state& st, give_up_reason why) noexcept;
   void report_dns(const packet::dns_questions& q, classify_result& out) noexcept;
   void report_http(const packet::http_request_info& req, classify_result& out) noexcept;
   static void add_name(classify_result& out, name_kind kind, std::string_view name) noexcept;

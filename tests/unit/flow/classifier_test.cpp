@@ -721,6 +721,28 @@ TEST_CASE("classifier: an HTTP CONNECT tunnel is named by its target and by the 
     CHECK(st.reason == give_up_reason::over_cap);
     CHECK(st.final());
   }
+  SUBCASE("no reassembly buffer for the tunnel: given up and final, the target still names it") {
+    fl::flow_state st;
+    const auto got = names_per_step(
+        c.handshake() + steps{c.data(0, cat({connect_t, slice(hello_e, 0, 100)}))}, st, 0);
+    CHECK(got == std::vector<named_step>{{3, {"telegram.org"}}});
+    CHECK(st.status == flow_status::gave_up);
+    CHECK(st.reason == give_up_reason::pool_empty);
+    CHECK(st.final());
+  }
+  SUBCASE("a tunnel too scattered to hold: given up and final") {
+    fl::flow_state st;
+    steps s = c.handshake() + steps{c.data(0, connect_t)};
+    const buf piece(10, 0x16);
+    for (std::size_t i = 0; i < 10; ++i) {  // islands past the 8 the stream tracks
+      s.push_back(c.data(connect_t.size() + 100 + i * 20, piece));
+    }
+    const auto got = names_per_step(s, st);
+    CHECK(got == std::vector<named_step>{{3, {"telegram.org"}}});
+    CHECK(st.status == flow_status::gave_up);
+    CHECK(st.reason == give_up_reason::too_scattered);
+    CHECK(st.final());
+  }
   SUBCASE("after the CONNECT head the flow is named, and not final until the tunnel is read") {
     fl::buffer_pool pool(2, 4096);
     fl::classifier cls(pool);
