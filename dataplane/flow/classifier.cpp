@@ -277,7 +277,15 @@ void classifier::parse_client_stream(flow_state& st, packet::bytes stream, bool 
           finish(st, flow_status::nameless, out);
           return;
         case packet::http_outcome::need_more:
-          if (stream_full) give_up(st, give_up_reason::over_cap, out);
+          if (!stream_full) return;
+          // The header block outgrew the per-flow buffer: a name read before that still names
+          // the request (padding after the Host header must not buy a pass).
+          report_http(req, out);
+          if (out.name_count != 0) {
+            finish(st, flow_status::named, out);
+          } else {
+            give_up(st, give_up_reason::over_cap, out);
+          }
           return;
         case packet::http_outcome::not_http:
           finish(st, flow_status::unrecognized, out);

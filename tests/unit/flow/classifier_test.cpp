@@ -633,6 +633,23 @@ TEST_CASE("classifier: HTTP names every host a request routes by, port stripped"
   }
 }
 
+TEST_CASE("classifier: padding after the Host header past the per-flow buffer does not hide it") {
+  tcp_conv c;
+  c.sport = 80;
+  const buf req = text("GET / HTTP/1.1\r\nHost: telegram.org\r\nX-Pad: " + std::string(6000, 'a') +
+                       "\r\n\r\n");
+  fl::flow_state st;
+  const auto got = names_per_step(c.handshake() + c.segments(req, {1400, 2800, 4200}), st);
+  // The 4096-byte buffer fills with the third data segment (step 5).
+  CHECK(got == std::vector<named_step>{{5, {"telegram.org"}}});
+  CHECK(st.status == flow_status::named);
+  fl::flow_state st2;
+  const buf no_host = text("GET / HTTP/1.1\r\nX-Pad: " + std::string(6000, 'a') + "\r\n\r\n");
+  CHECK(names_per_step(c.handshake() + c.segments(no_host, {1400, 2800, 4200}), st2).empty());
+  CHECK(st2.status == flow_status::gave_up);
+  CHECK(st2.reason == give_up_reason::over_cap);
+}
+
 TEST_CASE("classifier: an HTTP CONNECT tunnel is named by its target and by the TLS inside") {
   tcp_conv c;
   c.sport = 3128;
