@@ -36,7 +36,6 @@ void check(const sluice::packet::frame_info& fi, sluice::packet::bytes input) {
   if (sluice::packet::to_string(fi.outcome) == nullptr) std::abort();
 }
 
-constexpr std::size_t outer_headers = 14 + 20 + 8;
 constexpr std::size_t max_tunnel_payload = 0xffff - 20 - 8;
 
 // Ethernet + IPv4 (198.51.100.1 -> 198.51.100.2) + UDP to `port` around `payload`, exactly as
