@@ -4,6 +4,13 @@
 // out of order, overlapping, beyond the cap, switching direction. A small pool makes the
 // give-up paths reachable. Checks: no crash or over-read (ASan/UBSan), results in range, and
 // every reassembly buffer back in the pool once the flow is released.
+//
+// Random bytes never open as a QUIC Initial, so a UDP packet with control bit 4 set is sealed
+// first: its bytes become one CRYPTO frame at the script's offset, in a client Initial of one of
+// four versions under one of two DCIDs (both picked by the control byte). The classifier's QUIC
+// reassembly behind the AEAD — chunks joining across DCIDs, restarts, stale DCIDs — is then
+// driven like the TCP stream is. Likewise a TCP flow with bit 2 of the first byte set opens with
+// a proxy's CONNECT head, so the script's stream is read inside the tunnel.
 
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +19,7 @@
 #include <vector>
 
 #include "dataplane/flow/classifier.hpp"
+#include "tests/unit/packet/quic_test_util.hpp"
 
 namespace {
 
@@ -55,6 +63,19 @@ std::vector<std::uint8_t> make_frame(bool tcp, std::uint16_t sport, bool reverse
   return f;
 }
 
+// A client Initial (version and DCID from `ctl`, see the file comment) carrying `len` bytes as
+// a CRYPTO frame at `offset`. IETF-frame versions only (Google's T05x/Q050 frames differ).
+std::vector<std::uint8_t> sealed_initial(std::uint8_t ctl, std::uint32_t offset,
+                                         const std::uint8_t* payload, std::size_t len) {
+  namespace quic_test = sluice::packet::quic_test;
+  static sluice::packet::quic_initial_decryptor sealer;
+  constexpr std::uint32_t versions[] = {0x00000001, 0x6b3343cf, 0xff00001d, 0xfaceb002};
+  const std::uint32_t version = versions[(ctl >> 5) & 3];
+  const quic_test::byte_vector dcid{0x5a, static_cast<std::uint8_t>(ctl >> 7), 1, 2, 3, 4, 5, 6};
+  const std::string_view data(reinterpret_cast<const char*>(payload), len);
+  return quic_test::seal_initial(sealer, version, dcid, 0, quic_test::crypto_frame(offset, data));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -70,6 +91,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::size_t pos = 1;
   flow_state st;
   const std::uint32_t isn = 0xfffffff0u;  // wraps within the first bytes
+  std::uint32_t tunnel_base = 0;  // stream bytes before the script's offset 0
+  if (tcp && (data[0] & 4)) {
+    static constexpr char head[] = "CONNECT t.me:443 HTTP/1.1\r\nHost: t.me:443\r\n\r\n";
+    tunnel_base = sizeof head - 1;
+    const auto frame = make_frame(true, server_port, false, sluice::packet::tcp_ack, isn + 1,
+                                  reinterpret_cast<const std::uint8_t*>(head), tunnel_base);
+    const sluice::packet::bytes fb{frame.data(), frame.size()};
+    const auto r = cls.on_packet(st, sluice::packet::parse_frame(fb), fb,
+                                 sluice::flow::direction::forward);
+    if (r.name_count != 1 || r.names[0] != "t.me") std::abort();
+  }
   // Each packet: [ctl][offset lo][offset hi][len] then len payload bytes.
   while (pos + 4 <= size) {
     const std::uint8_t ctl = data[pos];
@@ -84,8 +116,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (ctl & 8) flags |= sluice::packet::tcp_rst;
     const std::uint32_t seq = (flags & sluice::packet::tcp_syn) && !(flags & sluice::packet::tcp_ack)
                                   ? isn
-                                  : isn + 1 + offset;
-    const auto frame = make_frame(tcp, server_port, reverse, flags, seq, data + pos, len);
+                                  : isn + 1 + tunnel_base + offset;
+    std::vector<std::uint8_t> sealed;
+    if (!tcp && server_port == 443 && (ctl & 0x10)) sealed = sealed_initial(ctl, offset, data + pos, len);
+    const auto frame = sealed.empty()
+                           ? make_frame(tcp, server_port, reverse, flags, seq, data + pos, len)
+                           : make_frame(tcp, server_port, reverse, flags, seq, sealed.data(),
+                                        sealed.size());
     pos += len;
     const sluice::packet::bytes fb{frame.data(), frame.size()};
     const auto info = sluice::packet::parse_frame(fb);
