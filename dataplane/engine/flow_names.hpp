@@ -21,7 +21,11 @@
 
 namespace sluice::engine {
 
-inline constexpr std::uint32_t no_name_group = UINT32_MAX;
+// A group index of the compiled policy (address or name group) that is none.
+inline constexpr std::uint32_t no_group = UINT32_MAX;
+[[nodiscard]] inline std::optional<std::uint32_t> opt_group(std::uint32_t g) noexcept {
+  return g == no_group ? std::nullopt : std::optional<std::uint32_t>(g);
+}
 
 // True when `a` should decide a flow over `b`, the verdict it already has from a name: `a`
 // enforces, and `b` does not or `a`'s rule is stronger (drop > reset > notice > throttle, see
@@ -34,7 +38,7 @@ inline constexpr std::uint32_t no_name_group = UINT32_MAX;
 // Which of a set of names decides a flow whose address matched `ip_group`.
 struct name_pick {
   int index = -1;  // into the names given; -1: none matched a rule
-  std::uint32_t group = no_name_group;
+  std::uint32_t group = no_group;
   match::verdict v;  // decide(ip_group, group): the flow's verdict
 };
 
@@ -178,9 +182,9 @@ class name_list {
 struct names_outcome {
   bool judged = false;  // `v` decides this packet; else decide(ip_group, flow_group)
   match::verdict v;
-  std::uint32_t name_group = no_name_group;  // the name group this packet is counted under
+  std::uint32_t name_group = no_group;  // the name group this packet is counted under
   std::size_t best = 0;                      // the strongest of the packet's names (index)
-  std::uint32_t best_group = no_name_group;  // its group (no_name_group: none matched)
+  std::uint32_t best_group = no_group;  // its group (no_group: none matched)
   bool pinned = false;  // a per-message flow was pinned by this packet (not before)
 };
 
@@ -194,14 +198,11 @@ struct names_outcome {
   if (p != nullptr) pick = pick_strongest(*p, ip_group, revealed, now);
   out.best = pick.index < 0 ? 0 : static_cast<std::size_t>(pick.index);
   out.best_group = pick.group;
-  const auto opt_group = [](std::uint32_t g) {
-    return g == no_name_group ? std::nullopt : std::optional<std::uint32_t>(g);
-  };
-  const match::verdict current = p != nullptr && !held.empty() && flow_group != no_name_group
+  const match::verdict current = p != nullptr && !held.empty() && flow_group != no_group
                                      ? p->decide(ip_group, opt_group(flow_group), now)
                                      : match::verdict{};
   if (per_message) {
-    const bool pins = pick.group != no_name_group && pick.v.enforce();
+    const bool pins = pick.group != no_group && pick.v.enforce();
     const bool repin = pins && (!current.enforce() || outranks(*p, pick.v, current));
     if (pins) {
       out.pinned = held.empty();
@@ -218,8 +219,8 @@ struct names_outcome {
     return out;
   }
   bool takes = held.empty();
-  if (!takes && pick.group != no_name_group) {
-    takes = flow_group == no_name_group || outranks(*p, pick.v, current);
+  if (!takes && pick.group != no_group) {
+    takes = flow_group == no_group || outranks(*p, pick.v, current);
   }
   for (std::size_t i = 0; i < revealed.size(); ++i) held.add(revealed[i], takes && i == out.best);
   if (takes) flow_group = pick.group;

@@ -32,8 +32,8 @@ enum class sender_side : std::uint8_t { subscriber, internet, either /* mirror *
 // What an other_l4 packet gets, and what decided it.
 struct other_l4_judgement {
   match::verdict v;                        // forward unless v.enforce()
-  std::uint32_t ip_group = no_name_group;  // for per-rule counters
-  std::uint32_t name_group = no_name_group;
+  std::uint32_t ip_group = no_group;  // for per-rule counters
+  std::uint32_t name_group = no_group;
   bool icmp_error = false;
   bool quote_read = false;  // the quoted packet took part in the decision
 };
@@ -59,8 +59,8 @@ struct other_l4_judgement {
 
 // The verdict of a flow the fast path holds (its groups are the current policy's).
 struct quoted_flow {
-  std::uint32_t ip_group = no_name_group;
-  std::uint32_t name_group = no_name_group;
+  std::uint32_t ip_group = no_group;
+  std::uint32_t name_group = no_group;
 };
 
 // Judges an other_l4 packet parsed as `info` from `frame`. `find_flow(const packet::frame_info&)`
@@ -120,9 +120,9 @@ template <typename FindFlow>
     quoted.ip_group = *g;
   }
   const auto opt_group = [](std::uint32_t g) {
-    return g == no_name_group ? std::nullopt : std::optional<std::uint32_t>(g);
+    return g == no_group ? std::nullopt : std::optional<std::uint32_t>(g);
   };
-  if (quoted.ip_group != no_name_group || quoted.name_group != no_name_group) {
+  if (quoted.ip_group != no_group || quoted.name_group != no_group) {
     quoted.v = p.decide(opt_group(quoted.ip_group), opt_group(quoted.name_group), now);
   }
   const bool quoted_decides =

@@ -53,7 +53,6 @@ constexpr std::uint32_t closing_idle_seconds = 10;  // after FIN/RST
 constexpr std::uint16_t answer_every_packets = 32;  // re-answer a blocked flow at most this often
 constexpr unsigned age_per_burst = 8;               // idle-aging scan step
 constexpr unsigned prefetch_ahead = 3;
-constexpr std::uint32_t no_group = UINT32_MAX;
 constexpr std::uint32_t no_rule = match::verdict::no_rule;
 constexpr std::size_t counted_rules_per_flow = 4;
 constexpr std::size_t impact_rules_per_flow = 4;  // address rules remembered per flow
@@ -122,10 +121,6 @@ struct burst_context {
   std::uint64_t now_tsc = 0;
   sketch_set* sketch = nullptr;   // the impact buffer being filled, or null (off / no policy)
 };
-
-std::optional<std::uint32_t> opt(std::uint32_t g) noexcept {
-  return g == no_group ? std::nullopt : std::optional<std::uint32_t>(g);
-}
 
 std::int64_t system_seconds() noexcept {
   timespec ts{};
@@ -390,7 +385,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     if (e.name_bytes != 0) {
       // Re-decided from every name the flow revealed: the strongest under this policy decides.
       name_list l = names_of(e);
-      const name_pick p = pick_strongest(*ctx.policy, opt(e.ip_group), l, ctx.now);
+      const name_pick p = pick_strongest(*ctx.policy, opt_group(e.ip_group), l, ctx.now);
       if (p.index >= 0) {
         e.name_group = p.group;
         l.add(l.nth(static_cast<std::size_t>(p.index)), true);
@@ -876,8 +871,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         if (r.name_count != 0) {
           const std::span<const std::string_view> revealed(r.names.data(), r.name_count);
           name_list held = names_of(*e);
-          const names_outcome n = apply_names(ctx.policy, opt(e->ip_group), e->name_group, held,
-                                              revealed, per_message(*e), ctx.now);
+          const names_outcome n = apply_names(ctx.policy, opt_group(e->ip_group), e->name_group,
+                                              held, revealed, per_message(*e), ctx.now);
           if (n.pinned) c.add(engine_event::dns_flows_pinned);
           name_group = n.name_group;
           if (n.judged) {
@@ -901,7 +896,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       }
     }
     if (!judged && ctx.policy != nullptr) {
-      v = ctx.policy->decide(opt(e->ip_group), opt(name_group), ctx.now);
+      v = ctx.policy->decide(opt_group(e->ip_group), opt_group(name_group), ctx.now);
     }
     if (v.enforce() || v.monitors != 0) {
       count_rules(e, ctx, v, e->ip_group, name_group);

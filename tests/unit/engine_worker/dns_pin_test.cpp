@@ -45,16 +45,6 @@ dns_conv v6_conv() {
   "padding-label-one.example.com", "padding-label-two.example.com", \
       "padding-label-three.example.com", "padding-label-four.example.com"
 
-// Sends each frame (in its own burst) and returns what reached the other side.
-std::vector<buf> through(harness& h, const buf& f, bool from_client) {
-  if (from_client) {
-    h.from_client({f});
-    return drain(h.inet());
-  }
-  h.from_internet({f});
-  return drain(h.sub());
-}
-
 }  // namespace
 
 TEST_CASE("DNS: once a query's name is blocked, its flow is blocked for life, both ways") {
@@ -88,7 +78,7 @@ TEST_CASE("DNS: once a query's name is blocked, its flow is blocked for life, bo
     std::uint64_t forwarded = 0;
     for (const row& r : rows) {
       CAPTURE(r.what);
-      const auto out = through(h, r.frame, r.from_client);
+      const auto out = h.through(r.frame, r.from_client);
       if (r.forwarded) {
         CHECK(out == std::vector<buf>{r.frame});
         ++forwarded;
@@ -114,7 +104,7 @@ TEST_CASE("DNS over IPv6 fragments: a pinned flow's fragmented response is dropp
   allowed.cport = 40002;
 
   SUBCASE("whole query, fragmented response") {
-    CHECK(through(h, d.query({"t.me"}), true).empty());
+    CHECK(h.through(d.query({"t.me"}), true).empty());
     const auto frags = fragment(d.response({"t.me", SLUICE_LONG_NAMES}), {0, 64, 128}, 0x51);
     REQUIRE(frags.size() == 3);
     h.from_internet({frags[2], frags[0], frags[1]});
@@ -127,7 +117,7 @@ TEST_CASE("DNS over IPv6 fragments: a pinned flow's fragmented response is dropp
     REQUIRE(q.size() == 3);
     h.from_client(q);
     CHECK(drain(h.inet()).empty());
-    CHECK(through(h, d.response({"t.me"}), false).empty());
+    CHECK(h.through(d.response({"t.me"}), false).empty());
     const auto r = fragment(d.response({SLUICE_LONG_NAMES}, 9), {0, 64, 128}, 0x53);
     h.from_internet(r);
     CHECK(drain(h.sub()).empty());
@@ -137,7 +127,7 @@ TEST_CASE("DNS over IPv6 fragments: a pinned flow's fragmented response is dropp
   // Another flow's fragmented response goes through, byte for byte.
   const auto ok =
       fragment(allowed.response({"example.com", SLUICE_LONG_NAMES}), {0, 64, 128}, 0x54);
-  CHECK(through(h, allowed.query({"example.com"}), true).size() == 1);
+  CHECK(h.through(allowed.query({"example.com"}), true).size() == 1);
   h.from_internet(ok);
   CHECK(drain(h.sub()) == ok);
   CHECK(h.count(engine_event::dns_flows_pinned) == 1);
@@ -155,11 +145,11 @@ TEST_CASE("mDNS on 5353: a blocked service name blocks the flow for life") {
   m.sport = 5353;
   dns_conv other_host = m;
   other_host.client = v4(10, 0, 0, 8);
-  CHECK(through(h, m.query({"_airplay._tcp.local"}, 0), true).size() == 1);
-  CHECK(through(h, m.query({"_googlecast._tcp.local"}, 0), true).empty());
-  CHECK(through(h, m.query({"_airplay._tcp.local"}, 0), true).empty());
-  CHECK(through(h, m.response({"_airplay._tcp.local"}, 0), false).empty());
-  CHECK(through(h, other_host.query({"_airplay._tcp.local"}, 0), true).size() == 1);
+  CHECK(h.through(m.query({"_airplay._tcp.local"}, 0), true).size() == 1);
+  CHECK(h.through(m.query({"_googlecast._tcp.local"}, 0), true).empty());
+  CHECK(h.through(m.query({"_airplay._tcp.local"}, 0), true).empty());
+  CHECK(h.through(m.response({"_airplay._tcp.local"}, 0), false).empty());
+  CHECK(h.through(other_host.query({"_airplay._tcp.local"}, 0), true).size() == 1);
   CHECK(h.count(engine_event::dropped_by_rule) == 3);
   CHECK(h.count(engine_event::dns_flows_pinned) == 1);
   CHECK(h.rule_counter(0).flows == 1);
@@ -198,26 +188,26 @@ TEST_CASE("DNS: a policy swap re-decides a pinned flow from the names it asked")
   const auto lifted = policy_of({rule("x", action::drop, {}, {"example.net"})}, 4);
   h.set_policy(both);
   const dns_conv d;
-  CHECK(through(h, d.query({"t.me"}, 1), true).empty());          // pinned by "me"
-  CHECK(through(h, d.query({"telegram.org"}, 2), true).empty());  // kept, "me" still decides
+  CHECK(h.through(d.query({"t.me"}, 1), true).empty());          // pinned by "me"
+  CHECK(h.through(d.query({"telegram.org"}, 2), true).empty());  // kept, "me" still decides
   CHECK(h.rule_counter(0).packets == 2);
   CHECK(h.rule_counter(1).packets == 0);
 
   h.set_policy(org_only);  // "me" lifted: telegram.org still blocks the flow
-  CHECK(through(h, d.response({"t.me"}, 1), false).empty());
+  CHECK(h.through(d.response({"t.me"}, 1), false).empty());
   CHECK(h.rule_counter(0).flows == 1);
   h.set_policy(reordered);  // same rule at another index
-  CHECK(through(h, d.query({"example.com"}, 3), true).empty());
+  CHECK(h.through(d.query({"example.com"}, 3), true).empty());
   CHECK(h.rule_counter(1).flows == 1);
   CHECK(h.rule_counter(1).packets == 1);
 
   h.set_policy(lifted);  // nothing it asked is blocked any more: unblocked, per message again
   const buf answer = d.response({"telegram.org"}, 2);
-  CHECK(through(h, answer, false) == std::vector<buf>{answer});
+  CHECK(h.through(answer, false) == std::vector<buf>{answer});
   const buf again = d.query({"t.me"}, 4);
-  CHECK(through(h, again, true) == std::vector<buf>{again});
-  CHECK(through(h, d.query({"example.net"}, 5), true).empty());  // re-pinned by the new rule
-  CHECK(through(h, d.response({"example.net"}, 5), false).empty());
+  CHECK(h.through(again, true) == std::vector<buf>{again});
+  CHECK(h.through(d.query({"example.net"}, 5), true).empty());  // re-pinned by the new rule
+  CHECK(h.through(d.response({"example.net"}, 5), false).empty());
   CHECK(h.count(engine_event::dns_flows_pinned) == 2);
   CHECK(h.count(engine_event::dropped_by_rule) == 2 + 1 + 1 + 2);
   h.check_accounting();
@@ -233,9 +223,9 @@ TEST_CASE("SSDP: a blocked Host pins the flow like DNS") {
     return eth_ip(test::ip(client_ip(), v4(239, 255, 255, 250), 17, udp(50000, 1900, text(s))));
   };
   const buf allowed = ssdp("239.255.255.250:1900");
-  CHECK(through(h, allowed, true) == std::vector<buf>{allowed});
-  CHECK(through(h, ssdp("tv.example"), true).empty());
-  CHECK(through(h, allowed, true).empty());
+  CHECK(h.through(allowed, true) == std::vector<buf>{allowed});
+  CHECK(h.through(ssdp("tv.example"), true).empty());
+  CHECK(h.through(allowed, true).empty());
   CHECK(h.count(engine_event::dns_flows_pinned) == 1);
   h.check_accounting();
 }

@@ -18,7 +18,7 @@ using namespace sluice::test;
 using engine::apply_names;
 using engine::engine_event;
 using engine::name_list;
-using engine::no_name_group;
+using engine::no_group;
 using match::action;
 
 namespace {
@@ -144,13 +144,13 @@ TEST_CASE("apply_names: a flow's later names never downgrade it") {
     CAPTURE(r.desc);
     slot s;
     name_list l = s.list();
-    std::uint32_t group = no_name_group;
+    std::uint32_t group = no_group;
     const auto a = apply_names(p.get(), std::nullopt, group, l, r.first, false, 0);
     CHECK_FALSE(a.judged);
     CHECK_FALSE(a.pinned);
     const auto b = apply_names(p.get(), std::nullopt, group, l, r.second, false, 0);
     CHECK(b.name_group == group);
-    const auto g = group == no_name_group ? std::nullopt : std::optional<std::uint32_t>(group);
+    const auto g = group == no_group ? std::nullopt : std::optional<std::uint32_t>(group);
     CHECK(p->decide(std::nullopt, g, 0).rule == r.rule);
     CHECK(all(l) == r.held);
   }
@@ -162,7 +162,7 @@ TEST_CASE("apply_names: per-message flows pin on an enforcing name, monitors sta
                                rule("drop", action::drop, {}, {"t.me"})}));
   slot s;
   name_list l = s.list();
-  std::uint32_t group = no_name_group;
+  std::uint32_t group = no_group;
   const std::vector<std::string_view> watched{"watched.example"};
   const std::vector<std::string_view> reset{"reset.example"};
   const std::vector<std::string_view> drop{"t.me"};
@@ -194,10 +194,10 @@ TEST_CASE("apply_names: per-message flows pin on an enforcing name, monitors sta
   // No policy: nothing matches, names of other flows are kept for a later one.
   slot none;
   name_list nl = none.list();
-  std::uint32_t ng = no_name_group;
+  std::uint32_t ng = no_group;
   n = apply_names(nullptr, std::nullopt, ng, nl, drop, false, 0);
   CHECK(all(nl) == std::vector<std::string>{"t.me"});
-  CHECK(ng == no_name_group);
+  CHECK(ng == no_group);
 }
 
 TEST_CASE("a TLS flow's kept name is re-decided on a policy swap, both ways") {

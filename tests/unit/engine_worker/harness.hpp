@@ -196,6 +196,16 @@ struct harness {
   }
   void from_client(const std::vector<buf>& frames) { send(frames, sub().id); }
   void from_internet(const std::vector<buf>& frames) { send(frames, inet().id); }
+  // Sends one frame (its own burst) from the client or the internet side and returns what
+  // reached the other side.
+  std::vector<buf> through(const buf& f, bool client_side) {
+    if (client_side) {
+      from_client({f});
+      return drain(inet());
+    }
+    from_internet({f});
+    return drain(sub());
+  }
 
   [[nodiscard]] std::uint64_t count(engine::engine_event e) const {
     return w->counters().events[static_cast<std::size_t>(e)];

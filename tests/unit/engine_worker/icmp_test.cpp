@@ -49,15 +49,6 @@ std::vector<std::string> telegram_prefixes() {
   return out;
 }
 
-std::vector<buf> through(harness& h, const buf& f, bool from_client) {
-  if (from_client) {
-    h.from_client({f});
-    return drain(h.inet());
-  }
-  h.from_internet({f});
-  return drain(h.sub());
-}
-
 // Opens a TCP flow and sends its ClientHello; returns what the server side saw of the hello.
 std::vector<buf> tls_flow(harness& h, tcp_conv& c, const char* sni) {
   h.from_client({c.syn()});
@@ -110,7 +101,7 @@ TEST_CASE("address rules stop ICMP, ICMPv6 and other protocols to and from a blo
   std::uint64_t dropped = 0;
   for (const row& r : rows) {
     CAPTURE(r.what);
-    const auto out = through(h, r.frame, r.from_client);
+    const auto out = h.through(r.frame, r.from_client);
     if (r.forwarded) {
       CHECK(out == std::vector<buf>{r.frame});
     } else {
@@ -145,7 +136,7 @@ TEST_CASE("ICMP to a blocked prefix: every enforcing action drops, throttle and 
     harness h;
     h.set_policy(policy_of({rule("tg", r.act, {"149.154.160.0/20"})}));
     const buf echo = eth_ip(icmp_echo(client_ip(), tg4));
-    CHECK(through(h, echo, true).size() == (r.forwarded ? 1u : 0u));
+    CHECK(h.through(echo, true).size() == (r.forwarded ? 1u : 0u));
     CHECK(drain(h.sub()).empty());  // nothing answers an ICMP packet
     CHECK(h.count(r.counted) == 1);
     CHECK(h.count(engine_event::dropped_by_rule) == (r.forwarded ? 0u : 1u));
@@ -180,7 +171,7 @@ TEST_CASE("ICMPv6 neighbour discovery on the subscriber link is never dropped") 
   };
   for (const row& r : rows) {
     CAPTURE(r.what);
-    CHECK(through(h, r.frame, r.from_client) == std::vector<buf>{r.frame});
+    CHECK(h.through(r.frame, r.from_client) == std::vector<buf>{r.frame});
   }
   CHECK(h.count(engine_event::dropped_by_rule) == 0);
   // And a prefix rule never matches link-local or multicast addresses in the first place.
@@ -249,7 +240,7 @@ TEST_CASE("ICMP errors quoting a blocked flow are dropped, quoting an allowed on
   std::uint64_t dropped = 0;
   for (const row& r : rows) {
     CAPTURE(r.what);
-    const auto out = through(h, r.frame, r.from_client);
+    const auto out = h.through(r.frame, r.from_client);
     if (r.forwarded) {
       CHECK(out == std::vector<buf>{r.frame});
     } else {
@@ -294,7 +285,7 @@ TEST_CASE("ICMP errors whose quote cannot be read fail open, counted") {
   };
   for (const row& r : rows) {
     CAPTURE(r.what);
-    CHECK(through(h, r.frame, false) == std::vector<buf>{r.frame});
+    CHECK(h.through(r.frame, false) == std::vector<buf>{r.frame});
   }
   CHECK(h.count(engine_event::icmp_errors_unread) == rows.size());
   CHECK(h.count(engine_event::icmp_errors_quoted) == 0);
@@ -306,9 +297,9 @@ TEST_CASE("an ICMP error quoting a pinned DNS flow's query is dropped") {
   harness h;
   h.set_policy(policy_of({rule("tg", action::drop, {}, {"t.me"})}));
   const buf query = ipv4(client_ip(), v4(8, 8, 8, 8), 17, udp(40000, 53, dns_message({"t.me"})));
-  CHECK(through(h, eth_ip(query), true).empty());
+  CHECK(h.through(eth_ip(query), true).empty());
   const buf unreachable = eth_ip(icmp_error(v4(8, 8, 8, 8), client_ip(), 3, 3, query));
-  CHECK(through(h, unreachable, false).empty());
+  CHECK(h.through(unreachable, false).empty());
   CHECK(h.count(engine_event::icmp_errors_quoted) == 1);
   CHECK(h.count(engine_event::dropped_by_rule) == 2);
   CHECK(h.rule_counter(0).packets == 2);
