@@ -234,12 +234,7 @@ void classifier::parse_client_stream(flow_state& st, packet::bytes stream, bool 
         if (r == packet::tls_outcome::client_hello) {
           out.has_ech = ch.has_ech;
           out.has_esni = ch.has_esni;
-          if (ch.has_sni && !ch.sni.empty()) {
-            add_name(out, name_kind::tls_sni, ch.sni);
-            finish(st, flow_status::named, out);
-          } else {
-            finish(st, flow_status::nameless, out);
-          }
+          finish_hello(st, name_kind::tls_sni, ch.has_sni ? ch.sni : std::string_view{}, out);
           return;
         }
       }
@@ -350,14 +345,7 @@ void classifier::on_udp(flow_state& st, const packet::frame_info& info, packet::
     const auto r = packet::parse_gquic_chlo(payload, g);
     if (r == packet::gquic_outcome::chlo) {
       st.protocol = flow_protocol::gquic;
-      if (!g.sni.empty()) {
-        out.kind = name_kind::gquic_sni;
-        out.names[0] = g.sni;
-        out.name_count = 1;
-        finish(st, flow_status::named, out);
-      } else {
-        finish(st, flow_status::nameless, out);
-      }
+      finish_hello(st, name_kind::gquic_sni, g.sni, out);
       return;
     }
     if (r == packet::gquic_outcome::no_chlo) {
@@ -477,14 +465,7 @@ void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_resu
     packet::gquic_info g;
     const auto c = packet::parse_gquic_chlo_message(hello, g);
     if (c == packet::gquic_outcome::chlo) {
-      if (!g.sni.empty()) {
-        out.names[0] = g.sni;
-        out.kind = name_kind::gquic_sni;
-        out.name_count = 1;
-        finish(st, flow_status::named, out);
-      } else {
-        finish(st, flow_status::nameless, out);
-      }
+      finish_hello(st, name_kind::gquic_sni, g.sni, out);
       return;
     }
     if (c != packet::gquic_outcome::need_more) {
@@ -497,14 +478,7 @@ void classifier::parse_quic(flow_state& st, packet::bytes payload, classify_resu
     if (t == packet::tls_outcome::client_hello) {
       out.has_ech = ch.has_ech;
       out.has_esni = ch.has_esni;
-      if (ch.has_sni && !ch.sni.empty()) {
-        out.names[0] = ch.sni;
-        out.kind = name_kind::quic_sni;
-        out.name_count = 1;
-        finish(st, flow_status::named, out);
-      } else {
-        finish(st, flow_status::nameless, out);
-      }
+      finish_hello(st, name_kind::quic_sni, ch.has_sni ? ch.sni : std::string_view{}, out);
       return;
     }
     if (t != packet::tls_outcome::need_more) {
@@ -524,6 +498,17 @@ void classifier::add_name(classify_result& out, name_kind kind, std::string_view
   if (out.name_count >= classify_result::max_names) return;
   if (out.name_count == 0) out.kind = kind;  // a packet naming hosts of two kinds: the first's
   out.names[out.name_count++] = name;
+}
+
+// A hello read whole (ClientHello, CHLO): named by its SNI if it has one, else nameless.
+void classifier::finish_hello(flow_state& st, name_kind kind, std::string_view sni,
+                              classify_result& out) noexcept {
+  if (sni.empty()) {
+    finish(st, flow_status::nameless, out);
+    return;
+  }
+  add_name(out, kind, sni);
+  finish(st, flow_status::named, out);
 }
 
 void classifier::report_http(const packet::http_request_info& req, classify_result& out) noexcept {

@@ -190,6 +190,8 @@ class classifier {
   void report_dns(const packet::dns_questions& q, classify_result& out) noexcept;
   void report_http(const packet::http_request_info& req, classify_result& out) noexcept;
   static void add_name(classify_result& out, name_kind kind, std::string_view name) noexcept;
+  void finish_hello(flow_state& st, name_kind kind, std::string_view sni,
+                    classify_result& out) noexcept;
   void open_tunnel(flow_state& st, packet::bytes stream, std::size_t head_length,
                    classify_result& out) noexcept;
   void finish(flow_state& st, flow_status status, classify_result& out) noexcept;
