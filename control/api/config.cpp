@@ -2,9 +2,12 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "dataplane/match/policy_config.hpp"
 
@@ -51,6 +54,16 @@ struct reader {
     std::filesystem::path p = str(n, what);
     return p.is_absolute() ? p : base / p;
   }
+  // Node label names and values ([A-Za-z0-9_.-]+, as nodes send them): they go into snapshot
+  // scopes (fleet::snapshot_scope) unescaped.
+  std::string label_token(const YAML::Node& n, const std::string& what) const {
+    std::string v = str(n, what);
+    const bool ok = !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char ch) {
+      return std::isalnum(ch) != 0 || ch == '_' || ch == '.' || ch == '-';
+    });
+    if (!ok) fail(n, what + " '" + v + "' must be [A-Za-z0-9_.-]+");
+    return v;
+  }
   std::map<std::string, std::string> string_map(const YAML::Node& n, const std::string& what) const {
     if (!n.IsMap()) fail(n, what + " must be a mapping");
     std::map<std::string, std::string> out;
@@ -73,7 +86,7 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
   }
   r.keys(root,
          {"listen", "database", "apps_dir", "signing_key", "issuers", "approvals_required",
-          "stale_after_seconds", "canary", "inventory", "tokens", "http_threads", "tls",
+          "stale_after_seconds", "canary", "inventory", "tokens", "http_threads", "server", "tls",
           "max_wait_seconds", "store", "protected", "approval", "impact"},
          "the config");
   daemon_config c;
@@ -87,7 +100,27 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     c.core.stale_after_s = static_cast<std::int64_t>(r.num(root["stale_after_seconds"], "stale_after_seconds"));
   if (root["max_wait_seconds"])
     c.core.max_wait_s = static_cast<std::int64_t>(r.num(root["max_wait_seconds"], "max_wait_seconds"));
-  if (root["http_threads"]) c.http_threads = static_cast<unsigned>(r.num(root["http_threads"], "http_threads"));
+  // Obsolete since issue 13 (the server no longer holds a thread per long poll): still read so
+  // older configs load, and otherwise ignored; sluice-controld says so at start.
+  if (root["http_threads"]) {
+    (void)r.num(root["http_threads"], "http_threads");
+    c.obsolete_http_threads = true;
+  }
+  if (const auto srv = root["server"]) {
+    r.keys(srv, {"io_threads", "api_threads", "max_connections", "max_body_bytes"}, "server");
+    auto bounded = [&](const char* key, std::uint64_t lo, std::uint64_t hi, auto& out) {
+      if (!srv[key]) return;
+      const std::uint64_t v = r.num(srv[key], std::string("server.") + key);
+      if (v < lo || v > hi)
+        r.fail(srv[key], std::string("server.") + key + " must be " + std::to_string(lo) + ".." +
+                             std::to_string(hi));
+      out = static_cast<std::remove_reference_t<decltype(out)>>(v);
+    };
+    bounded("io_threads", 1, 64, c.io_threads);
+    bounded("api_threads", 1, 64, c.api_threads);
+    bounded("max_connections", 16, 1000000, c.max_connections);
+    bounded("max_body_bytes", 4096, 1ULL << 30, c.max_body_bytes);
+  }
 
   if (!root["signing_key"]) r.fail(root, "signing_key is required (the controller's secret key)");
   {
@@ -117,11 +150,11 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
   if (const auto inv = root["inventory"]) {
     r.keys(inv, {"sites", "labels"}, "inventory");
     if (inv["sites"])
-      for (const auto& s : inv["sites"]) c.core.known_sites.insert(r.str(s, "inventory.sites"));
+      for (const auto& s : inv["sites"]) c.core.known_sites.insert(r.label_token(s, "inventory.sites"));
     if (inv["labels"])
       for (const auto& kv : inv["labels"]) {
-        auto& values = c.core.known_labels[r.str(kv.first, "inventory.labels")];
-        for (const auto& v : kv.second) values.insert(r.str(v, "inventory.labels value"));
+        auto& values = c.core.known_labels[r.label_token(kv.first, "inventory.labels")];
+        for (const auto& v : kv.second) values.insert(r.label_token(v, "inventory.labels value"));
       }
   }
   if (!root["tokens"] || !root["tokens"].IsSequence()) r.fail(root, "tokens: a list is required");

@@ -13,7 +13,12 @@
 //   inventory: { sites: [a, b], labels: { region: [north, south] } }
 //   tokens:                                    # SHA-256 of each bearer token, never the token
 //     - { name: moc-1, role: ministry, sha256: 9f86d0... }
-//   http_threads: 64                           # >= nodes that long-poll at once + a few
+//   server:                                    # optional; the defaults shown (issue 13)
+//     io_threads: 2                            # event loop: node feed, TLS, parsing
+//     api_threads: 2                           # operators' requests (they wait on the store)
+//     max_connections: 20000                   # more are closed at once (nodes + operators)
+//     max_body_bytes: 8388608                  # larger requests get 413
+//   # http_threads: obsolete (one thread per long poll, before issue 13); read and ignored
 //   tls: { cert: /etc/sluice/tls.crt, key: /etc/sluice/tls.key }   # optional
 //   store:                                     # optional; default SQLite at `database`
 //     kind: etcd                               # sqlite | etcd (replicated controllers)
@@ -57,7 +62,11 @@ struct daemon_config {
   store::etcd_options etcd;  // store_kind == etcd
   std::filesystem::path apps_dir = "apps";
   std::vector<token_entry> tokens;
-  unsigned http_threads = 64;
+  unsigned io_threads = 2;
+  unsigned api_threads = 2;
+  std::size_t max_connections = 20000;
+  std::size_t max_body_bytes = 8 * 1024 * 1024;
+  bool obsolete_http_threads = false;  // the config still says http_threads (ignored)
   std::filesystem::path tls_cert;
   std::filesystem::path tls_key;
   controller::controller_config core;

@@ -1,10 +1,15 @@
 #include "control/api/http_api.hpp"
 
-#include <httplib.h>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <chrono>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -77,12 +82,12 @@ json to_json(const audit::audit_record& a) {
           {"detail_text", a.detail}, {"prev_hash", a.prev_hash}, {"hash", a.hash}};
 }
 
-void send_json(httplib::Response& res, int status, const json& body) {
+void send_json(response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_body(body.dump(), "application/json");
 }
 
-void send_error(httplib::Response& res, const controller::op_error& e) {
+void send_error(response& res, const controller::op_error& e) {
   json body{{"error", e.code}, {"message", e.message}};
   if (e.line > 0) {
     body["line"] = e.line;
@@ -105,12 +110,93 @@ std::map<std::string, std::string> parse_labels(const std::string& text) {
   return out;
 }
 
-std::optional<json> body_json(const httplib::Request& req) {
+std::optional<json> body_json(const request& req) {
   if (req.body.empty()) return json::object();
   json j = json::parse(req.body, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   return j;
 }
+
+// One waiting long poll (issue 13): answered when the controller wakes it (the node's offer
+// moved) or when its timer runs out (304), whichever comes first. No thread waits: the wake
+// posts to the io_context, the timer is an asio timer. `mutex_` orders the two and guards the
+// timer; it is always taken before the controller's lock, never inside it (the wake only posts).
+class long_poll : public std::enable_shared_from_this<long_poll> {
+ public:
+  long_poll(controller::controller& core, boost::asio::io_context& ioc, responder out,
+            std::string node, std::map<std::string, std::string> labels,
+            std::optional<std::uint64_t> held)
+      : core_(core), timer_(ioc), out_(std::move(out)), node_(std::move(node)),
+        labels_(std::move(labels)), held_(held) {}
+
+  void start(std::chrono::milliseconds wait) {
+    std::lock_guard lock(mutex_);
+    attempt_locked();
+    if (done_) return;
+    timer_.expires_after(wait);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec) self->expire();
+    });
+  }
+
+ private:
+  void attempt_locked() {
+    auto p = core_.poll_snapshot(node_, labels_, held_, [weak = weak_from_this()] {
+      if (auto self = weak.lock())
+        boost::asio::post(self->timer_.get_executor(), [self] { self->woken(); });
+    });
+    switch (p.k) {
+      case controller::snapshot_poll::kind::waiting:
+        ticket_ = p.ticket;
+        return;
+      case controller::snapshot_poll::kind::offer: {
+        response res;
+        res.status = 200;
+        res.content_type = "application/json";
+        res.headers.emplace_back("ETag", "\"" + std::to_string(p.offer.revision) + "\"");
+        res.body = std::move(p.offer.body);
+        return finish_locked(std::move(res));
+      }
+      case controller::snapshot_poll::kind::failed: {
+        response res;
+        send_error(res, p.error);
+        return finish_locked(std::move(res));
+      }
+    }
+  }
+
+  void finish_locked(response res) {
+    done_ = true;
+    out_.send(std::move(res));
+  }
+
+  void woken() {
+    std::lock_guard lock(mutex_);
+    if (done_) return;
+    attempt_locked();  // may wait again: the wake says "may have moved"
+    if (done_) timer_.cancel();
+  }
+
+  void expire() {
+    std::lock_guard lock(mutex_);
+    if (done_) return;
+    core_.cancel_poll(ticket_);  // false: a wake is on its way and will find done_
+    response res;
+    res.status = 304;
+    res.headers.emplace_back("ETag", "\"" + std::to_string(*held_) + "\"");
+    finish_locked(std::move(res));
+  }
+
+  controller::controller& core_;
+  std::mutex mutex_;
+  boost::asio::steady_timer timer_;
+  responder out_;
+  std::string node_;
+  std::map<std::string, std::string> labels_;
+  std::optional<std::uint64_t> held_;
+  std::uint64_t ticket_ = 0;
+  bool done_ = false;
+};
 
 }  // namespace
 
@@ -121,243 +207,265 @@ http_api::http_api(controller::controller& core, const std::vector<token_entry>&
   for (const auto& t : tokens) by_hash_[t.sha256] = t;
 }
 
-void http_api::attach(httplib::Server& server) {
+void http_api::attach(http_server& server) {
   auto* requests = &prometheus::BuildCounter()
-                       .Name("sluice_control_api_requests_total")
-                       .Help("API requests by route and status code")
-                       .Register(*core_.registry());
+                        .Name("sluice_control_api_requests_total")
+                        .Help("API requests by route and status code")
+                        .Register(*core_.registry());
+  server.on_answer([requests](const std::string& route, int status) {
+    requests->Add({{"route", route.empty() ? "unmatched" : route}, {"code", std::to_string(status)}})
+        .Increment();
+  });
+  auto& connections = prometheus::BuildGauge()
+                          .Name("sluice_control_http_connections")
+                          .Help("Open HTTP connections (nodes' long polls included)")
+                          .Register(*core_.registry())
+                          .Add({});
+  auto& refused = prometheus::BuildCounter()
+                      .Name("sluice_control_http_connections_refused_total")
+                      .Help("Connections closed at once because max_connections were open")
+                      .Register(*core_.registry())
+                      .Add({});
+  auto& waiting = prometheus::BuildGauge()
+                      .Name("sluice_control_long_polls_waiting")
+                      .Help("Nodes' snapshot long polls waiting for a new revision")
+                      .Register(*core_.registry())
+                      .Add({});
 
-  // Wraps a handler: authentication, role, metrics. `route` is the pattern (bounded label).
-  using handler = std::function<void(const httplib::Request&, httplib::Response&,
-                                     const controller::principal&)>;
-  auto guarded = [this, requests](std::string route, std::vector<role> roles, handler h) {
-    return [this, requests, route = std::move(route), roles = std::move(roles), h = std::move(h)](
-               const httplib::Request& req, httplib::Response& res) {
-      const std::string auth = req.get_header_value("Authorization");
-      const auto it = auth.rfind("Bearer ", 0) == 0 ? by_hash_.find(token_hash(auth.substr(7)))
-                                                   : by_hash_.end();
-      if (it == by_hash_.end()) {
-        send_error(res, {error_kind::unauthorized, "unauthorized",
-                         "missing or unknown bearer token"});
-      } else {
-        const controller::principal who{it->second.name, it->second.r};
-        if (std::find(roles.begin(), roles.end(), who.r) == roles.end()) {
-          const std::string message = "role " + std::string(controller::to_string(who.r)) +
-                                      " may not " + req.method + " " + route;
-          if (req.method != "GET") core_.audit_refused(who, req.method + " " + route, "forbidden", message);
-          send_error(res, {error_kind::forbidden, "forbidden", message});
-        } else {
-          h(req, res, who);
-        }
-      }
-      requests->Add({{"route", req.method + " " + route}, {"code", std::to_string(res.status)}})
-          .Increment();
+  // Authentication and role, then the handler. The token is checked before anything else is
+  // read; a wrong role on a write is audited.
+  using handler_fn = std::function<void(const request&, const responder&, const controller::principal&)>;
+  auto add = [this, &server](const std::string& method, const std::string& route, run_on where,
+                             std::vector<role> roles, handler_fn h) {
+    server.route(method, route, where,
+                 [this, method, route, roles = std::move(roles), h = std::move(h)](
+                     const request& req, const responder& out) {
+                   const std::string auth = req.header("Authorization");
+                   const auto it = auth.rfind("Bearer ", 0) == 0
+                                       ? by_hash_.find(token_hash(auth.substr(7)))
+                                       : by_hash_.end();
+                   response res;
+                   if (it == by_hash_.end()) {
+                     send_error(res, {error_kind::unauthorized, "unauthorized",
+                                      "missing or unknown bearer token"});
+                     return out.send(std::move(res));
+                   }
+                   const controller::principal who{it->second.name, it->second.r};
+                   if (std::find(roles.begin(), roles.end(), who.r) == roles.end()) {
+                     const std::string message = "role " + std::string(controller::to_string(who.r)) +
+                                                 " may not " + method + " " + route;
+                     if (method != "GET") core_.audit_refused(who, method + " " + route, "forbidden", message);
+                     send_error(res, {error_kind::forbidden, "forbidden", message});
+                     return out.send(std::move(res));
+                   }
+                   h(req, out, who);
+                 });
+  };
+  // Most handlers answer at once: `res` is sent when they return.
+  using sync_fn = std::function<void(const request&, response&, const controller::principal&)>;
+  auto now = [](sync_fn h) {
+    return [h = std::move(h)](const request& req, const responder& out, const controller::principal& who) {
+      response res;
+      h(req, res, who);
+      out.send(std::move(res));
     };
   };
   const std::vector<role> readers{role::viewer, role::ministry, role::engineer};
   const std::vector<role> ministry{role::ministry};
   const std::vector<role> engineer{role::engineer};
   const std::vector<role> node{role::node};
+  // Operators' calls read or write the store: they run on the blocking threads, so a slow
+  // store never stalls the node feed's event loop.
+  const run_on op = run_on::blocking;
 
-  server.Get("/v1/health", [](const httplib::Request&, httplib::Response& res) {
+  server.route("GET", "/v1/health", run_on::io, [](const request&, const responder& out) {
+    response res;
     send_json(res, 200, {{"status", "ok"}});
+    out.send(std::move(res));
   });
-  server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(prometheus::TextSerializer().Serialize(core_.registry()->Collect()),
-                    "text/plain; version=0.0.4");
-  });
-
-  server.Post("/v1/directives",
-              guarded("/v1/directives", ministry, [this](const auto& req, auto& res, const auto& who) {
-                const auto body = body_json(req);
-                if (!body || !(*body).contains("document") || !(*body)["document"].is_string() ||
-                    !(*body).contains("signature") || !(*body)["signature"].is_string()) {
-                  const std::string message = "body must be {\"document\": string, \"signature\": string}";
-                  core_.audit_refused(who, "POST /v1/directives", "bad_request", message);
-                  return send_error(res, {error_kind::invalid, "bad_request", message});
-                }
-                const auto r = core_.submit(who, (*body)["document"].template get<std::string>(),
-                                            (*body)["signature"].template get<std::string>());
-                if (!r) return send_error(res, r.error);
-                send_json(res, 201, to_json(*r.value));
-              }));
-  server.Get("/v1/directives",
-             guarded("/v1/directives", readers, [this](const auto&, auto& res, const auto&) {
-               const auto r = core_.directives();
-               if (!r) return send_error(res, r.error);
-               json list = json::array();
-               for (const auto& v : *r.value) list.push_back(to_json(v));
-               send_json(res, 200, {{"directives", list}});
-             }));
-  server.Get(R"(/v1/directives/([^/]+)/([^/]+))",
-             guarded("/v1/directives/{issuer}/{id}", readers,
-                     [this](const auto& req, auto& res, const auto&) {
-                       const auto r = core_.get(req.matches[1], req.matches[2]);
-                       if (!r) return send_error(res, r.error);
-                       json j = to_json(*r.value);
-                       j["document"] = r.value->record.document;
-                       j["signature"] = r.value->record.signature;
-                       send_json(res, 200, j);
-                     }));
-  server.Post(R"(/v1/directives/([^/]+)/([^/]+)/approve)",
-              guarded("/v1/directives/{issuer}/{id}/approve", engineer,
-                      [this](const auto& req, auto& res, const auto& who) {
-                        const auto r = core_.approve(who, req.matches[1], req.matches[2]);
-                        if (!r) return send_error(res, r.error);
-                        send_json(res, 200, to_json(*r.value));
-                      }));
-  server.Post(R"(/v1/directives/([^/]+)/([^/]+)/override)",
-              guarded("/v1/directives/{issuer}/{id}/override", engineer,
-                      [this](const auto& req, auto& res, const auto& who) {
-                        const auto body = body_json(req);
-                        if (!body) return send_error(res, {error_kind::invalid, "bad_request",
-                                                           "body must be a JSON object"});
-                        const auto r = core_.override_protection(
-                            who, req.matches[1], req.matches[2], body->value("reason", std::string()));
-                        if (!r) return send_error(res, r.error);
-                        send_json(res, 200, to_json(*r.value));
-                      }));
-  server.Get(R"(/v1/directives/([^/]+)/([^/]+)/impact)",
-             guarded("/v1/directives/{issuer}/{id}/impact", readers,
-                     [this](const auto& req, auto& res, const auto&) {
-                       std::int64_t window = 3600;
-                       std::size_t top = 10;
-                       try {
-                         if (req.has_param("window")) window = std::stoll(req.get_param_value("window"));
-                         if (req.has_param("top")) top = std::stoull(req.get_param_value("top"));
-                       } catch (const std::exception&) {
-                         window = -1;
-                       }
-                       if (window < 1 || window > 366LL * 86400 || top > 1000)
-                         return send_error(res, {error_kind::invalid, "bad_request",
-                                                 "window must be 1..31622400 seconds, top 0..1000"});
-                       const auto r = core_.impact(req.matches[1], req.matches[2], window, top);
-                       if (!r) return send_error(res, r.error);
-                       res.status = 200;
-                       res.set_content(*r.value, "application/json");
-                     }));
-  server.Post(R"(/v1/directives/([^/]+)/([^/]+)/revoke)",
-              guarded("/v1/directives/{issuer}/{id}/revoke", ministry,
-                      [this](const auto& req, auto& res, const auto& who) {
-                        const auto body = body_json(req);
-                        if (!body) return send_error(res, {error_kind::invalid, "bad_request",
-                                                           "body must be a JSON object"});
-                        const auto r = core_.revoke(who, req.matches[1], req.matches[2],
-                                                    body->value("reason", std::string()));
-                        if (!r) return send_error(res, r.error);
-                        send_json(res, 200, to_json(*r.value));
-                      }));
-
-  server.Get("/v1/nodes", guarded("/v1/nodes", readers, [this](const auto&, auto& res, const auto&) {
-               json list = json::array();
-               for (const auto& n : core_.nodes()) list.push_back(to_json(n));
-               send_json(res, 200, {{"nodes", list}});
-             }));
-  server.Get("/v1/rollout",
-             guarded("/v1/rollout", readers, [this](const auto&, auto& res, const auto&) {
-               send_json(res, 200, to_json(core_.rollout()));
-             }));
-  auto rollout_switch = [&](const char* path, bool pause) {
-    server.Post(path, guarded(path, engineer, [this, pause](const auto& req, auto& res, const auto& who) {
-                  const auto body = body_json(req);
-                  if (!body) return send_error(res, {error_kind::invalid, "bad_request",
-                                                     "body must be a JSON object"});
-                  const auto r = core_.set_paused(who, pause, body->value("reason", std::string()));
-                  if (!r) return send_error(res, r.error);
-                  send_json(res, 200, to_json(*r.value));
-                }));
-  };
-  rollout_switch("/v1/rollout/pause", true);
-  rollout_switch("/v1/rollout/resume", false);
-  auto emergency = [this](bool on) {
-    return [this, on](const auto& req, auto& res, const auto& who) {
-      const auto body = body_json(req);
-      if (!body) return send_error(res, {error_kind::invalid, "bad_request",
-                                         "body must be a JSON object"});
-      const auto r = core_.set_emergency_stop(who, on, body->value("reason", std::string()));
-      if (!r) return send_error(res, r.error);
-      send_json(res, 200, to_json(*r.value));
-    };
-  };
-  server.Post("/v1/emergency-stop", guarded("/v1/emergency-stop", engineer, emergency(true)));
-  server.Delete("/v1/emergency-stop", guarded("/v1/emergency-stop", engineer, emergency(false)));
-
-  server.Get("/v1/audit", guarded("/v1/audit", readers, [this](const auto& req, auto& res, const auto&) {
-               std::uint64_t after = 0;
-               std::size_t limit = 1000;
-               try {
-                 if (req.has_param("after")) after = std::stoull(req.get_param_value("after"));
-                 if (req.has_param("limit")) limit = std::stoull(req.get_param_value("limit"));
-               } catch (const std::exception&) {
-                 return send_error(res, {error_kind::invalid, "bad_request",
-                                         "after and limit must be numbers"});
-               }
-               const auto r = core_.audit(after, std::min<std::size_t>(limit, 10000));
-               if (!r) return send_error(res, r.error);
-               json list = json::array();
-               for (const auto& a : *r.value) list.push_back(to_json(a));
-               send_json(res, 200, {{"records", list}});
-             }));
-
-  server.Get(R"(/v1/nodes/([^/]+)/snapshot)",
-             guarded("/v1/nodes/{node}/snapshot", node, [this](const auto& req, auto& res, const auto&) {
-               std::optional<std::uint64_t> held;
-               std::int64_t wait_s = 0;
-               try {
-                 std::string etag = req.get_header_value("If-None-Match");
-                 std::erase(etag, '"');
-                 if (!etag.empty()) held = std::stoull(etag);
-                 if (req.has_param("wait")) wait_s = std::stoll(req.get_param_value("wait"));
-               } catch (const std::exception&) {
-                 return send_error(res, {error_kind::invalid, "bad_request",
-                                         "If-None-Match and wait must be numbers"});
-               }
-               const auto r = core_.snapshot(req.matches[1],
-                                             parse_labels(req.get_header_value("X-Sluice-Labels")),
-                                             held, std::chrono::seconds(std::max<std::int64_t>(0, wait_s)));
-               if (!r) {
-                 if (r.error.code == "not_modified") {
-                   res.status = 304;
-                   res.set_header("ETag", "\"" + std::to_string(*held) + "\"");
-                   return;
+  server.route("GET", "/metrics", run_on::blocking,
+               [this, &server, &connections, &refused, &waiting](const request&, const responder& out) {
+                 connections.Set(static_cast<double>(server.counters().connections_open.load()));
+                 {
+                   // The server counts; the counter catches up at each scrape (one at a time).
+                   static std::mutex scrape;
+                   std::lock_guard lock(scrape);
+                   const double total = static_cast<double>(server.counters().connections_refused.load());
+                   if (total > refused.Value()) refused.Increment(total - refused.Value());
                  }
-                 return send_error(res, r.error);
-               }
-               res.set_header("ETag", "\"" + std::to_string(r.value->revision) + "\"");
-               res.status = 200;
-               res.set_content(r.value->body, "application/json");
-             }));
-  server.Post(R"(/v1/nodes/([^/]+)/impact)",
-              guarded("/v1/nodes/{node}/impact", node, [this](const auto& req, auto& res, const auto&) {
-                const auto r = core_.node_impact(req.matches[1], req.body);
-                if (!r) return send_error(res, r.error);
-                res.status = 204;
-              }));
-  server.Post(R"(/v1/nodes/([^/]+)/status)",
-              guarded("/v1/nodes/{node}/status", node, [this](const auto& req, auto& res, const auto&) {
-                const auto body = body_json(req);
-                controller::status_report rep;
-                std::map<std::string, std::string> labels;
-                try {
-                  if (!body) throw std::invalid_argument("not an object");
-                  rep.revision = body->at("revision").template get<std::uint64_t>();
-                  rep.offered = body->value("offered", std::uint64_t{0});
-                  rep.ruleset_sha256 = body->value("ruleset_sha256", std::string());
-                  const std::string result = body->at("result").template get<std::string>();
-                  if (result != "ack" && result != "nack") throw std::invalid_argument("result");
-                  rep.ack = result == "ack";
-                  rep.error = body->value("error", std::string());
-                  rep.health = body->value("health", std::string("ok"));
-                  if (body->contains("labels"))
-                    labels = body->at("labels").template get<std::map<std::string, std::string>>();
-                } catch (const std::exception&) {
-                  return send_error(res, {error_kind::invalid, "bad_request",
-                                          "body must be {\"revision\": n, \"result\": \"ack\"|\"nack\", ...}"});
-                }
-                const auto r = core_.node_status(req.matches[1], labels, rep);
-                if (!r) return send_error(res, r.error);
-                res.status = 204;
-              }));
+                 waiting.Set(static_cast<double>(core_.waiting_polls()));
+                 response res;
+                 res.set_body(prometheus::TextSerializer().Serialize(core_.registry()->Collect()),
+                              "text/plain; version=0.0.4");
+                 out.send(std::move(res));
+               });
+
+  add("POST", "/v1/directives", op, ministry, now([this](const auto& req, auto& res, const auto& who) {
+        const auto body = body_json(req);
+        if (!body || !(*body).contains("document") || !(*body)["document"].is_string() ||
+            !(*body).contains("signature") || !(*body)["signature"].is_string()) {
+          const std::string message = "body must be {\"document\": string, \"signature\": string}";
+          core_.audit_refused(who, "POST /v1/directives", "bad_request", message);
+          return send_error(res, {error_kind::invalid, "bad_request", message});
+        }
+        const auto r = core_.submit(who, (*body)["document"].template get<std::string>(),
+                                    (*body)["signature"].template get<std::string>());
+        if (!r) return send_error(res, r.error);
+        send_json(res, 201, to_json(*r.value));
+      }));
+  add("GET", "/v1/directives", op, readers, now([this](const auto&, auto& res, const auto&) {
+        const auto r = core_.directives();
+        if (!r) return send_error(res, r.error);
+        json list = json::array();
+        for (const auto& v : *r.value) list.push_back(to_json(v));
+        send_json(res, 200, {{"directives", list}});
+      }));
+  add("GET", "/v1/directives/{issuer}/{id}", op, readers, now([this](const auto& req, auto& res, const auto&) {
+        const auto r = core_.get(req.matches[0], req.matches[1]);
+        if (!r) return send_error(res, r.error);
+        json j = to_json(*r.value);
+        j["document"] = r.value->record.document;
+        j["signature"] = r.value->record.signature;
+        send_json(res, 200, j);
+      }));
+  add("POST", "/v1/directives/{issuer}/{id}/approve", op, engineer,
+      now([this](const auto& req, auto& res, const auto& who) {
+        const auto r = core_.approve(who, req.matches[0], req.matches[1]);
+        if (!r) return send_error(res, r.error);
+        send_json(res, 200, to_json(*r.value));
+      }));
+  add("POST", "/v1/directives/{issuer}/{id}/override", op, engineer,
+      now([this](const auto& req, auto& res, const auto& who) {
+        const auto body = body_json(req);
+        if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
+        const auto r = core_.override_protection(who, req.matches[0], req.matches[1],
+                                                 body->value("reason", std::string()));
+        if (!r) return send_error(res, r.error);
+        send_json(res, 200, to_json(*r.value));
+      }));
+  add("GET", "/v1/directives/{issuer}/{id}/impact", op, readers,
+      now([this](const auto& req, auto& res, const auto&) {
+        std::int64_t window = 3600;
+        std::size_t top = 10;
+        try {
+          if (req.has_param("window")) window = std::stoll(req.param("window"));
+          if (req.has_param("top")) top = std::stoull(req.param("top"));
+        } catch (const std::exception&) {
+          window = -1;
+        }
+        if (window < 1 || window > 366LL * 86400 || top > 1000)
+          return send_error(res, {error_kind::invalid, "bad_request",
+                                  "window must be 1..31622400 seconds, top 0..1000"});
+        const auto r = core_.impact(req.matches[0], req.matches[1], window, top);
+        if (!r) return send_error(res, r.error);
+        res.status = 200;
+        res.set_body(*r.value, "application/json");
+      }));
+  add("POST", "/v1/directives/{issuer}/{id}/revoke", op, ministry,
+      now([this](const auto& req, auto& res, const auto& who) {
+        const auto body = body_json(req);
+        if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
+        const auto r = core_.revoke(who, req.matches[0], req.matches[1], body->value("reason", std::string()));
+        if (!r) return send_error(res, r.error);
+        send_json(res, 200, to_json(*r.value));
+      }));
+
+  add("GET", "/v1/nodes", op, readers, now([this](const auto&, auto& res, const auto&) {
+        json list = json::array();
+        for (const auto& n : core_.nodes()) list.push_back(to_json(n));
+        send_json(res, 200, {{"nodes", list}});
+      }));
+  add("GET", "/v1/rollout", op, readers, now([this](const auto&, auto& res, const auto&) {
+        send_json(res, 200, to_json(core_.rollout()));
+      }));
+  for (const bool pause : {true, false}) {
+    add("POST", pause ? "/v1/rollout/pause" : "/v1/rollout/resume", op, engineer,
+        now([this, pause](const auto& req, auto& res, const auto& who) {
+          const auto body = body_json(req);
+          if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
+          const auto r = core_.set_paused(who, pause, body->value("reason", std::string()));
+          if (!r) return send_error(res, r.error);
+          send_json(res, 200, to_json(*r.value));
+        }));
+  }
+  for (const bool on : {true, false}) {
+    add(on ? "POST" : "DELETE", "/v1/emergency-stop", op, engineer,
+        now([this, on](const auto& req, auto& res, const auto& who) {
+          const auto body = body_json(req);
+          if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
+          const auto r = core_.set_emergency_stop(who, on, body->value("reason", std::string()));
+          if (!r) return send_error(res, r.error);
+          send_json(res, 200, to_json(*r.value));
+        }));
+  }
+  add("GET", "/v1/audit", op, readers, now([this](const auto& req, auto& res, const auto&) {
+        std::uint64_t after = 0;
+        std::size_t limit = 1000;
+        try {
+          if (req.has_param("after")) after = std::stoull(req.param("after"));
+          if (req.has_param("limit")) limit = std::stoull(req.param("limit"));
+        } catch (const std::exception&) {
+          return send_error(res, {error_kind::invalid, "bad_request", "after and limit must be numbers"});
+        }
+        const auto r = core_.audit(after, std::min<std::size_t>(limit, 10000));
+        if (!r) return send_error(res, r.error);
+        json list = json::array();
+        for (const auto& a : *r.value) list.push_back(to_json(a));
+        send_json(res, 200, {{"records", list}});
+      }));
+
+  // The node feed: on the io threads (no store access on the way; the controller's lock only).
+  add("GET", "/v1/nodes/{node}/snapshot", run_on::io, node,
+      [this, &server](const request& req, const responder& out, const controller::principal&) {
+        std::optional<std::uint64_t> held;
+        std::int64_t wait_s = 0;
+        try {
+          std::string etag = req.header("If-None-Match");
+          std::erase(etag, '"');
+          if (!etag.empty()) held = std::stoull(etag);
+          if (req.has_param("wait")) wait_s = std::stoll(req.param("wait"));
+        } catch (const std::exception&) {
+          response res;
+          send_error(res, {error_kind::invalid, "bad_request", "If-None-Match and wait must be numbers"});
+          return out.send(std::move(res));
+        }
+        const auto wait = std::min<std::chrono::milliseconds>(
+            std::chrono::seconds(std::max<std::int64_t>(0, wait_s)), core_.max_wait());
+        std::make_shared<long_poll>(core_, server.context(), out, req.matches[0],
+                                    parse_labels(req.header("X-Sluice-Labels")), held)
+            ->start(wait);
+      });
+  add("POST", "/v1/nodes/{node}/impact", run_on::io, node,
+      now([this](const auto& req, auto& res, const auto&) {
+        const auto r = core_.node_impact(req.matches[0], req.body);
+        if (!r) return send_error(res, r.error);
+        res.status = 204;
+      }));
+  add("POST", "/v1/nodes/{node}/status", run_on::io, node,
+      now([this](const auto& req, auto& res, const auto&) {
+        const auto body = body_json(req);
+        controller::status_report rep;
+        std::map<std::string, std::string> labels;
+        try {
+          if (!body) throw std::invalid_argument("not an object");
+          rep.revision = body->at("revision").template get<std::uint64_t>();
+          rep.offered = body->value("offered", std::uint64_t{0});
+          rep.ruleset_sha256 = body->value("ruleset_sha256", std::string());
+          const std::string result = body->at("result").template get<std::string>();
+          if (result != "ack" && result != "nack") throw std::invalid_argument("result");
+          rep.ack = result == "ack";
+          rep.error = body->value("error", std::string());
+          rep.health = body->value("health", std::string("ok"));
+          if (body->contains("labels"))
+            labels = body->at("labels").template get<std::map<std::string, std::string>>();
+        } catch (const std::exception&) {
+          return send_error(res, {error_kind::invalid, "bad_request",
+                                  "body must be {\"revision\": n, \"result\": \"ack\"|\"nack\", ...}"});
+        }
+        const auto r = core_.node_status(req.matches[0], labels, rep);
+        if (!r) return send_error(res, r.error);
+        res.status = 204;
+      }));
 }
 
 }  // namespace sluice::control::api

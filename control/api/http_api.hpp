@@ -1,17 +1,14 @@
 #pragma once
 // The controller's HTTP API (control/README.md): thin edges. Each route authenticates the
 // bearer token, checks its role, parses the body, calls the controller and maps the result to a
-// status code and JSON. No logic of its own.
+// status code and JSON. No logic of its own, but for the long poll's wait (http_api.cpp).
 
 #include <map>
 #include <string>
 #include <vector>
 
+#include "control/api/http_server.hpp"
 #include "control/controller/controller.hpp"
-
-namespace httplib {
-class Server;
-}
 
 namespace sluice::control::api {
 
@@ -27,8 +24,11 @@ struct token_entry {
 class http_api {
  public:
   http_api(controller::controller& core, const std::vector<token_entry>& tokens);
-  // Registers every route on `server` (which must outlive nothing here: routes capture `this`).
-  void attach(httplib::Server& server);
+  // Registers every route on `server`, and its metrics in the controller's registry. Routes
+  // capture `this` and `server`: both must outlive the server's run(). Operators' routes run on
+  // the server's blocking threads, the node feed on its io threads (a long poll waits on a
+  // timer and the controller's wake, not on a thread).
+  void attach(http_server& server);
 
  private:
   controller::controller& core_;

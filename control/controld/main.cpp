@@ -1,7 +1,8 @@
 // sluice-controld --config FILE: the Sluice controller (control/README.md).
-#include <httplib.h>
 #include <signal.h>
-#include <sys/socket.h>
+#include <sys/resource.h>
+
+#include <boost/asio/signal_set.hpp>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -19,10 +20,13 @@
 
 namespace {
 
-std::atomic<httplib::Server*> g_server{nullptr};
-
-void on_signal(int) {
-  if (auto* s = g_server.load()) s->stop();
+// A national fleet holds one connection per node: lift the soft descriptor limit to the hard one.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
+  }
 }
 
 }  // namespace
@@ -38,6 +42,7 @@ int main(int argc, char** argv) {
   cli.add_flag("--check", check_only, "load the config, keys and database, then exit");
   cli.footer("Exit codes: 0 clean stop, 1 runtime failure, 2 bad command line or config.");
   CLI11_PARSE(cli, argc, argv);
+  raise_fd_limit();
 
   using namespace sluice::control;
   api::daemon_config cfg;
@@ -82,47 +87,32 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::unique_ptr<httplib::Server> server;
-  if (!cfg.tls_cert.empty())
-    server = std::make_unique<httplib::SSLServer>(cfg.tls_cert.c_str(), cfg.tls_key.c_str());
-  else
-    server = std::make_unique<httplib::Server>();
-  if (!server->is_valid()) {
-    std::fprintf(stderr, "sluice-controld: cannot set up TLS with %s / %s\n", cfg.tls_cert.c_str(),
-                 cfg.tls_key.c_str());
-    return 2;
+  api::server_options so;
+  so.host = host;
+  so.port = static_cast<std::uint16_t>(port);
+  so.io_threads = cfg.io_threads;
+  so.blocking_threads = cfg.api_threads;
+  so.max_connections = cfg.max_connections;
+  so.max_body_bytes = cfg.max_body_bytes;
+  so.tls_cert = cfg.tls_cert;
+  so.tls_key = cfg.tls_key;
+  std::unique_ptr<api::http_server> server;
+  try {
+    server = std::make_unique<api::http_server>(so);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sluice-controld: %s\n", e.what());
+    return 1;
   }
-  const unsigned threads = cfg.http_threads;
-  server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // Long polls hold their connection; the read timeout must outlast the longest wait.
-  server->set_read_timeout(cfg.core.max_wait_s + 10, 0);
-  server->set_write_timeout(30, 0);
+  if (cfg.obsolete_http_threads)
+    std::fprintf(stderr, "sluice-controld: http_threads is obsolete and ignored (the server holds no "
+                         "thread per long poll; see server.io_threads)\n");
   api::http_api routes(*core, cfg.tokens);
   routes.attach(*server);
-
-  // Debian's libcpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled
-  // in): when a revision goes out, every node reconnects at once (its ACK, then its next long
-  // poll) and the kernel drops SYNs past the backlog, delaying ACKs by a retransmit or more. So
-  // note the listening socket as httplib creates it and listen() again with the system's limit.
-  socket_t listen_fd = INVALID_SOCKET;
-  server->set_socket_options([&listen_fd](socket_t sock) {
-    httplib::default_socket_options(sock);
-    listen_fd = sock;
+  // SIGTERM/SIGINT end run() from the event loop itself (no work in a signal handler).
+  boost::asio::signal_set signals(server->context(), SIGTERM, SIGINT);
+  signals.async_wait([&server](const boost::system::error_code& ec, int) {
+    if (!ec) server->stop();
   });
-  if (!server->bind_to_port(host.c_str(), port)) {
-    std::fprintf(stderr, "sluice-controld: cannot listen on %s\n", cfg.listen.c_str());
-    return 1;
-  }
-  if (listen_fd == INVALID_SOCKET || ::listen(listen_fd, SOMAXCONN) != 0) {
-    std::fprintf(stderr, "sluice-controld: cannot raise the listen backlog on %s\n",
-                 cfg.listen.c_str());
-    return 1;
-  }
-  g_server = server.get();
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
 
   std::mutex m;
   std::condition_variable stop_cv;
@@ -145,14 +135,13 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "sluice-controld: listening on %s%s (store %s, replica %s)\n",
                cfg.listen.c_str(), cfg.tls_cert.empty() ? "" : " (TLS)", store_name.c_str(),
                cfg.core.replica.c_str());
-  const bool ok = server->listen_after_bind();
+  server->run();
   {
     std::lock_guard lock(m);
     stopping = true;
   }
   stop_cv.notify_all();
   ticker.join();
-  g_server = nullptr;
   std::fprintf(stderr, "sluice-controld: stopped\n");
-  return ok ? 0 : 1;
+  return 0;
 }

@@ -129,6 +129,11 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
                            .Help("Snapshots sent to nodes (200 answers)")
                            .Register(*registry_)
                            .Add({});
+  snapshots_signed_ = &prometheus::BuildCounter()
+                           .Name("sluice_control_snapshots_signed_total")
+                           .Help("Snapshot bodies compiled and signed (one per revision and scope)")
+                           .Register(*registry_)
+                           .Add({});
   validation_failures_ = &prometheus::BuildCounter()
                               .Name("sluice_control_validation_failures_total")
                               .Help("Inputs refused by validation, by error code")
@@ -220,7 +225,7 @@ void controller::refresh_locked(bool force) {
   }
   load_meta_locked();
   synced_store_rev_ = rev;
-  if (rollout_.target != target || rollout_.released != released) offers_changed_.notify_all();
+  if (rollout_.target != target || rollout_.released != released) offers_changed_locked();
 }
 
 // Other replicas' node reports reach this one through the store: from its change feed when it
@@ -657,7 +662,7 @@ op_result<directive_view> controller::submit_locked(const principal& who,
   all.push_back(rec);
   advance_locked(all, batch, "directive received: " + key_name);
   if (auto e = commit_locked(batch)) return {std::nullopt, *e};
-  offers_changed_.notify_all();
+  offers_changed_locked();
   update_gauges_locked();
   auto stored = store_.get_directive(d.issuer, d.id);
   return {view_locked(stored ? *stored : rec), {}};
@@ -764,7 +769,7 @@ op_result<directive_view> controller::approve_locked(const principal& who,
                                   .dump()));
   advance_locked(all, batch, "directive approved: " + key_name);
   if (auto e = commit_locked(batch)) return {std::nullopt, *e};
-  offers_changed_.notify_all();
+  offers_changed_locked();
   update_gauges_locked();
   auto stored = store_.get_directive(issuer, id);
   return {view_locked(stored ? *stored : *it), {}};
@@ -797,7 +802,7 @@ op_result<directive_view> controller::revoke_locked(const principal& who,
                               json{{"from", from}, {"reason", reason}}.dump()));
   advance_locked(all, batch, "directive revoked: " + key_name);
   if (auto e = commit_locked(batch)) return {std::nullopt, *e};
-  offers_changed_.notify_all();
+  offers_changed_locked();
   update_gauges_locked();
   return {view_locked(*it), {}};
 }
@@ -833,7 +838,7 @@ op_result<rollout_view> controller::set_emergency_stop(const principal& who, boo
     emergency_stop_ = !on;
     return {std::nullopt, *e};
   }
-  offers_changed_.notify_all();
+  offers_changed_locked();
   update_gauges_locked();
   return {rollout_locked(), {}};
 }
@@ -870,7 +875,7 @@ op_result<rollout_view> controller::set_paused(const principal& who, bool paused
     rollout_ = before;
     return {std::nullopt, *e};
   }
-  offers_changed_.notify_all();
+  offers_changed_locked();
   return {rollout_locked(), {}};
 }
 
@@ -1070,7 +1075,7 @@ void controller::tick() {
     if (commit_locked(extra))  // not written this time: mark them for the next tick
       for (const auto& rec : extra.nodes) nodes_[rec.node_id].dirty = true;
   if (rollout_.released != before.released || rollout_.target != before.target)
-    offers_changed_.notify_all();
+    offers_changed_locked();
   update_gauges_locked();
 }
 
@@ -1087,11 +1092,8 @@ std::pair<controller::node_entry&, bool> controller::node_entry_locked(const std
   return {it->second, fresh};
 }
 
-op_result<snapshot_offer> controller::snapshot(const std::string& node,
-                                               const std::map<std::string, std::string>& labels,
-                                               std::optional<std::uint64_t> held,
-                                               std::chrono::milliseconds wait) {
-  std::unique_lock lock(mutex_);
+controller::node_entry& controller::polled_locked(const std::string& node,
+                                                const std::map<std::string, std::string>& labels) {
   auto [n, fresh] = node_entry_locked(node);
   if (fresh) {
     n.record.node_id = node;
@@ -1104,7 +1106,31 @@ op_result<snapshot_offer> controller::snapshot(const std::string& node,
   // copy (or not at all): writing it back could set its applied revision back in the store.
   // Its status reports (periodic, and after each apply) make it ours to write.
   if (!cfg_.replicated || n.reported) n.dirty = true;
+  return n;
+}
 
+op_result<snapshot_offer> controller::offer_locked(node_entry& n,
+                                                   const std::map<std::string, std::string>& labels) {
+  const std::uint64_t offered = offered_locked(n.record);
+  std::string lt = labels_text(labels);
+  if (!n.cached_body || n.cached_revision != offered || n.cached_labels != lt) {
+    auto body = signed_body_locked(labels, offered);
+    if (!body) return {std::nullopt, body.error};
+    n.cached_revision = offered;
+    n.cached_labels = std::move(lt);
+    n.cached_body = std::move(*body.value);
+  }
+  snapshot_bytes_->Increment(static_cast<double>(n.cached_body->size()));
+  snapshots_served_->Increment();
+  return {snapshot_offer{offered, n.cached_body}, {}};
+}
+
+op_result<snapshot_offer> controller::snapshot(const std::string& node,
+                                               const std::map<std::string, std::string>& labels,
+                                               std::optional<std::uint64_t> held,
+                                               std::chrono::milliseconds wait) {
+  std::unique_lock lock(mutex_);
+  node_entry& n = polled_locked(node, labels);
   const auto cap = std::chrono::seconds(cfg_.max_wait_s);
   const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(wait, cap);
   // Only ever offer a newer revision than the node holds (nodes refuse older ones, and answering
@@ -1114,49 +1140,104 @@ op_result<snapshot_offer> controller::snapshot(const std::string& node,
         offered_locked(n.record) <= *held)
       return {std::nullopt, {error_kind::not_found, "not_modified", "revision unchanged"}};
   }
-  const std::uint64_t offered = offered_locked(n.record);
-  const std::string lt = labels_text(labels);
-  if (n.cached_revision != offered || n.cached_labels != lt) {
-    auto body = signed_body_locked(node, labels, offered);
-    if (!body) return {std::nullopt, body.error};
-    n.cached_revision = offered;
-    n.cached_labels = lt;
-    n.cached_body = std::move(*body.value);
-  }
-  snapshot_bytes_->Increment(static_cast<double>(n.cached_body.size()));
-  snapshots_served_->Increment();
-  return {snapshot_offer{offered, n.cached_body}, {}};
+  return offer_locked(n, labels);
 }
 
-op_result<std::string> controller::signed_body_locked(const std::string& node,
-                                                      const std::map<std::string, std::string>& labels,
-                                                      std::uint64_t offered) {
+snapshot_poll controller::poll_snapshot(const std::string& node,
+                                        const std::map<std::string, std::string>& labels,
+                                        std::optional<std::uint64_t> held,
+                                        std::function<void()> wake) {
+  std::lock_guard lock(mutex_);
+  node_entry& n = polled_locked(node, labels);
+  snapshot_poll out;
+  if (held && offered_locked(n.record) <= *held) {
+    const int canary = is_canary(n.record) ? 1 : 0;
+    out.k = snapshot_poll::kind::waiting;
+    out.ticket = next_ticket_++;
+    const auto it = waiters_[canary].emplace(*held, poll_waiter{out.ticket, std::move(wake)});
+    tickets_.emplace(out.ticket, std::make_pair(canary, it));
+    return out;
+  }
+  auto offer = offer_locked(n, labels);
+  if (!offer) {
+    out.error = std::move(offer.error);
+    return out;
+  }
+  out.k = snapshot_poll::kind::offer;
+  out.offer = std::move(*offer.value);
+  return out;
+}
 
-  fleet::fleet_policy older;
+bool controller::cancel_poll(std::uint64_t ticket) {
+  std::lock_guard lock(mutex_);
+  const auto it = tickets_.find(ticket);
+  if (it == tickets_.end()) return false;
+  waiters_[it->second.first].erase(it->second.second);
+  tickets_.erase(it);
+  return true;
+}
+
+std::size_t controller::waiting_polls() {
+  std::lock_guard lock(mutex_);
+  return tickets_.size();
+}
+
+void controller::offers_changed_locked() {
+  offers_changed_.notify_all();
+  // Canary nodes are offered the target, the rest the released revision: wake exactly the
+  // waiters holding less than that (the multimap is ordered by held revision).
+  const std::uint64_t offered[2] = {rollout_.released, rollout_.target};
+  for (int canary = 0; canary < 2; ++canary) {
+    auto& w = waiters_[canary];
+    const auto end = w.lower_bound(offered[canary]);
+    for (auto it = w.begin(); it != end; ++it) {
+      tickets_.erase(it->second.ticket);
+      it->second.wake();
+    }
+    w.erase(w.begin(), end);
+  }
+  // Nodes are only ever offered the target or the released revision (released <= target).
+  const std::uint64_t lowest = std::min(rollout_.released, rollout_.target);
+  std::erase_if(bodies_, [&](const auto& kv) { return kv.first.first < lowest; });
+  std::erase_if(older_policies_, [&](const auto& kv) { return kv.first < lowest; });
+}
+
+op_result<std::shared_ptr<const std::string>> controller::signed_body_locked(
+    const std::map<std::string, std::string>& labels, std::uint64_t offered) {
   const fleet::fleet_policy* p = &policy_;
   std::int64_t generated_at = revision_at_;
   if (offered != revision_) {
-    std::optional<store::revision_record> rec;
-    try {
-      rec = store_.get_revision(offered);
-    } catch (const store::store_error& e) {
-      return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+    auto older = older_policies_.find(offered);
+    if (older == older_policies_.end()) {
+      std::optional<store::revision_record> rec;
+      try {
+        rec = store_.get_revision(offered);
+      } catch (const store::store_error& e) {
+        return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+      }
+      auto parsed = rec ? fleet::fleet_policy::from_json(rec->content) : std::nullopt;
+      if (!parsed)
+        return {std::nullopt, {error_kind::unavailable, "store_failed",
+                               "revision " + std::to_string(offered) + " is missing or unreadable"}};
+      older = older_policies_.emplace(offered, std::make_pair(std::move(*parsed), rec->generated_at)).first;
     }
-    auto parsed = rec ? fleet::fleet_policy::from_json(rec->content) : std::nullopt;
-    if (!parsed)
-      return {std::nullopt, {error_kind::unavailable, "store_failed",
-                             "revision " + std::to_string(offered) + " is missing or unreadable"}};
-    older = std::move(*parsed);
-    p = &older;
-    generated_at = rec->generated_at;
+    p = &older->second.first;
+    generated_at = older->second.second;
   }
+  std::string scope = fleet::snapshot_scope(*p, labels);
+  auto cached = bodies_.find({offered, scope});
+  if (cached != bodies_.end()) return {cached->second, {}};
+
   const std::string text = fleet::node_policy_text(*p, labels, offered, generated_at);
   const auto sig = crypto::sign(cfg_.signing_key, text,
-                                "sluice-snapshot node=" + node + " revision=" + std::to_string(offered),
+                                "sluice-snapshot revision=" + std::to_string(offered) + " scope=" + scope,
                                 "sluice-controld snapshot");
   if (!sig) return {std::nullopt, {error_kind::unavailable, "crypto_failed", "signing failed"}};
-  return {json{{"node", node}, {"revision", offered}, {"policy", text}, {"signature", *sig}}.dump(),
-          {}};
+  auto body = std::make_shared<const std::string>(
+      json{{"revision", offered}, {"scope", scope}, {"policy", text}, {"signature", *sig}}.dump());
+  snapshots_signed_->Increment();
+  bodies_.emplace(std::make_pair(offered, std::move(scope)), body);
+  return {std::move(body), {}};
 }
 
 op_result<bool> controller::node_status(const std::string& node,

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -159,7 +160,18 @@ struct status_report {
 
 struct snapshot_offer {
   std::uint64_t revision = 0;
-  std::string body;  // JSON: {"node", "revision", "policy", "signature"}
+  // JSON: {"revision", "scope", "policy", "signature"}; one signed body per (revision, scope),
+  // shared by every node of the scope (control/README.md, "Node protocol").
+  std::shared_ptr<const std::string> body;
+};
+
+// poll_snapshot's answer: an offer now, a registered wait, or an error.
+struct snapshot_poll {
+  enum class kind : std::uint8_t { offer, waiting, failed };
+  kind k = kind::failed;
+  snapshot_offer offer;   // k == offer
+  op_error error;         // k == failed
+  std::uint64_t ticket = 0;  // k == waiting: for cancel_poll
 };
 
 class controller {
@@ -205,6 +217,24 @@ class controller {
                                                    const std::map<std::string, std::string>& labels,
                                                    std::optional<std::uint64_t> held,
                                                    std::chrono::milliseconds wait);
+  // The event-driven form of snapshot() (issue 13): never blocks. When the node's offer is
+  // newer than `held` (or there is no `held`), answers it; otherwise registers `wake` and
+  // answers `waiting`. `wake` is called at most once, when the node's offer may have moved past
+  // `held` (call poll_snapshot again then), from whichever thread moved it and with the
+  // controller's lock held: it must only hand the work to another thread (post), never call
+  // back into the controller. Waiters are kept per (canary or not, held revision), so a new
+  // offer touches exactly the waiters it answers, whatever the fleet's size.
+  [[nodiscard]] snapshot_poll poll_snapshot(const std::string& node,
+                                            const std::map<std::string, std::string>& labels,
+                                            std::optional<std::uint64_t> held,
+                                            std::function<void()> wake);
+  // The longest wait a long poll may ask for (max_wait_s).
+  [[nodiscard]] std::chrono::seconds max_wait() const { return std::chrono::seconds(cfg_.max_wait_s); }
+  // Forgets a waiting poll (its wait ran out); false when its wake was already called.
+  bool cancel_poll(std::uint64_t ticket);
+  // Polls registered and not yet woken or cancelled.
+  [[nodiscard]] std::size_t waiting_polls();
+
   // A node's impact report (body format: control/impact/report.hpp); kept until the next tick
   // writes it (with the other pending reports) to the store.
   [[nodiscard]] op_result<bool> node_impact(const std::string& node, const std::string& body);
@@ -235,9 +265,9 @@ class controller {
   struct node_entry {
     store::node_record record;
     bool dirty = false;
-    std::uint64_t cached_revision = 0;  // signed offer cache
+    std::uint64_t cached_revision = 0;  // the offer last answered (a shortcut into bodies_)
     std::string cached_labels;
-    std::string cached_body;
+    std::shared_ptr<const std::string> cached_body;
     std::int64_t applied_at_ms = 0;  // when applied_revision last rose
     bool reported = false;           // sent a status report to this replica
   };
@@ -306,10 +336,17 @@ class controller {
   [[nodiscard]] std::uint64_t offered_locked(const store::node_record& n) const;
   [[nodiscard]] std::string node_state_locked(const store::node_record& n, std::int64_t now) const;
   [[nodiscard]] directive_view view_locked(store::directive_record rec);
-  // The node's signed snapshot body for `offered`.
-  [[nodiscard]] op_result<std::string> signed_body_locked(const std::string& node,
-                                                          const std::map<std::string, std::string>& labels,
-                                                          std::uint64_t offered);
+  // The node's offer, and its entry refreshed (labels, last seen). Shared by both poll forms.
+  node_entry& polled_locked(const std::string& node, const std::map<std::string, std::string>& labels);
+  [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n,
+                                                       const std::map<std::string, std::string>& labels);
+  // The signed body for nodes with `labels` at revision `offered`: from bodies_, or compiled,
+  // serialised and signed once and kept there.
+  [[nodiscard]] op_result<std::shared_ptr<const std::string>> signed_body_locked(
+      const std::map<std::string, std::string>& labels, std::uint64_t offered);
+  // Wakes the waiters whose offer moved, drops bodies no node can be offered any more; and
+  // notifies blocking snapshot() callers. Call after every change of rollout_.target/released.
+  void offers_changed_locked();
   [[nodiscard]] rollout_view rollout_locked() const;
   void update_gauges_locked();
 
@@ -326,7 +363,20 @@ class controller {
   bool emergency_stop_ = false;
   rollout_state rollout_;
   std::map<std::string, node_entry> nodes_;
-  std::map<std::string, std::uint64_t> removed_in_;  // directive key -> first revision without it
+  std::map<std::string, std::uint64_t> removed_in_;
+  // Signed bodies by (revision, snapshot scope), and the policies of offered revisions other
+  // than revision_ (during a canary stage the fleet is offered an older one), with their
+  // generation time. Pruned below the lowest revision offered.
+  std::map<std::pair<std::uint64_t, std::string>, std::shared_ptr<const std::string>> bodies_;
+  std::map<std::uint64_t, std::pair<fleet::fleet_policy, std::int64_t>> older_policies_;
+  // Waiting polls: [canary] held revision -> (ticket, wake); tickets_ finds one to cancel.
+  struct poll_waiter {
+    std::uint64_t ticket;
+    std::function<void()> wake;
+  };
+  std::multimap<std::uint64_t, poll_waiter> waiters_[2];
+  std::map<std::uint64_t, std::pair<int, std::multimap<std::uint64_t, poll_waiter>::iterator>> tickets_;
+  std::uint64_t next_ticket_ = 1;  // directive key -> first revision without it
   // Replication: the store revision last read, the meta values last read or written (the
   // expectations of the next CAS), leadership as last seen.
   std::uint64_t synced_store_rev_ = 0;
@@ -349,6 +399,7 @@ class controller {
   prometheus::Counter* signature_failures_ = nullptr;
   prometheus::Counter* snapshot_bytes_ = nullptr;
   prometheus::Counter* snapshots_served_ = nullptr;
+  prometheus::Counter* snapshots_signed_ = nullptr;
   prometheus::Family<prometheus::Counter>* validation_failures_ = nullptr;
 };
 

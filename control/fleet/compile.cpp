@@ -385,6 +385,32 @@ std::vector<const fleet_rule*> rules_for(const fleet_policy& p,
   return out;
 }
 
+std::string scope_term(const directive::scope_spec& s) {
+  std::string out;
+  if (!s.sites.empty()) {
+    out = "site:";
+    for (std::size_t i = 0; i < s.sites.size(); ++i) out += (i ? "|" : "") + s.sites[i];
+  }
+  for (const auto& [key, value] : s.labels) out += (out.empty() ? "" : "&") + key + "=" + value;
+  return out;
+}
+
+std::string snapshot_scope(const fleet_policy& p, const std::map<std::string, std::string>& labels) {
+  std::string out;
+  std::vector<const directive::scope_spec*> seen;
+  for (const auto& r : p.rules) {
+    if (r.scope.all) continue;
+    const bool repeat = std::any_of(seen.begin(), seen.end(), [&](const directive::scope_spec* s) {
+      return s->sites == r.scope.sites && s->labels == r.scope.labels;
+    });
+    if (repeat) continue;
+    seen.push_back(&r.scope);
+    out += (out.empty() ? "" : ",") + std::string(r.scope.covers(labels) ? "+" : "!") +
+           scope_term(r.scope);
+  }
+  return out.empty() ? "all" : out;
+}
+
 std::string node_policy_text(const fleet_policy& p,
                              const std::map<std::string, std::string>& labels,
                              std::uint64_t revision, std::int64_t generated_at) {

@@ -104,6 +104,22 @@ struct expand_result {
 [[nodiscard]] std::vector<const fleet_rule*> rules_for(const fleet_policy& p,
                                                        const std::map<std::string, std::string>& labels);
 
+// Which nodes a snapshot is for (issue 13): the controller signs one snapshot per (revision,
+// scope) and sends the same bytes to every node of the scope, so the signature names the scope
+// rather than a node. The text is "all" when no rule of `p` has a scope other than `all` (every
+// node gets the same document); otherwise one term per distinct non-`all` scope among p's rules,
+// in the order they first appear, joined by ',': "+SCOPE" when `labels` are in it, "!SCOPE" when
+// not. SCOPE is scope_term(). Two nodes get equal texts exactly when the same rules cover them,
+// i.e. when node_policy_text() gives them the same document; a node checks the text against its
+// own labels (control/agent), so a snapshot cannot be replayed to a node of another scope.
+[[nodiscard]] std::string snapshot_scope(const fleet_policy& p,
+                                         const std::map<std::string, std::string>& labels);
+// A scope's canonical text: "site:" + sites joined by '|' (when it names sites), then
+// "key=value" per label in key order, joined by '&' ("site:msk-1|msk-2&region=north").
+// Names and values are [A-Za-z0-9_.-] (config and directive checks), so the separators are
+// unambiguous.
+[[nodiscard]] std::string scope_term(const directive::scope_spec& s);
+
 // The node's policy document (YAML), as sluice::match::load_policy reads it.
 [[nodiscard]] std::string node_policy_text(const fleet_policy& p,
                                            const std::map<std::string, std::string>& labels,

@@ -4,6 +4,7 @@
 #include "control/controller/controller.hpp"
 
 #include <doctest/doctest.h>
+#include <prometheus/registry.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -106,7 +107,7 @@ struct fixture {
                                                                 std::map<std::string, std::string> labels = {}) {
     auto r = core->snapshot(node, labels, std::nullopt, std::chrono::milliseconds(0));
     REQUIRE(r);
-    const json body = json::parse(r.value->body);
+    const json body = json::parse(*r.value->body);
     const std::string text = body["policy"];
     CHECK(crypto::verify(controller_key.pub, text, body["signature"].get<std::string>()));
     std::istringstream in(text);
@@ -305,6 +306,108 @@ TEST_CASE("long poll: 304 while the offer is what the node holds; an approval wa
   approver.join();
   REQUIRE(woke);
   CHECK(woke.value->revision == held + 1);
+}
+
+TEST_CASE("event-driven poll: a new offer wakes exactly the waiters it answers, once") {
+  fixture f([](ctl::controller_config& c) {
+    c.canary_labels = {{"group", "canary"}};
+    c.canary_soak_s = 10;
+  });
+  const std::map<std::string, std::string> canary{{"group", "canary"}}, main{{"group", "main"}};
+  const auto r0 = f.snapshot("c1", canary).first;
+  std::map<std::string, int> woken;
+  auto poll = [&](const std::string& node, const std::map<std::string, std::string>& labels,
+                  std::optional<std::uint64_t> held) {
+    return f.core->poll_snapshot(node, labels, held, [&woken, node] { ++woken[node]; });
+  };
+  // No held revision: answered at once, nothing registered.
+  const auto now = poll("m9", main, std::nullopt);
+  REQUIRE(now.k == ctl::snapshot_poll::kind::offer);
+  CHECK(now.offer.revision == r0);
+  CHECK(f.core->waiting_polls() == 0);
+
+  const auto c1 = poll("c1", canary, r0);
+  const auto m1 = poll("m1", main, r0);
+  const auto m2 = poll("m2", main, r0);
+  const auto m3 = poll("m3", main, r0 + 5);  // holds more than anything offered yet
+  for (const auto* p : {&c1, &m1, &m2, &m3}) CHECK(p->k == ctl::snapshot_poll::kind::waiting);
+  CHECK(f.core->waiting_polls() == 4);
+  CHECK(f.core->cancel_poll(m2.ticket));
+  CHECK_FALSE(f.core->cancel_poll(m2.ticket));  // once
+  CHECK(f.core->waiting_polls() == 3);
+
+  // Submitting starts a rollout of the shadow rules: the canary is offered it, the rest not yet.
+  REQUIRE(f.submit(block_doc("B-1", t0)));
+  CHECK(f.core->rollout().stage == "canary");
+  CHECK(woken == std::map<std::string, int>{{"c1", 1}});
+  CHECK_FALSE(f.core->cancel_poll(c1.ticket));  // already woken: the wake is on its way
+  const auto again = poll("c1", canary, r0);
+  REQUIRE(again.k == ctl::snapshot_poll::kind::offer);
+  CHECK(again.offer.revision == r0 + 1);
+
+  // The canary ACKs and soaks: the release wakes m1 (held r0), never the cancelled m2, and not
+  // m3, which holds more than is offered.
+  f.ack("c1", r0 + 1, canary);
+  f.ack("m1", r0, main);
+  f.core->tick();
+  f.clk.advance(11);
+  f.ack("c1", r0 + 1, canary);
+  f.ack("m1", r0, main);
+  f.core->tick();
+  CHECK(f.core->rollout().released == r0 + 1);
+  CHECK(woken == std::map<std::string, int>{{"c1", 1}, {"m1", 1}});
+  CHECK(f.core->waiting_polls() == 1);
+  CHECK(f.core->cancel_poll(m3.ticket));
+  CHECK(f.core->waiting_polls() == 0);
+}
+
+TEST_CASE("one signed body per revision and scope, the same bytes for every node of it") {
+  fixture f([](ctl::controller_config& c) { c.known_sites = {"site-a", "site-b"}; });
+  auto offer = [&](const std::string& node, const std::map<std::string, std::string>& labels) {
+    auto r = f.core->snapshot(node, labels, std::nullopt, std::chrono::milliseconds(0));
+    REQUIRE(r);
+    return r.value->body;
+  };
+  auto comment = [&](const std::shared_ptr<const std::string>& body) {
+    const json j = json::parse(*body);
+    CHECK_FALSE(j.contains("node"));  // nothing in the bytes names a node
+    const auto v = crypto::verify(f.controller_key.pub, j["policy"].get<std::string>(),
+                                  j["signature"].get<std::string>());
+    REQUIRE(v);
+    CHECK(j["scope"].get<std::string>() == v.trusted_comment.substr(v.trusted_comment.find("scope=") + 6));
+    return v.trusted_comment;
+  };
+  const std::map<std::string, std::string> a{{"site", "site-a"}}, b{{"site", "site-b"}},
+      a2{{"site", "site-a"}, {"group", "main"}};
+  // Every rule scoped `all`: one body for the whole fleet.
+  const auto first = offer("n1", a);
+  CHECK(offer("n2", b) == first);
+  CHECK(offer("n3", {}) == first);
+  const std::uint64_t r0 = f.core->rollout().target;
+  CHECK(comment(first) == "sluice-snapshot revision=" + std::to_string(r0) + " scope=all");
+
+  // A directive scoped to site-a: two scopes, two bodies, each shared by its nodes.
+  std::string doc = block_doc("B-1", t0);
+  doc.replace(doc.find("scope: all"), 10, "scope: { sites: [site-a] }");
+  REQUIRE(f.submit(doc));
+  REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  const std::uint64_t r = f.core->rollout().target;
+  const auto in = offer("n1", a);
+  CHECK(offer("n4", a2) == in);  // other labels do not matter, only the scopes' verdicts
+  const auto out = offer("n2", b);
+  CHECK(offer("n3", {}) == out);
+  CHECK(in != out);
+  CHECK(*in != *out);
+  CHECK(comment(in) == "sluice-snapshot revision=" + std::to_string(r) + " scope=+site:site-a");
+  CHECK(comment(out) == "sluice-snapshot revision=" + std::to_string(r) + " scope=!site:site-a");
+  CHECK(json::parse(*in)["policy"].get<std::string>().find("B-1") != std::string::npos);
+  CHECK(json::parse(*out)["policy"].get<std::string>().find("B-1") == std::string::npos);
+  // Signed once each, however many nodes asked (and asked again).
+  for (int i = 0; i < 20; ++i) (void)offer("m" + std::to_string(i), i % 2 ? a : b);
+  double signed_total = 0;
+  for (const auto& family : f.core->registry()->Collect())
+    if (family.name == "sluice_control_snapshots_signed_total") signed_total = family.metric.at(0).counter.value;
+  CHECK(signed_total == 3);  // r0's one body, r's two; nobody asked for the shadow revision
 }
 
 TEST_CASE("staged rollout: canary first, the rest after it ACKs and soaks; a NACK halts") {
