@@ -56,10 +56,8 @@ ENGINEER_SAMPLES = 20
 # The poll's wait, and the controller's cap on it (max_wait_seconds, default 60): long enough
 # that no poll times out (304) during a slow ramp plus the measurements, so "all pending" holds.
 WAIT_S = 300
-# The old cpp-httplib server spends one pool thread per waiting request; the event-driven server
-# (issue 13) does not need this. The one place to drop it: set to None.
-OLD_SERVER_HTTP_THREADS = NODES + 200
 SERVED = "sluice_control_snapshots_served_total"
+WAITING = "sluice_control_long_polls_waiting"  # polls registered with the controller, not answered
 FD_MARGIN = 500            # fds beyond one per connection (store, logs, engineer connections)
 
 
@@ -100,7 +98,7 @@ def make_certs(root):
 
 class TlsController(Controller):
     """The harness's controller (keys, hashed TOKENS, SQLite in root) with its own config: TLS,
-    the long wait cap, the old server's thread count; requests over TLS verified against ca."""
+    the long wait cap; requests over TLS verified against ca."""
 
     def __init__(self, root, ca):
         self.ctx = ssl.create_default_context(cafile=ca)   # CERT_REQUIRED, check_hostname
@@ -111,8 +109,6 @@ class TlsController(Controller):
         tokens = "\n".join(
             f"  - {{ name: {role}-user, role: {role}, sha256: {hashlib.sha256(t.encode()).hexdigest()} }}"
             for role, t in TOKENS.items())
-        threads = (f"http_threads: {OLD_SERVER_HTTP_THREADS}\n"
-                   if OLD_SERVER_HTTP_THREADS else "")
         with open(os.path.join(self.root, self.config_name), "w") as f:
             f.write(f"""listen: {HOST}:{self.port}
 database: controld.db
@@ -123,7 +119,7 @@ issuers:
 approvals_required: 1
 stale_after_seconds: {WAIT_S + 120}
 max_wait_seconds: {WAIT_S}
-{threads}tls: {{ cert: tls.crt, key: tls.key }}
+tls: {{ cert: tls.crt, key: tls.key }}
 inventory: {{ sites: [lp-a, lp-b], labels: {{ group: [canary, main] }} }}
 tokens:
 {tokens}
@@ -408,7 +404,7 @@ def main():
     sent = fleet.count("waiting") == NODES and ctl.alive()
     sent_s = time.monotonic() - t_ramp
     seen = sent and bool(wait_for(lambda: (not ctl.alive() or fleet.lost()
-                                           or nodes_seen(ctl) == NODES),
+                                           or metric(ctl, WAITING) == NODES),
                                   max(10.0, RAMP_TIMEOUT_S - sent_s), step=0.5)
                          and ctl.alive() and not fleet.lost())
     ramp_s = time.monotonic() - t_ramp
@@ -420,12 +416,12 @@ def main():
                 and check(sent, f"all {NODES} polls connected over TLS and sent within "
                                 f"{RAMP_TIMEOUT_S:.0f} s (states {fleet.states()}, first errors "
                                 f"{fleet.first_errors()})")
-                and check(seen, f"the controller lists all {NODES} polling nodes "
-                                f"(it lists {nodes_seen(ctl)}; states {fleet.states()})"))
+                and check(seen, f"the controller holds all {NODES} polls waiting "
+                                f"({WAITING} {metric(ctl, WAITING)}; states {fleet.states()})")
+                and check(nodes_seen(ctl) == NODES, f"the controller lists all {NODES} polling "
+                                                    f"nodes (it lists {nodes_seen(ctl)})"))
     if not held_all:
-        threads = (f"; this config gives the old server http_threads: {OLD_SERVER_HTTP_THREADS}"
-                   if OLD_SERVER_HTTP_THREADS else "")
-        print(f"FAIL the controller did not hold {NODES} concurrent TLS long polls{threads}; "
+        print(f"FAIL the controller did not hold {NODES} concurrent TLS long polls; "
               f"controller log tail:\n{ctl.log_tail()}")
         fleet.stop()
         return 1
