@@ -159,7 +159,6 @@ issuers:
   - { name: %s, public_key: ministry.pub }
 approvals_required: 1
 stale_after_seconds: 20
-http_threads: 16
 tokens:
 %s
 %s""" % (writer, listen, source, issuer, tokens, extra)

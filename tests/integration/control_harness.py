@@ -243,7 +243,7 @@ class Controller:
     settings, its own port, config (controld-NAME.yaml) and log."""
 
     def __init__(self, root, bin_dir, src_dir, keys=("ministry", "controller"),
-                 stale_after=20, canary_soak=0, http_threads=None, spawn=popen,
+                 stale_after=20, canary_soak=0, spawn=popen,
                  etcd=None, prefix=None, replica="ctl-a", leader_lease=5, _keygen=True):
         self.root = root
         self.bin = bin_dir
@@ -256,7 +256,7 @@ class Controller:
         self.prefix = (prefix or new_prefix(os.path.basename(root))) if etcd else None
         self.replica = replica if etcd else None
         self.settings = dict(keys=keys, stale_after=stale_after, canary_soak=canary_soak,
-                             http_threads=http_threads, leader_lease=leader_lease)
+                             leader_lease=leader_lease)
         # The first replica keeps the historic file names (tests look at controld.log).
         self.config_name = "controld.yaml" if _keygen else f"controld-{replica}.yaml"
         self.log_name = "controld.log" if _keygen else f"controld-{replica}.log"
@@ -274,7 +274,6 @@ class Controller:
             for role, t in TOKENS.items())
         canary = (f"canary: {{ labels: {{ group: canary }}, soak_seconds: {s['canary_soak']} }}\n"
                   if s["canary_soak"] else "")
-        threads = f"http_threads: {s['http_threads']}\n" if s["http_threads"] else ""
         if self.etcd:
             store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.etcd.endpoints())}]\n"
                      f"  prefix: {self.prefix}\n  replica: {self.replica}\n"
@@ -290,7 +289,7 @@ issuers:
 approvals_required: 1
 stale_after_seconds: {s['stale_after']}
 max_wait_seconds: 5
-{threads}{canary}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
+{canary}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
 tokens:
 {tokens}
 """)
@@ -301,7 +300,7 @@ tokens:
             raise ValueError("replicas need the etcd store")
         s = self.settings
         r = Controller(self.root, self.bin, self.src, keys=s["keys"], stale_after=s["stale_after"],
-                       canary_soak=s["canary_soak"], http_threads=s["http_threads"],
+                       canary_soak=s["canary_soak"],
                        spawn=self.spawn, etcd=self.etcd, prefix=self.prefix, replica=replica,
                        leader_lease=s["leader_lease"], _keygen=False)
         return r

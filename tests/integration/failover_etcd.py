@@ -162,7 +162,7 @@ def submit_and_approve(acks, via_submit, via_approve, name, id_, verb="submit"):
 def run(root):
     cluster = EtcdCluster(root).start()
     print(f"etcd: {', '.join(cluster.endpoints())}")
-    a = Controller(root, BIN, SRC, stale_after=30, canary_soak=SOAK, http_threads=NODES + 64,
+    a = Controller(root, BIN, SRC, stale_after=30, canary_soak=SOAK,
                    etcd=cluster, replica=REPLICAS[0], leader_lease=LEASE)
     ctls = [a] + [a.add_replica(r) for r in REPLICAS[1:]]
     print(f"prefix {a.prefix}; replicas " + ", ".join(f"{c.replica}={c.url}" for c in ctls))

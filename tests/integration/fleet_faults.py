@@ -169,7 +169,7 @@ class Sim:
 class Env(Controller):
     def __init__(self, root, canary_soak=0):
         super().__init__(root, BIN, SRC, stale_after=60, canary_soak=canary_soak,
-                         http_threads=NODES + 64, spawn=spawn, etcd=cluster)
+                         spawn=spawn, etcd=cluster)
 
     def nodes(self):
         return {n["node"]: n for n in self.node_list()}
