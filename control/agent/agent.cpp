@@ -11,6 +11,7 @@
 #include <sstream>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "dataplane/match/policy_config.hpp"
 
@@ -107,8 +108,154 @@ std::string snapshot_check::error_text() const {
   return std::string(to_string(code)) + ": " + detail;
 }
 
+namespace {
+
+// `text` cut at every `sep` (empty pieces kept).
+std::vector<std::string_view> split(std::string_view text, char sep) {
+  std::vector<std::string_view> out;
+  std::size_t pos = 0;
+  while (true) {
+    const std::size_t at = text.find(sep, pos);
+    if (at == std::string_view::npos) {
+      out.push_back(text.substr(pos));
+      return out;
+    }
+    out.push_back(text.substr(pos, at - pos));
+    pos = at + 1;
+  }
+}
+
+struct scope_term {
+  std::string_view text;
+  bool positive = true;
+  std::vector<std::string_view> sites;  // empty: no site part
+  std::vector<std::pair<std::string_view, std::string_view>> labels;
+
+  [[nodiscard]] bool covers(const label_map& node) const {
+    if (!sites.empty()) {
+      const auto site = node.find("site");
+      if (site == node.end() ||
+          std::find(sites.begin(), sites.end(), site->second) == sites.end()) {
+        return false;
+      }
+    }
+    for (const auto& [key, value] : labels) {
+      const auto it = node.find(std::string(key));
+      if (it == node.end() || it->second != value) return false;
+    }
+    return true;
+  }
+};
+
+// "" and `out` filled, or why `term` is malformed.
+std::string parse_scope_term(std::string_view term, scope_term& out) {
+  out.text = term;
+  if (term.empty()) return "empty term";
+  if (term[0] != '+' && term[0] != '!') {
+    return "term '" + std::string(term) + "' does not start with + or !";
+  }
+  out.positive = term[0] == '+';
+  if (term.size() == 1) return "term '" + std::string(term) + "' names no scope";
+  const std::vector<std::string_view> parts = split(term.substr(1), '&');
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const std::string_view part = parts[i];
+    if (part.empty()) return "term '" + std::string(term) + "' has an empty part";
+    if (part.rfind("site:", 0) == 0) {
+      if (i != 0) return "term '" + std::string(term) + "': site: must be the first part";
+      const std::string_view list = part.substr(5);
+      if (list.empty()) return "term '" + std::string(term) + "': empty site list";
+      for (const std::string_view site : split(list, '|')) {
+        if (!label_token(site)) {
+          return "term '" + std::string(term) + "': site '" + std::string(site) +
+                 "' is not 1-64 of [A-Za-z0-9_.-]";
+        }
+        out.sites.push_back(site);
+      }
+      continue;
+    }
+    const std::size_t eq = part.find('=');
+    if (eq == std::string_view::npos || !label_token(part.substr(0, eq)) ||
+        !label_token(part.substr(eq + 1))) {
+      return "term '" + std::string(term) + "': part '" + std::string(part) +
+             "' is neither site:A|B nor key=value of [A-Za-z0-9_.-]";
+    }
+    out.labels.emplace_back(part.substr(0, eq), part.substr(eq + 1));
+  }
+  return {};
+}
+
+// "sluice-snapshot revision=N scope=S" -> N and S (unchecked); false when not of that shape.
+bool split_scoped_comment(std::string_view comment, std::string_view& revision,
+                          std::string_view& scope) {
+  constexpr std::string_view head = "sluice-snapshot revision=";
+  if (comment.rfind(head, 0) != 0) return false;
+  comment.remove_prefix(head.size());
+  const std::size_t space = comment.find(' ');
+  if (space == std::string_view::npos) return false;
+  revision = comment.substr(0, space);
+  constexpr std::string_view scope_key = " scope=";
+  if (comment.compare(space, scope_key.size(), scope_key) != 0) return false;
+  scope = comment.substr(space + scope_key.size());
+  return true;
+}
+
+}  // namespace
+
+scope_result match_snapshot_scope(std::string_view scope, const label_map& labels) {
+  scope_result r;
+  if (scope == "all") {
+    r.match = scope_match::in;
+    return r;
+  }
+  if (scope.empty()) {
+    r.detail = "empty scope";
+    return r;
+  }
+  std::vector<scope_term> terms;
+  for (const std::string_view text : split(scope, ',')) {
+    scope_term t;
+    if (std::string why = parse_scope_term(text, t); !why.empty()) {
+      r.detail = std::move(why);
+      return r;
+    }
+    terms.push_back(std::move(t));
+  }
+  for (const scope_term& t : terms) {
+    if (t.covers(labels) != t.positive) {
+      r.match = scope_match::out;
+      r.detail = std::string(t.text);
+      return r;
+    }
+  }
+  r.match = scope_match::in;
+  return r;
+}
+
+crypto::verify_result snapshot_verifier::verify(const crypto::public_key& key,
+                                                std::string_view policy,
+                                                std::string_view signature) {
+  return crypto::verify(key, policy, signature);
+}
+
+std::optional<std::uint64_t> snapshot_verifier::policy_revision(const std::string& policy,
+                                                                std::string& error) {
+  std::istringstream in(policy);
+  const match::policy_load_result loaded = match::load_policy(in, {});
+  if (!loaded) {
+    error = loaded.error.text();
+    return std::nullopt;
+  }
+  return loaded.spec->revision;
+}
+
+snapshot_verifier& real_verifier() {
+  static snapshot_verifier v;
+  return v;
+}
+
 snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
-                              const crypto::public_key& controller_key, std::uint64_t held) {
+                              const label_map& labels, const crypto::public_key& controller_key,
+                              std::uint64_t held, snapshot_verifier& verifier) {
   const nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     return refuse(refusal::malformed_snapshot, "body is not a JSON object", 0);
@@ -117,10 +264,16 @@ snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
   if (auto it = j.find("revision"); it != j.end() && it->is_number_unsigned()) {
     offered = it->get<std::uint64_t>();
   }
-  for (const char* key : {"node", "policy", "signature"}) {
+  for (const char* key : {"policy", "signature"}) {
     auto it = j.find(key);
     if (it == j.end() || !it->is_string()) {
       return refuse(refusal::malformed_snapshot, std::string("\"") + key + "\" missing or not a string",
+                    offered);
+    }
+  }
+  for (const char* key : {"node", "scope"}) {
+    if (auto it = j.find(key); it != j.end() && !it->is_string()) {
+      return refuse(refusal::malformed_snapshot, std::string("\"") + key + "\" is not a string",
                     offered);
     }
   }
@@ -129,45 +282,80 @@ snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
                   offered);
   }
   snapshot s;
-  s.node = j["node"].get<std::string>();
+  s.node = std::string(node_id);
   s.revision = offered;
   s.policy = j["policy"].get<std::string>();
   s.signature = j["signature"].get<std::string>();
 
-  if (s.node != node_id) {
+  if (auto it = j.find("node"); it != j.end() && it->get_ref<const std::string&>() != node_id) {
     return refuse(refusal::wrong_node,
-                  "snapshot is for node '" + s.node + "', this is '" + std::string(node_id) + "'",
+                  "snapshot is for node '" + it->get<std::string>() + "', this is '" +
+                      std::string(node_id) + "'",
                   offered);
   }
-  const crypto::verify_result v = crypto::verify(controller_key, std::string_view(s.policy),
-                                                 std::string_view(s.signature));
+  const crypto::verify_result v = verifier.verify(controller_key, std::string_view(s.policy),
+                                                  std::string_view(s.signature));
   if (!v) {
     return refuse(refusal::bad_signature,
                   std::string(crypto::to_string(v.outcome)) + " (" +
                       std::string(crypto::describe(v.outcome)) + ")",
                   offered);
   }
-  const std::string expected = "sluice-snapshot node=" + std::string(node_id) +
-                               " revision=" + std::to_string(s.revision);
-  if (v.trusted_comment != expected) {
-    return refuse(refusal::wrong_trusted_comment,
-                  "trusted comment is '" + v.trusted_comment + "', expected '" + expected + "'",
-                  offered);
+  const std::string revision_text = std::to_string(s.revision);
+  std::string_view comment_revision, comment_scope;
+  if (split_scoped_comment(v.trusted_comment, comment_revision, comment_scope)) {
+    if (comment_revision != revision_text) {
+      return refuse(refusal::wrong_trusted_comment,
+                    "trusted comment '" + v.trusted_comment + "' names revision " +
+                        std::string(comment_revision) + ", the snapshot is revision " +
+                        revision_text,
+                    offered);
+    }
+    const scope_result in = match_snapshot_scope(comment_scope, labels);
+    if (in.match == scope_match::malformed) {
+      return refuse(refusal::wrong_trusted_comment,
+                    "trusted comment '" + v.trusted_comment + "': scope: " + in.detail, offered);
+    }
+    if (auto it = j.find("scope");
+        it != j.end() && it->get_ref<const std::string&>() != comment_scope) {
+      return refuse(refusal::wrong_trusted_comment,
+                    "body scope '" + it->get<std::string>() + "' is not the signed scope '" +
+                        std::string(comment_scope) + "'",
+                    offered);
+    }
+    if (in.match == scope_match::out) {
+      return refuse(refusal::wrong_scope,
+                    "node '" + std::string(node_id) + "' (labels " + format_labels(labels) +
+                        ") fails term '" + in.detail + "' of scope '" +
+                        std::string(comment_scope) + "'",
+                    offered);
+    }
+    s.scope = std::string(comment_scope);
+  } else {
+    const std::string legacy =
+        "sluice-snapshot node=" + std::string(node_id) + " revision=" + revision_text;
+    if (v.trusted_comment != legacy) {
+      return refuse(refusal::wrong_trusted_comment,
+                    "trusted comment is '" + v.trusted_comment + "', expected 'sluice-snapshot "
+                        "revision=" + revision_text + " scope=S' or '" + legacy + "'",
+                    offered);
+    }
   }
-  std::istringstream in(s.policy);
-  const match::policy_load_result loaded = match::load_policy(in, {});
-  if (!loaded) {
-    return refuse(refusal::invalid_policy, loaded.error.text(), offered);
+  std::string parse_error;
+  const std::optional<std::uint64_t> policy_revision =
+      verifier.policy_revision(s.policy, parse_error);
+  if (!policy_revision) {
+    return refuse(refusal::invalid_policy, parse_error, offered);
   }
-  if (loaded.spec->revision != s.revision) {
+  if (*policy_revision != s.revision) {
     return refuse(refusal::revision_mismatch,
-                  "policy says revision: " + std::to_string(loaded.spec->revision) +
-                      ", snapshot revision is " + std::to_string(s.revision),
+                  "policy says revision: " + std::to_string(*policy_revision) +
+                      ", snapshot revision is " + revision_text,
                   offered);
   }
   if (s.revision <= held) {
     return refuse(refusal::stale_revision,
-                  "revision " + std::to_string(s.revision) + " is not above held revision " +
+                  "revision " + revision_text + " is not above held revision " +
                       std::to_string(held),
                   offered);
   }
@@ -180,6 +368,7 @@ snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
 std::string snapshot_json(const snapshot& s) {
   nlohmann::json j;
   j["node"] = s.node;
+  if (!s.scope.empty()) j["scope"] = s.scope;
   j["revision"] = s.revision;
   j["policy"] = s.policy;
   j["signature"] = s.signature;
@@ -294,7 +483,8 @@ bool agent::start() {
     return false;
   }
   // The file is re-verified like an offer: the state dir is not trusted more than the network.
-  const snapshot_check c = check_snapshot(text.str(), config_.node_id, config_.controller_key, 0);
+  const snapshot_check c = check_snapshot(text.str(), config_.node_id, config_.labels,
+                                          config_.controller_key, 0, verifier());
   if (!c) {
     std::lock_guard lock(mutex_);
     state_.startup = "persisted snapshot refused: " + c.error_text();
@@ -330,12 +520,22 @@ status_report agent::periodic_report() {
   return r;
 }
 
-bool agent::send(const status_report& report) {
-  const post_result p = transport_.post_status(report);
+snapshot_verifier& agent::verifier() const {
+  return config_.verifier ? *config_.verifier : real_verifier();
+}
+
+std::optional<agent::due_report> agent::report_due() {
+  if (!started_) start();
+  if (pending_) return due_report{*pending_, true};
+  if (clock_.steady_now() >= next_status_) return due_report{periodic_report(), false};
+  return std::nullopt;
+}
+
+bool agent::report_sent(const status_report& report, const post_result& result) {
   std::lock_guard lock(mutex_);
-  if (!p.ok) {
+  if (!result.ok) {
     ++state_.status_failures;
-    state_.last_error = "status report: " + p.error;
+    state_.last_error = "status report: " + result.error;
     pending_ = report;
     return false;
   }
@@ -345,6 +545,14 @@ bool agent::send(const status_report& report) {
   pending_.reset();
   next_status_ = clock_.steady_now() + config_.status_interval;
   return true;
+}
+
+std::chrono::seconds agent::poll_wait() {
+  // Wait no longer than the next periodic report is due, so reports keep their interval.
+  const auto until_status = std::chrono::duration_cast<std::chrono::seconds>(
+      next_status_ - clock_.steady_now());
+  return std::clamp(until_status, std::chrono::seconds{1},
+                    std::max(config_.wait, std::chrono::seconds{1}));
 }
 
 // Applies an accepted snapshot and fills `report` (ACK or NACK). True when it is in force.
@@ -386,30 +594,15 @@ bool agent::apply_snapshot(const snapshot& s, status_report& report) {
   return true;
 }
 
-poll_outcome agent::run_once() {
-  if (!started_) start();
-  if (stopping()) return poll_outcome::stopped;
-  if (pending_) {
-    const status_report again = *pending_;
-    if (!send(again)) return stopping() ? poll_outcome::stopped : poll_outcome::report_failed;
-  } else if (clock_.steady_now() >= next_status_) {
-    (void)send(periodic_report());
-  }
-  if (stopping()) return poll_outcome::stopped;
-
-  // Wait no longer than the next periodic report is due, so reports keep their interval.
-  const auto until_status = std::chrono::duration_cast<std::chrono::seconds>(
-      next_status_ - clock_.steady_now());
-  const std::chrono::seconds wait =
-      std::clamp(until_status, std::chrono::seconds{1}, std::max(config_.wait, std::chrono::seconds{1}));
-  const fetch_result f = transport_.fetch(held_, wait);
-  if (stopping()) return poll_outcome::stopped;
+agent::fetch_handling agent::handle_fetch(const fetch_result& f) {
+  fetch_handling out;
   if (f.status == fetch_status::failed) {
     std::lock_guard lock(mutex_);
     ++state_.fetch_failures;
     state_.last_error = "fetch: " + f.error;
     state_.controller = f.controller;
-    return poll_outcome::fetch_failed;
+    out.outcome = poll_outcome::fetch_failed;
+    return out;
   }
   {
     std::lock_guard lock(mutex_);
@@ -418,11 +611,13 @@ poll_outcome agent::run_once() {
     state_.controller = f.controller;
     if (f.status == fetch_status::not_modified) ++state_.not_modified;
   }
-  if (f.status == fetch_status::not_modified) return poll_outcome::not_modified;
-
+  if (f.status == fetch_status::not_modified) {
+    out.outcome = poll_outcome::not_modified;
+    return out;
+  }
   status_report report = periodic_report();
-  const snapshot_check c =
-      check_snapshot(f.body, config_.node_id, config_.controller_key, held_);
+  const snapshot_check c = check_snapshot(f.body, config_.node_id, config_.labels,
+                                          config_.controller_key, held_, verifier());
   report.offered = c.offered;
   bool in_force = false;
   if (!c) {
@@ -434,8 +629,35 @@ poll_outcome agent::run_once() {
   } else {
     in_force = apply_snapshot(*c.accepted, report);
   }
-  (void)send(report);
-  return in_force ? poll_outcome::applied : poll_outcome::refused;
+  out.outcome = in_force ? poll_outcome::applied : poll_outcome::refused;
+  out.report = std::move(report);
+  return out;
+}
+
+std::chrono::milliseconds agent::backoff_after(poll_outcome o) {
+  if (o == poll_outcome::fetch_failed || o == poll_outcome::refused ||
+      o == poll_outcome::report_failed) {
+    backoff_ = backoff_.count() == 0 ? config_.backoff_initial
+                                     : std::min(config_.backoff_max, backoff_ * 2);
+  } else {
+    backoff_ = std::chrono::milliseconds{0};
+  }
+  return backoff_;
+}
+
+poll_outcome agent::run_once() {
+  if (!started_) start();
+  if (stopping()) return poll_outcome::stopped;
+  if (const std::optional<due_report> due = report_due()) {
+    const bool sent = report_sent(due->report, transport_.post_status(due->report));
+    if (!sent && due->retry) return stopping() ? poll_outcome::stopped : poll_outcome::report_failed;
+  }
+  if (stopping()) return poll_outcome::stopped;
+  const fetch_result f = transport_.fetch(held_, poll_wait());
+  if (stopping()) return poll_outcome::stopped;
+  const fetch_handling h = handle_fetch(f);
+  if (h.report) (void)report_sent(*h.report, transport_.post_status(*h.report));
+  return h.outcome;
 }
 
 void agent::sleep_for(std::chrono::milliseconds d) {
@@ -448,15 +670,8 @@ void agent::run() {
   while (!stopping()) {
     const poll_outcome o = run_once();
     if (o == poll_outcome::stopped) break;
-    if (o == poll_outcome::fetch_failed || o == poll_outcome::refused ||
-        o == poll_outcome::report_failed) {
-      backoff_ = backoff_.count() == 0
-                     ? config_.backoff_initial
-                     : std::min(config_.backoff_max, backoff_ * 2);
-      sleep_for(backoff_);
-    } else {
-      backoff_ = std::chrono::milliseconds{0};
-    }
+    const std::chrono::milliseconds wait = backoff_after(o);
+    if (wait.count() > 0) sleep_for(wait);
   }
 }
 

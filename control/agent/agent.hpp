@@ -8,10 +8,25 @@
 // on the caller's thread (see runner.hpp for one that owns it), run_once() does one iteration
 // (tests drive it step by step).
 //
-// Acceptance (every check before anything changes): the body is {"node", "revision", "policy",
-// "signature"}; node is ours; the signature verifies with the controller's key over the bytes of
-// `policy`; its trusted comment is exactly "sluice-snapshot node=ID revision=N"; `policy` parses
-// as a self-contained policy (no apps:) whose `revision:` is N; N is above the held revision.
+// Acceptance (every check before anything changes). The 200 body is {"revision": N, "scope": S,
+// "policy": TEXT, "signature": MINISIG}; the signature verifies with the controller's key over
+// the bytes of `policy`; `policy` parses as a self-contained policy (no apps:) whose `revision:`
+// is N; N is above the held revision. The signature's trusted comment binds the bytes to the
+// nodes they are for, in one of two forms:
+//   "sluice-snapshot revision=N scope=S" - signed once per (scope, revision), the same bytes for
+//       every node in the scope. S is `all` (every node) or comma-separated terms, each `+SCOPE`
+//       (nodes in SCOPE) or `!SCOPE` (nodes not in it); SCOPE is parts joined by `&`: optionally
+//       first `site:` and site names joined by `|`, then zero or more `key=value` parts, at
+//       least one part. A node is in SCOPE when (there is no site part or its label `site` is
+//       one of the sites) and it has every key=value label (control/directive's
+//       scope_spec::covers). Names and values are [A-Za-z0-9_.-]{1,64} (parse_labels' charset),
+//       anything else is malformed. The node takes the snapshot only when, for EVERY term, its
+//       membership (by agent_config.labels) equals the term's sign: else wrong_scope.
+//   "sluice-snapshot node=ID revision=N" - legacy (controllers before issue 13, and snapshots
+//       persisted by them): ID must be this node.
+// A body's "node", when present (legacy controllers, and the persisted file, which snapshot_json
+// writes with node = this node's id), must be this node (wrong_node); a body's "scope", when
+// present, must be the signed one. N in the comment must be the body's revision.
 // Then apply; only once the apply succeeded is the snapshot persisted (atomically: temp file,
 // fsync, rename, fsync of the directory) and acknowledged. Any failure is NACKed with a
 // "<code>: <detail>" error and the policy in force stays.
@@ -24,8 +39,13 @@
 // capped exponential backoff; at start it re-verifies the persisted snapshot (a tampered file is
 // refused, not applied) and applies it before contacting anyone.
 //
-// Threads: start(), run() and run_once() from one thread; stop() and state() from any thread.
-// Nothing here throws except std::bad_alloc.
+// Steps: run_once() is the composition of public steps that do no network I/O (report_due,
+// report_sent, poll_wait, handle_fetch, backoff_after) with the blocking transport; an
+// event-driven driver (tools/sluice_fleet_sim.cpp) calls the same steps around its own
+// non-blocking requests, so both run the same protocol code.
+//
+// Threads: start(), run(), run_once() and the steps from one thread (the agent's); stop(),
+// stopping() and state() from any thread. Nothing here throws except std::bad_alloc.
 
 #include <chrono>
 #include <condition_variable>
@@ -54,7 +74,8 @@ using label_map = std::map<std::string, std::string>;
 // ---- snapshots --------------------------------------------------------------------------------
 
 struct snapshot {
-  std::string node;
+  std::string node;       // this node's id (what the persisted file names)
+  std::string scope;      // the signed scope, "" for a legacy node-bound snapshot
   std::uint64_t revision = 0;
   std::string policy;     // policy document text (the signed bytes)
   std::string signature;  // minisign signature file text
@@ -63,10 +84,11 @@ struct snapshot {
 };
 
 #define SLUICE_AGENT_REFUSALS(X)                                                      \
-  X(malformed_snapshot, "the body is not {node, revision, policy, signature}")        \
+  X(malformed_snapshot, "the body is not {revision, scope, policy, signature}")        \
   X(wrong_node, "the snapshot is for another node")                                   \
   X(bad_signature, "the signature does not verify with the controller key")           \
-  X(wrong_trusted_comment, "the trusted comment does not name this node and revision") \
+  X(wrong_trusted_comment, "the trusted comment is not a binding of this revision")   \
+  X(wrong_scope, "the snapshot is for nodes of another scope")                        \
   X(invalid_policy, "the policy text does not parse")                                 \
   X(revision_mismatch, "the policy's revision: differs from the snapshot's")          \
   X(stale_revision, "the revision is not above the held one")                         \
@@ -91,12 +113,42 @@ struct snapshot_check {
   [[nodiscard]] std::string error_text() const;
 };
 
-// Every acceptance check but applying (see the header comment). `held` is the held revision.
-[[nodiscard]] snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
-                                            const crypto::public_key& controller_key,
-                                            std::uint64_t held);
+// A snapshot scope (the S of "sluice-snapshot revision=N scope=S", header comment) against a
+// node's labels. The whole text is validated before anything is evaluated.
+enum class scope_match : std::uint8_t { in, out, malformed };
+struct scope_result {
+  scope_match match = scope_match::malformed;
+  std::string detail;  // out: the first term the node fails; malformed: why
+};
+[[nodiscard]] scope_result match_snapshot_scope(std::string_view scope, const label_map& labels);
 
-// The persisted form, {"node", "revision", "policy", "signature"}.
+// The parts of check_snapshot that are pure functions of the bytes (not of the node): the
+// signature and the policy's parse. Injectable so that a simulator of many nodes receiving
+// identical bytes can share them (tools/sluice_fleet_sim.cpp); the default is the real thing.
+// Called from the agent's thread; an instance shared by agents of several threads must lock.
+class snapshot_verifier {
+ public:
+  virtual ~snapshot_verifier() = default;
+  [[nodiscard]] virtual crypto::verify_result verify(const crypto::public_key& key,
+                                                     std::string_view policy,
+                                                     std::string_view signature);
+  // The `revision:` of `policy` when it parses as a self-contained policy, else nullopt and
+  // `error`.
+  [[nodiscard]] virtual std::optional<std::uint64_t> policy_revision(const std::string& policy,
+                                                                     std::string& error);
+};
+// crypto::verify and match::load_policy (stateless, thread-safe).
+[[nodiscard]] snapshot_verifier& real_verifier();
+
+// Every acceptance check but applying (see the header comment). `labels` are this node's (for
+// the scope), `held` is the held revision.
+[[nodiscard]] snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
+                                            const label_map& labels,
+                                            const crypto::public_key& controller_key,
+                                            std::uint64_t held,
+                                            snapshot_verifier& verifier = real_verifier());
+
+// The persisted form, {"node", "revision", "policy", "signature"} (and "scope" when set).
 [[nodiscard]] std::string snapshot_json(const snapshot& s);
 // Writes `dir`/snapshot.json atomically (temp file + fsync + rename + fsync of `dir`). False
 // and `error` on failure; the previous file is then untouched.
@@ -195,6 +247,8 @@ struct agent_config {
   std::chrono::milliseconds backoff_max{30000};
   // The "health" of status reports; "ok" when not set. Called from the agent's thread.
   std::function<std::string()> health;
+  // check_snapshot's byte-only work; null: real_verifier(). Must outlive the agent.
+  snapshot_verifier* verifier = nullptr;
 };
 
 // Counters and state for metrics and /status: a copy, taken under the agent's lock.
@@ -251,11 +305,42 @@ class agent {
   void stop();
   [[nodiscard]] bool stopping() const;
 
+  // ---- the steps (no network I/O; the agent's thread) --------------------------------------
+  // One iteration is: report_due() -> if any, post it, report_sent() (a failed `retry` ends the
+  // iteration: report_failed, no long poll) -> fetch(held_revision(), poll_wait()) ->
+  // handle_fetch() -> if it gave a report, post it, report_sent() -> backoff_after(outcome).
+  struct due_report {
+    status_report report;
+    // An ACK/NACK no controller took yet (else a periodic report): when it fails again the
+    // iteration ends with report_failed, so that it is retried before the next long poll.
+    bool retry = false;
+  };
+  // The report to send before the next long poll: the owed one, else the periodic one when it
+  // is due; nullopt when none. Calls start() first if needed.
+  [[nodiscard]] std::optional<due_report> report_due();
+  // Records what became of `report` (from report_due() or handle_fetch()): a failed one is owed
+  // (report_due() returns it next). Returns result.ok.
+  bool report_sent(const status_report& report, const post_result& result);
+  // What the long poll asks: If-None-Match this revision (0: none), waiting up to poll_wait()
+  // (the configured wait, cut so the next periodic report keeps its interval; at least 1 s).
+  [[nodiscard]] std::uint64_t held_revision() const noexcept { return held_; }
+  [[nodiscard]] std::chrono::seconds poll_wait();
+  struct fetch_handling {
+    poll_outcome outcome = poll_outcome::fetch_failed;
+    std::optional<status_report> report;  // the ACK/NACK to send (applied or refused)
+  };
+  // Counts the answer; for a 200, checks, applies and persists the snapshot and builds the
+  // ACK (applied) or NACK (refused). Never returns stopped or report_failed.
+  [[nodiscard]] fetch_handling handle_fetch(const fetch_result& f);
+  // The wait before the next iteration: 0 after applied / not_modified / stopped, else a capped
+  // exponential backoff (fetch_failed, refused, report_failed).
+  [[nodiscard]] std::chrono::milliseconds backoff_after(poll_outcome o);
+
   [[nodiscard]] agent_state state() const;
 
  private:
   bool apply_snapshot(const snapshot& s, status_report& report);
-  bool send(const status_report& report);
+  [[nodiscard]] snapshot_verifier& verifier() const;
   [[nodiscard]] status_report periodic_report();
   void sleep_for(std::chrono::milliseconds d);
   void set_error(std::string text);

@@ -74,8 +74,13 @@ std::string policy_text(std::uint64_t revision, const std::string& domain = "t.m
          "]\n";
 }
 
+// The legacy trusted comment (controllers before issue 13): bound to one node.
 std::string comment_for(const std::string& node, std::uint64_t revision) {
   return "sluice-snapshot node=" + node + " revision=" + std::to_string(revision);
+}
+// The scoped trusted comment: the same bytes for every node of `scope`.
+std::string scoped_comment(std::uint64_t revision, const std::string& scope) {
+  return "sluice-snapshot revision=" + std::to_string(revision) + " scope=" + scope;
 }
 
 std::string sign_with(const crypto::key_pair& k, const std::string& text, const std::string& comment) {
@@ -84,7 +89,7 @@ std::string sign_with(const crypto::key_pair& k, const std::string& text, const 
   return *sig;
 }
 
-// A 200 body: node, revision, policy, signed by `k` with `comment` (defaults: the right ones).
+// A legacy 200 body: node, revision, policy, signed by `k` with `comment`.
 std::string snapshot_body(const std::string& node, std::uint64_t revision, const std::string& policy,
                           const crypto::key_pair& k, const std::string& comment) {
   nlohmann::json j;
@@ -98,6 +103,22 @@ std::string good_body(const std::string& node, std::uint64_t revision) {
   return snapshot_body(node, revision, policy_text(revision), controller_keys(),
                        comment_for(node, revision));
 }
+// A 200 body of the scoped protocol: revision, scope, policy (no node), signed by `k`.
+std::string scoped_body(std::uint64_t revision, const std::string& scope, const std::string& policy,
+                        const crypto::key_pair& k, const std::string& comment) {
+  nlohmann::json j;
+  j["revision"] = revision;
+  j["scope"] = scope;
+  j["policy"] = policy;
+  j["signature"] = sign_with(k, policy, comment);
+  return j.dump();
+}
+// Scope +site:a takes the rig's nodes (site=a, group=canary).
+std::string good_scoped(std::uint64_t revision, const std::string& scope = "+site:a") {
+  return scoped_body(revision, scope, policy_text(revision), controller_keys(),
+                     scoped_comment(revision, scope));
+}
+agent::label_map n1_labels() { return {{"site", "a"}, {"group", "canary"}}; }
 
 // The fake controller: offers `body` with ETag `revision`; 304 (after `hold`) when the agent's
 // If-None-Match names that revision or there is nothing to offer. Records what it saw.
@@ -229,12 +250,13 @@ class fake_clock final : public agent::clock {
 
 // One agent with its transport, applier and clock, on `state`.
 struct rig {
-  rig(std::vector<std::string> urls, const std::filesystem::path& state, std::string node = "n1") {
+  rig(std::vector<std::string> urls, const std::filesystem::path& state, std::string node = "n1",
+      agent::label_map labels = n1_labels()) {
     agent::http_transport_config tc;
     tc.urls = std::move(urls);
     tc.node_id = node;
     tc.token = "node-token";
-    tc.labels = {{"site", "a"}, {"group", "canary"}};
+    tc.labels = std::move(labels);
     tc.connect_timeout = 1s;
     tc.request_timeout = 2s;
     std::string error;
@@ -326,7 +348,7 @@ TEST_CASE("check_snapshot: each refusal with its code") {
       {"garbage signature", R"({"node":"n1","revision":3,"policy":"revision: 3\nrules: []\n","signature":"nope"})",
        0, agent::refusal::bad_signature, "malformed_signature", 3},
       {"comment names another node", snapshot_body("n1", 3, policy_text(3), ck, comment_for("n2", 3)),
-       0, agent::refusal::wrong_trusted_comment, "expected 'sluice-snapshot node=n1 revision=3'", 3},
+       0, agent::refusal::wrong_trusted_comment, "or 'sluice-snapshot node=n1 revision=3'", 3},
       {"comment names another revision", snapshot_body("n1", 3, policy_text(3), ck, comment_for("n1", 4)),
        0, agent::refusal::wrong_trusted_comment, "node=n1 revision=4", 3},
       {"policy does not parse", snapshot_body("n1", 3, "revision: 3\nrules: [\n", ck, comment_for("n1", 3)),
@@ -340,27 +362,81 @@ TEST_CASE("check_snapshot: each refusal with its code") {
        "revision 3 is not above held revision 3", 3},
       {"revision below held", good_body("n1", 3), 7, agent::refusal::stale_revision,
        "not above held revision 7", 3},
+      {"scoped: another site", good_scoped(3, "+site:b|c"), 0, agent::refusal::wrong_scope,
+       "fails term '+site:b|c' of scope '+site:b|c'", 3},
+      {"scoped: excluded group", good_scoped(3, "+site:a,!group=canary"), 0,
+       agent::refusal::wrong_scope, "fails term '!group=canary'", 3},
+      {"scoped: malformed scope", good_scoped(3, "+site:a,"), 0,
+       agent::refusal::wrong_trusted_comment, "scope: empty term", 3},
+      {"scoped: comment names another revision",
+       scoped_body(3, "all", policy_text(3), ck, scoped_comment(4, "all")), 0,
+       agent::refusal::wrong_trusted_comment, "names revision 4, the snapshot is revision 3", 3},
+      {"scoped: body scope is not the signed one",
+       scoped_body(3, "all", policy_text(3), ck, scoped_comment(3, "+site:a")), 0,
+       agent::refusal::wrong_trusted_comment, "body scope 'all' is not the signed scope '+site:a'", 3},
+      {"scoped: body names another node", [&] {
+         auto j = nlohmann::json::parse(good_scoped(3));
+         j["node"] = "n2";
+         return j.dump();
+       }(), 0, agent::refusal::wrong_node, "for node 'n2', this is 'n1'", 3},
+      {"scoped: signed by another key",
+       scoped_body(3, "all", policy_text(3), other_keys(), scoped_comment(3, "all")), 0,
+       agent::refusal::bad_signature, "wrong_key", 3},
+      {"scoped: stale", good_scoped(3), 3, agent::refusal::stale_revision, "not above held", 3},
+      {"comment of neither form", snapshot_body("n1", 3, policy_text(3), ck, "sluice-snapshot 3"),
+       0, agent::refusal::wrong_trusted_comment, "expected 'sluice-snapshot revision=3 scope=S'", 3},
   };
   for (const row& r : rows) {
     CAPTURE(r.desc);
-    const agent::snapshot_check c = agent::check_snapshot(r.body, "n1", ck.pub, r.held);
+    const agent::snapshot_check c = agent::check_snapshot(r.body, "n1", n1_labels(), ck.pub, r.held);
     REQUIRE_FALSE(c);
     CHECK(c.code == r.code);
     CHECK(c.offered == r.offered);
     CHECK_MESSAGE(c.detail.find(r.detail_part) != std::string::npos, c.detail);
     CHECK(c.error_text().rfind(std::string(agent::to_string(r.code)) + ": ", 0) == 0);
   }
-  const agent::snapshot_check ok = agent::check_snapshot(good_body("n1", 3), "n1", ck.pub, 2);
+  const agent::snapshot_check ok = agent::check_snapshot(good_body("n1", 3), "n1", n1_labels(), ck.pub, 2);
   REQUIRE(ok);
   CHECK(ok.accepted->revision == 3);
   CHECK(ok.accepted->policy == policy_text(3));
+  CHECK(ok.accepted->node == "n1");
+  CHECK(ok.accepted->scope == "");
+  const agent::snapshot_check scoped = agent::check_snapshot(good_scoped(3), "n1", n1_labels(), ck.pub, 2);
+  REQUIRE(scoped);
+  CHECK(scoped.accepted->node == "n1");
+  CHECK(scoped.accepted->scope == "+site:a");
+}
+
+TEST_CASE("check_snapshot: +region=north is for north nodes only; one body serves every one") {
+  const auto& ck = controller_keys();
+  const std::string body = good_scoped(5, "+region=north");
+  const agent::snapshot_check south =
+      agent::check_snapshot(body, "n1", {{"region", "south"}}, ck.pub, 0);
+  REQUIRE_FALSE(south);
+  CHECK(south.code == agent::refusal::wrong_scope);
+  CHECK(south.error_text().rfind("wrong_scope: ", 0) == 0);
+  CHECK(agent::check_snapshot(body, "n1", {{"region", "north"}}, ck.pub, 0));
+  // The same bytes for two nodes of the scope: no node id in them.
+  const agent::snapshot_check a =
+      agent::check_snapshot(body, "edge-a", {{"region", "north"}, {"site", "x"}}, ck.pub, 0);
+  const agent::snapshot_check b =
+      agent::check_snapshot(body, "edge-b", {{"region", "north"}, {"site", "y"}}, ck.pub, 4);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a.accepted->node == "edge-a");
+  CHECK(b.accepted->node == "edge-b");
+  CHECK(a.accepted->policy == b.accepted->policy);
+  // The legacy form stays bound to its node.
+  CHECK(agent::check_snapshot(good_body("edge-a", 5), "edge-a", {}, ck.pub, 0));
+  CHECK(agent::check_snapshot(good_body("edge-a", 5), "edge-b", {}, ck.pub, 0).code ==
+        agent::refusal::wrong_node);
 }
 
 TEST_CASE("a good snapshot is applied, persisted and ACKed with the applier's sha; then 304") {
   fake_controller ctl;
   temp_dir state;
   rig r({ctl.url()}, state.path);
-  const std::string body = good_body("n1", 5);
+  const std::string body = good_scoped(5);
   ctl.offer(body, 5);
 
   CHECK(r.core->run_once() == agent::poll_outcome::applied);
@@ -377,9 +453,11 @@ TEST_CASE("a good snapshot is applied, persisted and ACKed with the applier's sh
   CHECK(reports[0]["error"] == "");
   CHECK(reports[0]["labels"] == nlohmann::json{{"group", "canary"}, {"site", "a"}});
 
-  // What was persisted is the snapshot as received.
+  // What was persisted is the snapshot as received, plus this node's id.
   const auto persisted = nlohmann::json::parse(read_text(state.path / "snapshot.json"));
-  CHECK(persisted == nlohmann::json::parse(body));
+  auto expected = nlohmann::json::parse(body);
+  expected["node"] = "n1";
+  CHECK(persisted == expected);
   CHECK_FALSE(std::filesystem::exists(state.path / "snapshot.json.tmp"));
 
   {
@@ -440,15 +518,17 @@ TEST_CASE("refused offers are NACKed, keep the old policy and are not persisted"
        "stale_revision: revision 4 is not above held revision 4"},
       {"policy does not parse", snapshot_body("n1", 6, "revision: 6\nrules: 7\n", ck, comment_for("n1", 6)),
        6, false, "invalid_policy: "},
-      {"dataplane refuses it", good_body("n1", 6), 6, true,
+      {"dataplane refuses it", good_scoped(6), 6, true,
        "apply_failed: compile: rule 1 (r1): bad_prefix"},
+      {"scope of another site", good_scoped(6, "+site:b"), 6, false, "wrong_scope: "},
+      {"scoped, revision not above the held one", good_scoped(4), 4, false, "stale_revision: "},
   };
   for (const row& rw : rows) {
     CAPTURE(rw.desc);
     fake_controller ctl;
     temp_dir state;
     rig r({ctl.url()}, state.path);
-    ctl.offer(good_body("n1", 4), 4);
+    ctl.offer(good_scoped(4), 4);
     REQUIRE(r.core->run_once() == agent::poll_outcome::applied);
     const std::string persisted_before = read_text(state.path / "snapshot.json");
 
@@ -475,7 +555,7 @@ TEST_CASE("refused offers are NACKed, keep the old policy and are not persisted"
     CHECK(s.last_error == nack["error"].get<std::string>());
 
     // Still holding 4: the next fetch says so.
-    ctl.offer(good_body("n1", 4), 4);
+    ctl.offer(good_scoped(4), 4);
     CHECK(r.core->run_once() == agent::poll_outcome::not_modified);
     std::lock_guard lock(ctl.mutex_);
     CHECK(ctl.fetches.back().if_none_match == "\"4\"");
@@ -487,7 +567,7 @@ TEST_CASE("restart: the persisted snapshot is re-verified and applied with the c
   {
     fake_controller ctl;
     rig r({ctl.url()}, state.path);
-    ctl.offer(good_body("n1", 3), 3);
+    ctl.offer(good_scoped(3), 3);
     REQUIRE(r.core->run_once() == agent::poll_outcome::applied);
   }
   const std::string down = dead_url();
@@ -522,6 +602,12 @@ TEST_CASE("restart: the persisted snapshot is re-verified and applied with the c
     CHECK_FALSE(r.core->start());
     CHECK(r.applier.calls.empty());
     CHECK(r.core->state().startup.rfind("persisted snapshot refused: wrong_node: ", 0) == 0);
+  }
+  SUBCASE("labels changed: the persisted scope no longer takes this node") {
+    rig r({down}, state.path, "n1", {{"site", "b"}});
+    CHECK_FALSE(r.core->start());
+    CHECK(r.applier.calls.empty());
+    CHECK(r.core->state().startup.rfind("persisted snapshot refused: wrong_scope: ", 0) == 0);
   }
   SUBCASE("truncated file") {
     const std::string text = read_text(state.path / "snapshot.json");
@@ -629,4 +715,155 @@ TEST_CASE("a lost ACK is re-sent before the next long poll, not after it") {
   std::lock_guard lock(ctl.mutex_);
   CHECK(ctl.fetches.size() == 2);
   CHECK(r.core->state().status_failures == 3);
+}
+
+namespace {
+
+// A transport the step-driven agent must never use.
+class no_transport final : public agent::transport {
+ public:
+  agent::fetch_result fetch(std::uint64_t, std::chrono::seconds) override {
+    ++calls;
+    return {};
+  }
+  agent::post_result post_status(const agent::status_report&) override {
+    ++calls;
+    return {};
+  }
+  void interrupt() override {}
+  int calls = 0;
+};
+
+agent::fetch_result answered(agent::fetch_status status, std::string body = "") {
+  agent::fetch_result f;
+  f.status = status;
+  f.body = std::move(body);
+  f.controller = "http://ctl";
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("steps: a driver that is not run_once goes through report, poll, apply, ACK, backoff") {
+  temp_dir state;
+  no_transport none;
+  fake_applier applier;
+  fake_clock clock;
+  agent::agent_config ac;
+  ac.node_id = "n1";
+  ac.labels = n1_labels();
+  ac.controller_key = controller_keys().pub;
+  ac.state_dir = state.path;
+  ac.backoff_initial = 10ms;
+  ac.backoff_max = 40ms;
+  agent::agent a(ac, none, applier, clock);
+
+  // First: the periodic report is due at once (start() is implied).
+  auto due = a.report_due();
+  REQUIRE(due);
+  CHECK_FALSE(due->retry);
+  CHECK(due->report.offered == 0);
+  CHECK(due->report.labels == n1_labels());
+  CHECK(a.state().startup == "no persisted snapshot");
+  CHECK(a.report_sent(due->report, {true, ""}));
+  CHECK_FALSE(a.report_due());
+  CHECK(a.held_revision() == 0);
+  CHECK(a.poll_wait() == 25s);  // the configured wait: the next report is 30 s away
+  clock.steady += 20s;
+  CHECK(a.poll_wait() == 10s);  // cut so the periodic report keeps its interval
+
+  // A snapshot: applied, persisted, ACK to send.
+  agent::agent::fetch_handling h = a.handle_fetch(answered(agent::fetch_status::snapshot, good_scoped(5)));
+  CHECK(h.outcome == agent::poll_outcome::applied);
+  REQUIRE(h.report);
+  CHECK(h.report->ack);
+  CHECK(h.report->offered == 5);
+  CHECK(h.report->ruleset_sha256 == "sha-of-5");
+  CHECK(a.held_revision() == 5);
+  CHECK(std::filesystem::exists(state.path / "snapshot.json"));
+  CHECK(a.backoff_after(h.outcome) == 0ms);
+
+  // The ACK is lost: it is owed, as a retry, before the next poll.
+  CHECK_FALSE(a.report_sent(*h.report, {false, "503"}));
+  due = a.report_due();
+  REQUIRE(due);
+  CHECK(due->retry);
+  CHECK(due->report == *h.report);
+  CHECK(a.backoff_after(agent::poll_outcome::report_failed) == 10ms);
+  CHECK(a.report_sent(due->report, {true, ""}));
+  CHECK_FALSE(a.report_due());
+
+  // 304, then failures back off (capped), and an answer resets it.
+  h = a.handle_fetch(answered(agent::fetch_status::not_modified));
+  CHECK(h.outcome == agent::poll_outcome::not_modified);
+  CHECK_FALSE(h.report);
+  CHECK(a.backoff_after(h.outcome) == 0ms);
+  agent::fetch_result down;
+  down.error = "http://ctl: connection refused";
+  down.controller = "http://ctl";
+  for (auto expected : {10ms, 20ms, 40ms, 40ms}) {
+    h = a.handle_fetch(down);
+    CHECK(h.outcome == agent::poll_outcome::fetch_failed);
+    CHECK(a.backoff_after(h.outcome) == expected);
+  }
+  CHECK(a.backoff_after(agent::poll_outcome::not_modified) == 0ms);
+
+  // A refused offer: NACK, held revision unchanged.
+  h = a.handle_fetch(answered(agent::fetch_status::snapshot, good_scoped(6, "+site:b")));
+  CHECK(h.outcome == agent::poll_outcome::refused);
+  REQUIRE(h.report);
+  CHECK_FALSE(h.report->ack);
+  CHECK(h.report->error.rfind("wrong_scope: ", 0) == 0);
+  CHECK(a.report_sent(*h.report, {true, ""}));
+  CHECK(a.held_revision() == 5);
+
+  const agent::agent_state s = a.state();
+  CHECK(s.held_revision == 5);
+  CHECK(s.applied_revision == 5);
+  CHECK(s.fetches == 3);
+  CHECK(s.not_modified == 1);
+  CHECK(s.fetch_failures == 4);
+  CHECK(s.applied == 1);
+  CHECK(s.acks == 1);
+  CHECK(s.nacks == 1);
+  CHECK(s.status_posts == 3);
+  CHECK(s.status_failures == 1);
+  CHECK(s.controller == "http://ctl");
+  CHECK(none.calls == 0);
+}
+
+TEST_CASE("steps: the same answers reach the same state as run_once over HTTP") {
+  fake_controller ctl;
+  temp_dir run_state, step_state;
+  rig r({ctl.url()}, run_state.path);
+  no_transport none;
+  fake_applier applier;
+  fake_clock clock;
+  agent::agent_config ac;
+  ac.node_id = "n1";
+  ac.labels = n1_labels();
+  ac.controller_key = controller_keys().pub;
+  ac.state_dir = step_state.path;
+  agent::agent stepped(ac, none, applier, clock);
+
+  const std::string bodies[] = {good_scoped(3), good_scoped(4, "+site:b"), good_body("n1", 5)};
+  for (const std::string& body : bodies) {
+    const std::uint64_t offered = nlohmann::json::parse(body)["revision"].get<std::uint64_t>();
+    ctl.offer(body, offered);
+    const agent::poll_outcome by_run = r.core->run_once();
+    if (auto due = stepped.report_due()) (void)stepped.report_sent(due->report, {true, ""});
+    const agent::agent::fetch_handling h =
+        stepped.handle_fetch(answered(agent::fetch_status::snapshot, body));
+    if (h.report) (void)stepped.report_sent(*h.report, {true, ""});
+    CHECK(h.outcome == by_run);
+  }
+  agent::agent_state a = r.core->state(), b = stepped.state();
+  a.controller = b.controller = "";
+  CHECK(a.held_revision == b.held_revision);
+  CHECK(a.applied == b.applied);
+  CHECK(a.acks == b.acks);
+  CHECK(a.nacks == b.nacks);
+  CHECK(a.status_posts == b.status_posts);
+  CHECK(a.last_error == b.last_error);
+  CHECK(read_text(run_state.path / "snapshot.json") == read_text(step_state.path / "snapshot.json"));
 }
