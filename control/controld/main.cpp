@@ -126,7 +126,12 @@ int main(int argc, char** argv) {
       lock.unlock();
       const auto started = std::chrono::steady_clock::now();
       core->tick();
-      seen = st->wait_for_change(seen, std::chrono::milliseconds(250));
+      // Only replicas need the store's news early; a single controller's own commits (node
+      // status flushes) would otherwise wake the ticker again at once, 20 times a second.
+      if (etcd)
+        seen = st->wait_for_change(seen, std::chrono::milliseconds(250));
+      else
+        std::this_thread::sleep_until(started + std::chrono::milliseconds(250));
       // At most 20 ticks a second however busy the store is.
       std::this_thread::sleep_until(started + std::chrono::milliseconds(50));
       lock.lock();

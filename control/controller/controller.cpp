@@ -1010,6 +1010,8 @@ void controller::tick() {
   std::lock_guard lock(mutex_);
   bool lead = true;
   store::write_batch batch;
+  std::vector<store::directive_record> all;
+  bool listed = false;
   try {
     if (cfg_.replicated) {
       const auto l = store_.leadership_state();
@@ -1027,8 +1029,9 @@ void controller::tick() {
       is_leader_gauge_->Set(lead ? 1 : 0);
     }
     if (lead) {
-      auto all = store_.list_directives();
+      all = store_.list_directives();
       advance_locked(all, batch, "time");
+      listed = true;
     }
   } catch (const store::store_error&) {
     return;  // fail static; the next tick tries again
@@ -1069,14 +1072,18 @@ void controller::tick() {
   pending_audit_.clear();
   if (flush_nodes) {
     nodes_flushed_ms_ = now_ms;
-    for (auto& [id, n] : nodes_) n.dirty = false;
+    for (auto& [id, n] : nodes_) {
+      if (n.dirty) n.persisted_seen = n.record.last_seen;
+      n.dirty = false;
+    }
   }
   for (auto& extra : more)
     if (commit_locked(extra))  // not written this time: mark them for the next tick
       for (const auto& rec : extra.nodes) nodes_[rec.node_id].dirty = true;
   if (rollout_.released != before.released || rollout_.target != before.target)
     offers_changed_locked();
-  update_gauges_locked();
+  // The directives read at the top, unless this tick's own batch changed some.
+  update_gauges_locked(listed && batch.directives.empty() ? &all : nullptr);
 }
 
 // ---- node protocol ------------------------------------------------------------------------
@@ -1099,13 +1106,19 @@ controller::node_entry& controller::polled_locked(const std::string& node,
     n.record.node_id = node;
     n.record.first_seen = now_s();
   }
-  n.record.labels = labels;
+  const bool relabelled = n.record.labels != labels;
+  const bool revived = n.record.expired;
+  if (relabelled) n.record.labels = labels;
   n.record.last_seen = now_s();
   n.record.expired = false;
+  // A poll changes nothing but liveness unless the labels moved: written back when the stored
+  // last_seen is a third of stale_after old (etcd expires a node key after stale_after), not
+  // at every poll (10,000 nodes polling would rewrite 10,000 rows per revision for nothing).
+  const bool seen_news = n.record.last_seen - n.persisted_seen >= std::max<std::int64_t>(1, cfg_.stale_after_s / 3);
   // With replicas, a node that has just moved here is known to this replica only from an old
   // copy (or not at all): writing it back could set its applied revision back in the store.
   // Its status reports (periodic, and after each apply) make it ours to write.
-  if (!cfg_.replicated || n.reported) n.dirty = true;
+  if ((relabelled || seen_news || revived) && (!cfg_.replicated || n.reported)) n.dirty = true;
   return n;
 }
 
@@ -1402,12 +1415,17 @@ op_result<std::vector<audit::audit_record>> controller::audit(std::uint64_t afte
   }
 }
 
-void controller::update_gauges_locked() {
+void controller::update_gauges_locked(const std::vector<store::directive_record>* all) {
   revision_gauge_->Set(static_cast<double>(revision_));
   released_gauge_->Set(static_cast<double>(rollout_.released));
   std::map<std::string, double> by_state;
   try {
-    for (const auto& r : store_.list_directives()) by_state[r.state] += 1;
+    std::vector<store::directive_record> read;
+    if (all == nullptr) {
+      read = store_.list_directives();
+      all = &read;
+    }
+    for (const auto& r : *all) by_state[r.state] += 1;
   } catch (const store::store_error&) {
     return;
   }

@@ -269,6 +269,7 @@ class controller {
     std::string cached_labels;
     std::shared_ptr<const std::string> cached_body;
     std::int64_t applied_at_ms = 0;  // when applied_revision last rose
+    std::int64_t persisted_seen = 0;  // last_seen as last flushed to the store
     bool reported = false;           // sent a status report to this replica
   };
 
@@ -348,7 +349,8 @@ class controller {
   // notifies blocking snapshot() callers. Call after every change of rollout_.target/released.
   void offers_changed_locked();
   [[nodiscard]] rollout_view rollout_locked() const;
-  void update_gauges_locked();
+  // `all`: the directives when the caller has just read them (else they are read here).
+  void update_gauges_locked(const std::vector<store::directive_record>* all = nullptr);
 
   controller_config cfg_;
   store::store& store_;
