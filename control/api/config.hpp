@@ -14,7 +14,7 @@
 //   tokens:                                    # SHA-256 of each bearer token, never the token
 //     - { name: moc-1, role: ministry, sha256: 9f86d0... }
 //   server:                                    # optional; the defaults shown (issue 13)
-//     io_threads: 2                            # event loop: node feed, TLS, parsing
+//     io_threads: 1                            # event loop: node feed, TLS, parsing
 //     api_threads: 2                           # operators' requests (they wait on the store)
 //     max_connections: 20000                   # more are closed at once (nodes + operators)
 //     max_body_bytes: 8388608                  # larger requests get 413
@@ -62,7 +62,7 @@ struct daemon_config {
   store::etcd_options etcd;  // store_kind == etcd
   std::filesystem::path apps_dir = "apps";
   std::vector<token_entry> tokens;
-  unsigned io_threads = 2;
+  unsigned io_threads = 1;
   unsigned api_threads = 2;
   std::size_t max_connections = 20000;
   std::size_t max_body_bytes = 8 * 1024 * 1024;

@@ -212,9 +212,17 @@ void http_api::attach(http_server& server) {
                         .Name("sluice_control_api_requests_total")
                         .Help("API requests by route and status code")
                         .Register(*core_.registry());
-  server.on_answer([requests](const std::string& route, int status) {
-    requests->Add({{"route", route.empty() ? "unmatched" : route}, {"code", std::to_string(status)}})
-        .Increment();
+  // Each (route, code) counter is looked up in the family once (building its label map and
+  // hashing it is most of the cost of counting an answer), then found here.
+  auto counters = std::make_shared<std::pair<std::mutex, std::map<std::pair<std::string, int>,
+                                                                  prometheus::Counter*>>>();
+  server.on_answer([requests, counters](const std::string& route, int status) {
+    std::lock_guard lock(counters->first);
+    auto [it, fresh] = counters->second.try_emplace({route, status}, nullptr);
+    if (fresh)
+      it->second = &requests->Add(
+          {{"route", route.empty() ? "unmatched" : route}, {"code", std::to_string(status)}});
+    it->second->Increment();
   });
   auto& connections = prometheus::BuildGauge()
                           .Name("sluice_control_http_connections")

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -60,12 +61,6 @@ std::vector<std::string_view> split_path(std::string_view path) {
   return out;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 response error_response(int status, std::string_view code, std::string_view message) {
   response r;
   r.status = status;
@@ -85,9 +80,8 @@ struct route_entry {
 }  // namespace
 
 std::string request::header(std::string_view name) const {
-  const std::string want = lower(name);
   for (const auto& [k, v] : headers)
-    if (k == want) return v;
+    if (beast::iequals(k, beast::string_view(name.data(), name.size()))) return v;
   return {};
 }
 
@@ -243,8 +237,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
       }
     }
     for (const auto& f : msg)
-      q.headers.emplace_back(lower(std::string_view(f.name_string().data(), f.name_string().size())),
-                             std::string(f.value()));
+      q.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     q.body = std::move(msg.body());
 
     auto st = std::make_shared<responder::state>();
@@ -273,28 +266,34 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     }
   }
 
+  // The head is written by hand and sent with the (shared) body in one gather write: Beast's
+  // serializer cost more than the rest of answering a node (issue 13's profile).
   void write(response r) {
     if (srv_.observer) srv_.observer(route_, r.status);
-    res_ = {};
-    res_.version(version_);
-    res_.result(static_cast<unsigned>(r.status));
-    res_.keep_alive(keep_alive_);
-    res_.set(http::field::server, "sluice-controld");
-    if (!r.content_type.empty()) res_.set(http::field::content_type, r.content_type);
-    for (const auto& [k, v] : r.headers) res_.set(k, v);
-    body_ = std::move(r.body);
-    res_.body() = body_ ? beast::span<const char>(body_->data(), body_->size())
-                        : beast::span<const char>();
-    // 204 and 304 carry no body and no Content-Length (a 304's would describe the 200's body).
-  if (r.status != 204 && r.status != 304) res_.prepare_payload();
+    const bool bodiless = r.status == 204 || r.status == 304 || (r.status >= 100 && r.status < 200);
+    body_ = bodiless ? nullptr : std::move(r.body);
+    head_.clear();
+    head_ += version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    head_ += std::to_string(r.status);
+    head_ += ' ';
+    const auto reason = http::obsolete_reason(http::int_to_status(static_cast<unsigned>(r.status)));
+    head_.append(reason.data(), reason.size());
+    head_ += "\r\nServer: sluice-controld\r\n";
+    if (!r.content_type.empty() && !bodiless) head_ += "Content-Type: " + r.content_type + "\r\n";
+    for (const auto& [k, v] : r.headers) head_ += k + ": " + v + "\r\n";
+    if (!bodiless) head_ += "Content-Length: " + std::to_string(body_ ? body_->size() : 0) + "\r\n";
+    if (version_ == 10 && keep_alive_) head_ += "Connection: keep-alive\r\n";
+    if (version_ != 10 && !keep_alive_) head_ += "Connection: close\r\n";
+    head_ += "\r\n";
+    const std::array<net::const_buffer, 2> out{
+        net::buffer(head_), body_ ? net::buffer(*body_) : net::const_buffer()};
     beast::get_lowest_layer(stream_).expires_after(srv_.opt.write_timeout);
-    http::async_write(stream_, res_,
-                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                        beast::get_lowest_layer(self->stream_).expires_never();
-                        self->body_.reset();
-                        if (ec || !self->keep_alive_ || self->srv_.stopping) return self->close();
-                        self->read();
-                      });
+    net::async_write(stream_, out, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+      beast::get_lowest_layer(self->stream_).expires_never();
+      self->body_.reset();
+      if (ec || !self->keep_alive_ || self->srv_.stopping) return self->close();
+      self->read();
+    });
   }
 
   void close() {
@@ -307,7 +306,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  http::response<http::span_body<const char>> res_;
+  std::string head_;
   std::shared_ptr<const std::string> body_;
   std::string route_;
   bool keep_alive_ = false;
@@ -318,7 +317,11 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 }  // namespace
 
 void http_server::impl::accept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket sock) {
+  // One io thread needs no strand (every handler already runs on it, in order); strands
+  // cost a noticeable share of serving a node (issue 13's profile).
+  const net::any_io_executor ex =
+      opt.io_threads <= 1 ? net::any_io_executor(ioc.get_executor()) : net::any_io_executor(net::make_strand(ioc));
+  acceptor.async_accept(ex, [this](beast::error_code ec, tcp::socket sock) {
     if (stopping || ec == net::error::operation_aborted) return;
     if (ec) {
       // Out of file descriptors, most likely: try again shortly rather than spin.

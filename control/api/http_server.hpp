@@ -42,7 +42,7 @@ namespace sluice::control::api {
 struct server_options {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;  // 0: any free port (port() tells which)
-  unsigned io_threads = 2;
+  unsigned io_threads = 1;
   unsigned blocking_threads = 2;
   std::size_t max_connections = 20000;
   std::size_t max_header_bytes = 16 * 1024;
@@ -60,7 +60,7 @@ struct request {
   std::string path;  // percent-decoded, without the query
   std::map<std::string, std::string> params;  // the query, percent-decoded
   std::vector<std::string> matches;           // the route's {name} segments, in order
-  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+  std::vector<std::pair<std::string, std::string>> headers;  // as sent
   std::string body;
 
   // The first header of that name (any case), "" when absent.
