@@ -1007,7 +1007,7 @@ void controller::advance_rollout_locked(store::write_batch& batch) {
 }
 
 void controller::tick() {
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   bool lead = true;
   store::write_batch batch;
   std::vector<store::directive_record> all;
@@ -1042,8 +1042,9 @@ void controller::tick() {
     // A replica that lost its lease without knowing yet must not move the shared state.
     batch.require_leadership = cfg_.replicated && !batch.empty();
   }
-  // Node status goes in bounded chunks (an etcd Txn has op and byte limits); the first rides
-  // with the time-driven work, the rest follow in batches of their own.
+  // Node status goes in bounded chunks (an etcd Txn has op and byte limits), in batches of
+  // their own, written after the lock is released: a fleet's records take the store a while
+  // (seconds for 10,000 on etcd), and nodes' requests wait on this lock.
   std::vector<store::write_batch> more;
   // Replicas wake each other on every commit; node status still goes out at most every 250 ms
   // per replica, or the replicas' flushes would chase each other.
@@ -1052,7 +1053,7 @@ void controller::tick() {
   for (auto& [id, n] : nodes_) {
     if (!n.dirty || !flush_nodes) continue;
     store::write_batch* target = &batch;
-    if (cfg_.max_nodes_per_commit > 0 && batch.nodes.size() >= cfg_.max_nodes_per_commit) {
+    if (cfg_.max_nodes_per_commit > 0) {
       if (more.empty() || more.back().nodes.size() >= cfg_.max_nodes_per_commit) more.emplace_back();
       target = &more.back();
     }
@@ -1077,13 +1078,26 @@ void controller::tick() {
       n.dirty = false;
     }
   }
-  for (auto& extra : more)
-    if (commit_locked(extra))  // not written this time: mark them for the next tick
-      for (const auto& rec : extra.nodes) nodes_[rec.node_id].dirty = true;
   if (rollout_.released != before.released || rollout_.target != before.target)
     offers_changed_locked();
   // The directives read at the top, unless this tick's own batch changed some.
   update_gauges_locked(listed && batch.directives.empty() ? &all : nullptr);
+  if (more.empty()) return;
+
+  // Node-only batches need no leadership and no shared state: the store is thread-safe, and
+  // ticks run one at a time, so no older record of a node can overtake a newer one.
+  lock.unlock();
+  std::vector<store::commit_result> results;
+  for (auto& extra : more) results.push_back(store_.commit(extra));
+  lock.lock();
+  for (std::size_t i = 0; i < more.size(); ++i) {
+    if (results[i]) {
+      if (cfg_.replicated && results[i].store_revision == synced_store_rev_ + 1)
+        synced_store_rev_ = results[i].store_revision;  // nobody else wrote in between
+      continue;
+    }
+    for (const auto& rec : more[i].nodes) nodes_[rec.node_id].dirty = true;  // the next tick
+  }
 }
 
 // ---- node protocol ------------------------------------------------------------------------
