@@ -699,10 +699,10 @@ def main():
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     soft = hard
-    need = 2 * max(sizes) + 1024
+    need = max(sizes) + 1024  # per process: the controller's sockets, or the simulator's
     if hard != resource.RLIM_INFINITY and hard < need:
         print(f"fleet_bench: warning: RLIMIT_NOFILE hard limit {hard} < {need} "
-              "(a socket per node in the controller)", file=sys.stderr)
+              "(a socket per node in each process)", file=sys.stderr)
     if a.store != "etcd" and a.replicas != 1:
         sys.exit("fleet_bench: --replicas needs --store etcd")
     machine = (f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start; store {a.store}"
