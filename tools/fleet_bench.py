@@ -423,6 +423,20 @@ tokens:
             "status_post_body_bytes": status_body_bytes(target, target, {"site": "sim"}),
         }
 
+    def failure_facts(self):
+        """What a failed run still tells: the processes' totals since they started."""
+        facts = {"controller_peak_threads": max(self.peak_threads.values() or [0]),
+                 "seconds_since_sim_start": time.time() - getattr(self, "sim_started", time.time())}
+        for what, get in (("controller_cpu_s_total", self.controllers_cpu),
+                          ("sim_cpu_s_total", self.sims_cpu),
+                          ("controller_peak_rss_kib", lambda: max(proc_status_kib(p.pid, "VmHWM")
+                                                                  for p in self.procs))):
+            try:
+                facts[what] = get()
+            except (OSError, ValueError):
+                pass
+        return facts
+
     def stopped_summary(self):
         """Sums of the simulator's final per-node counters (after stop())."""
         out = {"fetch_failures": 0, "status_failures": 0, "nacks": 0}
@@ -737,11 +751,14 @@ def main():
         except (RuntimeError, OSError, KeyError, ValueError) as ex:
             print(f"   N={n} failed: {ex}", flush=True)
             results.append({"nodes": n, "error": str(ex)})
+            if run:
+                results[-1].update(run.failure_facts())
+                print(f"   at the failure: {results[-1]}", flush=True)
             ok = False
         finally:
             if run:
                 run.stop()
-            if run and results and results[-1]["nodes"] == n and "error" not in results[-1]:
+            if run and results and results[-1]["nodes"] == n:
                 results[-1]["sim_totals"] = run.stopped_summary()
                 results[-1]["tcp_listen_overflows"] = listen_overflows() - overflows0
                 print(f"   simulator totals {results[-1]['sim_totals']}, TCP listen overflows "
