@@ -5,9 +5,11 @@
   tools/fleet_bench.py --build BUILD_DIR --nodes 100 --nodes 1000 [--out results.json]
   tools/fleet_bench.py --build BUILD_DIR --store etcd --replicas 3 --nodes 1000 --nodes 5000
 
+The simulator is one event-driven process for up to 20,000 nodes (one keep-alive connection
+per node), its state directories on /dev/shm when there is one (every apply fsyncs).
 --store etcd: the controllers' store is a 3-member etcd cluster on loopback (/usr/bin/etcd,
 started per N), with --replicas controllers on it; the nodes are split over --replicas simulator
-processes (more when N > 10000 per process), each given every controller URL, rotated so each
+processes (more when N > 20000 per process), each given every controller URL, rotated so each
 process starts on a different replica. Approvals go through the first replica (leader or not).
 CPU and bytes are summed over the replicas; RSS is reported per replica (the table: the max);
 the etcd members' CPU over the same interval is reported too.
@@ -23,14 +25,28 @@ signed Telegram block (apps: [telegram]) and its signed lift (unblock):
     (revision creation -> last live node's ACK, millisecond precision), and when our poll of
     /v1/rollout first saw the stage `done`;
   - controller CPU seconds (utime+stime of /proc/PID/stat) from just before the approval to
-    the rollout's completion;
+    the rollout's completion, and that per node in microseconds; the simulator's own CPU over
+    the same interval per node (its PID's /proc stat, read apart from the controller's: the
+    figure that says whether the simulator left the two cores to the controller);
   - bytes per node per revision: the delta of sluice_control_snapshot_bytes_total over the delta
     of sluice_control_snapshots_served_total (snapshot bodies, HTTP headers not counted), and
     the status POST body an ACK carries (computed from the agent's format, status_json).
-Also the controller's peak RSS (VmHWM) and the simulator's CPU. Timings are reported, not
-asserted; the exit status is 1 only when a run did not converge."""
+Also the controller's peak RSS (VmHWM) and its peak thread count (Threads: of
+/proc/PID/status, sampled every 0.2 s during the run), per replica. Timings are reported, not
+asserted; the exit status is 1 only when a run did not converge.
+
+--sim-cost: no controller; the simulator alone against a minimal in-process fake (asyncio) that
+speaks the scoped protocol of issue 13 (one body per revision, signed once with the trusted
+comment "sluice-snapshot revision=N scope=all", identical for every node), to measure the
+simulator's own CPU per node per revision before a controller serves that protocol; once with
+--share-verify and once with every node verifying its signature.
+
+The controller is configured with http_threads N + 64 (the thread-per-connection server needs
+one per long-polling node; a server that does not need it ignores the key)."""
 
 import argparse
+import asyncio
+import base64
 import hashlib
 import json
 import math
@@ -42,6 +58,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -108,7 +125,7 @@ def status_body_bytes(revision, offered, labels):
 
 
 class Run:
-    SIM_MAX = 10000  # sluice-fleet-sim's --nodes limit
+    SIM_MAX = 20000  # sluice-fleet-sim's --nodes limit
 
     def __init__(self, args, nodes, root):
         self.a, self.n, self.root = args, nodes, root
@@ -127,6 +144,12 @@ class Run:
         self.sim_sizes = [base + (1 if i < extra else 0) for i in range(sims)]
         self.sim_outs = [os.path.join(root, f"sim{i}.jsonl") for i in range(sims)]
         self.offsets = [0] * sims
+        # fsync per apply and per node: tmpfs keeps that off the disk and off the timings.
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self.state_base = tempfile.mkdtemp(prefix="sluice-fleet-state-", dir=shm) if shm else root
+        self.peak_threads = {}  # replica name -> peak Threads:
+        self.sampling = False
+        self.sampler = None
         self.applied = {}  # revision -> {node: at}
         self.acked = {}    # revision -> {node: at} (the first ACK the controller took)
         for name in ("ministry", "controller"):
@@ -206,6 +229,17 @@ tokens:
                     total += float(line.split()[-1])
         return total
 
+    def sample_threads(self):
+        """Peak Threads: of each controller, every 0.2 s until stop()."""
+        while self.sampling:
+            for name, p in zip(self.names, self.procs):
+                try:
+                    t = proc_status_kib(p.pid, "Threads")
+                except OSError:
+                    continue
+                self.peak_threads[name] = max(self.peak_threads.get(name, 0), t)
+            time.sleep(0.2)
+
     def controllers_cpu(self):
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
@@ -225,6 +259,9 @@ tokens:
                 self.procs.append(popen([os.path.join(self.a.build, "sluice-controld"), "--config",
                                          f"controld-{name}.yaml"], cwd=self.root, stdout=log, stderr=log))
         self.proc = self.procs[0]
+        self.sampling = True
+        self.sampler = threading.Thread(target=self.sample_threads, daemon=True)
+        self.sampler.start()
         for name, url in zip(self.names, self.urls):
             if not wait_for(lambda: self.get("/v1/health", url) is not None, 20):
                 raise RuntimeError(f"controller {name} did not answer /v1/health (see controld-{name}.log)")
@@ -239,9 +276,14 @@ tokens:
             args = [os.path.join(self.a.build, "sluice-fleet-sim"),
                     "--nodes", str(size), "--labels", "site=sim", "--controller-key", "controller.pub",
                     "--node-prefix", "sim-" if len(self.sim_sizes) == 1 else f"s{i}-",
-                    "--node-token-file", "node.token", "--state-root", os.path.join(self.root, f"state{i}"),
+                    "--node-token-file", "node.token", "--state-root",
+                    os.path.join(self.state_base, f"state{i}"),
                     "--wait", str(self.a.wait), "--status-interval", str(self.a.status_interval),
                     "--report-acks"]
+            if not self.a.sim_verify_each:
+                args.append("--share-verify")
+            if self.a.sim_nice:
+                args = ["nice", "-n", str(self.a.sim_nice)] + args
             for u in urls:
                 args += ["--controller", u]
             c = min(canary_left, size)
@@ -253,6 +295,9 @@ tokens:
         self.sim = self.sims[0]
 
     def stop(self):
+        self.sampling = False
+        if self.sampler:
+            self.sampler.join()
         for p in self.sims + self.procs:
             if p and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -264,6 +309,8 @@ tokens:
                 p.wait()
         if self.cluster:
             self.cluster.stop()
+        if self.state_base != self.root:
+            shutil.rmtree(self.state_base, ignore_errors=True)
 
     def read_events(self):
         for i, out in enumerate(self.sim_outs):
@@ -352,6 +399,7 @@ tokens:
         lat_sent = [t - t_sent for t in at]
         ack = [t - t_resp for t in self.acked[target].values()]
         served = served1 - served0
+        ctl_cpu, sim_cpu = cpu1 - cpu0, sim_cpu1 - sim_cpu0
         return {
             "what": what, "revision": target, "nodes": self.n,
             "all_converged_controller_view": converged,
@@ -365,13 +413,29 @@ tokens:
             "controller_last_ack_since_revision_s":
                 completed[0].get("seconds_since_revision") if completed else None,
             "rollout_done_seen_after_approval_response_s": t_done - t_resp,
-            "controller_cpu_s": cpu1 - cpu0,
-            "sim_cpu_s": sim_cpu1 - sim_cpu0,
+            "controller_cpu_s": ctl_cpu,
+            "controller_cpu_us_per_node": ctl_cpu / self.n * 1e6,
+            "sim_cpu_s": sim_cpu,
+            "sim_cpu_us_per_node": sim_cpu / self.n * 1e6,
             "etcd_cpu_s": etcd_cpu1 - etcd_cpu0,
             "snapshots_served": served,
             "snapshot_bytes_per_node": (bytes1 - bytes0) / served if served else None,
             "status_post_body_bytes": status_body_bytes(target, target, {"site": "sim"}),
         }
+
+    def failure_facts(self):
+        """What a failed run still tells: the processes' totals since they started."""
+        facts = {"controller_peak_threads": max(self.peak_threads.values() or [0]),
+                 "seconds_since_sim_start": time.time() - getattr(self, "sim_started", time.time())}
+        for what, get in (("controller_cpu_s_total", self.controllers_cpu),
+                          ("sim_cpu_s_total", self.sims_cpu),
+                          ("controller_peak_rss_kib", lambda: max(proc_status_kib(p.pid, "VmHWM")
+                                                                  for p in self.procs))):
+            try:
+                facts[what] = get()
+            except (OSError, ValueError):
+                pass
+        return facts
 
     def stopped_summary(self):
         """Sums of the simulator's final per-node counters (after stop())."""
@@ -414,6 +478,9 @@ tokens:
                "sim_processes": len(self.sims), "registration_s": registered_s,
                "controller_peak_rss_kib": max(rss),
                "controller_threads": max(proc_status_kib(p.pid, "Threads") for p in self.procs),
+               "controller_peak_threads": max(self.peak_threads.values() or [0]),
+               "replica_peak_threads": dict(self.peak_threads),
+               "sim_share_verify": not self.a.sim_verify_each,
                "sim_peak_rss_kib": sum(proc_status_kib(p.pid, "VmHWM") for p in self.sims),
                "revisions": results}
         if self.etcd:
@@ -427,6 +494,156 @@ tokens:
         return out
 
 
+class FakeController:
+    """The scoped node protocol, minimal: GET /v1/nodes/ID/snapshot (long-poll on
+    If-None-Match) and POST /v1/nodes/ID/status (counts first ACKs per revision)."""
+
+    def __init__(self, root):
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        with open(os.path.join(root, "controller.key")) as f:
+            text = f.read()
+        # minisign prints the id as a little-endian 64-bit number: last byte first.
+        self.key_id = bytes.fromhex(next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                                         if line.startswith("# sluice key id:")))[::-1]
+        pem = "\n".join(line for line in text.splitlines() if not line.startswith("#")).encode()
+        self.key = load_pem_private_key(pem, password=None)
+        self.revision, self.body = 0, b""
+        self.changed = None
+        self.acked = {}  # revision -> set of nodes
+        self.nack = None  # the last NACK's error
+
+    def sign(self, message, comment):
+        sig = self.key.sign(hashlib.blake2b(message, digest_size=64).digest())
+        glob = self.key.sign(sig + comment.encode())
+        return (f"untrusted comment: signature from sluice key {self.key_id.hex()}\n"
+                f"{base64.b64encode(b'ED' + self.key_id + sig).decode()}\n"
+                f"trusted comment: {comment}\n{base64.b64encode(glob).decode()}\n")
+
+    def publish(self, revision):
+        domains = ", ".join(f"blocked-{i}.example.org" for i in range(40))
+        policy = (f"revision: {revision}\nrules:\n  - id: r1\n    directive: D-{revision}\n"
+                  f"    action: drop\n    domains: [{domains}]\n")
+        comment = f"sluice-snapshot revision={revision} scope=all"
+        self.body = json.dumps({"revision": revision, "scope": "all", "policy": policy,
+                                "signature": self.sign(policy.encode(), comment)}).encode()
+        self.revision = revision
+        old, self.changed = self.changed, asyncio.Event()
+        if old:
+            old.set()
+
+    async def handle(self, reader, writer):
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method, target = head[0].split(" ")[:2]
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (line.partition(":") for line in head[1:] if line)}
+                length = int(headers.get("content-length", "0"))
+                body = await reader.readexactly(length) if length else b""
+                node = target.split("/")[3] if target.count("/") >= 4 else ""
+                if method == "GET" and "/snapshot" in target:
+                    wait = float(target.rsplit("wait=", 1)[1]) if "wait=" in target else 0
+                    etag = f'"{self.revision}"'
+                    if headers.get("if-none-match") == etag:
+                        try:
+                            await asyncio.wait_for(self.changed.wait(), wait)
+                        except asyncio.TimeoutError:
+                            pass
+                    if headers.get("if-none-match") == f'"{self.revision}"':
+                        writer.write(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n")
+                    else:
+                        writer.write(f"HTTP/1.1 200 OK\r\nETag: \"{self.revision}\"\r\n"
+                                     f"Content-Type: application/json\r\n"
+                                     f"Content-Length: {len(self.body)}\r\n\r\n".encode() + self.body)
+                else:
+                    r = json.loads(body or b"{}")
+                    if r.get("result") == "ack" and r.get("offered"):
+                        self.acked.setdefault(r["offered"], set()).add(node)
+                    elif r.get("result") == "nack":
+                        self.nack = r.get("error")
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError):
+            pass
+        finally:
+            writer.close()
+
+
+async def sim_cost_run(a, n, root, share_verify, revisions=3):
+    fake = FakeController(root)
+    fake.publish(1)
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0, backlog=4096, limit=1 << 20)
+    port = server.sockets[0].getsockname()[1]
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    state = tempfile.mkdtemp(prefix="sluice-sim-cost-", dir=shm)
+    args = [os.path.join(a.build, "sluice-fleet-sim"), "--controller", f"http://127.0.0.1:{port}",
+            "--nodes", str(n), "--labels", "site=sim", "--controller-key", "controller.pub",
+            "--node-token-file", "node.token", "--state-root", state, "--wait", str(a.wait),
+            "--status-interval", str(a.status_interval), "--report-acks"]
+    if share_verify:
+        args.append("--share-verify")
+    sim = popen(args, cwd=root, stdout=open(os.path.join(root, "sim-cost.jsonl"), "w"),
+                stderr=open(os.path.join(root, "sim-cost.log"), "w"))
+    out = {"nodes": n, "share_verify": share_verify, "revisions": []}
+    try:
+        async def all_acked(rev, timeout):
+            deadline = time.time() + timeout
+            while len(fake.acked.get(rev, ())) < n:
+                if sim.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"sim-cost: {len(fake.acked.get(rev, ()))} of {n} ACKs of "
+                                       f"revision {rev} (simulator exit {sim.poll()}; last NACK: {fake.nack})")
+                await asyncio.sleep(0.02)
+        await all_acked(1, a.timeout)
+        await asyncio.sleep(1)
+        for rev in range(2, 2 + revisions):
+            cpu0, t0 = cpu_seconds(sim.pid), time.time()
+            fake.publish(rev)
+            await all_acked(rev, a.timeout)
+            t1 = time.time()
+            await asyncio.sleep(0.05)  # the last ACKs' follow-up long polls
+            cpu = cpu_seconds(sim.pid) - cpu0
+            out["revisions"].append({"revision": rev, "last_ack_s": t1 - t0, "sim_cpu_s": cpu,
+                                     "sim_cpu_us_per_node": cpu / n * 1e6})
+            await asyncio.sleep(0.5)
+        out["sim_peak_rss_kib"] = proc_status_kib(sim.pid, "VmHWM")
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(timeout=60)
+        server.close()
+        shutil.rmtree(state, ignore_errors=True)
+    return out
+
+
+def sim_cost(a, sizes):
+    """--sim-cost: the simulator's CPU per node per revision on the scoped protocol."""
+    results = []
+    for n in sizes:
+        for share in (True, False):
+            root = tempfile.mkdtemp(prefix=f"sluice-sim-cost-{n}-")
+            subprocess.run([os.path.join(a.build, "sluicectl"), "keygen", "--public", "controller.pub",
+                            "--secret", "controller.key"], cwd=root, check=True, capture_output=True)
+            with open(os.path.join(root, "node.token"), "w") as f:
+                f.write(TOKENS["node"])
+            try:
+                r = asyncio.run(sim_cost_run(a, n, root, share))
+            except RuntimeError as ex:
+                r = {"nodes": n, "share_verify": share, "error": str(ex)}
+            finally:
+                if not a.keep:
+                    shutil.rmtree(root, ignore_errors=True)
+            results.append(r)
+            if "error" in r:
+                print(f"   N={n} share_verify={share} failed: {r['error']}", flush=True)
+                continue
+            us = [x["sim_cpu_us_per_node"] for x in r["revisions"]]
+            last = [x["last_ack_s"] for x in r["revisions"]]
+            print(f"   N={n} {'--share-verify' if share else 'verify each '}: simulator CPU per node "
+                  f"per revision {', '.join(f'{u:.0f}' for u in us)} us; last ACK after "
+                  f"{', '.join(f'{t:.2f}' for t in last)} s; peak RSS "
+                  f"{r['sim_peak_rss_kib'] / 1024:.0f} MiB", flush=True)
+    return results
+
+
 def fmt(v, scale=1000.0, unit="ms"):
     return "-" if v is None else f"{v * scale:.0f} {unit}" if unit else f"{v:.0f}"
 
@@ -434,7 +651,8 @@ def fmt(v, scale=1000.0, unit="ms"):
 def print_table(all_results, machine):
     print(f"\nfleet rollout benchmark ({machine})")
     hdr = ("N", "rev", "apply p50", "apply p99", "ACK p50", "ACK p99", "ACK max", "last ACK (ctl)",
-           "ctl CPU", "ctl peak RSS", "snapshot B/node", "status B/node")
+           "ctl CPU", "ctl us/node", "ctl threads", "ctl peak RSS", "sim us/node",
+           "snapshot B/node", "status B/node")
     rows = [hdr]
     for r in all_results:
         for rv in r["revisions"]:
@@ -443,7 +661,9 @@ def print_table(all_results, machine):
             rows.append((str(r["nodes"]), rv["what"], fmt(a["p50"]), fmt(a["p99"]), fmt(k["p50"]),
                          fmt(k["p99"]), fmt(k["max"]),
                          fmt(rv["controller_last_ack_since_revision_s"]),
-                         f"{rv['controller_cpu_s']:.2f} s", f"{r['controller_peak_rss_kib'] / 1024:.1f} MiB",
+                         f"{rv['controller_cpu_s']:.2f} s", f"{rv['controller_cpu_us_per_node']:.0f}",
+                         str(r["controller_peak_threads"]), f"{r['controller_peak_rss_kib'] / 1024:.1f} MiB",
+                         f"{rv['sim_cpu_us_per_node']:.0f}",
                          fmt(rv["snapshot_bytes_per_node"], 1, ""), str(rv["status_post_body_bytes"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
     for i, row in enumerate(rows):
@@ -452,7 +672,9 @@ def print_table(all_results, machine):
             print("  ".join("-" * w for w in widths))
     print("apply/ACK: approval's HTTP response -> node's `applied` / `acked` event (simulator clock);\n"
           "last ACK (ctl): the controller's rollout.completed (revision created -> last ACK);\n"
-          "ctl CPU: controller utime+stime from the approval to the rollout's completion.")
+          "ctl CPU: controller utime+stime from the approval to the rollout's completion (per revision),\n"
+          "  and that per node in microseconds; sim us/node: the simulator's own CPU over the same\n"
+          "  interval per node; ctl threads: peak Threads: of the controller (max over replicas).")
 
 
 def main():
@@ -472,21 +694,40 @@ def main():
                     help="controller store (etcd: a 3-member cluster on loopback)")
     ap.add_argument("--replicas", type=int, default=1,
                     help="controller replicas (--store etcd; default 1)")
+    ap.add_argument("--sim-verify-each", action="store_true",
+                    help="the simulator verifies every node's signature itself (default: it "
+                         "verifies each distinct (policy, signature) once, --share-verify)")
+    ap.add_argument("--sim-nice", type=int, default=0,
+                    help="run the simulator at this nice value (default 0)")
+    ap.add_argument("--sim-cost", action="store_true",
+                    help="no controller: the simulator's own CPU on the scoped protocol (a fake)")
     a = ap.parse_args()
     a.build, a.source = os.path.abspath(a.build), os.path.abspath(a.source)
     sizes = a.nodes or [100, 1000]
     for b in ("sluice-controld", "sluicectl", "sluice-fleet-sim"):
         if not os.access(os.path.join(a.build, b), os.X_OK):
             sys.exit(f"fleet_bench: missing {a.build}/{b}")
-    # Each long-polling node holds a socket in the controller and one in the simulator.
+    # Each long-polling node holds a socket in the controller and one in the simulator: raise
+    # the soft limit to the hard one here, before any Popen, so every child inherits it.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 4 * max(sizes) + 1024) if hard != resource.RLIM_INFINITY else 4 * max(sizes) + 1024
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = hard
+    need = max(sizes) + 1024  # per process: the controller's sockets, or the simulator's
+    if hard != resource.RLIM_INFINITY and hard < need:
+        print(f"fleet_bench: warning: RLIMIT_NOFILE hard limit {hard} < {need} "
+              "(a socket per node in each process)", file=sys.stderr)
     if a.store != "etcd" and a.replicas != 1:
         sys.exit("fleet_bench: --replicas needs --store etcd")
     machine = (f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start; store {a.store}"
                + (f", {a.replicas} replicas" if a.store == "etcd" else ""))
+    if a.sim_cost:
+        results = sim_cost(a, sizes)
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump({"machine": machine, "command": " ".join(sys.argv), "sim_cost": results}, f,
+                          indent=2)
+        return 1 if any("error" in r for r in results) else 0
     results, ok = [], True
     for n in sizes:
         root = tempfile.mkdtemp(prefix=f"sluice-fleet-bench-{n}-")
@@ -503,17 +744,21 @@ def main():
                 print(f"   {rv['what']}: revision {rv['revision']}, applied p50 {x['p50'] * 1000:.0f} ms "
                       f"p99 {x['p99'] * 1000:.0f} ms; ACK p50 {k['p50'] * 1000:.0f} ms "
                       f"p99 {k['p99'] * 1000:.0f} ms max {k['max'] * 1000:.0f} ms; CPU controllers "
-                      f"{rv['controller_cpu_s']:.2f} s, etcd {rv['etcd_cpu_s']:.2f} s, sims "
-                      f"{rv['sim_cpu_s']:.2f} s; rollout done seen after "
+                      f"{rv['controller_cpu_s']:.2f} s ({rv['controller_cpu_us_per_node']:.0f} us/node), "
+                      f"etcd {rv['etcd_cpu_s']:.2f} s, sims {rv['sim_cpu_s']:.2f} s "
+                      f"({rv['sim_cpu_us_per_node']:.0f} us/node); rollout done seen after "
                       f"{rv['rollout_done_seen_after_approval_response_s']:.2f} s", flush=True)
         except (RuntimeError, OSError, KeyError, ValueError) as ex:
             print(f"   N={n} failed: {ex}", flush=True)
             results.append({"nodes": n, "error": str(ex)})
+            if run:
+                results[-1].update(run.failure_facts())
+                print(f"   at the failure: {results[-1]}", flush=True)
             ok = False
         finally:
             if run:
                 run.stop()
-            if run and results and results[-1]["nodes"] == n and "error" not in results[-1]:
+            if run and results and results[-1]["nodes"] == n:
                 results[-1]["sim_totals"] = run.stopped_summary()
                 results[-1]["tcp_listen_overflows"] = listen_overflows() - overflows0
                 print(f"   simulator totals {results[-1]['sim_totals']}, TCP listen overflows "

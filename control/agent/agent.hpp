@@ -26,7 +26,7 @@
 //       persisted by them): ID must be this node.
 // A body's "node", when present (legacy controllers, and the persisted file, which snapshot_json
 // writes with node = this node's id), must be this node (wrong_node); a body's "scope", when
-// present, must be the signed one. N in the comment must be the body's revision.
+// present (legacy bodies have none), must be the signed one (wrong_trusted_comment). N in the comment must be the body's revision.
 // Then apply; only once the apply succeeded is the snapshot persisted (atomically: temp file,
 // fsync, rename, fsync of the directory) and acknowledged. Any failure is NACKed with a
 // "<code>: <detail>" error and the policy in force stays.
@@ -37,7 +37,8 @@
 //
 // Fail static: with no controller reachable the agent keeps what is in force and retries with a
 // capped exponential backoff; at start it re-verifies the persisted snapshot (a tampered file is
-// refused, not applied) and applies it before contacting anyone.
+// refused, not applied) and applies it before contacting anyone. The re-check uses the labels
+// configured now: a node relabelled out of its persisted snapshot's scope refuses the file.
 //
 // Steps: run_once() is the composition of public steps that do no network I/O (report_due,
 // report_sent, poll_wait, handle_fetch, backoff_after) with the blocking transport; an
