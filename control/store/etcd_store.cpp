@@ -473,6 +473,9 @@ class etcd_store final : public store {
       count["count_only"] = true;
       const json counted = read("/v3/kv/range", count);
       if (int_field(counted, "count") != 0) {
+        // Replicas starting together on a fresh prefix: another one may have marked it (and
+        // written more) between our two reads. Read the marker again before refusing.
+        if (attempt + 1 < 3 && !kvs_of(read("/v3/kv/range", range_request(fk))).empty()) continue;
         throw store_error("etcd prefix " + prefix_ + " holds keys but is not a Sluice store");
       }
       const json txn = {{"compare", json::array({compare(fk, "CREATE", "create_revision", 0)})},
