@@ -54,14 +54,14 @@ struct reader {
     std::filesystem::path p = str(n, what);
     return p.is_absolute() ? p : base / p;
   }
-  // Node label names and values ([A-Za-z0-9_.-]+, as nodes send them): they go into snapshot
-  // scopes (fleet::snapshot_scope) unescaped.
+  // Node label names and values (1-64 of [A-Za-z0-9_.-], as nodes send them and check them):
+  // they go into snapshot scopes (fleet::snapshot_scope) unescaped.
   std::string label_token(const YAML::Node& n, const std::string& what) const {
     std::string v = str(n, what);
-    const bool ok = !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char ch) {
+    const bool ok = !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](unsigned char ch) {
       return std::isalnum(ch) != 0 || ch == '_' || ch == '.' || ch == '-';
     });
-    if (!ok) fail(n, what + " '" + v + "' must be [A-Za-z0-9_.-]+");
+    if (!ok) fail(n, what + " '" + v + "' must be 1-64 of [A-Za-z0-9_.-]");
     return v;
   }
   std::map<std::string, std::string> string_map(const YAML::Node& n, const std::string& what) const {

@@ -91,6 +91,19 @@ TEST_CASE("a minimal config loads with its defaults; the full one with its value
 
   std::istringstream sqlite_path(base_config() + "store: { kind: sqlite, path: x/y.db }\n");
   CHECK(api::load_daemon_config(sqlite_path, d.path).database == d.path / "x/y.db");
+
+  // Issue 13: the event-driven server's settings; http_threads still loads, flagged obsolete.
+  std::istringstream server(base_config() +
+                            "server: { io_threads: 2, api_threads: 3, max_connections: 500, "
+                            "max_body_bytes: 65536 }\nhttp_threads: 64\n");
+  const auto sv = api::load_daemon_config(server, d.path);
+  CHECK(sv.io_threads == 2);
+  CHECK(sv.api_threads == 3);
+  CHECK(sv.max_connections == 500);
+  CHECK(sv.max_body_bytes == 65536);
+  CHECK(sv.obsolete_http_threads);
+  CHECK_FALSE(f.obsolete_http_threads);
+  CHECK(f.io_threads == 1);  // the default
 }
 
 TEST_CASE("config refusals say where and why") {
@@ -118,6 +131,11 @@ TEST_CASE("config refusals say where and why") {
       {"no issuers", "signing_key: c.key\ntokens: []\n", "config:1:1", "issuers"},
       {"negative number", base_config() + "stale_after_seconds: -5\n", "config:6:22",
        "non-negative"},
+      {"server io_threads zero", base_config() + "server: { io_threads: 0 }\n", "config:6:23", "1..64"},
+      {"server key unknown", base_config() + "server: { threads: 4 }\n", "config:6:11",
+       "unknown key 'threads' in server"},
+      {"inventory site outside the label charset", base_config() + "inventory: { sites: [\"a,b\"] }\n",
+       "config:6:22", "must be 1-64 of [A-Za-z0-9_.-]"},
       {"unknown store kind", base_config() + "store: { kind: zookeeper }\n", "config:6:16",
        "store.kind must be sqlite or etcd"},
       {"etcd without endpoints", base_config() + "store: { kind: etcd }\n", "config:6:8",
