@@ -285,6 +285,12 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     if (version_ == 10 && keep_alive_) head_ += "Connection: keep-alive\r\n";
     if (version_ != 10 && !keep_alive_) head_ += "Connection: close\r\n";
     head_ += "\r\n";
+    // Over TLS head and body go as one buffer: the gather write of two stalled after the head
+    // (a body past one TLS record never left; tests/unit/control/controller/http_server_test).
+    if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
+      if (body_) head_.append(*body_);
+      body_.reset();
+    }
     const std::array<net::const_buffer, 2> out{
         net::buffer(head_), body_ ? net::buffer(*body_) : net::const_buffer()};
     beast::get_lowest_layer(stream_).expires_after(srv_.opt.write_timeout);

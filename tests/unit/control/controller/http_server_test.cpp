@@ -66,6 +66,12 @@ void demo_routes(http_server& s) {
     }).detach();
   });
   s.route("GET", "/v1/dropped", run_on::io, [](const request&, const responder&) {});
+  // Larger than a TLS record and a socket buffer: written in several rounds.
+  s.route("GET", "/v1/big", run_on::blocking, [](const request&, const responder& out) {
+    std::string body(300000, 'b');
+    body.back() = 'e';
+    out.send(text(200, std::move(body)));
+  });
   s.route("GET", "/v1/throws", run_on::blocking,
           [](const request&, const responder&) { throw std::runtime_error("boom"); });
 }
@@ -119,6 +125,10 @@ TEST_CASE("routes: {name} segments, query, headers any case; 404, 405; keep-aliv
   CHECK(c.Get("/v1/dropped")->status == 500);  // dropped unanswered: 500, the connection lives
   CHECK(c.Get("/v1/throws")->status == 500);
   CHECK(c.Get("/v1/things/a/b")->status == 200);
+  auto big = c.Get("/v1/big");
+  REQUIRE(big);
+  CHECK(big->body.size() == 300000);
+  CHECK(big->body.back() == 'e');
 }
 
 TEST_CASE("bounds: body and header limits, malformed requests, too many connections") {
@@ -172,6 +182,12 @@ TEST_CASE("TLS: the same routes over TLS, verified against the server's certific
   REQUIRE(r);
   CHECK(r->status == 200);
   CHECK(r->body == "x|y|1|");
+  // A body of many TLS records (a gather write of head and body once stalled here).
+  c.set_read_timeout(5, 0);
+  auto big = c.Get("/v1/big");
+  REQUIRE(big);
+  CHECK(big->body.size() == 300000);
+  CHECK(big->body.back() == 'e');
   // Plain HTTP to the TLS port gets no answer.
   CHECK(raw_exchange(s.port(), "GET /v1/things/a/b HTTP/1.1\r\nHost: t\r\n\r\n").find("200") ==
         std::string::npos);
