@@ -163,12 +163,8 @@ class Run:
                   if args.canary else "")
         if self.etcd:
             self.cluster = EtcdCluster(root)
-            prefix = new_prefix(f"bench-{nodes}")
-        for i, name in enumerate(self.names):
-            store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.cluster.endpoints())}]\n"
-                     f"  prefix: {prefix}\n  replica: {name}\n  leader_lease_seconds: 5\n"
-                     if self.etcd else "database: controld.db\n")
-            self.write_config(f"controld-{name}.yaml", self.ports[i], store, canary, tokens)
+            self.prefix = new_prefix(f"bench-{nodes}")
+        self.tokens, self.canary = tokens, canary  # the configs are written by start()
 
     def write_config(self, file, port, store, canary, tokens):
         args, nodes = self.a, self.n
@@ -252,7 +248,12 @@ tokens:
 
     def start(self):
         if self.cluster:
-            self.cluster.start()
+            self.cluster.start()  # its ports are final only now (it may retry on fresh ones)
+        for i, name in enumerate(self.names):
+            store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.cluster.endpoints())}]\n"
+                     f"  prefix: {self.prefix}\n  replica: {name}\n  leader_lease_seconds: 5\n"
+                     if self.etcd else "database: controld.db\n")
+            self.write_config(f"controld-{name}.yaml", self.ports[i], store, self.canary, self.tokens)
         for name in self.names:
             with open(os.path.join(self.root, f"controld-{name}.log"), "w") as log:
                 self.procs.append(popen([os.path.join(self.a.build, "sluice-controld"), "--config",

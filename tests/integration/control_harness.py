@@ -144,11 +144,28 @@ class EtcdCluster:
             self.procs[i] = self.spawn(args, stdout=log, stderr=log, cwd=self.root)
 
     def start(self, timeout=30):
-        for i in range(len(self.names)):
-            self._launch(i, "new")
-        if not self.wait_healthy(timeout):
-            raise RuntimeError(f"etcd cluster not healthy in {timeout} s (logs in {self.root})")
-        return self
+        # Ports are picked free, then bound by etcd a moment later: a busy machine (CI runs two
+        # suites at once) can take one in between. So a cluster that does not come up is
+        # started once more, on fresh ports and fresh data dirs, and its logs are shown.
+        for attempt in (1, 2):
+            for i in range(len(self.names)):
+                self._launch(i, "new")
+            if self.wait_healthy(timeout):
+                return self
+            self.stop()
+            for name in self.names:
+                path = os.path.join(self.root, f"{name}.log")
+                if os.path.exists(path):
+                    with open(path) as f:
+                        print(f"  {name}.log (attempt {attempt}): {f.read()[-600:].strip()!r}")
+            if attempt == 1:
+                for name in self.names:
+                    shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                self.client_ports = [free_port() for _ in self.names]
+                self.peer_ports = [free_port() for _ in self.names]
+                self.initial_cluster = ",".join(f"{n}=http://127.0.0.1:{p}"
+                                                for n, p in zip(self.names, self.peer_ports))
+        raise RuntimeError(f"etcd cluster not healthy in {timeout} s, twice (logs in {self.root})")
 
     def healthy(self, i):
         p = self.procs[i]
