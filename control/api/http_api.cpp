@@ -110,6 +110,9 @@ std::map<std::string, std::string> parse_labels(const std::string& text) {
   return out;
 }
 
+// "N", quoted: the ETag of revision N.
+std::string etag(std::uint64_t revision) { return "\"" + std::to_string(revision) + "\""; }
+
 std::optional<json> body_json(const request& req) {
   if (req.body.empty()) return json::object();
   json j = json::parse(req.body, nullptr, false);
@@ -153,7 +156,7 @@ class long_poll : public std::enable_shared_from_this<long_poll> {
         response res;
         res.status = 200;
         res.content_type = "application/json";
-        res.headers.emplace_back("ETag", "\"" + std::to_string(p.offer.revision) + "\"");
+        res.headers.emplace_back("ETag", etag(p.offer.revision));
         res.body = std::move(p.offer.body);
         return finish_locked(std::move(res));
       }
@@ -183,7 +186,7 @@ class long_poll : public std::enable_shared_from_this<long_poll> {
     core_.cancel_poll(ticket_);  // false: a wake is on its way and will find done_
     response res;
     res.status = 304;
-    res.headers.emplace_back("ETag", "\"" + std::to_string(*held_) + "\"");
+    res.headers.emplace_back("ETag", etag(*held_));
     finish_locked(std::move(res));
   }
 
@@ -278,6 +281,16 @@ void http_api::attach(http_server& server) {
       out.send(std::move(res));
     };
   };
+  // The calls whose body is {"reason": text}: parse it, call, answer the call's view.
+  auto with_reason = [&now](auto call) {
+    return now([call](const auto& req, auto& res, const auto& who) {
+      const auto body = body_json(req);
+      if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
+      const auto r = call(req, who, body->value("reason", std::string()));
+      if (!r) return send_error(res, r.error);
+      send_json(res, 200, to_json(*r.value));
+    });
+  };
   const std::vector<role> readers{role::viewer, role::ministry, role::engineer};
   const std::vector<role> ministry{role::ministry};
   const std::vector<role> engineer{role::engineer};
@@ -343,13 +356,8 @@ void http_api::attach(http_server& server) {
         send_json(res, 200, to_json(*r.value));
       }));
   add("POST", "/v1/directives/{issuer}/{id}/override", op, engineer,
-      now([this](const auto& req, auto& res, const auto& who) {
-        const auto body = body_json(req);
-        if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
-        const auto r = core_.override_protection(who, req.matches[0], req.matches[1],
-                                                 body->value("reason", std::string()));
-        if (!r) return send_error(res, r.error);
-        send_json(res, 200, to_json(*r.value));
+      with_reason([this](const request& req, const controller::principal& who, const std::string& reason) {
+        return core_.override_protection(who, req.matches[0], req.matches[1], reason);
       }));
   add("GET", "/v1/directives/{issuer}/{id}/impact", op, readers,
       now([this](const auto& req, auto& res, const auto&) {
@@ -370,12 +378,8 @@ void http_api::attach(http_server& server) {
         res.set_body(*r.value, "application/json");
       }));
   add("POST", "/v1/directives/{issuer}/{id}/revoke", op, ministry,
-      now([this](const auto& req, auto& res, const auto& who) {
-        const auto body = body_json(req);
-        if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
-        const auto r = core_.revoke(who, req.matches[0], req.matches[1], body->value("reason", std::string()));
-        if (!r) return send_error(res, r.error);
-        send_json(res, 200, to_json(*r.value));
+      with_reason([this](const request& req, const controller::principal& who, const std::string& reason) {
+        return core_.revoke(who, req.matches[0], req.matches[1], reason);
       }));
 
   add("GET", "/v1/nodes", op, readers, now([this](const auto&, auto& res, const auto&) {
@@ -388,22 +392,14 @@ void http_api::attach(http_server& server) {
       }));
   for (const bool pause : {true, false}) {
     add("POST", pause ? "/v1/rollout/pause" : "/v1/rollout/resume", op, engineer,
-        now([this, pause](const auto& req, auto& res, const auto& who) {
-          const auto body = body_json(req);
-          if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
-          const auto r = core_.set_paused(who, pause, body->value("reason", std::string()));
-          if (!r) return send_error(res, r.error);
-          send_json(res, 200, to_json(*r.value));
+        with_reason([this, pause](const request&, const controller::principal& who, const std::string& reason) {
+          return core_.set_paused(who, pause, reason);
         }));
   }
   for (const bool on : {true, false}) {
     add(on ? "POST" : "DELETE", "/v1/emergency-stop", op, engineer,
-        now([this, on](const auto& req, auto& res, const auto& who) {
-          const auto body = body_json(req);
-          if (!body) return send_error(res, {error_kind::invalid, "bad_request", "body must be a JSON object"});
-          const auto r = core_.set_emergency_stop(who, on, body->value("reason", std::string()));
-          if (!r) return send_error(res, r.error);
-          send_json(res, 200, to_json(*r.value));
+        with_reason([this, on](const request&, const controller::principal& who, const std::string& reason) {
+          return core_.set_emergency_stop(who, on, reason);
         }));
   }
   add("GET", "/v1/audit", op, readers, now([this](const auto& req, auto& res, const auto&) {
