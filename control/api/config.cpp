@@ -87,7 +87,7 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
   r.keys(root,
          {"listen", "database", "apps_dir", "signing_key", "issuers", "approvals_required",
           "stale_after_seconds", "canary", "inventory", "tokens", "http_threads", "server", "tls",
-          "max_wait_seconds", "store", "protected", "approval", "impact"},
+          "max_wait_seconds", "store", "protected", "approval", "impact", "limits"},
          "the config");
   daemon_config c;
   if (root["listen"]) c.listen = r.str(root["listen"], "listen");
@@ -237,6 +237,21 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     if (ap["require_impact_report_within_seconds"])
       c.core.impact_max_age_s = static_cast<std::int64_t>(
           r.num(ap["require_impact_report_within_seconds"], "approval.require_impact_report_within_seconds"));
+  }
+  if (const auto li = root["limits"]) {
+    r.keys(li, {"directive_bytes", "directive_entries"}, "limits");
+    if (li["directive_bytes"]) {
+      const auto n = r.num(li["directive_bytes"], "limits.directive_bytes");
+      if (n < 1024 || n > 1024ULL * 1024 * 1024)
+        r.fail(li["directive_bytes"], "limits.directive_bytes must be 1 KiB..1 GiB");
+      c.core.max_directive_bytes = static_cast<std::size_t>(n);
+    }
+    if (li["directive_entries"]) {
+      const auto n = r.num(li["directive_entries"], "limits.directive_entries");
+      if (n < 100 || n > 100000000)
+        r.fail(li["directive_entries"], "limits.directive_entries must be 100..100000000");
+      c.core.max_directive_entries = static_cast<std::size_t>(n);
+    }
   }
   if (const auto im = root["impact"]) {
     r.keys(im, {"retention_seconds"}, "impact");

@@ -32,6 +32,9 @@
 //     overrides_required: 2                    # engineers consenting to overlap protection
 //     require_impact_report_within_seconds: 0  # > 0: address blocks need a fresh report
 //   impact: { retention_seconds: 604800 }
+//   limits:                                    # submitted directives (issue 14)
+//     directive_bytes: 4194304                 # larger documents are refused (document_too_large)
+//     directive_entries: 200000                # YAML nodes, each target one (too_many_entries)
 //
 // Relative paths are relative to the config file. Unknown keys are errors. Throws
 // config_error ("file:line:column: message") on any problem, including unreadable keys.

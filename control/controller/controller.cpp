@@ -6,6 +6,7 @@
 #include <prometheus/registry.h>
 
 #include <algorithm>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "control/impact/report.hpp"
@@ -334,6 +335,8 @@ directive::validation_context controller::validation(std::int64_t now) const {
   for (const auto& [name, profile] : cfg_.apps) ctx.known_apps.insert(name);
   ctx.known_sites = cfg_.known_sites;
   ctx.known_labels = cfg_.known_labels;
+  ctx.max_document_bytes = cfg_.max_directive_bytes;
+  ctx.max_entries = cfg_.max_directive_entries;
   return ctx;
 }
 
@@ -346,6 +349,9 @@ namespace {
 std::optional<directive::directive> parse_stored(const directive_record& rec,
                                                  directive::validation_context ctx) {
   ctx.now = rec.received_at;
+  // Accepted once: the size limits of the day it was received held then.
+  ctx.max_document_bytes = std::numeric_limits<std::size_t>::max();
+  ctx.max_entries = std::numeric_limits<std::size_t>::max();
   auto r = directive::parse_directive(rec.document, ctx);
   if (!r) return std::nullopt;
   return std::move(*r.value);

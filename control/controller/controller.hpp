@@ -74,6 +74,10 @@ struct controller_config {
   std::map<std::string, std::string> canary_labels;  // nodes with all of these go first
   std::int64_t canary_soak_s = 10;  // canary healthy this long after its ACKs -> the rest
   std::int64_t max_wait_s = 60;     // long-poll cap
+  // Submitted documents (issue 14): bytes, and YAML entries (each target is one); stored
+  // documents are read whatever these say now.
+  std::size_t max_directive_bytes = 4 * 1024 * 1024;
+  std::size_t max_directive_entries = 200000;
 
   // Several replicas share the store (etcd, issue 7): re-read shared state when the store
   // moved, run the time-driven work only while the store says this replica leads.

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <limits>
 #include <sstream>
+#include <unordered_set>
 #include <utility>
 
 #include "dataplane/match/domain_name.hpp"
@@ -272,18 +273,25 @@ const YAML::Node& sequence(const YAML::Node& node, std::string_view path) {
   return node;
 }
 
-// Appends `value` unless already present; a repeat is a bad_value at `node`.
-void add_unique(std::vector<std::string>& out, std::string value, const YAML::Node& node,
-                std::string_view path, std::string_view written) {
-  for (const auto& v : out) {
-    if (v == value) {
+// A list that refuses repeats: each is a bad_value at the repeating node. The set keeps it
+// linear (a directive may name hundreds of thousands of targets; a scan per entry was quadratic).
+class unique_list {
+ public:
+  explicit unique_list(std::vector<std::string>& out) : out_(out) {}
+  void add(std::string value, const YAML::Node& node, std::string_view path,
+           std::string_view written) {
+    if (!seen_.insert(value).second) {
       fail(error_code::bad_value, node,
            std::string(path) + ": " + quote(written) + " repeats an earlier entry" +
                (written == value ? "" : " (" + quote(value) + ")"));
     }
+    out_.push_back(std::move(value));
   }
-  out.push_back(std::move(value));
-}
+
+ private:
+  std::vector<std::string>& out_;
+  std::unordered_set<std::string> seen_;
+};
 
 std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
   std::int64_t r = 0;
@@ -294,35 +302,68 @@ std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
   return r;
 }
 
-// Notes where documents start and ignores everything else.
-class document_starts final : public YAML::EventHandler {
+// One pass over the event stream before any tree is built (yaml-cpp's nodes cost a few hundred
+// bytes each): refuses anchors and aliases (a directive has no use for them, and they are how a
+// YAML bomb multiplies), more than `max_entries` nodes and nesting deeper than `max_depth`, each
+// at the node that crosses the line; and notes where a second document starts.
+class prescan final : public YAML::EventHandler {
  public:
-  std::vector<YAML::Mark> marks_;
-  void OnDocumentStart(const YAML::Mark& mark) override { marks_.push_back(mark); }
+  explicit prescan(const validation_context& ctx) : ctx_(ctx) {}
+  std::vector<YAML::Mark> starts;
+
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { node(mark, anchor); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    fail(error_code::anchor_not_allowed, mark, "aliases are not allowed in a directive");
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                const std::string&) override {
+    node(mark, anchor);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open(mark, anchor);
+  }
+  void OnSequenceEnd() override { --depth_; }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open(mark, anchor);
+  }
+  void OnMapEnd() override { --depth_; }
+
+ private:
+  void node(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    if (anchor != YAML::NullAnchor)
+      fail(error_code::anchor_not_allowed, mark, "anchors are not allowed in a directive");
+    if (++entries_ > ctx_.max_entries)
+      fail(error_code::too_many_entries, mark,
+           "more than " + std::to_string(ctx_.max_entries) + " YAML entries (targets and keys)");
+  }
+  void open(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    node(mark, anchor);
+    if (++depth_ > ctx_.max_depth)
+      fail(error_code::nesting_too_deep, mark,
+           "collections nested more than " + std::to_string(ctx_.max_depth) + " deep");
+  }
+
+  const validation_context& ctx_;
+  std::size_t entries_ = 0;
+  int depth_ = 0;
 };
 
-// Where a second document starts, if the stream has one. Not YAML::LoadAll: yaml-cpp 0.7's
-// LoadAll never returns (and allocates without bound) on a stream such as ", a", found by
-// tests/fuzz/fuzz_directive.cpp; stopping at two documents bounds the walk whatever the input.
-std::optional<YAML::Mark> second_document(const std::string& text) {
+// Scans at most two documents: not YAML::LoadAll, which in yaml-cpp 0.7 never returns (and
+// allocates without bound) on a stream such as ", a", found by tests/fuzz/fuzz_directive.cpp.
+// Returns where a second document starts, if the stream has one. Throws failure or
+// YAML::Exception.
+std::optional<YAML::Mark> scan(const std::string& text, const validation_context& ctx) {
   std::istringstream in(text);
   YAML::Parser parser(in);
-  document_starts starts;
+  prescan events(ctx);
   int documents = 0;
-  while (documents < 2 && parser.HandleNextDocument(starts)) ++documents;
+  while (documents < 2 && parser.HandleNextDocument(events)) ++documents;
   if (documents < 2) return std::nullopt;
-  return starts.marks_.size() >= 2 ? starts.marks_[1] : YAML::Mark::null_mark();
+  return events.starts.size() >= 2 ? events.starts[1] : YAML::Mark::null_mark();
 }
 
 class reader {
@@ -448,17 +489,19 @@ class reader {
     target_set t;
     if (const entry* e = f.find("apps")) {
       std::size_t i = 0;
+      unique_list apps(t.apps);
       for (const auto& item : sequence(e->value, "targets.apps")) {
         const std::string path = at("targets.apps", i++);
         const std::string& name = scalar(item, path);
         if (!ctx_.known_apps.contains(name)) {
           fail(error_code::unknown_app, item, path + ": no app profile named " + quote(name));
         }
-        add_unique(t.apps, name, item, path, name);
+        apps.add(name, item, path, name);
       }
     }
     if (const entry* e = f.find("prefixes")) {
       std::size_t i = 0;
+      unique_list prefixes(t.prefixes);
       for (const auto& item : sequence(e->value, "targets.prefixes")) {
         const std::string path = at("targets.prefixes", i++);
         const std::string& text = scalar(item, path);
@@ -470,11 +513,12 @@ class reader {
                                                                    : "is not an IPv4/IPv6 prefix";
           fail(error_code::bad_prefix, item, path + ": " + quote(text) + " " + why);
         }
-        add_unique(t.prefixes, p.prefix.text(), item, path, text);
+        prefixes.add(p.prefix.text(), item, path, text);
       }
     }
     if (const entry* e = f.find("domains")) {
       std::size_t i = 0;
+      unique_list domains(t.domains);
       for (const auto& item : sequence(e->value, "targets.domains")) {
         const std::string path = at("targets.domains", i++);
         const std::string& text = scalar(item, path);
@@ -483,7 +527,7 @@ class reader {
           fail(error_code::bad_domain, item,
                path + ": " + quote(text) + " is not a domain name (" + to_string(n.error) + ")");
         }
-        add_unique(t.domains, n.text(), item, path, text);
+        domains.add(n.text(), item, path, text);
       }
     }
     return t;
@@ -491,13 +535,14 @@ class reader {
 
   static std::vector<std::string> read_lifts(const YAML::Node& node, const std::string& own_id) {
     std::vector<std::string> out;
+    unique_list lifts(out);
     std::size_t i = 0;
     for (const auto& item : sequence(node, "lifts")) {
       const std::string path = at("lifts", i++);
       std::string id = directive_id(item, path);
       if (id == own_id)
         fail(error_code::bad_value, item, path + ": a directive cannot lift itself");
-      add_unique(out, id, item, path, id);
+      lifts.add(id, item, path, id);
     }
     return out;
   }
@@ -516,13 +561,14 @@ class reader {
     const fields f(node, "scope", {"sites", "labels"});
     if (const entry* e = f.find("sites")) {
       std::size_t i = 0;
+      unique_list sites(s.sites);
       for (const auto& item : sequence(e->value, "scope.sites")) {
         const std::string path = at("scope.sites", i++);
         const std::string& site = scalar(item, path);
         if (!ctx_.known_sites.contains(site)) {
           fail(error_code::unknown_site, item, path + ": no site named " + quote(site));
         }
-        add_unique(s.sites, site, item, path, site);
+        sites.add(site, item, path, site);
       }
     }
     if (const entry* e = f.find("labels")) {
@@ -587,7 +633,14 @@ class reader {
 parse_result parse_directive(std::string_view yaml, const validation_context& ctx) {
   parse_result res;
   try {
+    if (yaml.size() > ctx.max_document_bytes) {
+      res.error = to_error(error_code::document_too_large, YAML::Mark::null_mark(),
+                           "document is " + std::to_string(yaml.size()) + " bytes, over the limit of " +
+                               std::to_string(ctx.max_document_bytes));
+      return res;
+    }
     const std::string text(yaml);
+    const auto second = scan(text, ctx);
     const YAML::Node root = YAML::Load(text);
     if (!root.IsDefined() || root.IsNull()) {
       res.error = to_error(error_code::not_a_mapping, root.Mark(), "document is empty");
@@ -596,7 +649,7 @@ parse_result parse_directive(std::string_view yaml, const validation_context& ct
     reader r(ctx);
     directive d = r.read(root);
     // A second document would be signed but silently ignored; refuse it.
-    if (const auto second = second_document(text)) {
+    if (second) {
       res.error = to_error(error_code::malformed_yaml, *second,
                            "more than one YAML document in the stream");
       return res;

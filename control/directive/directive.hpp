@@ -21,6 +21,8 @@
 //   not_before: 2026-11-21T00:00:00Z     # required
 //   not_after: 2026-12-21T00:00:00Z      # optional, exclusive; must be after not_before
 //
+// Anchors, aliases, more than ctx.max_entries nodes, nesting deeper than ctx.max_depth and
+// documents over ctx.max_document_bytes are refused before anything else is read.
 // Unknown or repeated keys are errors. Domains are normalised (lower case, no trailing dot,
 // IDN -> A-labels) and prefixes must have no host bits set, so the struct holds canonical text.
 
@@ -86,6 +88,11 @@ struct validation_context {
   std::int64_t max_clock_skew = 300;        // issued_at may be at most this far in the future
   std::int64_t max_lead = 366LL * 86400;    // not_before at most this far ahead of now
   std::int64_t max_duration = 3660LL * 86400;  // not_after - not_before at most this
+  // Bounds checked before the document is built into a tree, so neither a huge nor a crafted
+  // document (a YAML bomb) costs more than one linear pass over its bytes (issue 14).
+  std::size_t max_document_bytes = 4 * 1024 * 1024;
+  std::size_t max_entries = 200000;  // YAML nodes in the stream (each target is one)
+  int max_depth = 8;                 // nested collections (a directive needs 3)
 };
 
 #define SLUICE_DIRECTIVE_ERRORS(X)                                                          \
@@ -106,7 +113,11 @@ struct validation_context {
   X(unknown_site, "scope names an unknown site")                                            \
   X(unknown_label, "scope names an unknown label or value")                                 \
   X(no_targets, "directive has no targets")                                                 \
-  X(field_not_allowed, "field not allowed for this action")
+  X(field_not_allowed, "field not allowed for this action")                                \
+  X(document_too_large, "document is over the size limit")                                  \
+  X(too_many_entries, "document has more entries than allowed")                             \
+  X(nesting_too_deep, "document nests deeper than allowed")                                 \
+  X(anchor_not_allowed, "YAML anchors and aliases are not allowed")
 
 enum class error_code : std::uint8_t {
 #define X(name, text) name,

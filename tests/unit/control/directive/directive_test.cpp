@@ -209,10 +209,29 @@ TEST_CASE("directive: every error code, with its line and column") {
        error_code::field_not_allowed, 6, 1, "throttle"},
       {"lifts on block", head + "action: block\ntargets: {apps: [telegram]}\nlifts: [T-0]\n",
        error_code::field_not_allowed, 7, 1, "lifts"},
+      {"an anchor", head + "action: block\ntargets: {apps: &x [telegram]}\n",
+       error_code::anchor_not_allowed, 6, 17, "anchors"},
+      {"an alias", head + "action: &a block\nresponse: *a\n", error_code::anchor_not_allowed, 5, 9,
+       "anchors"},
+      {"nested too deep", head + "action: block\ntargets: {domains: [[[[[[[a]]]]]]]}\n",
+       error_code::nesting_too_deep, 6, 26, "nested more than 8"},
+      {"too large", head + block_tail + "# " + std::string(4 * 1024 * 1024, 'x') + "\n",
+       error_code::document_too_large, 0, 0, "over the limit"},
   };
 
   const auto ctx = context();
   std::set<error_code> seen;
+  {
+    // Entries are counted over the whole stream: the limit is a parameter.
+    auto small = ctx;
+    small.max_entries = 12;
+    const auto res = d::parse_directive(head + block_tail, small);
+    REQUIRE_FALSE(res);
+    CHECK(res.error.code == error_code::too_many_entries);
+    CHECK(res.error.line == 6);  // the 13th node: the targets mapping on line 6
+    CHECK(res.error.message.find("more than 12") != std::string::npos);
+    seen.insert(error_code::too_many_entries);
+  }
   for (const auto& r : rows) {
     const std::string what = r.what;
     CAPTURE(what);
@@ -441,6 +460,39 @@ TEST_CASE("directive: hostile input never throws") {
     CHECK_FALSE(res);
     CHECK_FALSE(res.error.message.empty());
   }
+}
+
+TEST_CASE("directive: a YAML bomb and a huge target list are refused before a tree is built") {
+  // Billion laughs: nine levels of nine aliases would be 9^9 scalars if expanded.
+  std::string bomb = head + "action: block\nresponse: reset\nscope: all\n"
+                            "not_before: 2026-11-28T00:00:00Z\nlol0: &l0 [lol]\n";
+  for (int i = 1; i < 9; ++i) {
+    bomb += "lol" + std::to_string(i) + ": &l" + std::to_string(i) + " [";
+    for (int j = 0; j < 9; ++j) bomb += std::string(j ? ", " : "") + "*l" + std::to_string(i - 1);
+    bomb += "]\n";
+  }
+  auto res = d::parse_directive(bomb, context());
+  REQUIRE_FALSE(res);
+  CHECK(res.error.code == error_code::anchor_not_allowed);
+  CHECK(res.error.line == 9);
+
+  // 300,000 domains: refused by count at the 200,001st entry, whatever the size limit says.
+  std::string huge = head + block_tail + "targets:\n  domains:\n";
+  huge.erase(huge.find("targets: {apps: [telegram]}\n"), 28);
+  huge.reserve(huge.size() + 300000 * 20);
+  for (int i = 0; i < 300000; ++i) huge += "    - n" + std::to_string(i) + ".example\n";
+  auto ctx = context();
+  ctx.max_document_bytes = huge.size();
+  res = d::parse_directive(huge, ctx);
+  REQUIRE_FALSE(res);
+  CHECK(res.error.code == error_code::too_many_entries);
+  CHECK(res.error.line > 0);
+
+  // Raised limits take it (a controller configured for a larger policy).
+  ctx.max_entries = 400000;
+  res = d::parse_directive(huge, ctx);
+  REQUIRE(res);
+  CHECK(res.value->targets.domains.size() == 300000);
 }
 
 TEST_CASE("directive: the sample Telegram directives in config/directives") {
