@@ -5,6 +5,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/objects.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -67,7 +68,50 @@ std::string key_pem_of(EVP_PKEY* k) {
   return bio_text(b.get());
 }
 
-EVP_PKEY* new_ec_key() { return EVP_EC_gen("P-256"); }
+// A P-256 key from a context kept per thread: EVP_EC_gen() looks the algorithm up again on every
+// call, which costs several times the key generation itself (the fleet simulator makes 10,000).
+EVP_PKEY* new_ec_key() {
+  struct ctx_holder {
+    EVP_PKEY_CTX* ctx = nullptr;
+    ~ctx_holder() { EVP_PKEY_CTX_free(ctx); }
+  };
+  thread_local ctx_holder h;
+  if (!h.ctx) {
+    EVP_PKEY_CTX* c = EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr);
+    if (!c || EVP_PKEY_keygen_init(c) <= 0 || EVP_PKEY_CTX_set_group_name(c, "P-256") <= 0) {
+      EVP_PKEY_CTX_free(c);
+      return nullptr;
+    }
+    h.ctx = c;
+  }
+  EVP_PKEY* k = nullptr;
+  return EVP_PKEY_keygen(h.ctx, &k) > 0 ? k : nullptr;
+}
+
+// The subject public key of `x`. For EC keys it is set from the key's point directly: OpenSSL
+// 3.0's X509_set_pubkey() runs the generic encoder machinery, about 1 ms per call, which would
+// make minting a fleet's certificates take minutes.
+bool set_public_key(X509* x, EVP_PKEY* k) {
+  if (EVP_PKEY_get_base_id(k) == EVP_PKEY_EC) {
+    char group[64] = {};
+    std::size_t glen = 0;
+    unsigned char point[256];
+    std::size_t plen = 0;
+    const int curve = EVP_PKEY_get_group_name(k, group, sizeof group, &glen) == 1 ? OBJ_sn2nid(group) : NID_undef;
+    if (curve != NID_undef &&
+        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point, &plen) == 1) {
+      auto* enc = static_cast<unsigned char*>(OPENSSL_memdup(point, plen));
+      if (enc && X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), OBJ_nid2obj(NID_X9_62_id_ecPublicKey),
+                                        V_ASN1_OBJECT, OBJ_nid2obj(curve), enc,
+                                        static_cast<int>(plen)) == 1)
+        return true;
+      // set0_param took ownership of enc only on success
+      OPENSSL_free(enc);
+      ERR_clear_error();
+    }
+  }
+  return X509_set_pubkey(x, k) == 1;
+}
 
 bool set_cn(X509_NAME* name, std::string_view cn) {
   return X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
@@ -296,7 +340,7 @@ std::optional<certificate> certificate_authority::issue_for(EVP_PKEY* subject_pu
             X509_time_adj_ex(X509_getm_notAfter(x.get()), days, 0, nullptr) != nullptr &&
             set_cn(subject.get(), node_id) && X509_set_subject_name(x.get(), subject.get()) == 1 &&
             X509_set_issuer_name(x.get(), X509_get_subject_name(ca)) == 1 &&
-            X509_set_pubkey(x.get(), subject_public) == 1;
+            set_public_key(x.get(), subject_public);
   if (ok) {
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, ca, x.get(), nullptr, nullptr, 0);
@@ -312,7 +356,18 @@ std::optional<certificate> certificate_authority::issue_for(EVP_PKEY* subject_pu
     error = ssl_error("cannot issue the certificate");
     return std::nullopt;
   }
-  return certificate(share(x.release()));
+  // Read back from its DER: the object as built keeps a half-made public key (see
+  // set_public_key) that key checks and verification would trip over.
+  unsigned char* der = nullptr;
+  const int n = i2d_X509(x.get(), &der);
+  const unsigned char* p = der;
+  X509* parsed = n > 0 ? d2i_X509(nullptr, &p, n) : nullptr;
+  OPENSSL_free(der);
+  if (!parsed) {
+    error = ssl_error("cannot read the issued certificate back");
+    return std::nullopt;
+  }
+  return certificate(share(parsed));
 }
 
 std::string certificate_authority::verify(const certificate& c) const {
