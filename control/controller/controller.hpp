@@ -486,7 +486,9 @@ class controller {
   std::vector<store::impact_record> pending_impacts_;
   std::vector<audit::audit_record> pending_audit_;  // node events, written by the next tick
   node_inventory inventory_;
-  refusal_log node_refusals_;  // keyed by node id and code
+  // Keyed by node id and code. 1,024 keys: a fleet's worth of refused nodes is unusual (they are
+  // enrolled), and each key costs up to two records a minute.
+  refusal_log node_refusals_{refusal_log::options{60'000, 1024}};
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>* directives_gauge_ = nullptr;
