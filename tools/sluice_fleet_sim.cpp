@@ -38,6 +38,14 @@
 // is reopened once before that counts as a failure. https:// URLs are verified (peer
 // certificate against --ca-file, else the system's CAs, and the host name).
 //
+// Node identity (issue 14; test and benchmark only): with --node-ca-cert and --node-ca-key the
+// simulator mints each node its own EC P-256 key and a client certificate (CN = node id, valid
+// one day) from that CA at start, and every https:// connection of the node presents it, as
+// sluice-dataplane --node-cert does; the bearer token is then optional. Minting 10,000 takes a
+// few seconds (one key generation and one ECDSA signature per node). --write-inventory FILE
+// writes the simulated nodes (ids and labels, as --nodes, --node-prefix, --labels and --canary
+// make them) as a YAML list for controld's `nodes_file:`, and exits.
+//
 // Start-up: the nodes connect spread over --ramp-ms (default N/5 ms: 10,000 nodes in 2 s), not
 // as one SYN flood; RLIMIT_NOFILE is raised to its hard limit (one socket per node).
 //
@@ -97,11 +105,13 @@
 
 #include "control/agent/agent.hpp"
 #include "control/crypto/minisign.hpp"
+#include "control/pki/pki.hpp"
 #include "dataplane/match/policy.hpp"
 #include "dataplane/match/policy_config.hpp"
 
 namespace agent = sluice::control::agent;
 namespace crypto = sluice::control::crypto;
+namespace pki = sluice::control::pki;
 namespace match = sluice::match;
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -393,6 +403,9 @@ struct sim_node {
   std::string labels_header;
   std::unique_ptr<sim_applier> applier;
   std::unique_ptr<agent::agent> core;
+  // Its client certificate (--node-ca-cert/--node-ca-key), presented on every TLS connection.
+  std::optional<pki::private_key> key;
+  std::optional<pki::certificate> cert;
   // The connection: one of the two, to urls[connected] (npos: none).
   std::optional<beast::tcp_stream> plain;
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
@@ -469,6 +482,11 @@ class shard {
       }
       n.secure->set_verify_mode(ssl::verify_peer);
       n.secure->set_verify_callback(ssl::host_name_verification(u.host));
+      if (n.cert && (SSL_use_certificate(n.secure->native_handle(), n.cert->native()) != 1 ||
+                     SSL_use_PrivateKey(n.secure->native_handle(), n.key->native()) != 1)) {
+        close(n);
+        co_return "TLS: cannot use the node's certificate";
+      }
     } else {
       n.plain.emplace(ioc_);
     }
@@ -681,20 +699,24 @@ int main(int argc, char** argv) {
   std::optional<unsigned> ramp_ms;
   bool report_windows_flag = false, report_acks_flag = false, share_verify = false;
   std::string prefix = "sim-", labels_text, key_file, token_file, state_root, ca_file;
-  cli.add_option("--controller", controllers, "controller URL; repeat for replicas")
-      ->required()
-      ->take_all();
+  std::string node_ca_cert, node_ca_key, inventory_out;
+  cli.add_option("--controller", controllers, "controller URL; repeat for replicas")->take_all();
   cli.add_option("--nodes", nodes, "simulated nodes")->check(CLI::Range(1u, 20000u));
   cli.add_option("--node-prefix", prefix, "node id prefix (ids are PREFIX0001...)");
   cli.add_option("--labels", labels_text, "labels of every node, k=v,k=v");
   cli.add_option("--canary", canary, "the first N nodes also get group=canary");
   cli.add_option("--controller-key", key_file, "controller's minisign public key")
-      ->required()
       ->check(CLI::ExistingFile);
-  cli.add_option("--node-token-file", token_file, "bearer token (role node) for every node")
-      ->required()
+  cli.add_option("--node-token-file", token_file,
+                 "bearer token (role node) for every node (optional with --node-ca-key)")
       ->check(CLI::ExistingFile);
-  cli.add_option("--state-root", state_root, "state directories go to STATE_ROOT/ID")->required();
+  cli.add_option("--node-ca-cert", node_ca_cert,
+                 "test/bench: mint each node a client certificate from this CA (with --node-ca-key)")
+      ->check(CLI::ExistingFile);
+  cli.add_option("--node-ca-key", node_ca_key, "the key of --node-ca-cert")->check(CLI::ExistingFile);
+  cli.add_option("--write-inventory", inventory_out,
+                 "write the simulated nodes as a YAML list for controld's nodes_file:, and exit");
+  cli.add_option("--state-root", state_root, "state directories go to STATE_ROOT/ID");
   cli.add_option("--wait", wait, "long-poll wait, seconds")->check(CLI::Range(1u, 60u));
   cli.add_option("--status-interval", status_interval, "periodic status, seconds")
       ->check(CLI::Range(1u, 3600u));
@@ -728,6 +750,45 @@ int main(int argc, char** argv) {
     std::cerr << "sluice-fleet-sim: --canary exceeds --nodes\n";
     return 2;
   }
+  // The nodes' ids and labels: what they are simulated with, and what --write-inventory lists.
+  std::vector<std::pair<std::string, agent::label_map>> identities;
+  for (unsigned i = 0; i < nodes; ++i) {
+    char index[16];
+    std::snprintf(index, sizeof index, "%04u", i + 1);
+    agent::label_map l = *labels;
+    if (i < canary) l["group"] = "canary";
+    identities.emplace_back(prefix + index, std::move(l));
+    if (!agent::valid_node_id(identities.back().first)) {
+      std::cerr << "sluice-fleet-sim: invalid node id '" << identities.back().first << "'\n";
+      return 2;
+    }
+  }
+  if (!inventory_out.empty()) {
+    // JSON is YAML: controld reads it as such. One node per line.
+    std::ofstream out(inventory_out, std::ios::trunc);
+    out << "[\n";
+    for (std::size_t i = 0; i < identities.size(); ++i)
+      out << (i ? ",\n" : "") << nlohmann::json{{"id", identities[i].first}, {"labels", identities[i].second}}.dump();
+    out << "\n]\n";
+    if (!out) {
+      std::cerr << "sluice-fleet-sim: cannot write " << inventory_out << '\n';
+      return 1;
+    }
+    return 0;
+  }
+  if (controllers.empty() || key_file.empty() || state_root.empty()) {
+    std::cerr << "sluice-fleet-sim: --controller, --controller-key and --state-root are required\n";
+    return 2;
+  }
+  if (token_file.empty() && node_ca_key.empty()) {
+    std::cerr << "sluice-fleet-sim: the nodes need a credential: --node-ca-cert/--node-ca-key or "
+                 "--node-token-file\n";
+    return 2;
+  }
+  if (node_ca_cert.empty() != node_ca_key.empty()) {
+    std::cerr << "sluice-fleet-sim: --node-ca-cert and --node-ca-key go together\n";
+    return 2;
+  }
   const std::optional<std::string> key_text = read_file(key_file);
   const std::optional<crypto::public_key> key =
       key_text ? crypto::parse_public_key(*key_text, &error) : std::nullopt;
@@ -735,13 +796,29 @@ int main(int argc, char** argv) {
     std::cerr << "sluice-fleet-sim: --controller-key: " << error << '\n';
     return 2;
   }
-  std::optional<std::string> token = read_file(token_file);
+  std::optional<std::string> token = token_file.empty() ? std::string() : read_file(token_file);
   if (!token) {
     std::cerr << "sluice-fleet-sim: cannot read " << token_file << '\n';
     return 2;
   }
   while (!token->empty() && std::isspace(static_cast<unsigned char>(token->back()))) token->pop_back();
-
+  std::optional<pki::certificate_authority> node_ca;
+  if (!node_ca_cert.empty()) {
+    const auto cert_text = read_file(node_ca_cert);
+    const auto key_text = read_file(node_ca_key);
+    if (cert_text && key_text) node_ca = pki::certificate_authority::load(*cert_text, *key_text, error);
+    if (!node_ca) {
+      std::cerr << "sluice-fleet-sim: --node-ca-cert/--node-ca-key: "
+                << (cert_text && key_text ? error : "cannot read") << '\n';
+      return 2;
+    }
+    for (const std::string& url : controllers)
+      if (url.rfind("https://", 0) != 0) {
+        std::cerr << "sluice-fleet-sim: client certificates are presented over TLS: '" << url
+                  << "' is not https://\n";
+        return 2;
+      }
+  }
   sim_config config;
   config.report_acks = report_acks_flag;
   if (!token->empty()) config.authorization = "Bearer " + *token;
@@ -792,18 +869,36 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<shard>> shards;
   for (unsigned t = 0; t < threads; ++t) shards.push_back(std::make_unique<shard>(config, log));
   std::vector<sim_node> fleet(nodes);
+  if (node_ca) {
+    // Keys and certificates on every core (each is independent work): 10,000 in seconds.
+    const double minting = unix_seconds();
+    const unsigned workers = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> minters;
+    std::vector<std::string> errors(workers);
+    for (unsigned w = 0; w < workers; ++w)
+      minters.emplace_back([&, w] {
+        for (unsigned i = w; i < nodes && errors[w].empty(); i += workers) {
+          sim_node& n = fleet[i];
+          n.key = pki::private_key::generate_ec(errors[w]);
+          if (n.key) n.cert = node_ca->issue(*n.key, identities[i].first, 1, errors[w]);
+          if (!n.cert && errors[w].empty()) errors[w] = "cannot mint";
+          if (!n.cert) errors[w] = "node " + identities[i].first + ": " + errors[w];
+        }
+      });
+    for (std::thread& t : minters) t.join();
+    for (const std::string& e : errors)
+      if (!e.empty()) {
+        std::cerr << "sluice-fleet-sim: " << e << '\n';
+        return 1;
+      }
+    std::cerr << "sluice-fleet-sim: minted " << nodes << " node certificates in "
+              << unix_seconds() - minting << " s on " << workers << " threads\n";
+  }
   for (unsigned i = 0; i < nodes; ++i) {
     sim_node& n = fleet[i];
-    char index[16];
-    std::snprintf(index, sizeof index, "%04u", i + 1);
-    n.id = prefix + index;
-    n.labels = *labels;
-    if (i < canary) n.labels["group"] = "canary";
+    n.id = identities[i].first;
+    n.labels = identities[i].second;
     n.labels_header = agent::format_labels(n.labels);
-    if (!agent::valid_node_id(n.id)) {
-      std::cerr << "sluice-fleet-sim: invalid node id '" << n.id << "'\n";
-      return 2;
-    }
     const std::filesystem::path dir = std::filesystem::path(state_root) / n.id;
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);

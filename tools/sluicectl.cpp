@@ -31,11 +31,13 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "control/audit/audit.hpp"
 #include "control/crypto/minisign.hpp"
+#include "control/pki/pki.hpp"
 #include "control/store/store.hpp"
 
 namespace sluice::control::ctl {
@@ -64,6 +66,7 @@ struct global_options {
   std::string controller = "http://127.0.0.1:9480";
   std::string token;
   std::string token_file;
+  std::string ca;  // CA certificates (PEM) that vouch for an https:// controller
   double timeout = 10.0;
   bool json = false;
 };
@@ -374,6 +377,14 @@ class api_client {
     c.client_->set_connection_timeout(sec, frac);
     c.client_->set_read_timeout(sec, frac);
     c.client_->set_write_timeout(sec, frac);
+    if (!g.ca.empty()) {
+      if (!c.base_.starts_with("https://")) {
+        *error = "--ca is for https:// controllers";
+        return std::nullopt;
+      }
+      if (!read_file(g.ca, error)) return std::nullopt;
+      c.client_->set_ca_cert_path(g.ca);
+    }
     if (!token.empty()) c.headers_.emplace("Authorization", "Bearer " + token);
     c.headers_.emplace("Accept", "application/json");
     return c;
@@ -909,6 +920,8 @@ int run_nodes(const global_options& g) {
                         (v.is_string() ? v.get<std::string>() : v.dump());
           std::string problem;
           if (text_of(n, "stale") == "true") problem = "stale";
+          if (const std::string st = text_of(n, "state"); st == "revoked" || st == "not_enrolled")
+            problem = st;  // issue 14: refused by the inventory
           if (text_of(n, "nack") == "true")
             problem += (problem.empty() ? "" : "; ") + std::string("nack r") +
                        text_of(n, "nack_revision") + ": " + text_of(n, "error");
@@ -916,6 +929,234 @@ int run_nodes(const global_options& g) {
                           first_of(n, {"applied_revision", "revision"}), first_of(n, {"health"}),
                           time_text(n, "last_seen"), labels.empty() ? "-" : labels,
                           problem.empty() ? "-" : problem});
+        }
+        print_table(rows);
+      });
+}
+
+// ---- node identity (issue 14): the node CA and the inventory -----------------------------------
+
+// "k=v,k=v" -> {"k": "v"}: names and values 1-64 of [A-Za-z0-9_.-], names unique.
+[[nodiscard]] std::optional<json> parse_label_list(const std::string& text, std::string* error) {
+  json out = json::object();
+  if (text.empty()) return out;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    const auto eq = item.find('=');
+    const std::string k = eq == std::string::npos ? item : item.substr(0, eq);
+    const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (eq == std::string::npos || !pki::valid_node_id(k) || !pki::valid_node_id(v)) {
+      *error = "--labels: '" + item + "' is not name=value (each 1-64 of [A-Za-z0-9_.-])";
+      return std::nullopt;
+    }
+    if (out.contains(k)) {
+      *error = "--labels: '" + k + "' given twice";
+      return std::nullopt;
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+[[nodiscard]] std::string label_text(const json& labels) {
+  std::string s;
+  if (labels.is_object())
+    for (const auto& [k, v] : labels.items())
+      s += (s.empty() ? "" : ",") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  return s;
+}
+
+const CLI::Validator node_id_check(
+    [](std::string& s) -> std::string {
+      return pki::valid_node_id(s) ? std::string{} : "'" + s + "' is not a node id (1-64 of [A-Za-z0-9_.-])";
+    },
+    "NODE");
+
+// Files written together into `dir` (created 0700 if missing): all staged first, then moved
+// into place; without --force none may exist already.
+[[nodiscard]] int write_files(const global_options& g, const std::string& dir, bool force,
+                              const std::vector<std::tuple<std::string, std::string, mode_t>>& files) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    fs::create_directories(dir, ec);
+    if (ec) return fail(g, exit_status::failed, "io", "cannot create " + dir + ": " + ec.message());
+    fs::permissions(dir, fs::perms::owner_all, ec);
+  }
+  if (!force)
+    for (const auto& [name, text, mode] : files)
+      if (fs::exists(fs::symlink_status(fs::path(dir) / name, ec)))
+        return fail(g, exit_status::failed, "exists",
+                    (fs::path(dir) / name).string() + " exists (use --force to overwrite)");
+  std::vector<staged_file> staged;
+  std::string error;
+  for (const auto& [name, text, mode] : files) {
+    auto f = staged_file::write((fs::path(dir) / name).string(), text, mode, &error);
+    if (!f) return fail(g, exit_status::failed, "io", error);
+    staged.push_back(std::move(*f));
+  }
+  for (auto& f : staged)
+    if (!f.commit(force, &error)) return fail(g, exit_status::failed, "io", error);
+  return code_of(exit_status::ok);
+}
+
+struct ca_init_options {
+  std::string out;
+  std::string name = "Sluice node CA";
+  int days = 3650;
+  bool force = false;
+};
+
+// The controller's own node CA: DIR/node-ca.crt (for node_ca.cert, and for whoever verifies
+// nodes) and DIR/node-ca.key (0600, for node_ca.key: the controller signs CSRs with it).
+int run_ca_init(const global_options& g, const ca_init_options& o) {
+  std::string error;
+  const auto ca = pki::make_ca(o.name, o.days, error);
+  if (!ca) return fail(g, exit_status::failed, "crypto_failure", error);
+  if (const int rc = write_files(g, o.out, o.force,
+                                 {{"node-ca.key", ca->key_pem, 0600}, {"node-ca.crt", ca->cert_pem, 0644}});
+      rc != 0)
+    return rc;
+  const auto cert = pki::certificate::parse(ca->cert_pem, error);
+  const std::string crt = (std::filesystem::path(o.out) / "node-ca.crt").string();
+  const std::string key = (std::filesystem::path(o.out) / "node-ca.key").string();
+  if (g.json) {
+    print_json({{"cert", crt}, {"key", key}, {"fingerprint", cert ? cert->fingerprint() : ""}});
+  } else {
+    std::cout << "node CA \"" << o.name << "\" (" << o.days << " days)\n"
+              << "certificate: " << crt << '\n'
+              << "key:         " << key << " (mode 0600)\n"
+              << "controld.yaml:\n  node_ca: { cert: " << crt << ", key: " << key << " }\n";
+  }
+  return code_of(exit_status::ok);
+}
+
+struct enroll_options {
+  std::string node;
+  std::string labels;
+  std::string out;
+  bool no_csr = false;  // an ISP CA issues the certificate: only put the node in the inventory
+  bool force = false;
+};
+
+// One command for the engineer: the node's key and CSR made here (the key never leaves this
+// host), the CSR signed by the controller, everything the node needs written to DIR.
+int run_nodes_enroll(const global_options& g, const enroll_options& o) {
+  std::string error;
+  const auto labels = parse_label_list(o.labels, &error);
+  if (!labels) return fail(g, exit_status::usage, "usage", error);
+  if (!o.no_csr && o.out.empty())
+    return fail(g, exit_status::usage, "usage", "--out DIR is required (where the node's key goes)");
+  std::optional<pki::key_and_csr> kc;
+  if (!o.no_csr) {
+    kc = pki::make_key_and_csr(o.node, error);
+    if (!kc) return fail(g, exit_status::failed, "crypto_failure", error);
+    // Before asking: a refusal to write must not leave an enrolled certificate without its key.
+    std::error_code ec;
+    for (const char* name : {"node.key", "node.crt", "ca.crt"})
+      if (!o.force && std::filesystem::exists(std::filesystem::path(o.out) / name, ec))
+        return fail(g, exit_status::failed, "exists",
+                    (std::filesystem::path(o.out) / name).string() + " exists (use --force to overwrite)");
+  }
+  auto client = api_client::create(g, &error);
+  if (!client) return fail(g, exit_status::usage, "usage", error);
+  json body = {{"labels", *labels}};
+  if (kc) body["csr"] = kc->csr_pem;
+  const api_response r = client->post("/v1/inventory/" + o.node + "/enroll", body);
+  if (!r.ok()) return fail_api(g, r);
+  const json& node = r.body.contains("node") ? r.body["node"] : json::object();
+  const std::string certificate = text_of(r.body, "certificate");
+  const std::string ca = text_of(r.body, "ca");
+  namespace fs = std::filesystem;
+  const std::string key_path = o.out.empty() ? "" : (fs::path(o.out) / "node.key").string();
+  const std::string crt_path = o.out.empty() ? "" : (fs::path(o.out) / "node.crt").string();
+  const std::string ca_path = o.out.empty() ? "" : (fs::path(o.out) / "ca.crt").string();
+  if (kc) {
+    if (certificate.empty())
+      return fail(g, exit_status::failed, "bad_response", "the controller answered no certificate");
+    if (const int rc = write_files(g, o.out, o.force,
+                                   {{"node.key", kc->key_pem, 0600},
+                                    {"node.crt", certificate, 0644},
+                                    {"ca.crt", ca, 0644}});
+        rc != 0)
+      return rc;
+  }
+  const std::string controller_ca = !g.ca.empty() ? g.ca : ca_path.empty() ? "CA.crt" : ca_path;
+  std::string flags = "--controller " + g.controller + " --node-id " + o.node;
+  if (!label_text(*labels).empty()) flags += " --labels " + label_text(*labels);
+  if (kc) {
+    flags += " --node-cert " + crt_path + " --node-key " + key_path;
+  } else {
+    flags += " --node-cert NODE.crt --node-key NODE.key";  // issued by the ISP's CA, CN = node id
+  }
+  if (g.controller.starts_with("https://")) flags += " --controller-ca " + controller_ca;
+  flags += " --controller-key controller.pub --state-dir /var/lib/sluice";
+  if (g.json) {
+    print_json({{"node", node},
+                {"files", kc ? json{{"key", key_path}, {"certificate", crt_path}, {"ca", ca_path}} : json()},
+                {"dataplane_flags", flags}});
+    return code_of(exit_status::ok);
+  }
+  std::cout << "enrolled " << o.node << " (labels " << (labels->empty() ? "-" : label_text(*labels)) << ")\n";
+  if (kc) {
+    std::cout << "certificate valid until " << time_text(node, "certificate_not_after")
+              << ", fingerprint " << text_of(node, "fingerprint") << " (only this one is accepted)\n"
+              << "  " << key_path << " (mode 0600: the node's secret; install it on the node only)\n"
+              << "  " << crt_path << '\n'
+              << "  " << ca_path << " (the node CA)\n";
+  } else {
+    std::cout << "no CSR: the node is admitted with any certificate of the node CA whose CN is "
+              << o.node << '\n';
+  }
+  if (!g.controller.starts_with("https://"))
+    std::cout << "note: " << g.controller << " is not https://; the node's certificate is only "
+              << "presented over TLS (give the controller's https:// URL to the node)\n";
+  std::cout << "sluice-dataplane ... -- " << flags << '\n'
+            << "(sluice-rtbh takes the same --controller, --node-id, --labels, --node-cert, --node-key, "
+               "--controller-ca)\n";
+  return code_of(exit_status::ok);
+}
+
+int run_nodes_revoke(const global_options& g, const std::string& node, const std::string& reason) {
+  return exchange(
+      g, [&](api_client& c) { return c.post("/v1/inventory/" + node + "/revoke", {{"reason", reason}}); },
+      [&](const json& body) {
+        std::cout << "revoked " << node << " at " << time_text(body, "revoked_at")
+                  << ": its requests are refused from now on\n";
+      });
+}
+
+int run_nodes_relabel(const global_options& g, const std::string& node, const std::string& labels_text) {
+  std::string error;
+  const auto labels = parse_label_list(labels_text, &error);
+  if (!labels) return fail(g, exit_status::usage, "usage", error);
+  return exchange(
+      g, [&](api_client& c) { return c.post("/v1/inventory/" + node + "/labels", {{"labels", *labels}}); },
+      [&](const json& body) {
+        std::cout << "relabelled " << node << ": " << label_text(body.value("labels", json::object()))
+                  << " (set the node's own --labels to match)\n";
+      });
+}
+
+int run_nodes_inventory(const global_options& g) {
+  return exchange(
+      g, [](api_client& c) { return c.get("/v1/inventory"); },
+      [](const json& body) {
+        const json list = body.contains("nodes") ? body["nodes"] : json::array();
+        if (!list.is_array() || list.empty()) {
+          std::cout << "no nodes enrolled\n";
+          return;
+        }
+        std::vector<std::vector<std::string>> rows{
+            {"NODE", "STATE", "LABELS", "SOURCE", "ENROLLED", "BY", "CERTIFICATE UNTIL", "FINGERPRINT"}};
+        for (const auto& n : list) {
+          std::string state = text_of(n, "state");
+          if (state == "revoked") state += " (" + text_of(n, "revoked_reason") + ")";
+          const std::string fp = text_of(n, "fingerprint");
+          rows.push_back({text_of(n, "node"), state, label_text(n.value("labels", json::object())),
+                          text_of(n, "source"), time_text(n, "enrolled_at"), text_of(n, "enrolled_by"),
+                          time_text(n, "certificate_not_after"),
+                          fp.empty() ? "any (CN)" : fp.substr(0, 16) + "..."});
         }
         print_table(rows);
       });
@@ -1112,6 +1353,8 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0.001, 3600.0))
       ->capture_default_str();
   app.add_flag("--json", g.json, "Machine-readable JSON output");
+  app.add_option("--ca", g.ca, "CA certificates (PEM) that vouch for an https:// controller")
+      ->check(CLI::ExistingFile);
 
   // The command that runs is the deepest one parsed; children are registered after parents.
   std::vector<std::pair<CLI::App*, std::function<int()>>> commands;
@@ -1218,7 +1461,52 @@ int run(int argc, char** argv) {
       ->required()
       ->check(single_line_check);
 
-  command(&app, "nodes", "List nodes and what they enforce", [&] { return run_nodes(g); });
+  auto* nodes_cmd = command(&app, "nodes", "List nodes and what they enforce; enrol, revoke, relabel",
+                            [&] { return run_nodes(g); });
+  nodes_cmd->require_subcommand(0, 1);
+  enroll_options enroll;
+  auto* enroll_cmd = command(
+      nodes_cmd, "enroll",
+      "Enrol NODE: make its key and CSR here, have the controller sign it, write DIR/node.key, "
+      "node.crt, ca.crt and print the node's flags (engineer token)",
+      [&] { return run_nodes_enroll(g, enroll); });
+  enroll_cmd->add_option("NODE", enroll.node, "Node id (its certificate's CN)")
+      ->required()
+      ->check(node_id_check);
+  enroll_cmd->add_option("--labels", enroll.labels, "The node's labels, k=v,k=v (its scope, canary)");
+  enroll_cmd->add_option("--out", enroll.out, "Directory for the node's key and certificates");
+  enroll_cmd->add_flag("--no-csr", enroll.no_csr,
+                       "Only put NODE in the inventory (its certificate comes from an ISP CA)");
+  enroll_cmd->add_flag("--force", enroll.force, "Overwrite existing files in --out");
+  std::string node_arg;
+  auto* node_revoke_cmd = command(nodes_cmd, "revoke", "Revoke NODE: every request of it is refused (engineer token)",
+                                  [&] { return run_nodes_revoke(g, node_arg, reason); });
+  node_revoke_cmd->add_option("NODE", node_arg, "Node id")->required()->check(node_id_check);
+  node_revoke_cmd->add_option("--reason", reason, "Why (recorded in the audit trail)")
+      ->required()
+      ->check(single_line_check);
+  std::string relabel_labels;
+  auto* relabel_cmd = command(nodes_cmd, "relabel", "Give NODE new labels (engineer token)",
+                              [&] { return run_nodes_relabel(g, node_arg, relabel_labels); });
+  relabel_cmd->add_option("NODE", node_arg, "Node id")->required()->check(node_id_check);
+  relabel_cmd->add_option("--labels", relabel_labels, "The node's labels, k=v,k=v")->required();
+  command(nodes_cmd, "inventory", "List the inventory: enrolled and revoked nodes, their labels",
+          [&] { return run_nodes_inventory(g); });
+
+  ca_init_options ca_init;
+  auto* ca_cmd = command(&app, "ca", "The node CA (issue 14: node identity)", [] {
+    return code_of(exit_status::usage);
+  });  // unreachable: a child is required
+  ca_cmd->require_subcommand(1);
+  auto* ca_init_cmd = command(ca_cmd, "init",
+                              "Make the controller's node CA: DIR/node-ca.crt and DIR/node-ca.key",
+                              [&] { return run_ca_init(g, ca_init); });
+  ca_init_cmd->add_option("--out", ca_init.out, "Directory to write to")->required();
+  ca_init_cmd->add_option("--name", ca_init.name, "The CA's common name")->capture_default_str();
+  ca_init_cmd->add_option("--days", ca_init.days, "Validity in days")
+      ->check(CLI::Range(1, 36500))
+      ->capture_default_str();
+  ca_init_cmd->add_flag("--force", ca_init.force, "Overwrite existing files");
 
   auto* rollout_cmd =
       command(&app, "rollout", "Show the rollout state and timeline; pause or resume it",

@@ -2,8 +2,13 @@
 
 #include <httplib.h>
 
+#include <cctype>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <utility>
+
+#include "control/pki/pki.hpp"
 
 namespace sluice::control::agent {
 namespace {
@@ -22,7 +27,66 @@ std::string describe_answer(const httplib::Response& res) {
   return text;
 }
 
+std::optional<std::string> read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// "" when the certificate and key files make an identity for `node_id`, else why not.
+std::string check_identity(const http_transport_config& c) {
+  if (c.client_cert_file.empty() != c.client_key_file.empty())
+    return "a client certificate needs its key, and a key its certificate";
+  if (c.client_cert_file.empty()) return "";
+  const auto cert_text = read_text(c.client_cert_file);
+  if (!cert_text) return "cannot read the node certificate " + c.client_cert_file;
+  const auto key_text = read_text(c.client_key_file);
+  if (!key_text) return "cannot read the node key " + c.client_key_file;
+  std::string error;
+  const auto cert = pki::certificate::parse(*cert_text, error);
+  if (!cert) return c.client_cert_file + ": " + error;
+  const auto key = pki::private_key::parse(*key_text, error);
+  if (!key) return c.client_key_file + ": " + error;
+  if (!cert->matches(*key))
+    return c.client_key_file + " is not the key of the certificate " + c.client_cert_file;
+  const auto cn = cert->common_name();
+  if (!cn) return c.client_cert_file + " has no single subject CN (it must be the node id)";
+  if (*cn != c.node_id)
+    return "the node certificate " + c.client_cert_file + " is for node '" + *cn +
+           "' (its CN), not for node id '" + c.node_id + "'";
+  for (const std::string& url : c.urls)
+    if (url.rfind("https://", 0) != 0)
+      return "a client certificate is sent over TLS only: controller URL '" + url +
+             "' is not https://";
+  return "";
+}
+
 }  // namespace
+
+std::string set_credentials(http_transport_config& c, const std::string& token_file,
+                            const std::string& cert_file, const std::string& key_file,
+                            const std::string& ca_file) {
+  if (token_file.empty() && cert_file.empty())
+    return "the node needs a credential: --node-cert and --node-key (mutual TLS), or "
+           "--node-token-file";
+  if (!token_file.empty()) {
+    auto token = read_text(token_file);
+    if (token) {
+      while (!token->empty() && std::isspace(static_cast<unsigned char>(token->back()))) token->pop_back();
+      while (!token->empty() && std::isspace(static_cast<unsigned char>(token->front()))) token->erase(0, 1);
+    }
+    if (!token || token->empty()) return "--node-token-file " + token_file + " is unreadable or empty";
+    c.token = *token;
+  }
+  c.client_cert_file = cert_file;
+  c.client_key_file = key_file;
+  c.ca_file = ca_file;
+  if (std::string why = check_identity(c); !why.empty()) return why;
+  if (!ca_file.empty() && !read_text(ca_file)) return "cannot read --controller-ca " + ca_file;
+  return "";
+}
 
 std::unique_ptr<http_transport> http_transport::create(http_transport_config config,
                                                        std::string& error) {
@@ -34,6 +98,14 @@ std::unique_ptr<http_transport> http_transport::create(http_transport_config con
     error = "invalid node id '" + config.node_id + "'";
     return nullptr;
   }
+  if (std::string why = check_identity(config); !why.empty()) {
+    error = std::move(why);
+    return nullptr;
+  }
+  if (!config.ca_file.empty() && !read_text(config.ca_file)) {
+    error = "cannot read the controller CA file " + config.ca_file;
+    return nullptr;
+  }
   std::unique_ptr<http_transport> t(new http_transport(std::move(config)));
   for (const std::string& url : t->config_.urls) {
     const bool scheme = url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
@@ -42,11 +114,18 @@ std::unique_ptr<http_transport> http_transport::create(http_transport_config con
       error = "controller URL '" + url + "' is not http(s)://HOST[:PORT]";
       return nullptr;
     }
-    auto c = std::make_unique<httplib::Client>(url);
+    const auto& cfg = t->config_;
+    auto c = cfg.client_cert_file.empty()
+                 ? std::make_unique<httplib::Client>(url)
+                 : std::make_unique<httplib::Client>(url, cfg.client_cert_file, cfg.client_key_file);
     if (!c->is_valid()) {
-      error = "controller URL '" + url + "' is not http(s)://HOST[:PORT]";
+      error = cfg.client_cert_file.empty()
+                  ? "controller URL '" + url + "' is not http(s)://HOST[:PORT]"
+                  : "controller URL '" + url + "': cannot use the node certificate and key";
       return nullptr;
     }
+    if (!cfg.ca_file.empty()) c->set_ca_cert_path(cfg.ca_file);
+    c->enable_server_certificate_verification(true);
     t->clients_.push_back(std::move(c));
   }
   return t;

@@ -1,6 +1,14 @@
 #pragma once
 // The agent's transport over HTTP (cpp-httplib): GET /v1/nodes/{node}/snapshot?wait=S and
-// POST /v1/nodes/{node}/status with `Authorization: Bearer TOKEN` and `X-Sluice-Labels`.
+// POST /v1/nodes/{node}/status with `Authorization: Bearer TOKEN` (when a token is given) and
+// `X-Sluice-Labels` (informational: the controller takes labels from its inventory).
+//
+// Node identity (issue 14): with `client_cert_file` and `client_key_file`, every https://
+// controller is asked over mutual TLS with this node's certificate; `ca_file` verifies the
+// controller's certificate (and host name) instead of the system's CAs. create() refuses a
+// certificate whose CN is not the node id, a key that is not the certificate's, and client
+// certificates with http:// URLs. The files are read once, at create(): a re-enrolled node
+// restarts its agent to use its new certificate.
 //
 // Several controller URLs may be given (replicas): requests go to the one that answered last;
 // when it fails (no connection, timeout, or any answer but 200/304 for a fetch and 2xx for a
@@ -32,16 +40,27 @@ namespace sluice::control::agent {
 struct http_transport_config {
   std::vector<std::string> urls;  // "http://host:port" (https:// too), no path
   std::string node_id;
-  std::string token;  // bearer token of role node
+  std::string token;  // bearer token of role node; "" for none (mutual TLS alone)
+  std::string client_cert_file;  // PEM: this node's certificate (CN = node_id)
+  std::string client_key_file;   // PEM: its private key
+  std::string ca_file;           // PEM: CA certificates for the controller's certificate
   label_map labels;
   std::chrono::seconds connect_timeout{3};
   std::chrono::seconds request_timeout{10};  // status posts; fetches get wait + this
 };
 
+// The node's credentials as sluice-dataplane and sluice-rtbh take them (--node-token-file,
+// --node-cert, --node-key, --controller-ca) into `c` (c.urls and c.node_id set first), checked
+// as create() checks them, so a misfit is a usage error at start. At least a token or a
+// certificate is required. "" when usable, else why not.
+[[nodiscard]] std::string set_credentials(http_transport_config& c, const std::string& token_file,
+                                          const std::string& cert_file, const std::string& key_file,
+                                          const std::string& ca_file);
+
 class http_transport final : public transport {
  public:
-  // nullopt and `error` when a URL is not http(s)://host[:port], there is none, or the node
-  // id is invalid.
+  // nullopt and `error` when a URL is not http(s)://host[:port], there is none, the node id is
+  // invalid, or the TLS files are unreadable or do not fit (see above).
   [[nodiscard]] static std::unique_ptr<http_transport> create(http_transport_config config,
                                                               std::string& error);
   ~http_transport() override;

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <type_traits>
 
+#include "control/pki/pki.hpp"
 #include "dataplane/match/policy_config.hpp"
 
 namespace sluice::control::api {
@@ -87,7 +88,8 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
   r.keys(root,
          {"listen", "database", "apps_dir", "signing_key", "issuers", "approvals_required",
           "stale_after_seconds", "canary", "inventory", "tokens", "http_threads", "server", "tls",
-          "max_wait_seconds", "store", "protected", "approval", "impact", "limits"},
+          "max_wait_seconds", "store", "protected", "approval", "impact", "limits", "node_ca",
+          "nodes", "nodes_file"},
          "the config");
   daemon_config c;
   if (root["listen"]) c.listen = r.str(root["listen"], "listen");
@@ -258,6 +260,55 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     if (im["retention_seconds"])
       c.core.impact_retention_s =
           static_cast<std::int64_t>(r.num(im["retention_seconds"], "impact.retention_seconds"));
+  }
+  if (const auto ca = root["node_ca"]) {
+    r.keys(ca, {"cert", "key", "certificate_days"}, "node_ca");
+    if (!ca["cert"]) r.fail(ca, "node_ca needs cert (the node CA's certificate)");
+    c.node_ca_cert = r.path(ca["cert"], "node_ca.cert");
+    const std::string key = ca["key"] ? read_file(r.path(ca["key"], "node_ca.key")) : std::string();
+    std::string err;
+    auto loaded = pki::certificate_authority::load(read_file(c.node_ca_cert), key, err);
+    if (!loaded) r.fail(ca, "node_ca: " + err);
+    c.core.node_ca = std::make_shared<const pki::certificate_authority>(std::move(*loaded));
+    if (ca["certificate_days"]) {
+      const auto days = r.num(ca["certificate_days"], "node_ca.certificate_days");
+      if (days < 1 || days > 3650) r.fail(ca["certificate_days"], "node_ca.certificate_days must be 1..3650");
+      c.core.node_certificate_days = static_cast<int>(days);
+    }
+  }
+  {
+    std::set<std::string> seen;
+    auto read_nodes = [&](const reader& rr, const YAML::Node& list) {
+      if (!list.IsSequence()) rr.fail(list, "nodes must be a list of {id, labels}");
+      for (const auto& n : list) {
+        rr.keys(n, {"id", "labels"}, "a node");
+        if (!n["id"]) rr.fail(n, "a node needs an id");
+        controller::configured_node cn;
+        cn.id = rr.label_token(n["id"], "node id");
+        if (!seen.insert(cn.id).second) rr.fail(n["id"], "node " + cn.id + " is listed twice");
+        if (n["labels"]) {
+          if (!n["labels"].IsMap()) rr.fail(n["labels"], "node labels must be a mapping");
+          for (const auto& kv : n["labels"])
+            cn.labels[rr.label_token(kv.first, "label name")] = rr.label_token(kv.second, "label value");
+        }
+        c.core.nodes.push_back(std::move(cn));
+      }
+    };
+    if (root["nodes"]) read_nodes(r, root["nodes"]);
+    if (root["nodes_file"]) {
+      const auto p = r.path(root["nodes_file"], "nodes_file");
+      const reader fr{p.string(), p.parent_path()};
+      YAML::Node list;
+      try {
+        list = YAML::LoadFile(p.string());
+      } catch (const YAML::BadFile&) {
+        r.fail(root["nodes_file"], p.string() + ": cannot read");
+      } catch (const YAML::Exception& e) {
+        throw config_error(p.string() + ":" + std::to_string(e.mark.line + 1) + ":" +
+                           std::to_string(e.mark.column + 1) + ": " + e.msg);
+      }
+      read_nodes(fr, list);
+    }
   }
   c.core.replicated = c.backend == store_kind::etcd;
   if (c.core.replicated) {

@@ -35,6 +35,13 @@
 //   limits:                                    # submitted directives (issue 14)
 //     directive_bytes: 4194304                 # larger documents are refused (document_too_large)
 //     directive_entries: 200000                # YAML nodes, each target one (too_many_entries)
+//   node_ca:                                   # issue 14: node identity (mutual TLS)
+//     cert: /etc/sluice/node-ca.crt            # nodes' client certificates chain to it
+//     key: /etc/sluice/node-ca.key             # optional: lets `sluicectl nodes enroll` sign CSRs
+//     certificate_days: 825                    # validity of certificates issued here
+//   nodes:                                     # optional inventory kept in config management:
+//     - { id: edge-1, labels: { site: msk-1, group: canary } }   # enrolled at start
+//   nodes_file: /etc/sluice/nodes.yaml         # optional: the same list in a file of its own
 //
 // Relative paths are relative to the config file. Unknown keys are errors. Throws
 // config_error ("file:line:column: message") on any problem, including unreadable keys.
@@ -72,6 +79,9 @@ struct daemon_config {
   bool obsolete_http_threads = false;  // the config still says http_threads (ignored)
   std::filesystem::path tls_cert;
   std::filesystem::path tls_key;
+  // The node CA's certificate (node_ca.cert; empty when none): what the server verifies nodes'
+  // client certificates against. The CA itself (with its key, if any) is core.node_ca.
+  std::filesystem::path node_ca_cert;
   controller::controller_config core;
 };
 

@@ -74,6 +74,15 @@ json to_json(const controller::node_view& n) {
           {"error", n.record.error}};
 }
 
+json to_json(const store::inventory_record& r) {
+  return {{"node", r.node_id},           {"labels", r.labels},
+          {"state", r.state},            {"fingerprint", r.fingerprint},
+          {"certificate_not_after", r.certificate_not_after},
+          {"source", r.source},          {"enrolled_at", r.enrolled_at},
+          {"enrolled_by", r.enrolled_by}, {"revoked_at", r.revoked_at},
+          {"revoked_by", r.revoked_by},  {"revoked_reason", r.revoked_reason}};
+}
+
 json to_json(const audit::audit_record& a) {
   json detail = json::parse(a.detail, nullptr, false);
   if (detail.is_discarded()) detail = a.detail;
@@ -469,6 +478,78 @@ void http_api::attach(http_server& server) {
         const auto r = core_.node_status(req.matches[0], labels, rep);
         if (!r) return send_error(res, r.error);
         res.status = 204;
+      }));
+
+  // ---- node identity (issue 14): the inventory ---------------------------------------------
+  // Labels in request bodies: {"name": "value", ...}; anything else is bad_request.
+  auto labels_of = [](const json& body, std::map<std::string, std::string>& out) {
+    const auto it = body.find("labels");
+    if (it == body.end()) return true;
+    if (!it->is_object()) return false;
+    for (const auto& [k, v] : it->items()) {
+      if (!v.is_string()) return false;
+      out[k] = v.template get<std::string>();
+    }
+    return true;
+  };
+  auto refuse_body = [this](const controller::principal& who, const std::string& request,
+                            response& res, const std::string& message) {
+    core_.audit_refused(who, request, "bad_request", message);
+    send_error(res, {error_kind::invalid, "bad_request", message});
+  };
+  add("GET", "/v1/inventory", op, readers, now([this](const auto&, auto& res, const auto&) {
+        json list = json::array();
+        for (const auto& r : core_.inventory()) list.push_back(to_json(r));
+        send_json(res, 200, {{"nodes", list}});
+      }));
+  add("POST", "/v1/inventory", op, engineer,
+      now([this, labels_of, refuse_body](const auto& req, auto& res, const auto& who) {
+        const auto body = body_json(req);
+        std::vector<controller::configured_node> nodes;
+        bool ok = body && body->contains("nodes") && (*body)["nodes"].is_array();
+        for (std::size_t i = 0; ok && i < (*body)["nodes"].size(); ++i) {
+          const json& n = (*body)["nodes"][i];
+          controller::configured_node c;
+          ok = n.is_object() && n.contains("node") && n["node"].is_string() && labels_of(n, c.labels);
+          if (ok) c.id = n["node"].template get<std::string>();
+          nodes.push_back(std::move(c));
+        }
+        if (!ok)
+          return refuse_body(who, "POST /v1/inventory", res,
+                             "body must be {\"nodes\": [{\"node\": id, \"labels\": {name: value}}...]}");
+        const auto r = core_.enroll_nodes(who, nodes);
+        if (!r) return send_error(res, r.error);
+        json list = json::array();
+        for (const auto& rec : *r.value) list.push_back(to_json(rec));
+        send_json(res, 200, {{"nodes", list}});
+      }));
+  add("POST", "/v1/inventory/{node}/enroll", op, engineer,
+      now([this, labels_of, refuse_body](const auto& req, auto& res, const auto& who) {
+        const auto body = body_json(req);
+        std::map<std::string, std::string> labels;
+        if (!body || !labels_of(*body, labels) || (body->contains("csr") && !(*body)["csr"].is_string()))
+          return refuse_body(who, "POST /v1/inventory/{node}/enroll", res,
+                             "body must be {\"labels\": {name: value}, \"csr\": PEM (optional)}");
+        const auto r = core_.enroll_node(who, req.matches[0], labels, body->value("csr", std::string()));
+        if (!r) return send_error(res, r.error);
+        send_json(res, 200, {{"node", to_json(r.value->record)},
+                             {"certificate", r.value->certificate_pem},
+                             {"ca", r.value->ca_pem}});
+      }));
+  add("POST", "/v1/inventory/{node}/revoke", op, engineer,
+      with_reason([this](const request& req, const controller::principal& who, const std::string& reason) {
+        return core_.revoke_node(who, req.matches[0], reason);
+      }));
+  add("POST", "/v1/inventory/{node}/labels", op, engineer,
+      now([this, labels_of, refuse_body](const auto& req, auto& res, const auto& who) {
+        const auto body = body_json(req);
+        std::map<std::string, std::string> labels;
+        if (!body || !body->contains("labels") || !labels_of(*body, labels))
+          return refuse_body(who, "POST /v1/inventory/{node}/labels", res,
+                             "body must be {\"labels\": {name: value}}");
+        const auto r = core_.relabel_node(who, req.matches[0], labels);
+        if (!r) return send_error(res, r.error);
+        send_json(res, 200, to_json(*r.value));
       }));
 }
 

@@ -22,7 +22,8 @@ constexpr std::string_view state_scheduled = "scheduled";
 constexpr std::string_view state_active = "active";
 constexpr std::string_view state_ended = "ended";
 constexpr const char* all_states[] = {"awaiting_approval", "scheduled", "active", "ended"};
-constexpr const char* node_states[] = {"converged", "pending", "failing", "stale"};
+constexpr const char* node_states[] = {"converged", "pending", "failing", "stale", "revoked",
+                                       "not_enrolled"};
 
 std::string key_of(const std::string& issuer, const std::string& id) { return issuer + "/" + id; }
 
@@ -142,6 +143,24 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
   for (const char* s : all_states) directives_gauge_->Add({{"state", s}});
   for (const char* s : node_states) nodes_gauge_->Add({{"state", s}});
 
+  node_refusals_total_ = &prometheus::BuildCounter()
+                             .Name("sluice_control_node_refusals_total")
+                             .Help("Node requests refused by identity: not_enrolled, revoked, "
+                                   "certificate_not_current, wrong_node")
+                             .Register(*registry_);
+  for (const char* c : {"not_enrolled", "revoked", "certificate_not_current", "wrong_node"})
+    node_refusals_total_->Add({{"code", c}});
+  labels_ignored_ = &prometheus::BuildCounter()
+                         .Name("sluice_control_node_labels_ignored_total")
+                         .Help("Node requests whose self-declared labels differed from the "
+                               "inventory's (ignored: labels come from the inventory)")
+                         .Register(*registry_)
+                         .Add({});
+  inventory_gauge_ = &prometheus::BuildGauge()
+                          .Name("sluice_control_inventory_nodes")
+                          .Help("Nodes in the inventory by state (enrolled, revoked)")
+                          .Register(*registry_);
+
   is_leader_gauge_ = &prometheus::BuildGauge()
                          .Name("sluice_control_is_leader")
                          .Help("1 while this replica runs the time-driven work (always 1 with "
@@ -152,6 +171,7 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
   std::lock_guard lock(mutex_);
   load_meta_locked();
   for (auto& n : store_.list_nodes()) nodes_[n.node_id].record = std::move(n);
+  apply_configured_nodes_locked();
 
   if (auto latest = store_.latest_revision()) {
     auto p = fleet::fleet_policy::from_json(latest->content);
@@ -201,6 +221,10 @@ void controller::load_meta_locked() {
   const auto stop = store_.get_meta("emergency_stop");
   meta_seen_["emergency_stop"] = stop.value_or("");
   emergency_stop_ = stop && *stop == "on";
+  const auto inventory_generation = store_.get_meta("inventory");
+  meta_seen_["inventory"] = inventory_generation.value_or("");
+  if (inventory_.generation != meta_seen_["inventory"] || inventory_.size() == 0)
+    reload_inventory_locked(meta_seen_["inventory"]);
   removed_in_.clear();
   const auto removed = store_.get_meta("removed_in");
   meta_seen_["removed_in"] = removed.value_or("");
@@ -464,19 +488,6 @@ bool controller::recompile_locked(const std::vector<directive_record>& all,
                                   .dump()));
   start_rollout_locked(rev, batch, emergency_stop_);  // an emergency stop goes to all at once
   return true;
-}
-
-template <class F>
-auto controller::with_retry(F&& op) -> decltype(op()) {
-  for (int attempt = 0;; ++attempt) {
-    try {
-      refresh_locked(attempt > 0);
-    } catch (const store::store_error& e) {
-      return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
-    }
-    auto r = op();
-    if (r || !cfg_.replicated || r.error.code != "conflict" || attempt == 2) return r;
-  }
 }
 
 op_result<directive_view> controller::submit(const principal& who, const std::string& document,
@@ -895,17 +906,26 @@ std::string controller::rollout_json() const {
       .dump();
 }
 
+// Canary membership is the inventory's labels matching canary.labels: no separate flag, so a
+// node moves in or out of the canary group by being relabelled, and nothing it sends counts.
 bool controller::is_canary(const store::node_record& n) const {
   if (cfg_.canary_labels.empty()) return false;
+  const auto& labels = labels_of(n);
   for (const auto& [k, v] : cfg_.canary_labels) {
-    auto it = n.labels.find(k);
-    if (it == n.labels.end() || it->second != v) return false;
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
   }
   return true;
 }
 
+// A node no longer enrolled counts as stale: it holds no rollout and enforces nothing on record.
 bool controller::is_stale(const store::node_record& n, std::int64_t now) const {
-  return n.expired || now - n.last_seen > cfg_.stale_after_s;
+  return n.expired || now - n.last_seen > cfg_.stale_after_s || !inventory_.enrolled(n.node_id);
+}
+
+const std::map<std::string, std::string>& controller::labels_of(const store::node_record& n) const {
+  const store::inventory_record* r = inventory_.find(n.node_id);
+  return r ? r->labels : n.labels;
 }
 
 std::uint64_t controller::offered_locked(const store::node_record& n) const {
@@ -913,6 +933,10 @@ std::uint64_t controller::offered_locked(const store::node_record& n) const {
 }
 
 std::string controller::node_state_locked(const store::node_record& n, std::int64_t now) const {
+  if (const auto* r = inventory_.find(n.node_id); !r)
+    return "not_enrolled";
+  else if (r->state != "enrolled")
+    return "revoked";
   if (is_stale(n, now)) return "stale";
   const std::uint64_t offered = offered_locked(n);
   if (n.nack && n.nack_revision == offered) return "failing";
@@ -1065,6 +1089,9 @@ void controller::tick() {
     }
     target->nodes.push_back(n.record);
   }
+  for (const auto& r : node_refusals_.due(now_ms))
+    pending_audit_.push_back(event({r.actor, role::node}, "request.refused.repeated", "",
+                                   node_refusals_.detail_json(r)));
   for (const auto& a : pending_audit_) batch.audit.push_back(a);
   if (!pending_impacts_.empty()) {
     batch.impacts = pending_impacts_;
@@ -1119,13 +1146,14 @@ std::pair<controller::node_entry&, bool> controller::node_entry_locked(const std
   return {it->second, fresh};
 }
 
-controller::node_entry& controller::polled_locked(const std::string& node,
-                                                const std::map<std::string, std::string>& labels) {
+controller::node_entry& controller::polled_locked(const std::string& node) {
   auto [n, fresh] = node_entry_locked(node);
   if (fresh) {
     n.record.node_id = node;
     n.record.first_seen = now_s();
   }
+  // The inventory's labels (serve_node_locked admitted the node, so it has a record).
+  const auto& labels = labels_of(n.record);
   const bool relabelled = n.record.labels != labels;
   const bool revived = n.record.expired;
   if (relabelled) n.record.labels = labels;
@@ -1142,8 +1170,8 @@ controller::node_entry& controller::polled_locked(const std::string& node,
   return n;
 }
 
-op_result<snapshot_offer> controller::offer_locked(node_entry& n,
-                                                   const std::map<std::string, std::string>& labels) {
+op_result<snapshot_offer> controller::offer_locked(node_entry& n) {
+  const auto& labels = labels_of(n.record);
   const std::uint64_t offered = offered_locked(n.record);
   std::string lt = labels_text(labels);
   if (!n.cached_body || n.cached_revision != offered || n.cached_labels != lt) {
@@ -1163,7 +1191,8 @@ op_result<snapshot_offer> controller::snapshot(const std::string& node,
                                                std::optional<std::uint64_t> held,
                                                std::chrono::milliseconds wait) {
   std::unique_lock lock(mutex_);
-  node_entry& n = polled_locked(node, labels);
+  if (auto refused = serve_node_locked(node, &labels)) return {std::nullopt, *refused};
+  node_entry& n = polled_locked(node);
   const auto cap = std::chrono::seconds(cfg_.max_wait_s);
   const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(wait, cap);
   // Only ever offer a newer revision than the node holds (nodes refuse older ones, and answering
@@ -1172,8 +1201,10 @@ op_result<snapshot_offer> controller::snapshot(const std::string& node,
     if (offers_changed_.wait_until(lock, deadline) == std::cv_status::timeout &&
         offered_locked(n.record) <= *held)
       return {std::nullopt, {error_kind::not_found, "not_modified", "revision unchanged"}};
+    // Revoked while it waited.
+    if (auto refused = serve_node_locked(node, nullptr)) return {std::nullopt, *refused};
   }
-  return offer_locked(n, labels);
+  return offer_locked(n);
 }
 
 snapshot_poll controller::poll_snapshot(const std::string& node,
@@ -1181,17 +1212,21 @@ snapshot_poll controller::poll_snapshot(const std::string& node,
                                         std::optional<std::uint64_t> held,
                                         std::function<void()> wake) {
   std::lock_guard lock(mutex_);
-  node_entry& n = polled_locked(node, labels);
   snapshot_poll out;
+  if (auto refused = serve_node_locked(node, &labels)) {
+    out.error = std::move(*refused);
+    return out;
+  }
+  node_entry& n = polled_locked(node);
   if (held && offered_locked(n.record) <= *held) {
     const int canary = is_canary(n.record) ? 1 : 0;
     out.k = snapshot_poll::kind::waiting;
     out.ticket = next_ticket_++;
-    const auto it = waiters_[canary].emplace(*held, poll_waiter{out.ticket, std::move(wake)});
+    const auto it = waiters_[canary].emplace(*held, poll_waiter{out.ticket, std::move(wake), node});
     tickets_.emplace(out.ticket, std::make_pair(canary, it));
     return out;
   }
-  auto offer = offer_locked(n, labels);
+  auto offer = offer_locked(n);
   if (!offer) {
     out.error = std::move(offer.error);
     return out;
@@ -1277,16 +1312,18 @@ op_result<bool> controller::node_status(const std::string& node,
                                         const std::map<std::string, std::string>& labels,
                                         const status_report& report) {
   std::lock_guard lock(mutex_);
+  if (auto refused = serve_node_locked(node, &labels)) return {std::nullopt, *refused};
   auto [n, fresh] = node_entry_locked(node);
   const std::int64_t now = now_s();
   store::write_batch batch;
   if (fresh || n.record.first_seen == 0) {
     n.record.node_id = node;
     n.record.first_seen = now;
+    n.record.labels = labels_of(n.record);
     batch.audit.push_back(event({"node:" + node, role::node}, "node.registered", node,
-                                json{{"labels", labels}, {"replica", cfg_.replica}}.dump()));
+                                json{{"labels", n.record.labels}, {"replica", cfg_.replica}}.dump()));
   }
-  if (!labels.empty()) n.record.labels = labels;
+  n.record.labels = labels_of(n.record);
   n.record.last_seen = now;
   n.record.expired = false;
   n.reported = true;
@@ -1320,8 +1357,9 @@ op_result<bool> controller::node_status(const std::string& node,
 op_result<bool> controller::node_impact(const std::string& node, const std::string& body) {
   std::string error;
   const auto parsed = impact::parse_impact_body(body, error);
-  if (!parsed) return {std::nullopt, {error_kind::invalid, "bad_impact_report", error}};
   std::lock_guard lock(mutex_);
+  if (auto refused = serve_node_locked(node, nullptr)) return {std::nullopt, *refused};
+  if (!parsed) return {std::nullopt, {error_kind::invalid, "bad_impact_report", error}};
   // Bounded: a controller whose store is down keeps at most this many reports in memory.
   if (pending_impacts_.size() >= 50000)
     return {std::nullopt, {error_kind::unavailable, "impact_backlog", "too many unsaved reports"}};
@@ -1367,7 +1405,7 @@ directive_view controller::view_locked(directive_record rec) {
   if (v.parsed) v.overlaps = overlaps_of(*v.parsed);
   const auto removed = removed_in_.find(key_name);
   for (const auto& [id, n] : nodes_) {
-    if (is_stale(n.record, now) || !v.parsed || !v.parsed->scope.covers(n.record.labels)) continue;
+    if (is_stale(n.record, now) || !v.parsed || !v.parsed->scope.covers(labels_of(n.record))) continue;
     ++v.in_scope;
     if (in_force(rec) && since > 0 && n.record.applied_revision >= since) ++v.enforcing;
     if (rec.state == state_ended && removed != removed_in_.end() &&
@@ -1409,9 +1447,11 @@ std::vector<node_view> controller::nodes() {
   }
   std::vector<node_view> out;
   const std::int64_t now = now_s();
-  for (const auto& [id, n] : nodes_)
+  for (const auto& [id, n] : nodes_) {
     out.push_back({n.record, node_state_locked(n.record, now), offered_locked(n.record),
                    is_canary(n.record)});
+    out.back().record.labels = labels_of(n.record);
+  }
   return out;
 }
 
@@ -1454,6 +1494,9 @@ void controller::update_gauges_locked(const std::vector<store::directive_record>
   const std::int64_t now = now_s();
   for (const auto& [id, n] : nodes_) nodes_by[node_state_locked(n.record, now)] += 1;
   for (const char* s : node_states) nodes_gauge_->Add({{"state", s}}).Set(nodes_by[s]);
+  const std::size_t enrolled = inventory_.enrolled_count();
+  inventory_gauge_->Add({{"state", "enrolled"}}).Set(static_cast<double>(enrolled));
+  inventory_gauge_->Add({{"state", "revoked"}}).Set(static_cast<double>(inventory_.size() - enrolled));
 }
 
 }  // namespace sluice::control::controller

@@ -21,10 +21,13 @@
 #include <string>
 #include <vector>
 
+#include "control/controller/node_inventory.hpp"
+#include "control/controller/refusal_log.hpp"
 #include "control/crypto/minisign.hpp"
 #include "control/directive/directive.hpp"
 #include "control/fleet/compile.hpp"
 #include "control/impact/protected.hpp"
+#include "control/pki/pki.hpp"
 #include "control/store/store.hpp"
 
 namespace prometheus {
@@ -63,6 +66,12 @@ struct issuer_key {
   crypto::public_key key;
 };
 
+// A node listed in the config (`nodes:`, `nodes_file:`): enrolled at start (issue 14).
+struct configured_node {
+  std::string id;
+  std::map<std::string, std::string> labels;
+};
+
 struct controller_config {
   std::vector<issuer_key> issuers;
   std::uint32_t approvals_required = 1;  // distinct engineers, none the submitter; 0 = none
@@ -93,6 +102,15 @@ struct controller_config {
   // its shadow rules) whose window ended at most this long ago.
   std::int64_t impact_max_age_s = 0;
   std::int64_t impact_retention_s = 7 * 86400;  // reports older than this are pruned
+
+  // Issue 14: node identity (control/README.md, "Node identity"). The node CA whose client
+  // certificates identify nodes (nullptr: none configured); with its key, enroll_node() signs
+  // nodes' CSRs for node_certificate_days.
+  std::shared_ptr<const pki::certificate_authority> node_ca;
+  int node_certificate_days = pki::default_certificate_days;
+  // Applied to the inventory at start: an absent node is enrolled (unpinned: any certificate of
+  // the node CA with its CN), an enrolled one takes these labels; a revoked one stays revoked.
+  std::vector<configured_node> nodes;
 };
 
 #define SLUICE_CONTROL_ERROR_KINDS(X) \
@@ -153,6 +171,13 @@ struct rollout_view {
   bool is_leader = true;    // this replica is it
 };
 
+// enroll_node's answer.
+struct enrolment {
+  store::inventory_record record;
+  std::string certificate_pem;  // the node's certificate; "" when enrolled without a CSR
+  std::string ca_pem;           // the node CA's certificate; "" when none is configured
+};
+
 struct status_report {
   std::uint64_t revision = 0;  // in force
   std::uint64_t offered = 0;   // the revision this report answers (0: none)
@@ -208,6 +233,51 @@ class controller {
   void audit_refused(const principal& who, const std::string& request, const std::string& code,
                      const std::string& message);
 
+  // ---- node identity (issue 14) ----------------------------------------------------------
+  // Enrols `node` with `labels` (an engineer's call). With a CSR (PEM), signs it with the node
+  // CA (CN = node, whatever the CSR says) and pins the new certificate's fingerprint: from now
+  // on only that certificate is admitted for the node (re-enrolling replaces it). Without one,
+  // the node is admitted with any certificate of the node CA whose CN is its id (an ISP CA
+  // issues them). A revoked node may be enrolled again. Writes the inventory record and a
+  // `node.enrolled` audit record in one commit. Refusals (audited): invalid_node_id,
+  // invalid_labels (400), bad_csr (400), no_ca_key (409: no CA key configured to sign with).
+  [[nodiscard]] op_result<enrolment> enroll_node(const principal& who, const std::string& node,
+                                                 const std::map<std::string, std::string>& labels,
+                                                 const std::string& csr_pem);
+  // Many nodes at once, without CSRs (ISP CAs, benchmarks): all or none, at most 1000 per call
+  // (too_many: 400). Each gets its `node.enrolled` record.
+  [[nodiscard]] op_result<std::vector<store::inventory_record>> enroll_nodes(
+      const principal& who, const std::vector<configured_node>& nodes);
+  // Marks `node` revoked (with a reason) and audits `node.revoked` in one commit; its waiting
+  // long polls are answered at once (403 revoked), and every later request of it is refused.
+  // Refusals: not_found (404), already_revoked (409), missing_reason (400).
+  [[nodiscard]] op_result<store::inventory_record> revoke_node(const principal& who,
+                                                               const std::string& node,
+                                                               const std::string& reason);
+  // New labels for an enrolled node (`node.relabelled`); its waiting polls are answered again
+  // with the offer for its new labels. The node's own --labels must follow (its agent checks a
+  // snapshot's scope against them). Refusals: not_found, revoked (409), invalid_labels.
+  [[nodiscard]] op_result<store::inventory_record> relabel_node(
+      const principal& who, const std::string& node, const std::map<std::string, std::string>& labels);
+  [[nodiscard]] std::vector<store::inventory_record> inventory();
+
+  // Admission of a node's request (cheap: the in-memory inventory under the lock, no store
+  // I/O). `fingerprint`: lowercase hex SHA-256 of the DER certificate the TLS peer presented
+  // (verified against the node CA by the server), "" when none. Refusals, 403: not_enrolled,
+  // revoked, certificate_not_current (the node's record pins another certificate). Refusals are
+  // counted (sluice_control_node_refusals_total{code}) and audited aggregated (refusal_log.hpp).
+  [[nodiscard]] std::optional<op_error> admit_node(const std::string& node,
+                                                   const std::string& fingerprint);
+  // The whole admission of a request on /v1/nodes/{node}/...: the TLS peer must have presented
+  // a certificate the server verified (else 401 no_client_certificate, not audited here), its CN
+  // must be {node} (else 403 wrong_node: a node asking for another node's snapshot, audited as
+  // the CN's refusal), then admit_node().
+  [[nodiscard]] std::optional<op_error> admit_node_peer(const std::string& node, bool verified,
+                                                        const std::string& common_name,
+                                                        const std::string& fingerprint);
+  // The node's labels from the inventory (nullopt: not enrolled).
+  [[nodiscard]] std::optional<std::map<std::string, std::string>> node_labels(const std::string& node);
+
   [[nodiscard]] op_result<std::vector<directive_view>> directives();
   [[nodiscard]] op_result<directive_view> get(const std::string& issuer, const std::string& id);
   [[nodiscard]] std::vector<node_view> nodes();
@@ -215,6 +285,11 @@ class controller {
   [[nodiscard]] op_result<std::vector<audit::audit_record>> audit(std::uint64_t after,
                                                                   std::size_t limit);
 
+  // The node calls below serve enrolled nodes only (else 403 not_enrolled / revoked, audited
+  // aggregated). Their `labels` (what the node declared: X-Sluice-Labels, status `labels`) are
+  // ignored: a node's labels are the inventory's. Declared labels that differ are counted
+  // (sluice_control_node_labels_ignored_total), never stored.
+  //
   // The node's snapshot when its offered revision differs from `held`, waiting up to `wait`
   // (capped at max_wait_s) for that; nullopt value with error.code "not_modified" after the wait.
   [[nodiscard]] op_result<snapshot_offer> snapshot(const std::string& node,
@@ -266,6 +341,26 @@ class controller {
     std::int64_t stage_since = 0;
     std::int64_t canary_acked_at = 0;
   };
+  // A node request refused: counted, audited (the first of its node and code in full, repeats
+  // summarised by the next ticks), answered with `kind`.
+  [[nodiscard]] op_error refuse_node_locked(const std::string& actor_node, error_kind kind,
+                                            const std::string& code, const std::string& message);
+  // Refuses a node the inventory does not have enrolled; counts declared labels that differ.
+  [[nodiscard]] std::optional<op_error> serve_node_locked(const std::string& node,
+                                                         const std::map<std::string, std::string>* declared);
+  // The inventory changed for `ids` (this replica's commit or another's): node entries take the
+  // new labels, their waiting polls are woken to be answered again.
+  void inventory_changed_locked(const std::vector<std::string>& ids);
+  // Reloads the inventory when the store's generation is not the one held. Throws store_error.
+  void reload_inventory_locked(const std::string& generation);
+  // Commits inventory records with their audit records and the next generation; applies them
+  // in memory once committed.
+  [[nodiscard]] std::optional<op_error> commit_inventory_locked(store::write_batch& batch);
+  // The config's nodes (controller_config::nodes) applied at start. Throws store_error.
+  void apply_configured_nodes_locked();
+  // The labels a node is judged by: the inventory's (its record's for a node no longer in it).
+  [[nodiscard]] const std::map<std::string, std::string>& labels_of(const store::node_record& n) const;
+
   struct node_entry {
     store::node_record record;
     bool dirty = false;
@@ -342,9 +437,8 @@ class controller {
   [[nodiscard]] std::string node_state_locked(const store::node_record& n, std::int64_t now) const;
   [[nodiscard]] directive_view view_locked(store::directive_record rec);
   // The node's offer, and its entry refreshed (labels, last seen). Shared by both poll forms.
-  node_entry& polled_locked(const std::string& node, const std::map<std::string, std::string>& labels);
-  [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n,
-                                                       const std::map<std::string, std::string>& labels);
+  node_entry& polled_locked(const std::string& node);
+  [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n);
   // The signed body for nodes with `labels` at revision `offered`: from bodies_, or compiled,
   // serialised and signed once and kept there.
   [[nodiscard]] op_result<std::shared_ptr<const std::string>> signed_body_locked(
@@ -379,6 +473,7 @@ class controller {
   struct poll_waiter {
     std::uint64_t ticket;
     std::function<void()> wake;
+    std::string node;  // to answer a node's polls at once when it is revoked or relabelled
   };
   std::multimap<std::uint64_t, poll_waiter> waiters_[2];
   std::map<std::uint64_t, std::pair<int, std::multimap<std::uint64_t, poll_waiter>::iterator>> tickets_;
@@ -394,6 +489,10 @@ class controller {
   std::int64_t nodes_flushed_ms_ = 0;
   std::vector<store::impact_record> pending_impacts_;
   std::vector<audit::audit_record> pending_audit_;  // node events, written by the next tick
+  node_inventory inventory_;
+  // Keyed by node id and code. 1,024 keys: a fleet's worth of refused nodes is unusual (they are
+  // enrolled), and each key costs up to two records a minute.
+  refusal_log node_refusals_{refusal_log::options{60'000, 1024}};
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>* directives_gauge_ = nullptr;
@@ -407,6 +506,23 @@ class controller {
   prometheus::Counter* snapshots_served_ = nullptr;
   prometheus::Counter* snapshots_signed_ = nullptr;
   prometheus::Family<prometheus::Counter>* validation_failures_ = nullptr;
+  prometheus::Family<prometheus::Counter>* node_refusals_total_ = nullptr;
+  prometheus::Counter* labels_ignored_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* inventory_gauge_ = nullptr;
 };
+
+// Defined here: the node identity calls (node_identity.cpp) use it too.
+template <class F>
+auto controller::with_retry(F&& op) -> decltype(op()) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      refresh_locked(attempt > 0);
+    } catch (const store::store_error& e) {
+      return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+    }
+    auto r = op();
+    if (r || !cfg_.replicated || r.error.code != "conflict" || attempt == 2) return r;
+  }
+}
 
 }  // namespace sluice::control::controller

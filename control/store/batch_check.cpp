@@ -36,6 +36,13 @@ std::string check_batch(const write_batch& b) {
     if (r.revision > max_i64) return "impact " + key + ": revision number too large";
     if (!impacts.emplace(r.node_id, r.window_end).second) return "impact " + key + " put twice";
   }
+  std::set<std::string> inventory;
+  for (const auto& r : b.inventory) {
+    if (r.node_id.empty()) return "inventory record with empty node_id";
+    if (!inventory.insert(r.node_id).second) return "inventory " + r.node_id + " put twice";
+    if (r.state != "enrolled" && r.state != "revoked")
+      return "inventory " + r.node_id + ": state '" + r.state + "' is not enrolled or revoked";
+  }
   return "";
 }
 

@@ -9,6 +9,7 @@
 //   meta/<key>                  the value as given (raw bytes)
 //   nodes/<id>, alive/<id>      node JSON; empty value with a node_ttl lease
 //   impacts/<window_end>/<node> impact JSON
+//   inventory/<id>              inventory JSON (issue 14)
 //   leader                      replica name, with the leader's lease
 //   touch                       rewritten by an empty batch, so every commit moves the revision
 //
@@ -314,6 +315,15 @@ class etcd_store final : public store {
     return out;
   }
 
+  std::vector<inventory_record> list_inventory() override {
+    std::vector<inventory_record> out;
+    for (const auto& kv : range_all(key("inventory/"), 0)) out.push_back(decode(kv, inventory_from_json));
+    std::sort(out.begin(), out.end(), [](const inventory_record& a, const inventory_record& b) {
+      return a.node_id < b.node_id;
+    });
+    return out;
+  }
+
   std::vector<impact_record> list_impacts(std::int64_t since) override {
     std::int64_t rev = 0;
     const auto kvs = range_all(impact_prefix(since < 0 ? 0 : static_cast<std::uint64_t>(since)),
@@ -378,6 +388,9 @@ class etcd_store final : public store {
   [[nodiscard]] std::string meta_key(const std::string& k) const { return key("meta/") + escape(k); }
   [[nodiscard]] std::string node_key(const std::string& id) const { return key("nodes/") + escape(id); }
   [[nodiscard]] std::string alive_key(const std::string& id) const { return key("alive/") + escape(id); }
+  [[nodiscard]] std::string inventory_key(const std::string& id) const {
+    return key("inventory/") + escape(id);
+  }
   [[nodiscard]] std::string impact_prefix(std::uint64_t window_end) const {
     return key("impacts/") + pad20(window_end);
   }
@@ -493,6 +506,7 @@ class etcd_store final : public store {
     std::vector<std::string> directives;  // JSON per directive put
     std::vector<std::string> nodes;       // JSON per node
     std::vector<std::string> impacts;     // JSON per impact ("" = pruned in the same batch)
+    std::vector<std::string> inventory;   // JSON per inventory record
     std::size_t ops = 0;
     std::size_t compares = 0;
     std::size_t bytes = 0;
@@ -552,10 +566,19 @@ class etcd_store final : public store {
       }
       out.bytes += out.impacts.back().size() + impact_key(r).size();
     }
+    for (const auto& r : b.inventory) {
+      try {
+        out.inventory.push_back(inventory_to_json(r));
+      } catch (const store_error& e) {
+        return refuse("inventory " + r.node_id + ": " + e.what());
+      }
+      out.bytes += out.inventory.back().size() + inventory_key(r.node_id).size();
+    }
     // Everything the Txn will hold (see build_txn).
     out.ops = b.directives.size() + b.audit.size() + (b.audit.empty() ? 0 : 1) +
               b.revisions.size() + (b.revisions.empty() ? 0 : 1) + b.meta.size() +
-              2 * b.nodes.size() + b.impacts.size() + (b.prune_impacts_before > 0 ? 1 : 0);
+              2 * b.nodes.size() + b.impacts.size() + (b.prune_impacts_before > 0 ? 1 : 0) +
+              b.inventory.size();
     if (out.ops == 0) out.ops = 1;  // the "touch" put of an empty batch
     out.compares = b.directives.size() + (b.audit.empty() ? 0 : 1) +
                    (b.revisions.empty() ? 0 : 1) + b.meta_expect.size() +
@@ -725,6 +748,8 @@ class etcd_store final : public store {
       if (pre.impacts[i].empty()) continue;
       ops.push_back(put_op(impact_key(b.impacts[i]), pre.impacts[i]));
     }
+    for (std::size_t i = 0; i < b.inventory.size(); ++i)
+      ops.push_back(put_op(inventory_key(b.inventory[i].node_id), pre.inventory[i]));
     if (b.prune_impacts_before > 0) {
       ops.push_back({{"request_delete_range",
                       {{"key", b64(key("impacts/"))},

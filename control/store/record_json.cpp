@@ -179,6 +179,16 @@ revision_record revision_from_json(std::string_view s) {
   return r;
 }
 
+std::map<std::string, std::string> labels_from_json(const nlohmann::json& labels) {
+  if (!labels.is_object()) throw store_error("field \"labels\" is not an object");
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : labels.items()) {
+    if (!v.is_string()) throw store_error("label \"" + k + "\" is not text");
+    out.emplace(k, v.get<std::string>());
+  }
+  return out;
+}
+
 std::string node_to_json(const node_record& n) {
   return dump_json({{"node_id", n.node_id},
                     {"labels", n.labels},
@@ -196,12 +206,7 @@ node_record node_from_json(std::string_view s) {
   const json j = parse_object(s);
   node_record n;
   n.node_id = text(j, "node_id");
-  const json& labels = field(j, "labels");
-  if (!labels.is_object()) throw store_error("field \"labels\" is not an object");
-  for (const auto& [k, v] : labels.items()) {
-    if (!v.is_string()) throw store_error("label \"" + k + "\" is not text");
-    n.labels.emplace(k, v.get<std::string>());
-  }
+  n.labels = labels_from_json(field(j, "labels"));
   n.first_seen = i64(j, "first_seen");
   n.last_seen = i64(j, "last_seen");
   n.applied_revision = u64(j, "applied_revision");
@@ -211,6 +216,37 @@ node_record node_from_json(std::string_view s) {
   n.error = text(j, "error");
   n.health = text(j, "health");
   return n;
+}
+
+std::string inventory_to_json(const inventory_record& r) {
+  return dump_json({{"node_id", r.node_id},
+                    {"labels", r.labels},
+                    {"state", r.state},
+                    {"fingerprint", r.fingerprint},
+                    {"certificate_not_after", r.certificate_not_after},
+                    {"source", r.source},
+                    {"enrolled_at", r.enrolled_at},
+                    {"enrolled_by", r.enrolled_by},
+                    {"revoked_at", r.revoked_at},
+                    {"revoked_by", r.revoked_by},
+                    {"revoked_reason", r.revoked_reason}});
+}
+
+inventory_record inventory_from_json(std::string_view s) {
+  const json j = parse_object(s);
+  inventory_record r;
+  r.node_id = text(j, "node_id");
+  r.labels = labels_from_json(field(j, "labels"));
+  r.state = text(j, "state");
+  r.fingerprint = text(j, "fingerprint");
+  r.certificate_not_after = i64(j, "certificate_not_after");
+  r.source = text(j, "source");
+  r.enrolled_at = i64(j, "enrolled_at");
+  r.enrolled_by = text(j, "enrolled_by");
+  r.revoked_at = i64(j, "revoked_at");
+  r.revoked_by = text(j, "revoked_by");
+  r.revoked_reason = text(j, "revoked_reason");
+  return r;
 }
 
 std::string impact_to_json(const impact_record& r) {

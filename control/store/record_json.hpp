@@ -12,6 +12,7 @@
 // them (from the key's revision, from the node's liveness key).
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,11 @@ namespace sluice::control::store {
 
 [[nodiscard]] std::string node_to_json(const node_record& n);
 [[nodiscard]] node_record node_from_json(std::string_view text);
+
+[[nodiscard]] std::string inventory_to_json(const inventory_record& r);
+[[nodiscard]] inventory_record inventory_from_json(std::string_view text);
+// {"name": "value", ...} -> map; throws store_error when it is not an object of strings.
+[[nodiscard]] std::map<std::string, std::string> labels_from_json(const nlohmann::json& labels);
 
 [[nodiscard]] std::string impact_to_json(const impact_record& r);
 [[nodiscard]] impact_record impact_from_json(std::string_view text);

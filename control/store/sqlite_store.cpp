@@ -1,7 +1,8 @@
 // The embedded store: one SQLite connection in WAL mode, serialised by a mutex.
 //
-// Schema version 2 (PRAGMA user_version = 2, PRAGMA application_id = sluice_app_id; version 1
-// files are upgraded in place by adding the impacts table). Table and
+// Schema version 3 (PRAGMA user_version = 3, PRAGMA application_id = sluice_app_id; older files
+// are upgraded in place: version 1 gains the impacts table, versions 1 and 2 the inventory
+// table). Table and
 // column names are a contract with tooling and integration tests that edit the file directly;
 // rename nothing without bumping the version. All uint64 values are stored as INTEGER and must
 // fit int64 (checked before writing). JSON columns (directives.approvals, nodes.labels) hold
@@ -43,7 +44,7 @@ namespace sluice::control::store {
 
 namespace {
 
-constexpr int schema_version = 2;
+constexpr int schema_version = 3;
 constexpr std::int32_t sluice_app_id = 0x534c5543;  // "SLUC": marks a Sluice database
 constexpr int busy_timeout_ms = 5000;
 
@@ -112,6 +113,23 @@ CREATE TABLE impacts (
   revision INTEGER NOT NULL,
   body TEXT NOT NULL,
   PRIMARY KEY (window_end, node_id)
+);
+)sql";
+
+// Added in schema version 3 (issue 14): the node inventory.
+constexpr const char* inventory_sql = R"sql(
+CREATE TABLE inventory (
+  node_id TEXT PRIMARY KEY,
+  labels TEXT NOT NULL,
+  state TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  certificate_not_after INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  enrolled_at INTEGER NOT NULL,
+  enrolled_by TEXT NOT NULL,
+  revoked_at INTEGER NOT NULL,
+  revoked_by TEXT NOT NULL,
+  revoked_reason TEXT NOT NULL
 );
 )sql";
 
@@ -316,6 +334,7 @@ revision_record read_revision(const statement& st) {
 struct prepared_batch {
   std::vector<std::string> approvals;  // per directive put
   std::vector<std::string> labels;     // per node
+  std::vector<std::string> inventory_labels;  // per inventory record
 };
 
 std::optional<batch_refused> prepare(const write_batch& b, prepared_batch& out) {
@@ -335,6 +354,13 @@ std::optional<batch_refused> prepare(const write_batch& b, prepared_batch& out) 
       out.labels.push_back(labels_json(n.labels));
     } catch (const nlohmann::json::exception& e) {
       return refuse("node " + n.node_id + ": labels: " + e.what());
+    }
+  }
+  for (const auto& r : b.inventory) {
+    try {
+      out.inventory_labels.push_back(labels_json(r.labels));
+    } catch (const nlohmann::json::exception& e) {
+      return refuse("inventory " + r.node_id + ": labels: " + e.what());
     }
   }
   return std::nullopt;
@@ -489,6 +515,32 @@ class sqlite_store final : public store {
     return out;
   }
 
+  std::vector<inventory_record> list_inventory() override {
+    std::lock_guard lock(mutex_);
+    statement st(db_.get(),
+                 "SELECT node_id, labels, state, fingerprint, certificate_not_after, source, "
+                 "enrolled_at, enrolled_by, revoked_at, revoked_by, revoked_reason FROM inventory "
+                 "ORDER BY node_id");
+    std::vector<inventory_record> out;
+    while (st.step()) {
+      inventory_record r;
+      r.node_id = st.text(0, "inventory");
+      const std::string what = "inventory " + r.node_id;
+      r.labels = parse_labels(st.text(1, what), r.node_id);
+      r.state = st.text(2, what);
+      r.fingerprint = st.text(3, what);
+      r.certificate_not_after = st.i64(4, what);
+      r.source = st.text(5, what);
+      r.enrolled_at = st.i64(6, what);
+      r.enrolled_by = st.text(7, what);
+      r.revoked_at = st.i64(8, what);
+      r.revoked_by = st.text(9, what);
+      r.revoked_reason = st.text(10, what);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
   std::vector<impact_record> list_impacts(std::int64_t since) override {
     std::lock_guard lock(mutex_);
     statement st(db_.get(),
@@ -582,15 +634,18 @@ class sqlite_store final : public store {
     exec(db, "PRAGMA foreign_keys=ON");
 
     if (version == 0) create_schema();
-    if (version == 1) upgrade_schema();
+    if (version >= 1 && version < schema_version) upgrade_schema();
   }
 
   void upgrade_schema() {
     sqlite3* db = db_.get();
     exec(db, "BEGIN IMMEDIATE");
     try {
-      if (pragma_int(db, "PRAGMA user_version") == 1) {
-        exec(db, impacts_sql);
+      // Read again under the write lock: another process may have upgraded it meanwhile.
+      const std::int64_t from = pragma_int(db, "PRAGMA user_version");
+      if (from < schema_version) {
+        if (from < 2) exec(db, impacts_sql);
+        if (from < 3) exec(db, inventory_sql);
         exec(db, ("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       }
       exec(db, "COMMIT");
@@ -608,6 +663,7 @@ class sqlite_store final : public store {
       if (pragma_int(db, "PRAGMA user_version") == 0) {
         exec(db, schema_sql);
         exec(db, impacts_sql);
+        exec(db, inventory_sql);
         exec(db, ("PRAGMA application_id=" + std::to_string(sluice_app_id)).c_str());
         exec(db, ("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       }
@@ -764,6 +820,30 @@ class sqlite_store final : public store {
     if (b.prune_impacts_before > 0) {
       statement st(db, "DELETE FROM impacts WHERE window_end < ?1");
       st.bind(1, b.prune_impacts_before);
+      st.run();
+    }
+
+    std::optional<statement> inventory_upsert;
+    if (!b.inventory.empty())
+      inventory_upsert.emplace(
+          db,
+          "INSERT INTO inventory (node_id, labels, state, fingerprint, certificate_not_after, "
+          "source, enrolled_at, enrolled_by, revoked_at, revoked_by, revoked_reason) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+          "ON CONFLICT (node_id) DO UPDATE SET labels = excluded.labels, state = excluded.state, "
+          "fingerprint = excluded.fingerprint, "
+          "certificate_not_after = excluded.certificate_not_after, source = excluded.source, "
+          "enrolled_at = excluded.enrolled_at, enrolled_by = excluded.enrolled_by, "
+          "revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by, "
+          "revoked_reason = excluded.revoked_reason");
+    for (std::size_t i = 0; i < b.inventory.size(); ++i) {
+      const auto& r = b.inventory[i];
+      statement& st = *inventory_upsert;
+      st.reset();
+      st.bind(1, r.node_id).bind(2, pre.inventory_labels[i]).bind(3, r.state);
+      st.bind(4, r.fingerprint).bind(5, r.certificate_not_after).bind(6, r.source);
+      st.bind(7, r.enrolled_at).bind(8, r.enrolled_by).bind(9, r.revoked_at);
+      st.bind(10, r.revoked_by).bind(11, r.revoked_reason);
       st.run();
     }
 

@@ -82,6 +82,26 @@ struct node_record {
   bool expired = false;
 };
 
+// One node of the inventory (issue 14): which node ids exist, their labels (the only source of a
+// node's scope and canary membership), whether they are enrolled, and the certificate they must
+// present. Key: node_id.
+struct inventory_record {
+  std::string node_id;
+  std::map<std::string, std::string> labels;
+  std::string state = "enrolled";      // enrolled | revoked
+  // Lowercase hex SHA-256 of the DER certificate the controller issued at enrolment: only that
+  // certificate is accepted for the node. "" = any certificate of the node CA whose CN is node_id
+  // (an ISP CA issues them, or the node was enrolled from the config).
+  std::string fingerprint;
+  std::int64_t certificate_not_after = 0;  // unix seconds; 0 when not issued here
+  std::string source = "api";          // api | config
+  std::int64_t enrolled_at = 0;        // unix seconds, of the latest enrolment
+  std::string enrolled_by;
+  std::int64_t revoked_at = 0;         // 0 while enrolled
+  std::string revoked_by;
+  std::string revoked_reason;
+};
+
 // One node's impact report (issue 8): what its address-matched rules saw in one window, as the
 // agent sent it (JSON, the controller defines the format). Key: node_id + window_end.
 struct impact_record {
@@ -103,6 +123,7 @@ struct write_batch {
   std::map<std::string, std::string> meta;     // small named values (rollout state, ...)
   std::vector<node_record> nodes;              // upserts
   std::vector<impact_record> impacts;          // upserts by (node_id, window_end)
+  std::vector<inventory_record> inventory;     // upserts by node_id
   std::int64_t prune_impacts_before = 0;       // > 0: delete impacts with window_end < this
   // Compare-and-swap on meta: each key must currently hold exactly this value ("" = absent),
   // else the batch is a conflict. Lets replicas update shared state (the rollout) safely.
@@ -112,7 +133,7 @@ struct write_batch {
   bool require_leadership = false;
   [[nodiscard]] bool empty() const noexcept {
     return directives.empty() && audit.empty() && revisions.empty() && meta.empty() &&
-           nodes.empty() && impacts.empty() && prune_impacts_before == 0;
+           nodes.empty() && impacts.empty() && prune_impacts_before == 0 && inventory.empty();
   }
 };
 
@@ -148,6 +169,9 @@ class store {
   [[nodiscard]] virtual std::optional<std::string> get_meta(const std::string& key) = 0;
 
   [[nodiscard]] virtual std::vector<node_record> list_nodes() = 0;
+
+  // The whole inventory, by node_id.
+  [[nodiscard]] virtual std::vector<inventory_record> list_inventory() = 0;
 
   // Impact reports with window_end >= since, by window_end then node_id.
   [[nodiscard]] virtual std::vector<impact_record> list_impacts(std::int64_t since) = 0;

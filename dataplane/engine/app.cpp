@@ -176,13 +176,6 @@ std::optional<std::string> read_small_file(const std::string& path) {
   return s.str();
 }
 
-std::string trimmed(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  std::size_t b = 0;
-  while (b < s.size() && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  return s.substr(b);
-}
-
 // Controller mode: the agent and what it needs, built from validated options.
 struct controller_link {
   std::unique_ptr<agent::http_transport> transport;
@@ -201,9 +194,8 @@ std::unique_ptr<controller_link> make_controller_link(const app_options& o, poli
                                                       std::string& error) {
   auto link = std::make_unique<controller_link>(h);
   const std::optional<std::string> key_text = read_small_file(o.controller_key);
-  const std::optional<std::string> token = read_small_file(o.node_token_file);
-  if (!key_text || !token) {
-    error = "cannot read --controller-key or --node-token-file";
+  if (!key_text) {
+    error = "cannot read --controller-key";
     return nullptr;
   }
   const std::optional<crypto::public_key> key = crypto::parse_public_key(*key_text, &error);
@@ -212,8 +204,9 @@ std::unique_ptr<controller_link> make_controller_link(const app_options& o, poli
   agent::http_transport_config tc;
   tc.urls = o.controllers;
   tc.node_id = o.node_id;
-  tc.token = trimmed(*token);
   tc.labels = *labels;
+  error = agent::set_credentials(tc, o.node_token_file, o.node_cert, o.node_key, o.controller_ca);
+  if (!error.empty()) return nullptr;
   link->transport = agent::http_transport::create(tc, error);
   if (!link->transport) return nullptr;
   link->impact_transport = agent::http_transport::create(tc, error);
@@ -366,7 +359,16 @@ int parse_app_options(int argc, char** argv, app_options& o) {
                  "controller mode: directory for the last good snapshot (snapshot.json)")
       ->check(CLI::ExistingDirectory);
   cli.add_option("--node-token-file", o.node_token_file,
-                 "controller mode: file holding this node's bearer token")
+                 "controller mode: file holding this node's bearer token (optional with --node-cert)")
+      ->check(CLI::ExistingFile);
+  cli.add_option("--node-cert", o.node_cert,
+                 "controller mode: this node's client certificate, PEM (CN = --node-id; "
+                 "sluicectl nodes enroll writes it)")
+      ->check(CLI::ExistingFile);
+  cli.add_option("--node-key", o.node_key, "controller mode: the key of --node-cert, PEM")
+      ->check(CLI::ExistingFile);
+  cli.add_option("--controller-ca", o.controller_ca,
+                 "controller mode: CA certificates that vouch for the controller's (https://)")
       ->check(CLI::ExistingFile);
   cli.add_flag("--no-checksum-check", o.no_checksum_check,
                "do not ignore packets with bad L4 checksums (endpoint captures)");
@@ -443,13 +445,15 @@ int parse_app_options(int argc, char** argv, app_options& o) {
   if (o.test_hooks && o.mgmt == "none") return usage("--test-hooks needs --mgmt");
   if (o.controllers.empty()) {
     if (!o.labels.empty() || !o.controller_key.empty() || !o.state_dir.empty() ||
-        !o.node_token_file.empty()) {
-      return usage("--labels, --controller-key, --state-dir and --node-token-file need --controller");
+        !o.node_token_file.empty() || !o.node_cert.empty() || !o.node_key.empty() ||
+        !o.controller_ca.empty()) {
+      return usage("--labels, --controller-key, --state-dir, --node-token-file, --node-cert, "
+                   "--node-key and --controller-ca need --controller");
     }
   } else {
     if (o.node_id.empty()) return usage("--controller needs --node-id");
-    if (o.controller_key.empty() || o.state_dir.empty() || o.node_token_file.empty()) {
-      return usage("--controller needs --controller-key, --state-dir and --node-token-file");
+    if (o.controller_key.empty() || o.state_dir.empty()) {
+      return usage("--controller needs --controller-key and --state-dir");
     }
     for (const std::string& url : o.controllers) {
       if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
@@ -462,10 +466,14 @@ int parse_app_options(int argc, char** argv, app_options& o) {
     if (!key_text || !crypto::parse_public_key(*key_text, &error)) {
       return usage("--controller-key " + o.controller_key + ": " + error);
     }
-    const std::optional<std::string> token = read_small_file(o.node_token_file);
-    if (!token || trimmed(*token).empty()) {
-      return usage("--node-token-file " + o.node_token_file + " is unreadable or empty");
-    }
+    // The credential, checked now: a certificate must be this node's (its CN is --node-id).
+    agent::http_transport_config tc;
+    tc.urls = o.controllers;
+    tc.node_id = o.node_id;
+    if (std::string why = agent::set_credentials(tc, o.node_token_file, o.node_cert, o.node_key,
+                                                 o.controller_ca);
+        !why.empty())
+      return usage(why);
   }
   // The policy file is parsed now, before EAL start-up, so a YAML error costs nothing; it is
   // compiled (rte_fib needs the EAL) in run_app.

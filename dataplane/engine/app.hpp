@@ -27,13 +27,17 @@ struct app_options {
   bool offline = false;
   std::string stats_json;       // offline: "" = stdout
   std::string node_id;
-  // Controller mode (node agent, control/agent): every one of these but labels is required
-  // once --controller is given; --policy then only bootstraps until the first snapshot.
+  // Controller mode (node agent, control/agent): --controller-key and --state-dir are required
+  // once --controller is given, and a credential (--node-cert/--node-key for mutual TLS, or
+  // --node-token-file); --policy then only bootstraps until the first snapshot.
   std::vector<std::string> controllers;  // URLs, tried in order on failure
   std::string labels;                    // "k=v,k=v"
   std::string controller_key;            // controller's minisign public key file
   std::string state_dir;                 // persisted last good snapshot
-  std::string node_token_file;           // bearer token (role node)
+  std::string node_token_file;           // bearer token (role node); optional with a certificate
+  std::string node_cert;                 // this node's client certificate (CN = node id), PEM
+  std::string node_key;                  // its private key, PEM
+  std::string controller_ca;             // CA certificates that vouch for the controller, PEM
   bool no_checksum_check = false;
   bool test_hooks = false;
   std::uint32_t flow_table_size = 1u << 18;

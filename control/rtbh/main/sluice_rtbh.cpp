@@ -48,11 +48,6 @@ std::optional<std::string> read_file(const std::string& path) {
   return s.str();
 }
 
-std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 std::string describe(const rtbh::reconcile_report& r) {
   std::string s = std::to_string(r.routes) + " routes (+" + std::to_string(r.added) + " -" +
                   std::to_string(r.removed) + ", " + std::to_string(r.kept) + " kept) in " +
@@ -67,6 +62,9 @@ struct options {
   std::string node_id;
   std::string labels;
   std::string node_token_file;
+  std::string node_cert;
+  std::string node_key;
+  std::string controller_ca;
   std::string state_dir;
   std::uint32_t table = rtbh::default_table;
   std::string route_type = "blackhole";
@@ -98,7 +96,13 @@ int main(int argc, char** argv) {
                  "the controller's minisign public key (snapshot signatures)");
   cli.add_option("--node-id", o.node_id, "this node's id (and the node label of metrics)");
   cli.add_option("--labels", o.labels, "node labels, k=v,k=v");
-  cli.add_option("--node-token-file", o.node_token_file, "file holding this node's bearer token");
+  cli.add_option("--node-token-file", o.node_token_file,
+                 "file holding this node's bearer token (optional with --node-cert)");
+  cli.add_option("--node-cert", o.node_cert,
+                 "this node's client certificate, PEM (CN = --node-id; sluicectl nodes enroll)");
+  cli.add_option("--node-key", o.node_key, "the key of --node-cert, PEM");
+  cli.add_option("--controller-ca", o.controller_ca,
+                 "CA certificates that vouch for the controller's (https://)");
   cli.add_option("--state-dir", o.state_dir, "directory for the last good snapshot");
   cli.add_option("--table", o.table, "kernel routing table of our routes (default 4242)")
       ->check(CLI::Range(1u, 0xffffffffu));
@@ -118,19 +122,16 @@ int main(int argc, char** argv) {
   if (o.table == 255) return usage("--table 255 is the kernel's local table");
   if (o.controllers.empty() == o.policy.empty()) {
     return usage(
-        "give either --controller (with --controller-key, --node-id, "
-        "--node-token-file, --state-dir) or --policy FILE");
+        "give either --controller (with --controller-key, --node-id, --state-dir and "
+        "--node-cert/--node-key or --node-token-file) or --policy FILE");
   }
   std::optional<agent::label_map> labels;
   std::optional<sluice::control::crypto::public_key> key;
-  std::string token;
+  agent::http_transport_config tc;
   std::string error;
   if (!o.controllers.empty()) {
-    if (o.node_id.empty() || o.controller_key.empty() || o.state_dir.empty() ||
-        o.node_token_file.empty()) {
-      return usage(
-          "--controller needs --node-id, --controller-key, --node-token-file and "
-          "--state-dir");
+    if (o.node_id.empty() || o.controller_key.empty() || o.state_dir.empty()) {
+      return usage("--controller needs --node-id, --controller-key and --state-dir");
     }
     if (!agent::valid_node_id(o.node_id)) return usage("--node-id: invalid node id");
     labels = agent::parse_labels(o.labels, error);
@@ -139,11 +140,13 @@ int main(int argc, char** argv) {
     if (!key_text) return usage("--controller-key " + o.controller_key + ": cannot read");
     key = sluice::control::crypto::parse_public_key(*key_text, &error);
     if (!key) return usage("--controller-key " + o.controller_key + ": " + error);
-    const std::optional<std::string> t = read_file(o.node_token_file);
-    if (!t || trimmed(*t).empty()) {
-      return usage("--node-token-file " + o.node_token_file + " is unreadable or empty");
-    }
-    token = trimmed(*t);
+    tc.urls = o.controllers;
+    tc.node_id = o.node_id;
+    tc.labels = *labels;
+    if (std::string why = agent::set_credentials(tc, o.node_token_file, o.node_cert, o.node_key,
+                                                 o.controller_ca);
+        !why.empty())
+      return usage(why);
   }
 
   // Signals are taken by sigtimedwait on this thread; every thread started below inherits the
@@ -184,11 +187,6 @@ int main(int argc, char** argv) {
   std::unique_ptr<agent::agent> core;
   std::unique_ptr<agent::runner> thread;
   if (!o.controllers.empty()) {
-    agent::http_transport_config tc;
-    tc.urls = o.controllers;
-    tc.node_id = o.node_id;
-    tc.token = token;
-    tc.labels = *labels;
     transport = agent::http_transport::create(tc, error);
     if (!transport) return usage("--controller: " + error);
     agent::agent_config ac;

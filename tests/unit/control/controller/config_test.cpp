@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/unit/support/openssl_certs.hpp"
+
 namespace api = sluice::control::api;
 namespace crypto = sluice::control::crypto;
 
@@ -169,6 +171,67 @@ TEST_CASE("config refusals say where and why") {
       CAPTURE(msg);
       CHECK(msg.find(r.where) != std::string::npos);
       CHECK(msg.find(r.says) != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("issue 14: node_ca, nodes and nodes_file") {
+  key_dir d;
+  sluice::test::cert_dir certs;
+  certs.make_ca("ca");
+  certs.make_ca("other");
+  std::filesystem::copy_file(certs.file("ca.crt"), d.path / "ca.crt");
+  std::filesystem::copy_file(certs.file("ca.key"), d.path / "ca.key");
+  std::filesystem::copy_file(certs.file("other.key"), d.path / "other.key");
+  std::ofstream(d.path / "nodes.yaml") << "- { id: sim-0001, labels: { site: sim } }\n"
+                                          "- { id: sim-0002 }\n";
+
+  std::istringstream in(base_config() +
+                        "node_ca: { cert: ca.crt, key: ca.key, certificate_days: 90 }\n"
+                        "nodes:\n  - { id: edge-1, labels: { site: msk-1, group: canary } }\n"
+                        "nodes_file: nodes.yaml\n");
+  const auto c = api::load_daemon_config(in, d.path);
+  REQUIRE(c.core.node_ca);
+  CHECK(c.core.node_ca->can_issue());
+  CHECK(c.core.node_certificate_days == 90);
+  CHECK(c.node_ca_cert == d.path / "ca.crt");
+  REQUIRE(c.core.nodes.size() == 3);
+  CHECK(c.core.nodes[0].id == "edge-1");
+  CHECK(c.core.nodes[0].labels.at("group") == "canary");
+  CHECK(c.core.nodes[1].labels.at("site") == "sim");
+  CHECK(c.core.nodes[2].labels.empty());
+
+  std::istringstream isp(base_config() + "node_ca: { cert: ca.crt }\n");
+  const auto i = api::load_daemon_config(isp, d.path);
+  REQUIRE(i.core.node_ca);
+  CHECK_FALSE(i.core.node_ca->can_issue());
+  std::istringstream none(base_config());
+  CHECK(api::load_daemon_config(none, d.path).core.node_ca == nullptr);
+
+  struct row {
+    const char* what;
+    std::string text;
+    const char* says;
+  };
+  const row rows[] = {
+      {"CA without cert", base_config() + "node_ca: { key: ca.key }\n", "node_ca needs cert"},
+      {"CA key of another CA", base_config() + "node_ca: { cert: ca.crt, key: other.key }\n",
+       "does not belong"},
+      {"days out of range", base_config() + "node_ca: { cert: ca.crt, certificate_days: 0 }\n", "1..3650"},
+      {"node id with a slash", base_config() + "nodes:\n  - { id: a/b }\n", "config:7:11"},
+      {"label value with a comma", base_config() + "nodes:\n  - { id: a, labels: { s: \"x,y\" } }\n",
+       "must be 1-64"},
+      {"node twice", base_config() + "nodes:\n  - { id: a }\n  - { id: a }\n", "listed twice"},
+      {"missing nodes file", base_config() + "nodes_file: none.yaml\n", "cannot read"},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.what);
+    std::istringstream bad(r.text);
+    try {
+      (void)api::load_daemon_config(bad, d.path);
+      FAIL("accepted");
+    } catch (const api::config_error& e) {
+      CHECK(std::string(e.what()).find(r.says) != std::string::npos);
     }
   }
 }

@@ -102,9 +102,16 @@ struct fixture {
     return out;
   }
   std::size_t audit_count() { return core->audit(0, 0).value->size(); }
+  // Nodes are served only once in the inventory, with the inventory's labels (issue 14).
+  void enroll(const std::string& node, const std::map<std::string, std::string>& labels = {}) {
+    const auto have = core->node_labels(node);
+    if (have && *have == labels) return;
+    REQUIRE(core->enroll_node(alice, node, labels, ""));
+  }
   // The node's snapshot: revision and its parsed policy (the node's view).
   std::pair<std::uint64_t, sluice::match::policy_spec> snapshot(const std::string& node,
                                                                 std::map<std::string, std::string> labels = {}) {
+    enroll(node, labels);
     auto r = core->snapshot(node, labels, std::nullopt, std::chrono::milliseconds(0));
     REQUIRE(r);
     const json body = json::parse(*r.value->body);
@@ -119,6 +126,7 @@ struct fixture {
     ctl::status_report rep;
     rep.revision = rev;
     rep.offered = rev;
+    enroll(node, labels);
     REQUIRE(core->node_status(node, labels, rep));
   }
 };
@@ -290,6 +298,7 @@ TEST_CASE("revocation and emergency stop are immediate, need a reason, and are a
 
 TEST_CASE("long poll: 304 while the offer is what the node holds; an approval wakes it") {
   fixture f;
+  f.enroll("n1");
   const auto first = f.core->snapshot("n1", {}, std::nullopt, std::chrono::milliseconds(0));
   REQUIRE(first);
   const auto held = first.value->revision;
@@ -318,6 +327,7 @@ TEST_CASE("event-driven poll: a new offer wakes exactly the waiters it answers, 
   std::map<std::string, int> woken;
   auto poll = [&](const std::string& node, const std::map<std::string, std::string>& labels,
                   std::optional<std::uint64_t> held) {
+    f.enroll(node, labels);
     return f.core->poll_snapshot(node, labels, held, [&woken, node] { ++woken[node]; });
   };
   // No held revision: answered at once, nothing registered.
@@ -364,6 +374,7 @@ TEST_CASE("event-driven poll: a new offer wakes exactly the waiters it answers, 
 TEST_CASE("one signed body per revision and scope, the same bytes for every node of it") {
   fixture f([](ctl::controller_config& c) { c.known_sites = {"site-a", "site-b"}; });
   auto offer = [&](const std::string& node, const std::map<std::string, std::string>& labels) {
+    f.enroll(node, labels);
     auto r = f.core->snapshot(node, labels, std::nullopt, std::chrono::milliseconds(0));
     REQUIRE(r);
     return r.value->body;
@@ -605,6 +616,7 @@ TEST_CASE("replicated: a second controller on the same store follows the first's
   CHECK(f.core->rollout().target == target);
   CHECK(f.core->get("ministry", "R-1").value->record.state == "active");
   // A node long-polling the first replica is offered what the second compiled.
+  f.enroll("n9");
   const auto offer = f.core->snapshot("n9", {}, r0, std::chrono::milliseconds(0));
   REQUIRE(offer);
   CHECK(offer.value->revision == target);
@@ -626,6 +638,7 @@ TEST_CASE("replicated: a node moving to another replica is not registered twice"
   const std::int64_t first_seen = t0;
   REQUIRE(registrations("n1") == 1);
   f.clk.advance(30);
+  second.tick();  // the second replica hears of the enrolment through the store
   // n1's replica fails; it reports to the second (and long-polls there) from now on.
   ctl::status_report rep;
   rep.revision = 1;
@@ -643,6 +656,7 @@ TEST_CASE("replicated: a node moving to another replica is not registered twice"
   CHECK(found);
   // A node neither replica has seen is registered once, by the one it reports to.
   f.clk.advance(1);
+  REQUIRE(second.enroll_node(alice, "n2", {{"site", "site-a"}}, ""));
   REQUIRE(second.node_status("n2", {{"site", "site-a"}}, rep));
   second.tick();
   CHECK(registrations("n2") == 1);

@@ -433,6 +433,37 @@ TEST_CASE("etcd store: impacts list by window then node, and prune by window_end
   CHECK(keys(0) == std::vector<std::string>{"n1@160", "n2@160", "n1@220", "n3@260"});
 }
 
+TEST_CASE("etcd store: the inventory round-trips, upserts by node id, is shared by replicas") {
+  auto a = open("inventory", "a");
+  auto b = open("inventory", "b");
+  CHECK(a->list_inventory().empty());
+  write_batch enrol;
+  enrol.inventory = {test::make_inventory("edge/2"), test::make_inventory("edge-1")};  // '/' escaped
+  enrol.audit = {make_audit("node.enrolled", "edge-1"), make_audit("node.enrolled", "edge/2")};
+  enrol.meta["inventory"] = "1";
+  enrol.meta_expect["inventory"] = "";
+  REQUIRE(a->commit(enrol));
+  auto all = b->list_inventory();
+  REQUIRE(all.size() == 2);
+  check_same(all[0], test::make_inventory("edge-1"));
+  check_same(all[1], test::make_inventory("edge/2"));
+
+  // Replicas serialise inventory changes through the meta generation: b's stale write loses.
+  write_batch stale;
+  stale.inventory = {test::make_inventory("edge-1", "revoked")};
+  stale.meta["inventory"] = "1";
+  stale.meta_expect["inventory"] = "";
+  CHECK(b->commit(stale).outcome == commit_outcome::conflict);
+  stale.meta["inventory"] = "2";
+  stale.meta_expect["inventory"] = "1";
+  REQUIRE(b->commit(stale));
+  check_same(a->list_inventory()[0], test::make_inventory("edge-1", "revoked"));
+
+  write_batch bad;
+  bad.inventory = {test::make_inventory("x", "lost")};
+  CHECK(a->commit(bad).outcome == commit_outcome::failed);
+}
+
 TEST_CASE("etcd store: a node that stops reporting expires after node_ttl") {
   auto s = open("expiry");
   write_batch b;

@@ -425,9 +425,9 @@ TEST_CASE("sqlite store: files that are not a Sluice database of this version ar
   SUBCASE("a newer schema") {
     const std::string path = dir.file("newer.db");
     { auto s = open_sqlite_store(path); }
-    raw_sql(path, "PRAGMA user_version = 3");
+    raw_sql(path, "PRAGMA user_version = 4");
     CHECK(refused(path) == "cannot open store " + path +
-                               ": schema version 3 is newer than this build's 2; upgrade Sluice");
+                               ": schema version 4 is newer than this build's 3; upgrade Sluice");
   }
   SUBCASE("a version 1 store is upgraded in place and keeps its records") {
     const std::string path = dir.file("v1.db");
@@ -438,13 +438,34 @@ TEST_CASE("sqlite store: files that are not a Sluice database of this version ar
       REQUIRE(s->commit(b));
     }
     raw_sql(path, "DROP TABLE impacts");
+    raw_sql(path, "DROP TABLE inventory");
     raw_sql(path, "PRAGMA user_version = 1");
     auto s = open_sqlite_store(path);
     CHECK(s->get_directive("moc", "A").has_value());
     write_batch b;
     b.impacts.push_back({"edge-1", 100, 130, 7, "{}"});
+    b.inventory.push_back(test::make_inventory("edge-1"));
     CHECK(s->commit(b));
     CHECK(s->list_impacts(0).size() == 1);
+    CHECK(s->list_inventory().size() == 1);
+  }
+  SUBCASE("a version 2 store gains the inventory and keeps its records") {
+    const std::string path = dir.file("v2.db");
+    {
+      auto s = open_sqlite_store(path);
+      write_batch b;
+      b.impacts.push_back({"edge-1", 100, 130, 7, "{}"});
+      REQUIRE(s->commit(b));
+    }
+    raw_sql(path, "DROP TABLE inventory");
+    raw_sql(path, "PRAGMA user_version = 2");
+    auto s = open_sqlite_store(path);
+    CHECK(s->list_impacts(0).size() == 1);
+    CHECK(s->list_inventory().empty());
+    write_batch b;
+    b.inventory.push_back(test::make_inventory("edge-1"));
+    CHECK(s->commit(b));
+    CHECK(s->list_inventory().size() == 1);
   }
   SUBCASE("a directory that does not exist") {
     const std::string path = dir.file("missing/dir/x.db");
@@ -645,6 +666,57 @@ TEST_CASE("sqlite store: meta compare-and-swap, impacts, overrides and change wa
     writer.join();
     CHECK(s->store_revision() == r0 + 1);
     CHECK(s->leadership_state().leader);
+  }
+}
+
+TEST_CASE("sqlite store: the inventory round-trips, upserts by node id, commits with its audit record") {
+  temp_dir dir;
+  const std::string path = dir.file("inv.db");
+  {
+    auto s = open_sqlite_store(path);
+    CHECK(s->list_inventory().empty());
+    write_batch b;
+    b.inventory = {test::make_inventory("edge-2"), test::make_inventory("edge-1")};
+    b.audit = {make_audit("node.enrolled", "edge-1"), make_audit("node.enrolled", "edge-2")};
+    b.meta["inventory"] = "1";
+    REQUIRE(s->commit(b));
+    auto all = s->list_inventory();
+    REQUIRE(all.size() == 2);
+    CHECK(all[0].node_id == "edge-1");  // by node id
+    check_same(all[0], test::make_inventory("edge-1"));
+
+    write_batch revoke;
+    revoke.inventory = {test::make_inventory("edge-1", "revoked")};
+    revoke.audit = {make_audit("node.revoked", "edge-1")};
+    REQUIRE(s->commit(revoke));
+  }
+  auto s = open_sqlite_store(path);  // durable across a reopen
+  const auto all = s->list_inventory();
+  REQUIRE(all.size() == 2);
+  check_same(all[0], test::make_inventory("edge-1", "revoked"));
+  CHECK(s->audit_since(0).size() == 3);
+
+  SUBCASE("a record put twice, with no id or with an unknown state refuses the whole batch") {
+    for (const auto& bad : std::vector<std::vector<inventory_record>>{
+             {test::make_inventory("x"), test::make_inventory("x")},
+             {test::make_inventory("")},
+             {test::make_inventory("y", "lost")}}) {
+      write_batch b;
+      b.inventory = bad;
+      b.audit = {make_audit("node.enrolled", "x")};
+      const auto res = s->commit(b);
+      CHECK(res.outcome == commit_outcome::failed);
+      CHECK(res.error.rfind("invalid batch: inventory", 0) == 0);
+    }
+    CHECK(s->list_inventory().size() == 2);
+    CHECK(s->audit_since(0).size() == 3);
+  }
+  SUBCASE("a hand-edited row is reported with its node id") {
+    s.reset();
+    raw_sql(path, "UPDATE inventory SET labels = 'not json' WHERE node_id = 'edge-2'");
+    s = open_sqlite_store(path);
+    CHECK_THROWS_WITH_AS((void)s->list_inventory(),
+                         doctest::Contains("corrupt store: node edge-2: labels"), store_error);
   }
 }
 

@@ -49,6 +49,38 @@ inline directive_record make_directive(const std::string& issuer, const std::str
   return d;
 }
 
+inline inventory_record make_inventory(const std::string& id, const std::string& state = "enrolled") {
+  inventory_record r;
+  r.node_id = id;
+  r.labels = {{"site", "msk-1"}, {"group", "canary"}};
+  r.state = state;
+  r.fingerprint = std::string(64, 'a');
+  r.certificate_not_after = 1800000000;
+  r.source = "api";
+  r.enrolled_at = 1700000000;
+  r.enrolled_by = "eng-alice";
+  if (state == "revoked") {
+    r.revoked_at = 1700000100;
+    r.revoked_by = "eng-bob";
+    r.revoked_reason = "stolen — украден";
+  }
+  return r;
+}
+
+inline void check_same(const inventory_record& a, const inventory_record& b) {
+  CHECK(a.node_id == b.node_id);
+  CHECK(a.labels == b.labels);
+  CHECK(a.state == b.state);
+  CHECK(a.fingerprint == b.fingerprint);
+  CHECK(a.certificate_not_after == b.certificate_not_after);
+  CHECK(a.source == b.source);
+  CHECK(a.enrolled_at == b.enrolled_at);
+  CHECK(a.enrolled_by == b.enrolled_by);
+  CHECK(a.revoked_at == b.revoked_at);
+  CHECK(a.revoked_by == b.revoked_by);
+  CHECK(a.revoked_reason == b.revoked_reason);
+}
+
 inline audit::audit_record make_audit(const std::string& event, const std::string& subject,
                                       std::int64_t at = 1700000000000) {
   audit::audit_record r;
