@@ -50,7 +50,9 @@ class Env(Controller):
     def start(self):
         return super().start(timeout=10)
 
-    def start_sim(self, nodes=2, canary=0, state="state"):
+    def start_sim(self, nodes=2, canary=0, state="state", enroll=True):
+        if enroll:  # issue 14: only enrolled nodes are served
+            self.enroll_sim(nodes, canary=canary)
         args = [SIM, "--controller", self.url, "--nodes", str(nodes), "--labels", "site=sim",
                 "--controller-key", "controller.pub", "--node-token-file", "node.token",
                 "--state-root", os.path.join(self.root, state), "--wait", "5",
@@ -220,7 +222,7 @@ def crash(root):
     e.kill()
     e.stop_sim()
     before = len(e.sim_events())
-    e.start_sim(2, canary=1)
+    e.start_sim(2, canary=1, enroll=False)  # the controller is down; they are enrolled
     def restored():
         evs = e.sim_events()[before:]
         return len([ev for ev in evs if ev.get("event") == "applied" and ev["revision"] == target]) == 2

@@ -380,6 +380,21 @@ tokens:
         status, body = self.request("GET", path, role)
         return body if status == 200 else None
 
+    def enroll_nodes(self, nodes):
+        """Puts [(node id, {labels})...] in the controller's inventory (issue 14: only enrolled
+        nodes are served, with the inventory's labels), 250 per request (under the route's body limit), as an engineer."""
+        for i in range(0, len(nodes), 250):
+            chunk = [{"node": n, "labels": labels} for n, labels in nodes[i:i + 250]]
+            status, body = self.request("POST", "/v1/inventory", role="engineer", body={"nodes": chunk})
+            if status != 200:
+                raise RuntimeError(f"enrolling {len(chunk)} nodes: HTTP {status} {body}")
+
+    def enroll_sim(self, nodes, prefix="sim-", labels=None, canary=0):
+        """The nodes sluice-fleet-sim --nodes N --node-prefix P --labels L --canary C runs."""
+        labels = labels if labels is not None else {"site": "sim"}
+        self.enroll_nodes([(f"{prefix}{i:04d}", {**labels, **({"group": "canary"} if i <= canary else {})})
+                           for i in range(1, nodes + 1)])
+
     def node_list(self):
         return (self.get("/v1/nodes") or {}).get("nodes", [])
 

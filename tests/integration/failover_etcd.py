@@ -182,6 +182,7 @@ def run(root):
         return
     print(f"   leader {leader.replica}")
     for s in sims:
+        a.enroll_sim(PER_SIM, prefix=s.prefix, canary=CANARY_PER_SIM)  # issue 14
         s.start()
     if not check(wait_for(lambda: converged(a, 1, all_ids), 60, step=0.5),
                  f"{NODES} nodes (3 simulators, first URL rotated) converge on revision 1"):

@@ -140,6 +140,8 @@ class Sim:
         self.proc = None
 
     def start(self):
+        if self.env.alive():  # issue 14: only enrolled nodes are served (restarts keep them)
+            self.env.enroll_sim(self.nodes, prefix=self.prefix, canary=self.canary)
         args = [SIM, "--controller", self.url, "--nodes", str(self.nodes), "--labels", "site=sim",
                 "--node-prefix", self.prefix, "--controller-key", "controller.pub",
                 "--node-token-file", "node.token", "--state-root",
