@@ -214,8 +214,17 @@ std::optional<status_body> parse_status_body(std::string_view text) {
   status_body out;
   controller::status_report& rep = out.report;
   try {
-    rep.revision = body.at("revision").get<std::uint64_t>();
-    rep.offered = body.value("offered", std::uint64_t{0});
+    // Revisions are unsigned (nlohmann would wrap a negative number silently).
+    const auto unsigned_field = [&](const char* name) -> std::optional<std::uint64_t> {
+      if (!body.contains(name)) return std::uint64_t{0};
+      if (!body[name].is_number_unsigned()) return std::nullopt;
+      return body[name].get<std::uint64_t>();
+    };
+    if (!body.contains("revision")) return std::nullopt;
+    const auto revision = unsigned_field("revision"), offered = unsigned_field("offered");
+    if (!revision || !offered) return std::nullopt;
+    rep.revision = *revision;
+    rep.offered = *offered;
     rep.ruleset_sha256 = body.value("ruleset_sha256", std::string());
     const std::string result = body.at("result").get<std::string>();
     if (result != "ack" && result != "nack") return std::nullopt;
