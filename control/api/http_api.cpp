@@ -87,7 +87,8 @@ json to_json(const audit::audit_record& a) {
 
 void send_json(response& res, int status, const json& body) {
   res.status = status;
-  res.set_body(body.dump(), "application/json");
+  // Invalid UTF-8 from the caller (a node id in a message) is replaced, not thrown on.
+  res.set_body(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
 void send_error(response& res, const controller::op_error& e) {

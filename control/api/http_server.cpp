@@ -205,10 +205,34 @@ std::string_view to_string(refusal r) noexcept {
   return i < refusal_names.size() ? refusal_names[i] : std::string_view("unknown");
 }
 
+namespace {
+
+// A JSON string's content: quotes, backslashes and control bytes escaped (bytes >= 0x80 pass).
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "\\u00";
+      out += hex[(ch >> 4) & 0xf];
+      out += hex[ch & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 response error_response(int status, std::string_view code, std::string_view message) {
   response r;
   r.status = status;
-  r.set_body("{\"error\":\"" + std::string(code) + "\",\"message\":\"" + std::string(message) + "\"}",
+  r.set_body("{\"error\":\"" + json_escape(code) + "\",\"message\":\"" + json_escape(message) + "\"}",
              "application/json");
   return r;
 }

@@ -137,6 +137,11 @@ TEST_CASE("API admission: no credential, wrong role, bodies over each route's ca
   REQUIRE(snap);
   CHECK(snap->status == 200);
 
+  // Bytes that are not UTF-8 in a path echoed by a message: replaced, not a 500.
+  auto odd = c.Get("/v1/directives/%FF%FE/x", bearer(viewer_token));
+  REQUIRE(odd);
+  CHECK(odd->status == 404);
+
   CHECK(f.refused(refusal::unauthenticated) == 3);
   CHECK(f.refused(refusal::forbidden) == 2);
   CHECK(f.refused(refusal::too_large) == 5);
