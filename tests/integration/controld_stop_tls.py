@@ -9,10 +9,13 @@ SIGTERM.
    and verifies client certificates against the CA (tls.client_ca).
 2. SIGHUP with B's files in place: a new handshake sees B, sluice_control_tls_reloads_total
    {result="ok"} is 1; a SIGHUP with a key that does not match keeps B and counts a failure.
-3. POLLS long polls wait over TLS (the node certificate, no token: each for its own node id
+3. BIG_CLIENTS clients at once each declare a 1 GB POST /v1/directives (no token, and with the
+   ministry's: 401 and 413) and try to send it: each is answered on its head and cut after a
+   few MB, and the controller's RSS grows by less than RSS_BOUND_MB.
+4. POLLS long polls wait over TLS (the node certificate, no token: each for its own node id
    would need its own certificate, so they use the fleet token and one node id each). A node
    posts a status report (a unique error text) just before SIGTERM.
-4. SIGTERM: the controller exits 0 within STOP_BOUND_S, every poll got 503 shutting_down or a
+5. SIGTERM: the controller exits 0 within STOP_BOUND_S, every poll got 503 shutting_down or a
    close, and the status report is in the SQLite file (the last flush after the stop).
 Exit 0 pass, 1 fail, 77 when openssl or the binaries are missing."""
 
@@ -36,6 +39,9 @@ BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 HOST = "127.0.0.1"
 POLLS = 200
 STOP_BOUND_S = 1.0
+BIG_CLIENTS = 20
+GIB = 1 << 30
+RSS_BOUND_MB = 64
 
 
 def openssl(root, *args):
@@ -119,6 +125,37 @@ class TlsController(Controller):
         return 0.0
 
 
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def big_sender(ctl, token, results, i):
+    """Declares a 1 GB body and sends until the controller cuts it; results[i] = (status line,
+    bytes sent)."""
+    sent, status = 0, "no answer"
+    try:
+        with socket.create_connection((HOST, ctl.port), timeout=20) as s:
+            with ctl.ctx.wrap_socket(s, server_hostname=HOST) as t:
+                auth = f"Authorization: Bearer {token}\r\n" if token else ""
+                t.sendall((f"POST /v1/directives HTTP/1.1\r\nHost: {HOST}\r\n{auth}"
+                           f"Content-Type: application/json\r\nContent-Length: {GIB}\r\n\r\n").encode())
+                t.settimeout(5)
+                head = t.recv(4096)
+                status = head.split(b"\r\n", 1)[0].decode() if head else "closed"
+                chunk = b"x" * (256 * 1024)
+                t.settimeout(20)
+                while sent < GIB:
+                    t.sendall(chunk)
+                    sent += len(chunk)
+    except (OSError, ssl.SSLError):
+        pass
+    results[i] = (status, sent)
+
+
 def long_poll(ctl, node, held, results, i):
     """One waiting GET /v1/nodes/NODE/snapshot; results[i] = status line or "closed"."""
     try:
@@ -178,6 +215,29 @@ def main():
     check(status == 200, f"the node certificate fetches its own snapshot ({status})")
     status, _ = ctl.request("GET", "/v1/nodes/other-node/snapshot", None, ctx=ctl.node_ctx)
     check(status == 403, f"and not another node's ({status})")
+
+    # -- 20 clients each declare and try to send 1 GB: refused on the head, cut early
+    rss0 = rss_mb(ctl.proc.pid)
+    big = [None] * BIG_CLIENTS
+    senders = [threading.Thread(target=big_sender,
+                                args=(ctl, TOKENS["ministry"] if i % 2 else None, big, i), daemon=True)
+               for i in range(BIG_CLIENTS)]
+    peak = rss0
+    for t in senders:
+        t.start()
+    while any(t.is_alive() for t in senders):
+        peak = max(peak, rss_mb(ctl.proc.pid))
+        time.sleep(0.02)
+    statuses = sorted({r[0] for r in big})
+    most = max(r[1] for r in big) / (1 << 20)
+    print(f"figure {BIG_CLIENTS} clients x 1 GB: answers {statuses}, the most any got out "
+          f"{most:.1f} MiB; controller RSS {rss0:.1f} MiB -> peak {peak:.1f} MiB")
+    check(statuses == ["HTTP/1.1 401 Unauthorized", "HTTP/1.1 413 Payload Too Large"],
+          f"no token -> 401, the ministry's -> 413, both on the head ({statuses})")
+    check(most < 64, f"every sender was cut after a few MB ({most:.1f} MiB at most)")
+    check(peak - rss0 < RSS_BOUND_MB, f"controller RSS grew {peak - rss0:.1f} MiB < {RSS_BOUND_MB} MiB")
+    check(ctl.metric('sluice_control_http_refused_total{reason="too_large"}') == BIG_CLIENTS // 2,
+          "the 413s are counted as too_large")
 
     # -- long polls waiting, then SIGTERM
     held = ctl.rollout().get("released", 0)
