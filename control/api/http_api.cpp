@@ -273,10 +273,15 @@ admission http_api::admit_public(const request& req) {
 
 admission http_api::admit(http_server& server, const route_rule& rule, const request& req) {
   std::optional<controller::principal> who;
-  std::string key;  // the credential's rate-limit bucket
   if (rule.node && req.peer.verified) {
     // A node's own certificate (issue 14): its CN is its node id, and it speaks only for that.
     const std::string& node = req.matches.at(0);
+    // Its bucket is its own (a certificate without a usable CN: its fingerprint's), even when
+    // it asks for another node's routes.
+    const std::string own = req.peer.common_name.empty() ? "cert:" + req.peer.fingerprint
+                                                         : "node:" + req.peer.common_name;
+    if (const auto d = per_token_.take(own); !d.allowed)
+      return admission::refuse(refusal::rate_limited, too_many(d, "this node"));
     if (req.peer.common_name.empty() || req.peer.common_name != node) {
       const std::string message = "this client certificate (CN '" + req.peer.common_name +
                                   "') may not act for node '" + node + "'";
@@ -284,7 +289,6 @@ admission http_api::admit(http_server& server, const route_rule& rule, const req
                                refusal_response({error_kind::forbidden, "forbidden", message}));
     }
     who = controller::principal{node, role::node};
-    key = "node:" + node;
   } else {
     const std::string auth = req.header("Authorization");
     const auto it = auth.size() > 7 && auth.compare(0, 7, "Bearer ") == 0
@@ -299,10 +303,11 @@ admission http_api::admit(http_server& server, const route_rule& rule, const req
     }
     who = controller::principal{it->second.name, it->second.r};
     // A node token is fleet-wide (until per-node certificates): each node id gets its own bucket.
-    key = rule.node && who->r == role::node ? "node:" + req.matches.at(0) : "token:" + who->name;
+    const std::string key =
+        rule.node && who->r == role::node ? "node:" + req.matches.at(0) : "token:" + who->name;
+    if (const auto d = per_token_.take(key); !d.allowed)
+      return admission::refuse(refusal::rate_limited, too_many(d, "this credential"));
   }
-  if (const auto d = per_token_.take(key); !d.allowed)
-    return admission::refuse(refusal::rate_limited, too_many(d, "this credential"));
   if (std::find(rule.roles.begin(), rule.roles.end(), who->r) == rule.roles.end()) {
     const std::string message = "role " + std::string(controller::to_string(who->r)) + " may not " +
                                 rule.method + " " + rule.route;

@@ -191,7 +191,9 @@ TEST_CASE("API node certificates: a node's certificate speaks for its own node i
   o.tls_cert = files.path("tls.crt");
   o.tls_key = files.path("tls.key");
   o.tls_client_ca = files.path("ca.crt");
-  api_fixture f({}, o);
+  api_limits limits;
+  limits.per_token = {0.01, 5};  // five requests per node, then 429
+  api_fixture f(limits, o);
   auto node_client = [&] {
     auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", f.port(), files.path("edge-1.crt"),
                                                   files.path("edge-1.key"));
@@ -217,6 +219,10 @@ TEST_CASE("API node certificates: a node's certificate speaks for its own node i
   CHECK(anon.Get("/v1/nodes/edge-2/snapshot", bearer(node_token))->status == 200);
   CHECK(anon.Get("/v1/nodes/edge-2/snapshot")->status == 401);
   CHECK(f.refused(refusal::forbidden) == 2);
+  // The certificate's own bucket: four requests so far (asking for edge-2 counted too).
+  CHECK(c->Get("/v1/nodes/edge-1/snapshot")->status == 200);
+  CHECK(c->Get("/v1/nodes/edge-1/snapshot")->status == 429);
+  CHECK(c->Get("/v1/nodes/edge-2/snapshot")->status == 429);
 }
 
 TEST_CASE("API stop: waiting long polls are answered 503 shutting_down at once") {
