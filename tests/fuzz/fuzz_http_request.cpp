@@ -60,6 +60,14 @@ struct world {
     server = std::make_unique<api::http_server>(opt);
     routes->attach(*server);
   }
+  ~world() {
+    server.reset();  // joins the blocking threads (audits of forbidden writes)
+    routes.reset();
+    core.reset();
+    st.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
 };
 
 world& the_world() {
