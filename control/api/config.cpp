@@ -51,6 +51,14 @@ struct reader {
       fail(n, what + " must be a non-negative number");
     }
   }
+  double real(const YAML::Node& n, const std::string& what) const {
+    try {
+      if (!n.IsScalar()) fail(n, what + " must be a number");
+      return n.as<double>();
+    } catch (const YAML::Exception&) {
+      fail(n, what + " must be a number");
+    }
+  }
   std::filesystem::path path(const YAML::Node& n, const std::string& what) const {
     std::filesystem::path p = str(n, what);
     return p.is_absolute() ? p : base / p;
@@ -109,7 +117,10 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     c.obsolete_http_threads = true;
   }
   if (const auto srv = root["server"]) {
-    r.keys(srv, {"io_threads", "api_threads", "max_connections", "max_body_bytes"}, "server");
+    r.keys(srv,
+           {"io_threads", "api_threads", "max_connections", "max_body_bytes", "max_document_bytes",
+            "header_timeout", "body_timeout", "rate_limit"},
+           "server");
     auto bounded = [&](const char* key, std::uint64_t lo, std::uint64_t hi, auto& out) {
       if (!srv[key]) return;
       const std::uint64_t v = r.num(srv[key], std::string("server.") + key);
@@ -122,6 +133,36 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     bounded("api_threads", 1, 64, c.api_threads);
     bounded("max_connections", 16, 1000000, c.max_connections);
     bounded("max_body_bytes", 4096, 1ULL << 30, c.max_body_bytes);
+    bounded("max_document_bytes", 4096, 1ULL << 30, c.api.max_document_bytes);
+    std::uint64_t seconds = 0;
+    bounded("header_timeout", 1, 300, seconds);
+    if (srv["header_timeout"]) c.header_timeout = std::chrono::seconds(seconds);
+    bounded("body_timeout", 1, 3600, seconds);
+    if (srv["body_timeout"]) c.body_timeout = std::chrono::seconds(seconds);
+    if (const auto rl = srv["rate_limit"]) {
+      r.keys(rl, {"per_token", "per_address"}, "server.rate_limit");
+      for (const char* which : {"per_token", "per_address"}) {
+        const auto b = rl[which];
+        if (!b) continue;
+        const std::string where = std::string("server.rate_limit.") + which;
+        r.keys(b, {"rate", "burst"}, where);
+        bucket_config& out = std::string(which) == "per_token" ? c.api.per_token : c.api.per_address;
+        if (b["rate"]) {
+          out.rate = r.real(b["rate"], where + ".rate");
+          if (!(out.rate >= 0.001 && out.rate <= 1e6)) r.fail(b["rate"], where + ".rate must be 0.001..1000000 a second");
+        }
+        if (b["burst"]) {
+          out.burst = r.real(b["burst"], where + ".burst");
+          if (!(out.burst >= 1 && out.burst <= 1e6)) r.fail(b["burst"], where + ".burst must be 1..1000000");
+        }
+      }
+    }
+    // max_body_bytes is the ceiling over every route's limit.
+    if (!srv["max_document_bytes"])
+      c.api.max_document_bytes = std::min(c.api.max_document_bytes, c.max_body_bytes);
+    else if (c.api.max_document_bytes > c.max_body_bytes)
+      r.fail(srv["max_document_bytes"], "server.max_document_bytes must not exceed server.max_body_bytes (" +
+                                            std::to_string(c.max_body_bytes) + ")");
   }
 
   if (!root["signing_key"]) r.fail(root, "signing_key is required (the controller's secret key)");
@@ -171,10 +212,11 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     c.tokens.push_back({r.str(t["name"], "name"), *role, hash});
   }
   if (const auto tls = root["tls"]) {
-    r.keys(tls, {"cert", "key"}, "tls");
+    r.keys(tls, {"cert", "key", "client_ca"}, "tls");
     if (!tls["cert"] || !tls["key"]) r.fail(tls, "tls needs cert and key");
     c.tls_cert = r.path(tls["cert"], "tls.cert");
     c.tls_key = r.path(tls["key"], "tls.key");
+    if (tls["client_ca"]) c.tls_client_ca = r.path(tls["client_ca"], "tls.client_ca");
   }
 
   if (const auto st = root["store"]) {
@@ -265,11 +307,16 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     r.keys(ca, {"cert", "key", "certificate_days"}, "node_ca");
     if (!ca["cert"]) r.fail(ca, "node_ca needs cert (the node CA's certificate)");
     c.node_ca_cert = r.path(ca["cert"], "node_ca.cert");
+    if (!c.tls_client_ca.empty() && c.tls_client_ca != c.node_ca_cert)
+      r.fail(ca["cert"], "node_ca.cert and tls.client_ca name different files (they are the same CA)");
+    c.api.node_certificates_required = true;
     const std::string key = ca["key"] ? read_file(r.path(ca["key"], "node_ca.key")) : std::string();
     std::string err;
     auto loaded = pki::certificate_authority::load(read_file(c.node_ca_cert), key, err);
     if (!loaded) r.fail(ca, "node_ca: " + err);
     c.core.node_ca = std::make_shared<const pki::certificate_authority>(std::move(*loaded));
+    if (c.tls_cert.empty())
+      r.fail(ca, "node_ca needs tls (nodes present their certificates in the TLS handshake)");
     if (ca["certificate_days"]) {
       const auto days = r.num(ca["certificate_days"], "node_ca.certificate_days");
       if (days < 1 || days > 3650) r.fail(ca["certificate_days"], "node_ca.certificate_days must be 1..3650");

@@ -13,13 +13,22 @@
 //   inventory: { sites: [a, b], labels: { region: [north, south] } }
 //   tokens:                                    # SHA-256 of each bearer token, never the token
 //     - { name: moc-1, role: ministry, sha256: 9f86d0... }
-//   server:                                    # optional; the defaults shown (issue 13)
+//   server:                                    # optional; the defaults shown (issues 13, 14)
 //     io_threads: 1                            # event loop: node feed, TLS, parsing
 //     api_threads: 2                           # operators' requests (they wait on the store)
 //     max_connections: 20000                   # more are closed at once (nodes + operators)
-//     max_body_bytes: 8388608                  # larger requests get 413
+//     max_body_bytes: 8388608                  # ceiling over every route's body limit (413)
+//     max_document_bytes: 4194304              # POST /v1/directives body (413)
+//     header_timeout: 10                       # seconds for a request head, from its first byte
+//     body_timeout: 30                         # seconds for a body, from the end of its head
+//     rate_limit:                              # token buckets (429): rate a second, burst
+//       per_token: { rate: 100, burst: 200 }   # per operator token, per node id
+//       per_address: { rate: 20, burst: 100 }  # per address, requests without a valid credential
 //   # http_threads: obsolete (one thread per long poll, before issue 13); read and ignored
-//   tls: { cert: /etc/sluice/tls.crt, key: /etc/sluice/tls.key }   # optional
+//   tls:                                       # optional; SIGHUP re-reads the three files
+//     cert: /etc/sluice/tls.crt
+//     key: /etc/sluice/tls.key
+//     client_ca: /etc/sluice/node-ca.crt       # optional: verify client certificates (nodes)
 //   store:                                     # optional; default SQLite at `database`
 //     kind: etcd                               # sqlite | etcd (replicated controllers)
 //     endpoints: [http://10.0.0.1:2379, http://10.0.0.2:2379, http://10.0.0.3:2379]
@@ -46,6 +55,7 @@
 // Relative paths are relative to the config file. Unknown keys are errors. Throws
 // config_error ("file:line:column: message") on any problem, including unreadable keys.
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
@@ -76,9 +86,13 @@ struct daemon_config {
   unsigned api_threads = 2;
   std::size_t max_connections = 20000;
   std::size_t max_body_bytes = 8 * 1024 * 1024;
+  std::chrono::seconds header_timeout{10};
+  std::chrono::seconds body_timeout{30};
+  api_limits api;  // per-route body limits (max_document_bytes) and rate limits
   bool obsolete_http_threads = false;  // the config still says http_threads (ignored)
   std::filesystem::path tls_cert;
   std::filesystem::path tls_key;
+  std::filesystem::path tls_client_ca;  // optional
   // The node CA's certificate (node_ca.cert; empty when none): what the server verifies nodes'
   // client certificates against. The CA itself (with its key, if any) is core.node_ca.
   std::filesystem::path node_ca_cert;

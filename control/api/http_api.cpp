@@ -7,11 +7,14 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
+#include <any>
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 
 #include "control/fleet/compile.hpp"
 
@@ -93,7 +96,8 @@ json to_json(const audit::audit_record& a) {
 
 void send_json(response& res, int status, const json& body) {
   res.status = status;
-  res.set_body(body.dump(), "application/json");
+  // Invalid UTF-8 from the caller (a node id in a message) is replaced, not thrown on.
+  res.set_body(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
 void send_error(response& res, const controller::op_error& e) {
@@ -214,9 +218,119 @@ class long_poll : public std::enable_shared_from_this<long_poll> {
 
 std::string token_hash(const std::string& token) { return audit::sha256_hex(token); }
 
-http_api::http_api(controller::controller& core, const std::vector<token_entry>& tokens)
-    : core_(core) {
+std::optional<status_body> parse_status_body(std::string_view text) {
+  json body = text.empty() ? json::object() : json::parse(text, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) return std::nullopt;
+  status_body out;
+  controller::status_report& rep = out.report;
+  try {
+    // Revisions are unsigned (nlohmann would wrap a negative number silently).
+    const auto unsigned_field = [&](const char* name) -> std::optional<std::uint64_t> {
+      if (!body.contains(name)) return std::uint64_t{0};
+      if (!body[name].is_number_unsigned()) return std::nullopt;
+      return body[name].get<std::uint64_t>();
+    };
+    if (!body.contains("revision")) return std::nullopt;
+    const auto revision = unsigned_field("revision"), offered = unsigned_field("offered");
+    if (!revision || !offered) return std::nullopt;
+    rep.revision = *revision;
+    rep.offered = *offered;
+    rep.ruleset_sha256 = body.value("ruleset_sha256", std::string());
+    const std::string result = body.at("result").get<std::string>();
+    if (result != "ack" && result != "nack") return std::nullopt;
+    rep.ack = result == "ack";
+    rep.error = body.value("error", std::string());
+    rep.health = body.value("health", std::string("ok"));
+    if (body.contains("labels"))
+      out.labels = body.at("labels").get<std::map<std::string, std::string>>();
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+http_api::http_api(controller::controller& core, const std::vector<token_entry>& tokens,
+                   api_limits limits)
+    : core_(core), limits_(limits), per_token_(limits.per_token, limits.max_rate_keys),
+      per_address_(limits.per_address, limits.max_rate_keys) {
   for (const auto& t : tokens) by_hash_[t.sha256] = t;
+}
+
+namespace {
+
+response too_many(const rate_decision& d, std::string_view who) {
+  response r = error_response(429, "rate_limited", std::string(who) + " is over its request rate; retry later");
+  r.headers.emplace_back("Retry-After", std::to_string(d.retry_after.count()));
+  return r;
+}
+
+response refusal_response(const controller::op_error& e) {
+  response r;
+  send_error(r, e);
+  return r;
+}
+
+}  // namespace
+
+// Requests without a valid credential share their remote address's bucket: a flood of bad or
+// missing tokens from one address is cut to 429 before it costs more than a hash each.
+admission http_api::admit_public(const request& req) {
+  if (const auto d = per_address_.take(req.remote_address); !d.allowed)
+    return admission::refuse(refusal::rate_limited, too_many(d, "this address"));
+  return admission::admit(0);
+}
+
+admission http_api::admit(http_server& server, const route_rule& rule, const request& req) {
+  std::optional<controller::principal> who;
+  if (rule.node && req.peer.verified) {
+    // A node's own certificate (issue 14): its CN is its node id, and it speaks only for that.
+    const std::string& node = req.matches.at(0);
+    // Its bucket is its own (a certificate without a usable CN: its fingerprint's), even when
+    // it asks for another node's routes.
+    const std::string own = req.peer.common_name.empty() ? "cert:" + req.peer.fingerprint
+                                                         : "node:" + req.peer.common_name;
+    if (const auto d = per_token_.take(own); !d.allowed)
+      return admission::refuse(refusal::rate_limited, too_many(d, "this node"));
+    // Its CN must be {node}, and the inventory must have that node enrolled, not revoked, and
+    // (when the controller issued it) this very certificate. Refusals are audited, aggregated.
+    if (const auto e = core_.admit_node_peer(node, true, req.peer.common_name, req.peer.fingerprint))
+      return admission::refuse(refusal::forbidden, refusal_response(*e));
+    who = controller::principal{node, role::node};
+  } else if (rule.node && limits_.node_certificates_required) {
+    return admission::refuse(
+        refusal::unauthenticated,
+        refusal_response(*core_.admit_node_peer(req.matches.at(0), false, "", "")));
+  } else {
+    const std::string auth = req.header("Authorization");
+    const auto it = auth.size() > 7 && auth.compare(0, 7, "Bearer ") == 0
+                        ? by_hash_.find(token_hash(auth.substr(7)))
+                        : by_hash_.end();
+    if (it == by_hash_.end()) {
+      if (const auto d = per_address_.take(req.remote_address); !d.allowed)
+        return admission::refuse(refusal::rate_limited, too_many(d, "this address"));
+      return admission::refuse(refusal::unauthenticated,
+                               refusal_response({error_kind::unauthorized, "unauthorized",
+                                                 "missing or unknown bearer token"}));
+    }
+    who = controller::principal{it->second.name, it->second.r};
+    // A node token is fleet-wide (until per-node certificates): each node id gets its own bucket.
+    const std::string key =
+        rule.node && who->r == role::node ? "node:" + req.matches.at(0) : "token:" + who->name;
+    if (const auto d = per_token_.take(key); !d.allowed)
+      return admission::refuse(refusal::rate_limited, too_many(d, "this credential"));
+  }
+  if (std::find(rule.roles.begin(), rule.roles.end(), who->r) == rule.roles.end()) {
+    const std::string message = "role " + std::string(controller::to_string(who->r)) + " may not " +
+                                rule.method + " " + rule.route;
+    // Audited on a blocking thread (it writes the store); the refusal goes out now.
+    if (rule.method != "GET")
+      server.post_blocking([this, p = *who, request = rule.method + " " + rule.route, message] {
+        core_.audit_refused(p, request, "forbidden", message);
+      });
+    return admission::refuse(refusal::forbidden,
+                             refusal_response({error_kind::forbidden, "forbidden", message}));
+  }
+  return admission::admit(rule.body_limit, std::move(*who));
 }
 
 void http_api::attach(http_server& server) {
@@ -246,39 +360,45 @@ void http_api::attach(http_server& server) {
                       .Help("Connections closed at once because max_connections were open")
                       .Register(*core_.registry())
                       .Add({});
+  // Every refusal before a handler, by reason (http_server.hpp: SLUICE_HTTP_REFUSALS).
+  auto& refused_family = prometheus::BuildCounter()
+                             .Name("sluice_control_http_refused_total")
+                             .Help("Requests and connections refused before a handler, by reason")
+                             .Register(*core_.registry());
+  auto refusals = std::make_shared<std::vector<prometheus::Counter*>>();
+  for (std::size_t i = 0; i < static_cast<std::size_t>(refusal::count); ++i)
+    refusals->push_back(&refused_family.Add({{"reason", std::string(to_string(static_cast<refusal>(i)))}}));
+  auto& reload_family = prometheus::BuildCounter()
+                            .Name("sluice_control_tls_reloads_total")
+                            .Help("TLS certificate reloads (SIGHUP) by result")
+                            .Register(*core_.registry());
+  auto& reloads = reload_family.Add({{"result", "ok"}});
+  auto& reload_failures = reload_family.Add({{"result", "failed"}});
   auto& waiting = prometheus::BuildGauge()
                       .Name("sluice_control_long_polls_waiting")
                       .Help("Nodes' snapshot long polls waiting for a new revision")
                       .Register(*core_.registry())
                       .Add({});
 
-  // Authentication and role, then the handler. The token is checked before anything else is
-  // read; a wrong role on a write is audited.
+  // Admission (authentication, rate limit, role, body limit) runs on the head; the handler gets
+  // the admitted principal. A route's body limit: GET none, POST and DELETE a few KiB unless
+  // stated (documents, impact reports).
   using handler_fn = std::function<void(const request&, const responder&, const controller::principal&)>;
   auto add = [this, &server](const std::string& method, const std::string& route, run_on where,
-                             std::vector<role> roles, handler_fn h) {
+                             std::vector<role> roles, handler_fn h,
+                             std::optional<std::size_t> body_limit = std::nullopt) {
+    route_rule rule;
+    rule.method = method;
+    rule.route = route;
+    rule.node = roles == std::vector<role>{role::node} && route.rfind("/v1/nodes/{node}/", 0) == 0;
+    rule.roles = std::move(roles);
+    rule.body_limit = body_limit ? *body_limit : method == "GET" ? 0 : limits_.max_small_body_bytes;
     server.route(method, route, where,
-                 [this, method, route, roles = std::move(roles), h = std::move(h)](
-                     const request& req, const responder& out) {
-                   const std::string auth = req.header("Authorization");
-                   const auto it = auth.rfind("Bearer ", 0) == 0
-                                       ? by_hash_.find(token_hash(auth.substr(7)))
-                                       : by_hash_.end();
-                   response res;
-                   if (it == by_hash_.end()) {
-                     send_error(res, {error_kind::unauthorized, "unauthorized",
-                                      "missing or unknown bearer token"});
-                     return out.send(std::move(res));
-                   }
-                   const controller::principal who{it->second.name, it->second.r};
-                   if (std::find(roles.begin(), roles.end(), who.r) == roles.end()) {
-                     const std::string message = "role " + std::string(controller::to_string(who.r)) +
-                                                 " may not " + method + " " + route;
-                     if (method != "GET") core_.audit_refused(who, method + " " + route, "forbidden", message);
-                     send_error(res, {error_kind::forbidden, "forbidden", message});
-                     return out.send(std::move(res));
-                   }
-                   h(req, out, who);
+                 [this, &server, rule = std::move(rule)](const request& req) { return admit(server, rule, req); },
+                 [h = std::move(h)](const request& req, const responder& out) {
+                   const auto* who = std::any_cast<controller::principal>(&req.admitted);
+                   if (who == nullptr) throw std::logic_error("request without its admitted principal");
+                   h(req, out, *who);
                  });
   };
   // Most handlers answer at once: `res` is sent when they return.
@@ -308,20 +428,29 @@ void http_api::attach(http_server& server) {
   // store never stalls the node feed's event loop.
   const run_on op = run_on::blocking;
 
-  server.route("GET", "/v1/health", run_on::io, [](const request&, const responder& out) {
+  server.route("GET", "/v1/health", run_on::io, [](const request&) { return admission::admit(0); },
+               [](const request&, const responder& out) {
     response res;
     send_json(res, 200, {{"status", "ok"}});
     out.send(std::move(res));
   });
-  server.route("GET", "/metrics", run_on::blocking,
-               [this, &server, &connections, &refused, &waiting](const request&, const responder& out) {
+  server.route("GET", "/metrics", run_on::blocking, [this](const request& req) { return admit_public(req); },
+               [this, &server, &connections, &refused, &waiting, refusals, &reloads,
+                &reload_failures](const request&, const responder& out) {
                  connections.Set(static_cast<double>(server.counters().connections_open.load()));
                  {
-                   // The server counts; the counter catches up at each scrape (one at a time).
+                   // The server counts; the counters catch up at each scrape (one at a time).
                    static std::mutex scrape;
                    std::lock_guard lock(scrape);
-                   const double total = static_cast<double>(server.counters().connections_refused.load());
-                   if (total > refused.Value()) refused.Increment(total - refused.Value());
+                   const auto catch_up = [](prometheus::Counter& c, std::uint64_t total) {
+                     if (static_cast<double>(total) > c.Value()) c.Increment(static_cast<double>(total) - c.Value());
+                   };
+                   const auto& n = server.counters();
+                   catch_up(refused, n.connections_refused.load());
+                   for (std::size_t i = 0; i < refusals->size(); ++i)
+                     catch_up(*(*refusals)[i], n.refused[i].load());
+                   catch_up(reloads, n.tls_reloads.load());
+                   catch_up(reload_failures, n.tls_reload_failures.load());
                  }
                  waiting.Set(static_cast<double>(core_.waiting_polls()));
                  response res;
@@ -342,7 +471,8 @@ void http_api::attach(http_server& server) {
                                     (*body)["signature"].template get<std::string>());
         if (!r) return send_error(res, r.error);
         send_json(res, 201, to_json(*r.value));
-      }));
+      }),
+      limits_.max_document_bytes);
   add("GET", "/v1/directives", op, readers, now([this](const auto&, auto& res, const auto&) {
         const auto r = core_.directives();
         if (!r) return send_error(res, r.error);
@@ -453,28 +583,16 @@ void http_api::attach(http_server& server) {
         const auto r = core_.node_impact(req.matches[0], req.body);
         if (!r) return send_error(res, r.error);
         res.status = 204;
-      }));
+      }),
+      limits_.max_impact_bytes);
   add("POST", "/v1/nodes/{node}/status", run_on::io, node,
       now([this](const auto& req, auto& res, const auto&) {
-        const auto body = body_json(req);
-        controller::status_report rep;
-        std::map<std::string, std::string> labels;
-        try {
-          if (!body) throw std::invalid_argument("not an object");
-          rep.revision = body->at("revision").template get<std::uint64_t>();
-          rep.offered = body->value("offered", std::uint64_t{0});
-          rep.ruleset_sha256 = body->value("ruleset_sha256", std::string());
-          const std::string result = body->at("result").template get<std::string>();
-          if (result != "ack" && result != "nack") throw std::invalid_argument("result");
-          rep.ack = result == "ack";
-          rep.error = body->value("error", std::string());
-          rep.health = body->value("health", std::string("ok"));
-          if (body->contains("labels"))
-            labels = body->at("labels").template get<std::map<std::string, std::string>>();
-        } catch (const std::exception&) {
+        const auto body = parse_status_body(req.body);
+        if (!body)
           return send_error(res, {error_kind::invalid, "bad_request",
                                   "body must be {\"revision\": n, \"result\": \"ack\"|\"nack\", ...}"});
-        }
+        const auto& rep = body->report;
+        const auto& labels = body->labels;
         const auto r = core_.node_status(req.matches[0], labels, rep);
         if (!r) return send_error(res, r.error);
         res.status = 204;
@@ -522,7 +640,8 @@ void http_api::attach(http_server& server) {
         json list = json::array();
         for (const auto& rec : *r.value) list.push_back(to_json(rec));
         send_json(res, 200, {{"nodes", list}});
-      }));
+      }),
+      256 * 1024);  // up to 1,000 nodes with their labels
   add("POST", "/v1/inventory/{node}/enroll", op, engineer,
       now([this, labels_of, refuse_body](const auto& req, auto& res, const auto& who) {
         const auto body = body_json(req);

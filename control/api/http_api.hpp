@@ -1,14 +1,22 @@
 #pragma once
-// The controller's HTTP API (control/README.md): thin edges. Each route authenticates the
-// bearer token, checks its role, parses the body, calls the controller and maps the result to a
-// status code and JSON. No logic of its own, but for the long poll's wait (http_api.cpp).
+// The controller's HTTP API (control/README.md): thin edges. Each route's admission (run by
+// the server on the request head, before any body is read) authenticates the caller, applies
+// the rate limits, checks the role and states the route's body limit; the handler parses the
+// body, calls the controller and maps the result to a status code and JSON. No logic of its
+// own, but for the long poll's wait (http_api.cpp).
 
+#include <cstddef>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "control/api/http_server.hpp"
+#include "control/api/rate_limit.hpp"
 #include "control/controller/controller.hpp"
+#include "control/impact/report.hpp"
 
 namespace sluice::control::api {
 
@@ -21,9 +29,34 @@ struct token_entry {
 // Lowercase hex SHA-256 (what the config holds for a token).
 [[nodiscard]] std::string token_hash(const std::string& token);
 
+// Per-route body limits and rate limits (config `server:`, control/README.md "The server").
+struct api_limits {
+  std::size_t max_document_bytes = std::size_t{4} << 20;  // POST /v1/directives
+  std::size_t max_impact_bytes = impact::max_body_bytes;  // node impact reports
+  std::size_t max_small_body_bytes = 16 * 1024;           // node status, {"reason"} calls, approve
+  // Per credential: an operator's token (by name) or a node (by node id, whatever credential it
+  // used). Per remote address: requests that carry no valid credential (and /metrics).
+  bucket_config per_token{100, 200};
+  bucket_config per_address{20, 100};
+  std::size_t max_rate_keys = 65536;  // buckets per limiter (least recently used evicted)
+  // A node CA is configured (issue 14): node routes admit only a node's own client certificate;
+  // the fleet-wide node token is refused (401 no_client_certificate). Without one, node tokens
+  // still work, for enrolled nodes only.
+  bool node_certificates_required = false;
+};
+
+// The body of POST /v1/nodes/{node}/status: {"revision": n, "result": "ack"|"nack", "offered",
+// "ruleset_sha256", "error", "health", "labels"}; nullopt when it is not that. Pure (fuzzed:
+// tests/fuzz/fuzz_node_status.cpp).
+struct status_body {
+  controller::status_report report;
+  std::map<std::string, std::string> labels;
+};
+[[nodiscard]] std::optional<status_body> parse_status_body(std::string_view body);
+
 class http_api {
  public:
-  http_api(controller::controller& core, const std::vector<token_entry>& tokens);
+  http_api(controller::controller& core, const std::vector<token_entry>& tokens, api_limits limits = {});
   // Registers every route on `server`, and its metrics in the controller's registry. Routes
   // capture `this` and `server`: both must outlive the server's run(). Operators' routes run on
   // the server's blocking threads, the node feed on its io threads (a long poll waits on a
@@ -31,8 +64,22 @@ class http_api {
   void attach(http_server& server);
 
  private:
+  // What a route admits: the roles, the body limit, and whether {node} is the caller's node id.
+  struct route_rule {
+    std::string method;
+    std::string route;
+    std::vector<controller::role> roles;
+    std::size_t body_limit = 0;
+    bool node = false;
+  };
+  [[nodiscard]] admission admit(http_server& server, const route_rule& rule, const request& req);
+  [[nodiscard]] admission admit_public(const request& req);
+
   controller::controller& core_;
   std::map<std::string, token_entry> by_hash_;
+  api_limits limits_;
+  rate_limiter per_token_;
+  rate_limiter per_address_;
 };
 
 }  // namespace sluice::control::api

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -94,8 +95,11 @@ int main(int argc, char** argv) {
   so.blocking_threads = cfg.api_threads;
   so.max_connections = cfg.max_connections;
   so.max_body_bytes = cfg.max_body_bytes;
+  so.header_timeout = cfg.header_timeout;
+  so.body_timeout = cfg.body_timeout;
   so.tls_cert = cfg.tls_cert;
   so.tls_key = cfg.tls_key;
+  so.tls_client_ca = cfg.node_ca_cert.empty() ? cfg.tls_client_ca : cfg.node_ca_cert;
   std::unique_ptr<api::http_server> server;
   try {
     server = std::make_unique<api::http_server>(so);
@@ -106,13 +110,34 @@ int main(int argc, char** argv) {
   if (cfg.obsolete_http_threads)
     std::fprintf(stderr, "sluice-controld: http_threads is obsolete and ignored (the server holds no "
                          "thread per long poll; see server.io_threads)\n");
-  api::http_api routes(*core, cfg.tokens);
+  api::http_api routes(*core, cfg.tokens, cfg.api);
   routes.attach(*server);
-  // SIGTERM/SIGINT end run() from the event loop itself (no work in a signal handler).
+  // SIGTERM/SIGINT: the server's clean stop (no new connections, long polls answered 503,
+  // answers in progress finished), run() returns, then the ticker's last flush below. Handled on
+  // the event loop itself (no work in a signal handler).
   boost::asio::signal_set signals(server->context(), SIGTERM, SIGINT);
-  signals.async_wait([&server](const boost::system::error_code& ec, int) {
-    if (!ec) server->stop();
+  signals.async_wait([&server](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    std::fprintf(stderr, "sluice-controld: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    server->stop();
   });
+  // SIGHUP: re-read the TLS certificate, key and client CA for new connections.
+  boost::asio::signal_set hangup(server->context(), SIGHUP);
+  std::function<void()> wait_hangup = [&] {
+    hangup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      if (cfg.tls_cert.empty())
+        std::fprintf(stderr, "sluice-controld: SIGHUP: no TLS configured, nothing to reload\n");
+      else if (const auto err = server->reload_tls())
+        std::fprintf(stderr, "sluice-controld: SIGHUP: TLS reload failed, keeping the old certificate: %s\n",
+                     err->c_str());
+      else
+        std::fprintf(stderr, "sluice-controld: SIGHUP: TLS certificate reloaded from %s\n",
+                     cfg.tls_cert.c_str());
+      wait_hangup();
+    });
+  };
+  wait_hangup();
 
   std::mutex m;
   std::condition_variable stop_cv;
@@ -130,23 +155,29 @@ int main(int argc, char** argv) {
       // status flushes) would otherwise wake the ticker again at once, 20 times a second.
       if (etcd)
         seen = st->wait_for_change(seen, std::chrono::milliseconds(250));
-      else
-        std::this_thread::sleep_until(started + std::chrono::milliseconds(250));
-      // At most 20 ticks a second however busy the store is.
-      std::this_thread::sleep_until(started + std::chrono::milliseconds(50));
       lock.lock();
+      // At most 20 ticks a second however busy the store is; a stop wakes it at once.
+      stop_cv.wait_until(lock, started + std::chrono::milliseconds(etcd ? 50 : 250),
+                         [&] { return stopping; });
     }
   });
   std::fprintf(stderr, "sluice-controld: listening on %s%s (store %s, replica %s)\n",
                cfg.listen.c_str(), cfg.tls_cert.empty() ? "" : " (TLS)", store_name.c_str(),
                cfg.core.replica.c_str());
   server->run();
+  const auto stop_started = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(m);
     stopping = true;
   }
   stop_cv.notify_all();
   ticker.join();
-  std::fprintf(stderr, "sluice-controld: stopped\n");
+  // The last flush: node status and impact reports the ticker had not written yet, and any
+  // time-driven transition due by now (what a tick does; it commits before returning).
+  core->tick();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - stop_started);
+  std::fprintf(stderr, "sluice-controld: stopped (flushed in %lld ms)\n",
+               static_cast<long long>(took.count()));
   return 0;
 }

@@ -106,6 +106,28 @@ TEST_CASE("a minimal config loads with its defaults; the full one with its value
   CHECK(sv.obsolete_http_threads);
   CHECK_FALSE(f.obsolete_http_threads);
   CHECK(f.io_threads == 1);  // the default
+  CHECK(sv.api.max_document_bytes == 65536);  // the default (4 MiB) under the ceiling
+
+  // Issue 14: per-route caps, deadlines, rate limits, client certificates.
+  CHECK(f.api.max_document_bytes == 4u << 20);
+  CHECK(f.header_timeout == std::chrono::seconds(10));
+  CHECK(f.body_timeout == std::chrono::seconds(30));
+  CHECK(f.api.per_token.rate == 100);
+  CHECK(f.api.per_address.burst == 100);
+  std::istringstream hardened(base_config() +
+                              "server:\n  max_document_bytes: 1048576\n  header_timeout: 5\n  body_timeout: 60\n"
+                              "  rate_limit: { per_token: { rate: 2.5, burst: 10 }, per_address: { rate: 0.5 } }\n"
+                              "tls: { cert: t.crt, key: t.key, client_ca: ca.crt }\n");
+  const auto h = api::load_daemon_config(hardened, d.path);
+  CHECK(h.api.max_document_bytes == 1048576);
+  CHECK(h.header_timeout == std::chrono::seconds(5));
+  CHECK(h.body_timeout == std::chrono::seconds(60));
+  CHECK(h.api.per_token.rate == 2.5);
+  CHECK(h.api.per_token.burst == 10);
+  CHECK(h.api.per_address.rate == 0.5);
+  CHECK(h.api.per_address.burst == 100);  // the default
+  CHECK(h.tls_client_ca == d.path / "ca.crt");
+  CHECK(h.tls_cert == d.path / "t.crt");
 }
 
 TEST_CASE("config refusals say where and why") {
@@ -136,6 +158,15 @@ TEST_CASE("config refusals say where and why") {
       {"server io_threads zero", base_config() + "server: { io_threads: 0 }\n", "config:6:23", "1..64"},
       {"server key unknown", base_config() + "server: { threads: 4 }\n", "config:6:11",
        "unknown key 'threads' in server"},
+      {"document cap over the body ceiling", base_config() + "server: { max_body_bytes: 65536, max_document_bytes: 70000 }\n",
+       "config:6:54", "must not exceed server.max_body_bytes"},
+      {"header timeout zero", base_config() + "server: { header_timeout: 0 }\n", "config:6:27", "1..300"},
+      {"rate zero", base_config() + "server: { rate_limit: { per_token: { rate: 0 } } }\n", "config:6:44",
+       "rate must be"},
+      {"rate limit key unknown", base_config() + "server: { rate_limit: { per_node: { rate: 1 } } }\n",
+       "config:6:25", "unknown key 'per_node' in server.rate_limit"},
+      {"tls key unknown", base_config() + "tls: { cert: a, key: b, ca: c }\n", "config:6:25",
+       "unknown key 'ca' in tls"},
       {"inventory site outside the label charset", base_config() + "inventory: { sites: [\"a,b\"] }\n",
        "config:6:22", "must be 1-64 of [A-Za-z0-9_.-]"},
       {"unknown store kind", base_config() + "store: { kind: zookeeper }\n", "config:6:16",

@@ -1,0 +1,269 @@
+// control/api/http_api's admission (issue 14) on a real server and controller (SQLite in a temp
+// dir): credentials checked on the head, per-route body caps, 429 with Retry-After per token,
+// per node id and per address, node certificates bound to their node id, refusals in /metrics,
+// waiting long polls answered at stop, and the status body decoder.
+#include "control/api/http_api.hpp"
+
+#include <doctest/doctest.h>
+#include <httplib.h>
+
+#include <memory>
+#include <string>
+
+#include "http_test_support.hpp"
+
+namespace ctl = sluice::control::controller;
+namespace crypto = sluice::control::crypto;
+namespace store = sluice::control::store;
+using namespace sluice::control::api;
+using namespace sluice_test;
+
+namespace {
+
+const std::string ministry_token = "tok-ministry", engineer_token = "tok-engineer",
+                  viewer_token = "tok-viewer", node_token = "tok-node";
+
+struct api_fixture {
+  std::filesystem::path dir;
+  ctl::system_clock clk;
+  std::unique_ptr<store::store> st;
+  std::unique_ptr<ctl::controller> core;
+  std::unique_ptr<http_api> api;
+  std::unique_ptr<http_server> server;
+  std::thread thread;
+
+  explicit api_fixture(api_limits limits = {}, server_options o = loopback()) {
+    char tmpl[] = "/tmp/sluice-api-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    st = store::open_sqlite_store((dir / "c.db").string());
+    ctl::controller_config cfg;
+    cfg.issuers.push_back({"ministry", crypto::generate_key_pair()->pub});
+    cfg.signing_key = crypto::generate_key_pair()->sec;
+    core = std::make_unique<ctl::controller>(cfg, *st, clk);
+    api = std::make_unique<http_api>(
+        *core,
+        std::vector<token_entry>{{"moc", ctl::role::ministry, token_hash(ministry_token)},
+                                 {"eng", ctl::role::engineer, token_hash(engineer_token)},
+                                 {"noc", ctl::role::viewer, token_hash(viewer_token)},
+                                 {"fleet", ctl::role::node, token_hash(node_token)}},
+        limits);
+    server = std::make_unique<http_server>(std::move(o));
+    api->attach(*server);
+    thread = std::thread([this] { server->run(); });
+  }
+  ~api_fixture() {
+    stop();
+    server.reset();
+    api.reset();
+    core.reset();
+    st.reset();
+    std::filesystem::remove_all(dir);
+  }
+  void stop() {
+    if (!thread.joinable()) return;
+    server->stop();
+    thread.join();
+  }
+  int port() const { return server->port(); }
+  std::uint64_t refused(refusal r) const { return server->counters().refused_by(r); }
+  // The sample `name{labels}` in GET /metrics, -1 when absent.
+  double metric(const std::string& sample) {
+    httplib::Client c("127.0.0.1", port());
+    auto r = c.Get("/metrics");
+    if (!r || r->status != 200) return -1;
+    const auto at = r->body.find("\n" + sample + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(r->body.substr(at + sample.size() + 2));
+  }
+};
+
+httplib::Headers bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
+
+std::string status_json(std::size_t pad = 0) {
+  return "{\"revision\": 1, \"offered\": 1, \"result\": \"ack\", \"error\": \"" + std::string(pad, 'e') + "\"}";
+}
+
+}  // namespace
+
+TEST_CASE("API admission: no credential, wrong role, bodies over each route's cap: refused unread") {
+  api_fixture f;
+  httplib::Client c("127.0.0.1", f.port());
+
+  CHECK(c.Get("/v1/rollout")->status == 401);
+  CHECK(c.Get("/v1/rollout", bearer("not-a-token"))->status == 401);
+  CHECK(c.Get("/v1/rollout", bearer(viewer_token))->status == 200);
+  CHECK(c.Get("/v1/health")->status == 200);
+
+  // 300 MB to /v1/directives: without a token 401 on the head; with the ministry's, 413 (the
+  // document cap, 4 MiB by default); both answered before any body byte is sent.
+  for (const auto& [auth, want] : {std::pair{std::string(), "HTTP/1.1 401 "},
+                                   std::pair{"Authorization: Bearer " + ministry_token + "\r\n", "HTTP/1.1 413 "}}) {
+    const int fd = connect_to(f.port());
+    REQUIRE(send_all(fd, "POST /v1/directives HTTP/1.1\r\nHost: t\r\n" + auth +
+                             "Content-Type: application/json\r\nContent-Length: 314572800\r\n\r\n"));
+    CHECK(recv_until(fd, "\r\n\r\n").rfind(want, 0) == 0);
+    ::close(fd);
+  }
+  // Just under the cap is read (and refused by the core as a bad body, not by size).
+  auto doc = c.Post("/v1/directives", bearer(ministry_token), std::string((std::size_t{4} << 20) - 10, ' ') + "{}",
+                    "application/json");
+  REQUIRE(doc);
+  CHECK(doc->status == 400);
+
+  // A viewer may not approve: 403 on the head, and the refusal is audited.
+  CHECK(c.Post("/v1/directives/ministry/X-1/approve", bearer(viewer_token), "{}", "application/json")->status == 403);
+  CHECK(eventually([&] {
+    const auto records = f.core->audit(0, 0);
+    for (const auto& r : *records.value)
+      if (r.event == "request.refused" && r.actor == "noc") return true;
+    return false;
+  }));
+  // A GET reads no body; a {"reason"} call a few KiB.
+  CHECK(raw_exchange(f.port(), "GET /v1/rollout HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + viewer_token +
+                                   "\r\nContent-Length: 10\r\n\r\n0123456789")
+            .rfind("HTTP/1.1 413 ", 0) == 0);
+  CHECK(c.Post("/v1/rollout/pause", bearer(engineer_token), "{\"reason\": \"" + std::string(20000, 'r') + "\"}",
+               "application/json")
+            ->status == 413);
+
+  // The node feed: status capped at 16 KiB, impact reports at 1 MiB.
+  CHECK(c.Post("/v1/nodes/n1/status", bearer(node_token), status_json(100), "application/json")->status == 204);
+  CHECK(c.Post("/v1/nodes/n1/status", bearer(node_token), status_json(20000), "application/json")->status == 413);
+  CHECK(c.Post("/v1/nodes/n1/impact", bearer(node_token), std::string((std::size_t{1} << 20) + 1, ' '),
+               "application/json")
+            ->status == 413);
+  CHECK(c.Post("/v1/nodes/n1/status", bearer(viewer_token), status_json(), "application/json")->status == 403);
+  auto snap = c.Get("/v1/nodes/n1/snapshot", bearer(node_token));
+  REQUIRE(snap);
+  CHECK(snap->status == 200);
+
+  // Bytes that are not UTF-8 in a path echoed by a message: replaced, not a 500.
+  auto odd = c.Get("/v1/directives/%FF%FE/x", bearer(viewer_token));
+  REQUIRE(odd);
+  CHECK(odd->status == 404);
+
+  CHECK(f.refused(refusal::unauthenticated) == 3);
+  CHECK(f.refused(refusal::forbidden) == 2);
+  CHECK(f.refused(refusal::too_large) == 5);
+  CHECK(f.metric("sluice_control_http_refused_total{reason=\"unauthenticated\"}") == 3);
+  CHECK(f.metric("sluice_control_http_refused_total{reason=\"too_large\"}") == 5);
+  CHECK(f.metric("sluice_control_http_refused_total{reason=\"header_timeout\"}") == 0);
+  CHECK(f.metric("sluice_control_http_connections_refused_total") == 0);  // the issue-13 name stays
+}
+
+TEST_CASE("API rate limits: 429 with Retry-After per token, per node id, per address without a credential") {
+  api_limits limits;
+  limits.per_token = {0.5, 3};
+  limits.per_address = {0.5, 2};
+  api_fixture f(limits);
+  httplib::Client c("127.0.0.1", f.port());
+
+  for (int i = 0; i < 3; ++i) CHECK(c.Get("/v1/rollout", bearer(engineer_token))->status == 200);
+  auto limited = c.Get("/v1/rollout", bearer(engineer_token));
+  REQUIRE(limited);
+  CHECK(limited->status == 429);
+  CHECK(limited->get_header_value("Retry-After") == "2");
+  CHECK(c.Get("/v1/rollout", bearer(viewer_token))->status == 200);  // another token
+
+  // The fleet-wide node token: one bucket per node id.
+  for (int i = 0; i < 3; ++i)
+    CHECK(c.Post("/v1/nodes/n1/status", bearer(node_token), status_json(), "application/json")->status == 204);
+  CHECK(c.Post("/v1/nodes/n1/status", bearer(node_token), status_json(), "application/json")->status == 429);
+  CHECK(c.Post("/v1/nodes/n2/status", bearer(node_token), status_json(), "application/json")->status == 204);
+
+  // No or bad credential: the address's bucket (2), then 429 rather than 401; good tokens from
+  // the same address are unaffected.
+  CHECK(c.Get("/v1/rollout", bearer("guess-1"))->status == 401);
+  CHECK(c.Get("/v1/rollout")->status == 401);
+  CHECK(c.Get("/v1/rollout", bearer("guess-2"))->status == 429);
+  CHECK(c.Get("/v1/nodes", bearer(ministry_token))->status == 200);
+  CHECK(f.refused(refusal::rate_limited) == 3);
+  CHECK(f.refused(refusal::unauthenticated) == 2);
+}
+
+TEST_CASE("API node certificates: a node's certificate speaks for its own node id only") {
+  tls_files files;
+  if (!files.ok) {
+    MESSAGE("openssl not available: TLS case skipped");
+    return;
+  }
+  server_options o = loopback();
+  o.tls_cert = files.path("tls.crt");
+  o.tls_key = files.path("tls.key");
+  o.tls_client_ca = files.path("ca.crt");
+  api_limits limits;
+  limits.per_token = {0.01, 5};  // five requests per node, then 429
+  api_fixture f(limits, o);
+  auto node_client = [&] {
+    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", f.port(), files.path("edge-1.crt"),
+                                                  files.path("edge-1.key"));
+    c->set_ca_cert_path(files.path("ca.crt").c_str());
+    c->enable_server_certificate_verification(true);
+    return c;
+  };
+  auto c = node_client();
+  auto own = c->Get("/v1/nodes/edge-1/snapshot");  // no token: the certificate is the credential
+  REQUIRE(own);
+  CHECK(own->status == 200);
+  CHECK(c->Post("/v1/nodes/edge-1/status", status_json(), "application/json")->status == 204);
+  // Another node's snapshot: 403, even with the fleet's node token beside the certificate.
+  CHECK(c->Get("/v1/nodes/edge-2/snapshot")->status == 403);
+  CHECK(c->Get("/v1/nodes/edge-2/snapshot", bearer(node_token))->status == 403);
+  // Operators' routes still need a token.
+  CHECK(c->Get("/v1/rollout")->status == 401);
+  CHECK(c->Get("/v1/rollout", bearer(viewer_token))->status == 200);
+  // Without a certificate the node token works as before (until every node has one).
+  httplib::SSLClient anon("127.0.0.1", f.port());
+  anon.set_ca_cert_path(files.path("ca.crt").c_str());
+  anon.enable_server_certificate_verification(true);
+  CHECK(anon.Get("/v1/nodes/edge-2/snapshot", bearer(node_token))->status == 200);
+  CHECK(anon.Get("/v1/nodes/edge-2/snapshot")->status == 401);
+  CHECK(f.refused(refusal::forbidden) == 2);
+  // The certificate's own bucket: four requests so far (asking for edge-2 counted too).
+  CHECK(c->Get("/v1/nodes/edge-1/snapshot")->status == 200);
+  CHECK(c->Get("/v1/nodes/edge-1/snapshot")->status == 429);
+  CHECK(c->Get("/v1/nodes/edge-2/snapshot")->status == 429);
+}
+
+TEST_CASE("API stop: waiting long polls are answered 503 shutting_down at once") {
+  api_fixture f;
+  httplib::Client c("127.0.0.1", f.port());
+  auto first = c.Get("/v1/nodes/n1/snapshot", bearer(node_token));
+  REQUIRE(first);
+  const std::string etag = first->get_header_value("ETag");
+  REQUIRE_FALSE(etag.empty());
+  std::vector<int> fds;
+  for (int i = 0; i < 20; ++i) {
+    fds.push_back(connect_to(f.port()));
+    REQUIRE(send_all(fds.back(), "GET /v1/nodes/n" + std::to_string(i) + "/snapshot?wait=60 HTTP/1.1\r\nHost: t\r\n"
+                                 "Authorization: Bearer " + node_token + "\r\nIf-None-Match: " + etag + "\r\n\r\n"));
+  }
+  REQUIRE(eventually([&] { return f.core->waiting_polls() == 20; }));
+  const auto t0 = clk::now();
+  f.stop();
+  CHECK(ms_since(t0) < 1000);
+  int answered = 0;
+  for (const int fd : fds) {
+    answered += recv_until(fd, "}").rfind("HTTP/1.1 503 ", 0) == 0;
+    ::close(fd);
+  }
+  CHECK(answered == 20);
+}
+
+TEST_CASE("node status bodies: decoded, or refused whole") {
+  const auto ok = parse_status_body(
+      R"({"revision": 7, "offered": 8, "result": "nack", "error": "bad", "health": "degraded",
+          "ruleset_sha256": "ab", "labels": {"site": "a"}})");
+  REQUIRE(ok);
+  CHECK(ok->report.revision == 7);
+  CHECK(ok->report.offered == 8);
+  CHECK_FALSE(ok->report.ack);
+  CHECK(ok->report.error == "bad");
+  CHECK(ok->report.health == "degraded");
+  CHECK(ok->labels.at("site") == "a");
+  CHECK(parse_status_body(R"({"revision": 1, "result": "ack"})")->report.ack);
+  for (const char* bad : {"", "[]", "{", R"({"result": "ack"})", R"({"revision": -1, "result": "ack"})",
+                          R"({"revision": 1, "result": "maybe"})", R"({"revision": 1, "result": "ack", "labels": [1]})",
+                          R"({"revision": "1", "result": "ack"})", R"({"revision": 1, "result": "ack", "error": 5})"})
+    CHECK_MESSAGE(!parse_status_body(bad), std::string(bad));
+}
