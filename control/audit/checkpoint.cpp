@@ -278,18 +278,31 @@ checkpoints_report check_log(std::span<const audit_record> log,
   checkpoints_report rep;
   std::vector<std::pair<std::uint64_t, std::string>> problems;  // (count, sentence)
   std::uint64_t tail_count = 0;
+  // A fleet holds a few distinct checkpoints, each held by many nodes: one comparison and one
+  // sentence per (count, head), naming its first holder and how many others hold it.
+  std::map<std::pair<std::uint64_t, std::string>, std::vector<const std::string*>> holders;
+  std::vector<const checkpoint*> distinct;
   for (const held_checkpoint& h : checkpoints) {
     rep.highest = std::max(rep.highest, h.cp.count);
-    const log_comparison cmp = compare_with_log(h.cp, log, h.holder);
+    auto& list = holders[{h.cp.count, h.cp.head}];
+    if (list.empty()) distinct.push_back(&h.cp);
+    list.push_back(&h.holder);
+  }
+  for (const checkpoint* c : distinct) {
+    const auto& list = holders[{c->count, c->head}];
+    std::string who = *list.front();
+    if (list.size() > 1)
+      who += " and " + std::to_string(list.size() - 1) + (list.size() == 2 ? " other" : " others");
+    const log_comparison cmp = compare_with_log(*c, log, who);
     if (cmp.ok()) {
-      ++rep.covered;
+      rep.covered += list.size();
       continue;
     }
-    if (cmp.verdict == log_verdict::missing_tail && h.cp.count > tail_count) {
-      tail_count = h.cp.count;
+    if (cmp.verdict == log_verdict::missing_tail && c->count > tail_count) {
+      tail_count = c->count;
       rep.missing_tail = cmp.problem;
     }
-    problems.emplace_back(h.cp.count, cmp.problem);
+    problems.emplace_back(c->count, cmp.problem);
   }
   // Conflicts: the first holder of each (count, head), then any other head for that count.
   std::map<std::uint64_t, std::map<std::string, std::string>> heads;  // count -> head -> holder

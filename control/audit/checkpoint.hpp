@@ -138,7 +138,8 @@ struct checkpoints_report {
 };
 // Every checkpoint against the log (compare_with_log), and the checkpoints against each other:
 // two with the same count and different heads are a conflict whatever the log says (the key
-// signed two histories). Problems are listed by count, highest first.
+// signed two histories). Checkpoints of the same count and head are compared once and named
+// together ("node a and 9,999 others"). Problems are listed by count, highest first.
 [[nodiscard]] checkpoints_report check_log(std::span<const audit_record> log,
                                            std::span<const held_checkpoint> checkpoints);
 
