@@ -1,0 +1,83 @@
+// The controller's audit checkpoints (issue 14; control/README.md, "Audit checkpoints"):
+// signing the head when it moved, handing the latest out, checking the ones nodes report.
+// The bodies that carry it are built in controller.cpp (served_locked).
+#include "control/controller/controller.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+
+namespace sluice::control::controller {
+
+void controller::refresh_checkpoint_locked() {
+  // Single replica: the head moves only by this replica's commits. Replicas: by anyone's, and
+  // the store revision (read by refresh_locked) says whether anything moved at all.
+  const bool look = !checkpoint_ || audit_appended_ ||
+                    (cfg_.replicated && synced_store_rev_ != checkpoint_store_rev_);
+  if (!look) return;
+  std::optional<audit::audit_record> head;
+  try {
+    head = store_.audit_head();
+  } catch (const store::store_error&) {
+    return;  // the next tick looks again
+  }
+  audit_appended_ = false;
+  checkpoint_store_rev_ = synced_store_rev_;
+  const std::uint64_t count = head ? head->seq : 0;
+  const std::string& hash = head ? head->hash : audit::genesis_hash();
+  if (checkpoint_ && checkpoint_->count == count && checkpoint_->head == hash) return;
+  auto cp = audit::make_checkpoint(cfg_.signing_key, count, hash, clk_.now_ms(),
+                                   audit::checkpoint_replica_name(cfg_.replica));
+  if (!cp) {
+    audit_appended_ = true;  // try again next time
+    return;
+  }
+  const std::string text = audit::checkpoint_json(*cp);
+  checkpoint_member_ = ",\"checkpoint\":" + text + "}";
+  checkpoint_header_ = std::make_shared<const std::string>(audit::checkpoint_header(*cp));
+  checkpoint_ = std::move(*cp);
+  ++checkpoint_gen_;
+  checkpoints_signed_->Increment();
+  checkpoint_records_->Set(static_cast<double>(count));
+  // Nodes report back what we signed: known good, no verification needed.
+  std::lock_guard lock(verified_mutex_);
+  if (verified_.size() >= 1024) verified_.clear();
+  verified_[text] = true;
+}
+
+std::optional<audit::checkpoint> controller::audit_checkpoint() {
+  std::lock_guard lock(mutex_);
+  return checkpoint_;
+}
+
+std::shared_ptr<const std::string> controller::audit_checkpoint_header() {
+  std::lock_guard lock(mutex_);
+  return checkpoint_header_;
+}
+
+std::string controller::checked_checkpoint(const std::string& text) {
+  if (text.empty()) return {};
+  std::string error;
+  const auto cp = audit::parse_checkpoint(text, error);
+  if (!cp) {
+    checkpoints_refused_->Increment();
+    return {};
+  }
+  std::string canonical = audit::checkpoint_json(*cp);
+  {
+    std::lock_guard lock(verified_mutex_);
+    if (const auto it = verified_.find(canonical); it != verified_.end()) {
+      if (!it->second) checkpoints_refused_->Increment();
+      return it->second ? canonical : std::string();
+    }
+  }
+  // Keyed by the whole text, not the signature: a valid signature with a field changed is
+  // another text, verified (and refused) on its own.
+  const bool ok = static_cast<bool>(audit::verify_checkpoint(public_key_, *cp));
+  if (!ok) checkpoints_refused_->Increment();
+  std::lock_guard lock(verified_mutex_);
+  if (verified_.size() >= 1024) verified_.clear();  // bounded whatever nodes send
+  verified_.emplace(canonical, ok);
+  return ok ? canonical : std::string();
+}
+
+}  // namespace sluice::control::controller
