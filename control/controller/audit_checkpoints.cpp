@@ -6,6 +6,8 @@
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 
+#include <nlohmann/json.hpp>
+
 namespace sluice::control::controller {
 
 void controller::refresh_checkpoint_locked() {
@@ -38,10 +40,13 @@ void controller::refresh_checkpoint_locked() {
   ++checkpoint_gen_;
   checkpoints_signed_->Increment();
   checkpoint_records_->Set(static_cast<double>(count));
-  // Nodes report back what we signed: known good, no verification needed.
+  // Nodes report back what we signed: known good, no verification needed. It arrives as the
+  // API re-serialises a JSON object (keys sorted), and in our own form.
+  const std::string as_received = nlohmann::json::parse(text).dump();
   std::lock_guard lock(verified_mutex_);
   if (verified_.size() >= 1024) verified_.clear();
-  verified_[text] = true;
+  verified_[as_received] = text;
+  verified_[text] = text;
 }
 
 std::optional<audit::checkpoint> controller::audit_checkpoint() {
@@ -56,28 +61,25 @@ std::shared_ptr<const std::string> controller::audit_checkpoint_header() {
 
 std::string controller::checked_checkpoint(const std::string& text) {
   if (text.empty()) return {};
-  std::string error;
-  const auto cp = audit::parse_checkpoint(text, error);
-  if (!cp) {
-    checkpoints_refused_->Increment();
-    return {};
-  }
-  std::string canonical = audit::checkpoint_json(*cp);
+  // By the exact text received: a fleet sends the few checkpoints this controller signed, so
+  // most reports cost one lookup. A valid signature with a field changed is another text,
+  // checked (and refused) on its own.
   {
     std::lock_guard lock(verified_mutex_);
-    if (const auto it = verified_.find(canonical); it != verified_.end()) {
-      if (!it->second) checkpoints_refused_->Increment();
-      return it->second ? canonical : std::string();
+    if (const auto it = verified_.find(text); it != verified_.end()) {
+      if (it->second.empty()) checkpoints_refused_->Increment();
+      return it->second;
     }
   }
-  // Keyed by the whole text, not the signature: a valid signature with a field changed is
-  // another text, verified (and refused) on its own.
-  const bool ok = static_cast<bool>(audit::verify_checkpoint(public_key_, *cp));
-  if (!ok) checkpoints_refused_->Increment();
+  std::string error;
+  const auto cp = audit::parse_checkpoint(text, error);
+  std::string result;
+  if (cp && audit::verify_checkpoint(public_key_, *cp)) result = audit::checkpoint_json(*cp);
+  if (result.empty()) checkpoints_refused_->Increment();
   std::lock_guard lock(verified_mutex_);
   if (verified_.size() >= 1024) verified_.clear();  // bounded whatever nodes send
-  verified_.emplace(canonical, ok);
-  return ok ? canonical : std::string();
+  verified_.emplace(text, result);
+  return result;
 }
 
 }  // namespace sluice::control::controller

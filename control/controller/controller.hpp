@@ -376,7 +376,7 @@ class controller {
   // next call.
   void refresh_checkpoint_locked();
   // A node's reported checkpoint in the serialised form when it parses and verifies with the
-  // controller's key, else "" (counted). Verifications are cached by the exact text: a fleet
+  // controller's key, else "" (counted). Cached by the exact text received (bounded): a fleet
   // reports the few checkpoints this controller signed. Without the controller's lock.
   [[nodiscard]] std::string checked_checkpoint(const std::string& text);
   // Wakes the waiters whose offer moved, drops bodies no node can be offered any more; and
@@ -436,7 +436,8 @@ class controller {
   std::uint64_t checkpoint_store_rev_ = 0;
   crypto::public_key public_key_;  // of cfg_.signing_key
   std::mutex verified_mutex_;      // guards verified_ (taken without mutex_, or inside it)
-  std::map<std::string, bool> verified_;  // reported checkpoint text -> verifies
+  // Reported checkpoint text -> its serialised form when it verifies, "" when not.
+  std::map<std::string, std::string> verified_;
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>* directives_gauge_ = nullptr;
