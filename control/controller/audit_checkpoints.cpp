@@ -10,12 +10,16 @@
 
 namespace sluice::control::controller {
 
-void controller::refresh_checkpoint_locked() {
+void controller::refresh_checkpoint_locked(bool soon) {
   // Single replica: the head moves only by this replica's commits. Replicas: by anyone's, and
-  // the store revision (read by refresh_locked) says whether anything moved at all.
-  const bool look = !checkpoint_ || audit_appended_ ||
-                    (cfg_.replicated && synced_store_rev_ != checkpoint_store_rev_);
-  if (!look) return;
+  // the store revision (read by refresh_locked) says whether anything moved at all; it moves
+  // with every replica's node status flush, so that alone is looked at once a second (reading
+  // the head is a round trip to etcd under the controller's lock), unless new offers go out.
+  const std::int64_t now_ms = clk_.now_ms();
+  const bool others = cfg_.replicated && synced_store_rev_ != checkpoint_store_rev_ &&
+                      (soon || now_ms - checkpoint_looked_ms_ >= 1000);
+  if (checkpoint_ && !audit_appended_ && !others) return;
+  checkpoint_looked_ms_ = now_ms;
   std::optional<audit::audit_record> head;
   try {
     head = store_.audit_head();

@@ -1246,7 +1246,7 @@ std::size_t controller::waiting_polls() {
 
 void controller::offers_changed_locked() {
   // New offers carry a checkpoint that covers the change that made them.
-  refresh_checkpoint_locked();
+  refresh_checkpoint_locked(/*soon=*/true);
   offers_changed_.notify_all();
   // Canary nodes are offered the target, the rest the released revision: wake exactly the
   // waiters holding less than that (the multimap is ordered by held revision).

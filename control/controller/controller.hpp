@@ -372,9 +372,9 @@ class controller {
   // `b`'s body with the latest checkpoint (rebuilt by concatenation when it moved).
   [[nodiscard]] std::shared_ptr<const std::string> served_locked(cached_body& b);
   // Signs a checkpoint of the audit head when it may have moved (this replica appended, or with
-  // replicas the store moved) and differs from the latest. Store failures are left for the
-  // next call.
-  void refresh_checkpoint_locked();
+  // replicas the store moved: looked at once a second, or now when `soon`) and differs from
+  // the latest. Store failures are left for the next call.
+  void refresh_checkpoint_locked(bool soon = false);
   // A node's reported checkpoint in the serialised form when it parses and verifies with the
   // controller's key, else "" (counted). Cached by the exact text received (bounded): a fleet
   // reports the few checkpoints this controller signed. Without the controller's lock.
@@ -434,6 +434,7 @@ class controller {
   std::shared_ptr<const std::string> checkpoint_header_;
   bool audit_appended_ = true;
   std::uint64_t checkpoint_store_rev_ = 0;
+  std::int64_t checkpoint_looked_ms_ = 0;
   crypto::public_key public_key_;  // of cfg_.signing_key
   std::mutex verified_mutex_;      // guards verified_ (taken without mutex_, or inside it)
   // Reported checkpoint text -> its serialised form when it verifies, "" when not.

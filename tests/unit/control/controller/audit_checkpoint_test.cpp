@@ -68,10 +68,11 @@ struct fixture {
   ctl::controller_config cfg;
   std::unique_ptr<ctl::controller> core;
 
-  fixture() {
+  explicit fixture(bool replicated = false) {
     cfg.issuers.push_back({"ministry", issuer.pub});
     cfg.signing_key = controller_key.sec;
     cfg.replica = "ctl-a";
+    cfg.replicated = replicated;
     core = std::make_unique<ctl::controller>(cfg, *st, clk);
   }
   void submit(const std::string& id) {
@@ -305,4 +306,52 @@ TEST_CASE("controller checkpoints over HTTP: the 304 header, GET /v1/nodes, GET 
   res = c.Get("/v1/audit/checkpoint");
   REQUIRE(res);
   CHECK(res->status == 403);  // a node token reads no more than its feed
+}
+
+TEST_CASE("controller checkpoints with replicas: each signs the head it reads from the store") {
+  fixture f(/*replicated=*/true);
+  auto st2 = store::open_sqlite_store((f.dir.path / "c.db").string());
+  ctl::controller_config cfg2 = f.cfg;
+  cfg2.replica = "ctl-b";
+  ctl::controller b(cfg2, *st2, f.clk);
+  REQUIRE(b.audit_checkpoint());
+  CHECK(b.audit_checkpoint()->count == f.head().first);
+  CHECK(b.audit_checkpoint()->replica == "ctl-b");
+
+  // Both tick until quiet (each appends its controller.leader record, one the rollout's end).
+  for (int i = 0; i < 3; ++i) {
+    f.clk.ms += 2000;
+    f.core->tick();
+    b.tick();
+  }
+  CHECK(b.audit_checkpoint()->count == f.head().first);
+
+  // The first replica appends without making a revision (refusals): the second sees the store
+  // move at its next tick, and reads the head at most once a second.
+  f.core->audit_refused(ministry, "POST /v1/directives", "bad_request", "not JSON");
+  b.tick();
+  CHECK(b.audit_checkpoint()->count == f.head().first);
+  f.core->audit_refused(ministry, "POST /v1/directives", "bad_request", "not JSON either");
+  const auto moved = f.head();
+  f.clk.ms += 300;
+  b.tick();
+  CHECK(b.audit_checkpoint()->count == moved.first - 1);
+  f.clk.ms += 1000;
+  b.tick();
+  const auto cp = b.audit_checkpoint();
+  REQUIRE(cp);
+  CHECK(std::make_pair(cp->count, cp->head) == moved);
+  CHECK(audit::verify_checkpoint(f.controller_key.pub, *cp));
+
+  // A revision made by the first is offered by the second at once, with a checkpoint that
+  // covers the records that made it (new offers look at the head now).
+  const std::uint64_t r = b.rollout().target;
+  f.submit("B-9");
+  f.clk.ms += 100;
+  b.tick();
+  const auto offer = b.poll_snapshot("n1", {}, r, [] {});
+  REQUIRE(offer.k == ctl::snapshot_poll::kind::offer);
+  const auto carried = body_checkpoint(*offer.offer.body, f.controller_key.pub);
+  CHECK(std::make_pair(carried.count, carried.head) == f.head());
+  CHECK(carried.replica == "ctl-b");
 }
