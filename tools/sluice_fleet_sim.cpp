@@ -56,6 +56,9 @@
 //   - the policy parse (load_policy + ruleset SHA-256 + the rules' windows), memoized by the
 //     exact policy text (hash map keyed by the text itself), for the applier and for
 //     check_snapshot's "parses, and its revision: is N" (agent::snapshot_verifier);
+//   - the audit checkpoints' verification (always: every node gets the same bytes), memoized
+//     by the exact (controller key, checkpoint) and done only when a node sees a checkpoint
+//     it does not hold yet (agent::receive_checkpoint);
 //   - with --share-verify only, crypto::verify's result (outcome and trusted comment),
 //     memoized by the exact (controller key, policy bytes, signature bytes). Off by default:
 //     every node then checks its signature itself (two Ed25519 verifications, ~130 us each on
@@ -63,7 +66,8 @@
 //     sharing would never hit anyway).
 // Never shared: the body's JSON parse, the node/scope/revision/held checks (each node's own id
 // and labels), apply bookkeeping, persist_snapshot (a real write + fsync + rename + fsync per
-// node: put --state-root on tmpfs, /dev/shm, for large N), the reports and their HTTP.
+// node: put --state-root on tmpfs, /dev/shm, for large N) and the same for each new audit
+// checkpoint a node takes (at most one per answer), the reports and their HTTP.
 // Measured (2-core VM, tools/fleet_bench.py --sim-cost: a fake controller serving one scoped
 // body to all, state on /dev/shm), CPU per node per revision: ~150 us with --share-verify,
 // ~450 us verifying each signature; against a controller that signs per node (legacy comment)
@@ -233,12 +237,30 @@ class shared_verifier final : public agent::snapshot_verifier {
     if (!p->revision) error = p->error;
     return p->revision;
   }
+  // Always shared: every node gets the same few checkpoints, each would otherwise cost every
+  // node two Ed25519 verifications whenever the controller's audit head moves.
+  sluice::control::audit::checkpoint_check verify_checkpoint(
+      const crypto::public_key& key, const sluice::control::audit::checkpoint& c) override {
+    std::string k(reinterpret_cast<const char*>(key.key.data()), key.key.size());
+    k.append(reinterpret_cast<const char*>(key.id.data()), key.id.size());
+    k += sluice::control::audit::checkpoint_json(c);
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = checkpoints_.find(k); it != checkpoints_.end()) return it->second;
+    }
+    auto r = sluice::control::audit::verify_checkpoint(key, c);
+    std::lock_guard lock(mutex_);
+    if (checkpoints_.size() >= 256) checkpoints_.clear();
+    checkpoints_.emplace(std::move(k), r);
+    return r;
+  }
 
  private:
   policy_cache& policies_;
   bool share_signatures_;
   std::mutex mutex_;
   std::unordered_map<std::string, crypto::verify_result> verified_;
+  std::unordered_map<std::string, sluice::control::audit::checkpoint_check> checkpoints_;
 };
 
 // The simulated dataplane: parse (shared) and digest, as the real one would before compiling;
@@ -597,6 +619,8 @@ class shard {
       out.status =
           res.result_int() == 200 ? agent::fetch_status::snapshot : agent::fetch_status::not_modified;
       out.body = std::move(res.body());
+      if (const auto h = res.find("X-Sluice-Audit-Checkpoint"); h != res.end())
+        out.checkpoint = std::string(h->value());
     }
     co_return out;
   }

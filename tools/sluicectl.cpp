@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "control/audit/audit.hpp"
+#include "control/audit/checkpoint.hpp"
 #include "control/crypto/minisign.hpp"
 #include "control/pki/pki.hpp"
 #include "control/store/store.hpp"
@@ -1218,6 +1219,12 @@ int run_switch(const global_options& g, http_method method, const std::string& p
 
 struct audit_options {
   std::string db_path;  // empty: ask the controller
+  // verify: checkpoints to compare the log with (files), the key they must verify with, and
+  // whether to skip the fleet's reported ones. checkpoint: where to write it.
+  std::vector<std::string> checkpoint_files;
+  std::string controller_key;
+  bool no_fleet = false;
+  std::string out;
 };
 
 struct audit_fetch {
@@ -1295,9 +1302,111 @@ struct audit_fetch {
   return out;
 }
 
+// The checkpoints `audit verify` compares the log with: each --checkpoint file (one that does not
+// parse or verify is an error: the operator vouched for it) and, unless --no-fleet, every one
+// the fleet reported (GET /v1/nodes, or the nodes table of --db; one that does not verify proves
+// nothing and is listed as ignored).
+struct gathered_checkpoints {
+  std::vector<audit::held_checkpoint> held;
+  std::vector<std::string> ignored;  // why each reported one was left out
+  std::size_t from_files = 0, from_fleet = 0;
+  int failure = -1;  // an exit code already reported
+};
+
+[[nodiscard]] gathered_checkpoints gather_checkpoints(const global_options& g,
+                                                      const audit_options& o) {
+  gathered_checkpoints out;
+  std::string error;
+  const auto key_text = read_file(o.controller_key, &error);
+  if (!key_text) {
+    out.failure = fail(g, exit_status::failed, "io", error);
+    return out;
+  }
+  const auto key = crypto::parse_public_key(*key_text, &error);
+  if (!key) {
+    out.failure = fail(g, exit_status::failed, "bad_key", o.controller_key + ": " + error);
+    return out;
+  }
+  for (const std::string& path : o.checkpoint_files) {
+    const auto text = read_file(path, &error);
+    if (!text) {
+      out.failure = fail(g, exit_status::failed, "io", error);
+      return out;
+    }
+    auto cp = audit::parse_checkpoint(*text, error);
+    audit::checkpoint_check v;
+    if (cp) v = audit::verify_checkpoint(*key, *cp);
+    if (!cp || !v) {
+      out.failure = fail(g, exit_status::failed, "bad_checkpoint",
+                         path + ": not an audit checkpoint signed by " + o.controller_key + ": " +
+                             (cp ? v.problem : error));
+      return out;
+    }
+    out.held.push_back({"file " + path, std::move(*cp)});
+    ++out.from_files;
+  }
+  if (o.no_fleet) return out;
+  // (node id, reported checkpoint text, conflicting one) per node.
+  std::vector<std::tuple<std::string, std::string, std::string>> reported;
+  if (!o.db_path.empty()) {
+    try {
+      for (const auto& n : store::open_sqlite_store(o.db_path)->list_nodes())
+        reported.emplace_back(n.node_id, n.audit_checkpoint, n.audit_checkpoint_conflict);
+    } catch (const store::store_error& e) {
+      out.failure = fail(g, exit_status::failed, "store_error", o.db_path + ": " + e.what());
+      return out;
+    }
+  } else {
+    auto client = api_client::create(g, &error);
+    if (!client) {
+      out.failure = fail(g, exit_status::usage, "usage", error);
+      return out;
+    }
+    const api_response r = client->get("/v1/nodes");
+    if (!r.ok()) {
+      out.failure = fail_api(g, r);
+      return out;
+    }
+    const json list = r.body.contains("nodes") ? r.body["nodes"] : json::array();
+    for (const auto& n : list.is_array() ? list : json::array()) {
+      auto text = [&](const char* k) {
+        return n.contains(k) && n[k].is_object() ? n[k].dump() : std::string();
+      };
+      reported.emplace_back(text_of(n, "node"), text("audit_checkpoint"),
+                            text("audit_checkpoint_conflict"));
+    }
+  }
+  for (const auto& [node, held, conflicting] : reported) {
+    for (const bool conflict : {false, true}) {
+      const std::string& text = conflict ? conflicting : held;
+      if (text.empty()) continue;
+      const std::string holder = "node " + node + (conflict ? " (conflicting)" : "");
+      auto cp = audit::parse_checkpoint(text, error);
+      audit::checkpoint_check v;
+      if (cp) v = audit::verify_checkpoint(*key, *cp);
+      if (!cp || !v) {
+        out.ignored.push_back(holder + ": " + (cp ? v.problem : error));
+        continue;
+      }
+      out.held.push_back({holder, std::move(*cp)});
+      ++out.from_fleet;
+    }
+  }
+  return out;
+}
+
 int run_audit_verify(const global_options& g, const audit_options& o) {
+  if (o.controller_key.empty() && !o.checkpoint_files.empty())
+    return fail(g, exit_status::usage, "usage",
+                "--checkpoint needs --controller-key (the key checkpoints are signed with)");
   const audit_fetch f = fetch_audit(g, o);
   if (f.status != exit_status::ok) return f.failure;
+  gathered_checkpoints cps;
+  if (!o.controller_key.empty()) {
+    cps = gather_checkpoints(g, o);
+    if (cps.failure >= 0) return cps.failure;
+  }
+  const audit::checkpoints_report cmp = audit::check_log(f.records, cps.held);
   audit::chain_report rep = audit::verify_chain(f.records);
   // The chain may be intact yet not the controller's: its head must be the last record served.
   if (rep.ok && !f.server_head.empty() && f.server_head != rep.head_hash) {
@@ -1306,19 +1415,86 @@ int run_audit_verify(const global_options& g, const audit_options& o) {
                   " is not the last record's hash " + rep.head_hash + " (records withheld)";
   }
   const std::string source = o.db_path.empty() ? "controller" : o.db_path;
-  if (!rep.ok) {
-    return fail(g, exit_status::failed, "chain_broken",
-                "audit chain BROKEN (" + source + "): " + rep.problem,
-                {{"ok", false},
-                 {"records", rep.records},
-                 {"bad_seq", rep.bad_seq},
-                 {"problem", rep.problem}});
+  const json checkpoints{{"checked", cps.held.size()},  {"from_files", cps.from_files},
+                         {"from_fleet", cps.from_fleet}, {"covered", cmp.covered},
+                         {"highest", cmp.highest},        {"problems", cmp.problems},
+                         {"ignored", cps.ignored},        {"missing_tail", cmp.missing_tail}};
+  for (const std::string& why : cps.ignored)
+    std::cerr << "sluicectl: warning: ignored a checkpoint that does not verify: " << why << '\n';
+  if (!rep.ok || !cmp.ok) {
+    // The missing tail first: that is what the chain alone cannot show.
+    std::string message;
+    if (!cmp.missing_tail.empty()) message = "audit log SHORTENED (" + source + "): " + cmp.missing_tail;
+    if (!rep.ok)
+      message += (message.empty() ? "" : "\n") + std::string("audit chain BROKEN (") + source +
+                 "): " + rep.problem;
+    std::size_t shown = 0;
+    for (const std::string& p : cmp.problems) {
+      if (p == cmp.missing_tail) continue;
+      if (++shown > 20) {
+        message += "\n  ... and " + std::to_string(cmp.problems.size() - 20) + " more";
+        break;
+      }
+      message += (message.empty() ? "audit log does not match its checkpoints (" + source + "): "
+                                  : "\n  ") + p;
+    }
+    json detail{{"ok", false},
+                {"records", rep.records},
+                {"bad_seq", rep.bad_seq},
+                {"problem", rep.problem}};
+    if (!o.controller_key.empty()) detail["checkpoints"] = checkpoints;
+    return fail(g, exit_status::failed, rep.ok ? "checkpoint_mismatch" : "chain_broken", message,
+                detail);
   }
-  if (g.json)
-    print_json({{"ok", true}, {"records", rep.records}, {"head_hash", rep.head_hash}});
+  if (g.json) {
+    json out{{"ok", true}, {"records", rep.records}, {"head_hash", rep.head_hash}};
+    if (!o.controller_key.empty()) out["checkpoints"] = checkpoints;
+    print_json(out);
+    return code_of(exit_status::ok);
+  }
+  std::cout << "audit chain OK (" << source << "): " << rep.records << " records, head "
+            << rep.head_hash << '\n';
+  if (o.controller_key.empty())
+    std::cout << "checkpoints: not checked (--controller-key names the key they are signed with)\n";
   else
-    std::cout << "audit chain OK (" << source << "): " << rep.records << " records, head "
-              << rep.head_hash << '\n';
+    std::cout << "checkpoints: the log covers all " << cps.held.size() << " (" << cps.from_fleet
+              << " reported by nodes, " << cps.from_files << " from files; highest "
+              << cmp.highest << " records)\n";
+  return code_of(exit_status::ok);
+}
+
+// GET /v1/audit/checkpoint: the latest signed checkpoint, for the ministry to keep. Checked
+// against --controller-key when given; written to --out (else printed).
+int run_audit_checkpoint(const global_options& g, const audit_options& o) {
+  std::string error;
+  auto client = api_client::create(g, &error);
+  if (!client) return fail(g, exit_status::usage, "usage", error);
+  const api_response r = client->get("/v1/audit/checkpoint");
+  if (!r.ok()) return fail_api(g, r);
+  const auto cp = audit::parse_checkpoint(r.body.dump(), error);
+  if (!cp) return fail(g, exit_status::failed, "bad_response", "the controller's checkpoint: " + error);
+  if (!o.controller_key.empty()) {
+    const auto key_text = read_file(o.controller_key, &error);
+    if (!key_text) return fail(g, exit_status::failed, "io", error);
+    const auto key = crypto::parse_public_key(*key_text, &error);
+    if (!key) return fail(g, exit_status::failed, "bad_key", o.controller_key + ": " + error);
+    if (const auto v = audit::verify_checkpoint(*key, *cp); !v)
+      return fail(g, exit_status::failed, "bad_checkpoint",
+                  "the controller's checkpoint does not verify with " + o.controller_key + ": " +
+                      v.problem);
+  }
+  const std::string text = audit::checkpoint_json(*cp) + "\n";
+  if (o.out.empty()) {
+    std::cout << text;
+    return code_of(exit_status::ok);
+  }
+  auto file = staged_file::write(o.out, text, 0644, &error);
+  if (!file || !file->commit(/*overwrite=*/true, &error))
+    return fail(g, exit_status::failed, "io", error);
+  if (g.json)
+    print_json({{"written", o.out}, {"count", cp->count}, {"head", cp->head}});
+  else
+    std::cout << audit::describe(*cp) << " written to " << o.out << '\n';
   return code_of(exit_status::ok);
 }
 
@@ -1549,14 +1725,33 @@ int run(int argc, char** argv) {
   for (const bool is_verify : {true, false}) {
     auto* sub = command(
         audit_cmd, is_verify ? "verify" : "export",
-        is_verify ? "Verify the audit hash chain; prints OK, record count and head hash"
+        is_verify ? "Verify the audit hash chain and compare the log with signed checkpoints "
+                    "(the fleet's, and --checkpoint files); prints OK, record count and head hash, "
+                    "or the missing records and the checkpoint that proves them"
                   : "Print every audit record as JSON lines",
         [&g, &audit_opts, is_verify] {
           return is_verify ? run_audit_verify(g, audit_opts) : run_audit_export(g, audit_opts);
         });
     sub->add_option("--db", audit_opts.db_path,
-                    "Read a SQLite store file instead of asking the controller");
+                    "Read a SQLite store file instead of asking the controller (the fleet's "
+                    "checkpoints then come from its nodes table)");
+    if (!is_verify) continue;
+    sub->add_option("--controller-key", audit_opts.controller_key,
+                    "The controller's public key: compare the log with the checkpoints it signed");
+    sub->add_option("--checkpoint", audit_opts.checkpoint_files,
+                    "A checkpoint file (a node's audit_checkpoint.json, or one from `audit "
+                    "checkpoint`); repeatable; needs --controller-key")
+        ->allow_extra_args(false);
+    sub->add_flag("--no-fleet", audit_opts.no_fleet,
+                  "Only the --checkpoint files, not the checkpoints the nodes reported");
   }
+  auto* checkpoint_cmd = command(
+      audit_cmd, "checkpoint",
+      "Fetch the controller's latest signed audit checkpoint (to keep outside the controller)",
+      [&g, &audit_opts] { return run_audit_checkpoint(g, audit_opts); });
+  checkpoint_cmd->add_option("--out", audit_opts.out, "Write it to FILE (default: print it)");
+  checkpoint_cmd->add_option("--controller-key", audit_opts.controller_key,
+                             "Check it with the controller's public key first");
 
   try {
     app.parse(argc, argv);

@@ -248,10 +248,24 @@ std::optional<std::uint64_t> snapshot_verifier::policy_revision(const std::strin
   return loaded.spec->revision;
 }
 
+audit::checkpoint_check snapshot_verifier::verify_checkpoint(const crypto::public_key& key,
+                                                             const audit::checkpoint& c) {
+  return audit::verify_checkpoint(key, c);
+}
+
 snapshot_verifier& real_verifier() {
   static snapshot_verifier v;
   return v;
 }
+
+namespace {
+
+snapshot_check check_snapshot_json(const nlohmann::json& j, std::string_view node_id,
+                                   const label_map& labels,
+                                   const crypto::public_key& controller_key, std::uint64_t held,
+                                   snapshot_verifier& verifier);
+
+}  // namespace
 
 snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
                               const label_map& labels, const crypto::public_key& controller_key,
@@ -260,6 +274,17 @@ snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
   if (j.is_discarded() || !j.is_object()) {
     return refuse(refusal::malformed_snapshot, "body is not a JSON object", 0);
   }
+  snapshot_check c = check_snapshot_json(j, node_id, labels, controller_key, held, verifier);
+  if (auto it = j.find("checkpoint"); it != j.end() && it->is_object()) c.checkpoint = it->dump();
+  return c;
+}
+
+namespace {
+
+snapshot_check check_snapshot_json(const nlohmann::json& j, std::string_view node_id,
+                                   const label_map& labels,
+                                   const crypto::public_key& controller_key, std::uint64_t held,
+                                   snapshot_verifier& verifier) {
   std::uint64_t offered = 0;
   if (auto it = j.find("revision"); it != j.end() && it->is_number_unsigned()) {
     offered = it->get<std::uint64_t>();
@@ -365,6 +390,8 @@ snapshot_check check_snapshot(std::string_view body, std::string_view node_id,
   return ok;
 }
 
+}  // namespace
+
 std::string snapshot_json(const snapshot& s) {
   nlohmann::json j;
   j["node"] = s.node;
@@ -376,9 +403,13 @@ std::string snapshot_json(const snapshot& s) {
 }
 
 bool persist_snapshot(const std::filesystem::path& dir, const snapshot& s, std::string& error) {
-  const std::filesystem::path final_path = dir / snapshot_file_name;
-  const std::filesystem::path temp_path = dir / (std::string(snapshot_file_name) + ".tmp");
-  const std::string text = snapshot_json(s);
+  return persist_file(dir, snapshot_file_name, snapshot_json(s), error);
+}
+
+bool persist_file(const std::filesystem::path& dir, std::string_view name, std::string_view text,
+                  std::string& error) {
+  const std::filesystem::path final_path = dir / name;
+  const std::filesystem::path temp_path = dir / (std::string(name) + ".tmp");
   const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
     error = errno_text("open " + temp_path.string());
@@ -426,6 +457,10 @@ std::string status_json(const status_report& r) {
   j["health"] = r.health;
   j["labels"] = nlohmann::json::object();
   for (const auto& [k, v] : r.labels) j["labels"][k] = v;
+  if (!r.audit_checkpoint.empty())
+    j["audit_checkpoint"] = nlohmann::json::parse(r.audit_checkpoint, nullptr, false);
+  if (!r.audit_checkpoint_conflict.empty())
+    j["audit_checkpoint_conflict"] = nlohmann::json::parse(r.audit_checkpoint_conflict, nullptr, false);
   return j.dump();
 }
 
@@ -465,6 +500,7 @@ void agent::set_error(std::string text) {
 bool agent::start() {
   if (started_) return false;
   started_ = true;
+  load_checkpoints();
   next_status_ = clock_.steady_now();  // report at once: the controller learns labels, revision
   const std::filesystem::path path = config_.state_dir / snapshot_file_name;
   std::error_code ec;
@@ -517,7 +553,93 @@ status_report agent::periodic_report() {
   r.ruleset_sha256 = cur.ruleset_sha256;
   r.health = config_.health ? config_.health() : "ok";
   r.labels = config_.labels;
+  r.audit_checkpoint = checkpoint_text_;
+  r.audit_checkpoint_conflict = checkpoint_conflict_text_;
   return r;
+}
+
+void agent::load_checkpoints() {
+  // Re-verified like the snapshot: the state dir is not trusted more than the network. A file
+  // that does not verify is left where it is (it may be evidence) and not held.
+  for (const bool conflict : {false, true}) {
+    const std::filesystem::path path =
+        config_.state_dir / (conflict ? checkpoint_conflict_file_name : checkpoint_file_name);
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) continue;
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    std::string problem;
+    std::optional<audit::checkpoint> c = audit::parse_checkpoint(text.str(), problem);
+    if (c) {
+      const audit::checkpoint_check v = verifier().verify_checkpoint(config_.controller_key, *c);
+      if (!v) {
+        problem = v.problem;
+        c.reset();
+      }
+    }
+    std::lock_guard lock(mutex_);
+    if (!c) {
+      state_.last_error = "persisted audit checkpoint " + path.string() + " refused: " + problem;
+      continue;
+    }
+    if (conflict) {
+      checkpoint_conflict_text_ = audit::checkpoint_json(*c);
+      checkpoint_conflict_ = std::move(c);
+      state_.checkpoint_conflict = true;
+    } else {
+      checkpoint_text_ = audit::checkpoint_json(*c);
+      state_.checkpoint_count = c->count;
+      state_.checkpoint_head = c->head;
+      checkpoint_ = std::move(c);
+    }
+  }
+}
+
+void agent::receive_checkpoint(const audit::checkpoint& c) {
+  // Most answers carry the checkpoint already held: no signature work for those, nor for one
+  // already refused or lower than the held one (never backwards).
+  if ((checkpoint_ && *checkpoint_ == c) || (checkpoint_conflict_ && *checkpoint_conflict_ == c) ||
+      (checkpoint_refused_ && *checkpoint_refused_ == c))
+    return;
+  // Nothing held: whatever verifies is newer.
+  const audit::checkpoint_order o =
+      checkpoint_ ? audit::order(*checkpoint_, c) : audit::checkpoint_order::newer;
+  if (o == audit::checkpoint_order::older || o == audit::checkpoint_order::same) return;
+  if (o == audit::checkpoint_order::conflict && checkpoint_conflict_) return;  // the first is kept
+  const audit::checkpoint_check v = verifier().verify_checkpoint(config_.controller_key, c);
+  if (!v) {
+    checkpoint_refused_ = c;
+    std::lock_guard lock(mutex_);
+    ++state_.checkpoints_refused;
+    state_.last_error = "audit checkpoint refused: " + v.problem;
+    return;
+  }
+  const bool conflict = o == audit::checkpoint_order::conflict;
+  std::string text = audit::checkpoint_json(c);
+  std::string persist_error;
+  // Persisted before it is held or reported: what the controller hears is on disk.
+  const bool persisted =
+      persist_file(config_.state_dir, conflict ? checkpoint_conflict_file_name : checkpoint_file_name,
+                   text + "\n", persist_error);
+  std::lock_guard lock(mutex_);
+  if (!persisted) {
+    ++state_.persist_failures;
+    state_.last_error = "audit checkpoint not persisted: " + persist_error;
+  }
+  if (conflict) {
+    checkpoint_conflict_ = c;
+    checkpoint_conflict_text_ = std::move(text);
+    state_.checkpoint_conflict = true;
+    state_.last_error = "audit checkpoint conflict: " + audit::describe(c) + " and held " +
+                        audit::describe(*checkpoint_);
+  } else {
+    checkpoint_ = c;
+    checkpoint_text_ = std::move(text);
+    state_.checkpoint_count = c.count;
+    state_.checkpoint_head = c.head;
+    ++state_.checkpoints_taken;
+  }
 }
 
 snapshot_verifier& agent::verifier() const {
@@ -612,12 +734,20 @@ agent::fetch_handling agent::handle_fetch(const fetch_result& f) {
     if (f.status == fetch_status::not_modified) ++state_.not_modified;
   }
   if (f.status == fetch_status::not_modified) {
+    if (!f.checkpoint.empty()) {
+      std::string error;
+      if (const auto cp = audit::parse_checkpoint_header(f.checkpoint, error)) receive_checkpoint(*cp);
+    }
     out.outcome = poll_outcome::not_modified;
     return out;
   }
-  status_report report = periodic_report();
   const snapshot_check c = check_snapshot(f.body, config_.node_id, config_.labels,
                                           config_.controller_key, held_, verifier());
+  if (!c.checkpoint.empty()) {
+    std::string error;
+    if (const auto cp = audit::parse_checkpoint(c.checkpoint, error)) receive_checkpoint(*cp);
+  }
+  status_report report = periodic_report();  // with the checkpoint just taken
   report.offered = c.offered;
   bool in_force = false;
   if (!c) {

@@ -35,6 +35,17 @@
 // received), 0 if none. A policy the applier had before any snapshot (sluice-dataplane
 // --policy) is a bootstrap: the first valid snapshot replaces it whatever its revision.
 //
+// Audit checkpoints (issue 14; control/audit/checkpoint.hpp). The 200 body's "checkpoint"
+// member and the 304's X-Sluice-Audit-Checkpoint header carry the controller's latest signed
+// checkpoint of its audit log. The agent keeps the newest it saw: one that verifies with the
+// controller key and covers more records than the held one is persisted (state dir,
+// audit_checkpoint.json, atomically) and then held; a lower count is ignored (never backwards);
+// the same count with another head is a conflict (the key signed two histories), persisted as
+// audit_checkpoint_conflict.json (the first one only) and reported beside the held one. Every
+// status report carries both ("audit_checkpoint", "audit_checkpoint_conflict": the serialised
+// form). A checkpoint is independent of the snapshot it came with: a refused snapshot's
+// checkpoint may still be taken, and checking one never changes the policy in force.
+//
 // Fail static: with no controller reachable the agent keeps what is in force and retries with a
 // capped exponential backoff; at start it re-verifies the persisted snapshot (a tampered file is
 // refused, not applied) and applies it before contacting anyone. The re-check uses the labels
@@ -59,6 +70,7 @@
 #include <string>
 #include <string_view>
 
+#include "control/audit/checkpoint.hpp"
 #include "control/crypto/minisign.hpp"
 
 namespace sluice::control::agent {
@@ -108,6 +120,9 @@ struct snapshot_check {
   refusal code = refusal::malformed_snapshot;  // when !accepted
   std::string detail;                          // when !accepted
   std::uint64_t offered = 0;  // the body's revision when it had one (what a NACK answers)
+  // The body's "checkpoint" member as JSON text ("" when absent or the body is not JSON),
+  // accepted or not: the checkpoint is checked on its own (agent::handle_fetch).
+  std::string checkpoint;
 
   [[nodiscard]] explicit operator bool() const noexcept { return accepted.has_value(); }
   // "<code>: <detail>", the NACK error.
@@ -137,6 +152,9 @@ class snapshot_verifier {
   // `error`.
   [[nodiscard]] virtual std::optional<std::uint64_t> policy_revision(const std::string& policy,
                                                                      std::string& error);
+  // audit::verify_checkpoint (a pure function of the key and the checkpoint's bytes).
+  [[nodiscard]] virtual audit::checkpoint_check verify_checkpoint(const crypto::public_key& key,
+                                                                  const audit::checkpoint& c);
 };
 // crypto::verify and match::load_policy (stateless, thread-safe).
 [[nodiscard]] snapshot_verifier& real_verifier();
@@ -155,7 +173,13 @@ class snapshot_verifier {
 // and `error` on failure; the previous file is then untouched.
 [[nodiscard]] bool persist_snapshot(const std::filesystem::path& dir, const snapshot& s,
                                     std::string& error);
+// The same for any file of the state dir: `dir`/`name` holds `text` afterwards, or is untouched.
+[[nodiscard]] bool persist_file(const std::filesystem::path& dir, std::string_view name,
+                                std::string_view text, std::string& error);
 inline constexpr std::string_view snapshot_file_name = "snapshot.json";
+// audit::checkpoint_json + "\n" of the held checkpoint, and of a conflicting one.
+inline constexpr std::string_view checkpoint_file_name = "audit_checkpoint.json";
+inline constexpr std::string_view checkpoint_conflict_file_name = "audit_checkpoint_conflict.json";
 
 // ---- status reports ---------------------------------------------------------------------------
 
@@ -167,6 +191,9 @@ struct status_report {
   std::string error;           // why a NACK refused `offered`
   std::string health = "ok";
   label_map labels;
+  // audit::checkpoint_json of the held checkpoint and of a conflicting one; "" when none.
+  std::string audit_checkpoint;
+  std::string audit_checkpoint_conflict;
 
   bool operator==(const status_report&) const = default;
 };
@@ -180,6 +207,7 @@ enum class fetch_status : std::uint8_t { snapshot, not_modified, failed };
 struct fetch_result {
   fetch_status status = fetch_status::failed;
   std::string body;        // status == snapshot: the 200 body
+  std::string checkpoint;  // status == not_modified: the X-Sluice-Audit-Checkpoint header ("")
   std::string error;       // status == failed: why (every controller tried)
   std::string controller;  // the controller that answered (or the last one tried)
 };
@@ -271,6 +299,13 @@ struct agent_state {
   std::string controller;              // the controller last talked to
   std::string last_error;              // the last refusal or failure ("" when none yet)
   std::string startup;                 // what happened to the persisted snapshot at start
+  // Audit checkpoints: the held one's count and head (0, "" when none), whether a conflicting
+  // one is held, how many were taken (held after verifying) and refused (did not verify).
+  std::uint64_t checkpoint_count = 0;
+  std::string checkpoint_head;
+  bool checkpoint_conflict = false;
+  std::uint64_t checkpoints_taken = 0;
+  std::uint64_t checkpoints_refused = 0;
 };
 
 // report_failed: a status report (an ACK or NACK) could not be delivered; it is retried, with
@@ -341,6 +376,10 @@ class agent {
 
  private:
   bool apply_snapshot(const snapshot& s, status_report& report);
+  // Takes a received checkpoint (see the header comment): verify, order, persist, hold.
+  void receive_checkpoint(const audit::checkpoint& c);
+  // Reads and re-verifies the persisted checkpoint files (start()).
+  void load_checkpoints();
   [[nodiscard]] snapshot_verifier& verifier() const;
   [[nodiscard]] status_report periodic_report();
   void sleep_for(std::chrono::milliseconds d);
@@ -353,6 +392,10 @@ class agent {
   bool started_ = false;
   std::uint64_t held_ = 0;
   std::optional<status_report> pending_;  // a report no controller took yet
+  std::optional<audit::checkpoint> checkpoint_;           // the held one
+  std::optional<audit::checkpoint> checkpoint_conflict_;  // the first conflicting one
+  std::optional<audit::checkpoint> checkpoint_refused_;   // the last that did not verify
+  std::string checkpoint_text_, checkpoint_conflict_text_;  // their checkpoint_json
   std::chrono::steady_clock::time_point next_status_{};
   std::chrono::milliseconds backoff_{0};
 

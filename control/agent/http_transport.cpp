@@ -178,6 +178,7 @@ fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait
         if (res->status != 200 && res->status != 304) return false;
         out.status = res->status == 200 ? fetch_status::snapshot : fetch_status::not_modified;
         out.body = res->body;
+        out.checkpoint = res->get_header_value("X-Sluice-Audit-Checkpoint");
         return true;
       },
       out.controller);

@@ -64,6 +64,11 @@ json to_json(const controller::rollout_view& r) {
           {"emergency_stop", r.emergency_stop}, {"leader", r.leader}, {"is_leader", r.is_leader}};
 }
 
+// A stored checkpoint (JSON text, "" for none) as a JSON value.
+json checkpoint_value(const std::string& text) {
+  return text.empty() ? json() : json::parse(text, nullptr, false);
+}
+
 json to_json(const controller::node_view& n) {
   return {{"node", n.record.node_id},
           {"labels", n.record.labels},
@@ -74,7 +79,9 @@ json to_json(const controller::node_view& n) {
           {"ruleset_sha256", n.record.ruleset_sha256},
           {"last_seen", n.record.last_seen},
           {"health", n.record.health},
-          {"error", n.record.error}};
+          {"error", n.record.error},
+          {"audit_checkpoint", checkpoint_value(n.record.audit_checkpoint)},
+          {"audit_checkpoint_conflict", checkpoint_value(n.record.audit_checkpoint_conflict)}};
 }
 
 json to_json(const store::inventory_record& r) {
@@ -200,6 +207,9 @@ class long_poll : public std::enable_shared_from_this<long_poll> {
     response res;
     res.status = 304;
     res.headers.emplace_back("ETag", etag(*held_));
+    // A node whose revision does not move still gets each new audit checkpoint (issue 14).
+    if (auto cp = core_.audit_checkpoint_header())
+      res.headers.emplace_back("X-Sluice-Audit-Checkpoint", *cp);
     finish_locked(std::move(res));
   }
 
@@ -243,6 +253,11 @@ std::optional<status_body> parse_status_body(std::string_view text) {
     rep.health = body.value("health", std::string("ok"));
     if (body.contains("labels"))
       out.labels = body.at("labels").get<std::map<std::string, std::string>>();
+    // The signed audit checkpoint the node holds, and one that conflicts with it (issue 14): kept
+    // as JSON text, checked by the controller.
+    for (auto [key, field] : {std::pair{"audit_checkpoint", &rep.audit_checkpoint},
+                              std::pair{"audit_checkpoint_conflict", &rep.audit_checkpoint_conflict}})
+      if (body.contains(key) && body.at(key).is_object()) *field = body.at(key).dump();
   } catch (const json::exception&) {
     return std::nullopt;
   }
@@ -669,6 +684,14 @@ void http_api::attach(http_server& server) {
         const auto r = core_.relabel_node(who, req.matches[0], labels);
         if (!r) return send_error(res, r.error);
         send_json(res, 200, to_json(*r.value));
+      }));
+  // The latest signed audit checkpoint (issue 14), for the ministry: `sluicectl audit checkpoint`.
+  add("GET", "/v1/audit/checkpoint", op, readers, now([this](const auto&, auto& res, const auto&) {
+        const auto cp = core_.audit_checkpoint();
+        if (!cp) return send_error(res, {error_kind::unavailable, "no_checkpoint",
+                                         "no audit checkpoint signed yet"});
+        res.status = 200;
+        res.set_body(audit::checkpoint_json(*cp), "application/json");
       }));
 }
 

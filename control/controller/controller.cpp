@@ -140,6 +140,26 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
                               .Name("sluice_control_validation_failures_total")
                               .Help("Inputs refused by validation, by error code")
                               .Register(*registry_);
+  checkpoints_signed_ = &prometheus::BuildCounter()
+                             .Name("sluice_control_audit_checkpoints_signed_total")
+                             .Help("Audit checkpoints signed (one per new audit head, at most one "
+                                   "per tick)")
+                             .Register(*registry_)
+                             .Add({});
+  checkpoints_refused_ = &prometheus::BuildCounter()
+                              .Name("sluice_control_audit_checkpoints_refused_total")
+                              .Help("Audit checkpoints reported by nodes that did not parse or "
+                                    "verify with the controller's key (not stored)")
+                              .Register(*registry_)
+                              .Add({});
+  checkpoint_records_ = &prometheus::BuildGauge()
+                             .Name("sluice_control_audit_checkpoint_records")
+                             .Help("Records covered by the latest signed audit checkpoint")
+                             .Register(*registry_)
+                             .Add({});
+  // The secret key holds its public half (seed | public key), under the same key id.
+  public_key_.id = cfg_.signing_key.id;
+  std::copy(cfg_.signing_key.key.begin() + 32, cfg_.signing_key.key.end(), public_key_.key.begin());
   for (const char* s : all_states) directives_gauge_->Add({{"state", s}});
   for (const char* s : node_states) nodes_gauge_->Add({{"state", s}});
 
@@ -198,6 +218,7 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
     }
   }
   if (cfg_.replicated) synced_store_rev_ = store_.store_revision();
+  refresh_checkpoint_locked();
   update_gauges_locked();
 }
 
@@ -297,6 +318,7 @@ std::optional<op_error> controller::commit_locked(store::write_batch& batch) {
     for (const auto& [k, v] : batch.meta) batch.meta_expect.try_emplace(k, meta_seen_[k]);
   const auto res = store_.commit(batch);
   if (res) {
+    if (!res.audit_seqs.empty()) audit_appended_ = true;
     for (const auto& [k, v] : batch.meta) meta_seen_[k] = v;
     if (cfg_.replicated && res.store_revision == synced_store_rev_ + 1)
       synced_store_rev_ = res.store_revision;  // nobody else wrote in between
@@ -1104,6 +1126,7 @@ void controller::tick() {
   }
   pending_impacts_.clear();
   pending_audit_.clear();
+  refresh_checkpoint_locked();
   if (flush_nodes) {
     nodes_flushed_ms_ = now_ms;
     for (auto& [id, n] : nodes_) {
@@ -1174,12 +1197,24 @@ op_result<snapshot_offer> controller::offer_locked(node_entry& n) {
   const auto& labels = labels_of(n.record);
   const std::uint64_t offered = offered_locked(n.record);
   std::string lt = labels_text(labels);
-  if (!n.cached_body || n.cached_revision != offered || n.cached_labels != lt) {
-    auto body = signed_body_locked(labels, offered);
-    if (!body) return {std::nullopt, body.error};
+  const bool same_offer = n.cached_body && n.cached_revision == offered && n.cached_labels == lt;
+  if (same_offer && n.cached_checkpoint != checkpoint_gen_) {
+    // Only the checkpoint moved: the node's entry in bodies_ is known, no scope to work out.
+    if (const auto it = bodies_.find(n.cached_key); it != bodies_.end()) {
+      n.cached_body = served_locked(it->second);
+      n.cached_checkpoint = checkpoint_gen_;
+    } else {
+      n.cached_body.reset();
+    }
+  }
+  if (!n.cached_body || !same_offer) {
+    auto entry = signed_body_locked(labels, offered);
+    if (!entry) return {std::nullopt, entry.error};
     n.cached_revision = offered;
     n.cached_labels = std::move(lt);
-    n.cached_body = std::move(*body.value);
+    n.cached_key = (*entry.value)->first;
+    n.cached_body = served_locked((*entry.value)->second);
+    n.cached_checkpoint = checkpoint_gen_;
   }
   snapshot_bytes_->Increment(static_cast<double>(n.cached_body->size()));
   snapshots_served_->Increment();
@@ -1251,6 +1286,8 @@ std::size_t controller::waiting_polls() {
 }
 
 void controller::offers_changed_locked() {
+  // New offers carry a checkpoint that covers the change that made them.
+  refresh_checkpoint_locked(/*soon=*/true);
   offers_changed_.notify_all();
   // Canary nodes are offered the target, the rest the released revision: wake exactly the
   // waiters holding less than that (the multimap is ordered by held revision).
@@ -1270,7 +1307,7 @@ void controller::offers_changed_locked() {
   std::erase_if(older_policies_, [&](const auto& kv) { return kv.first < lowest; });
 }
 
-op_result<std::shared_ptr<const std::string>> controller::signed_body_locked(
+op_result<controller::body_map::iterator> controller::signed_body_locked(
     const std::map<std::string, std::string>& labels, std::uint64_t offered) {
   const fleet::fleet_policy* p = &policy_;
   std::int64_t generated_at = revision_at_;
@@ -1294,7 +1331,7 @@ op_result<std::shared_ptr<const std::string>> controller::signed_body_locked(
   }
   std::string scope = fleet::snapshot_scope(*p, labels);
   auto cached = bodies_.find({offered, scope});
-  if (cached != bodies_.end()) return {cached->second, {}};
+  if (cached != bodies_.end()) return {cached, {}};
 
   const std::string text = fleet::node_policy_text(*p, labels, offered, generated_at);
   const auto sig = crypto::sign(cfg_.signing_key, text,
@@ -1304,13 +1341,37 @@ op_result<std::shared_ptr<const std::string>> controller::signed_body_locked(
   auto body = std::make_shared<const std::string>(
       json{{"revision", offered}, {"scope", scope}, {"policy", text}, {"signature", *sig}}.dump());
   snapshots_signed_->Increment();
-  bodies_.emplace(std::make_pair(offered, std::move(scope)), body);
-  return {std::move(body), {}};
+  cached_body entry;
+  entry.signed_size = body->size();
+  entry.served = std::move(body);
+  // Generation 0 is "no checkpoint appended": served_locked appends the latest.
+  return {bodies_.emplace(std::make_pair(offered, std::move(scope)), std::move(entry)).first, {}};
+}
+
+std::shared_ptr<const std::string> controller::served_locked(cached_body& b) {
+  if (b.checkpoint == checkpoint_gen_) return b.served;
+  // The signed JSON object is reopened at its final '}' and the checkpoint member appended: a
+  // copy of the body per (revision, scope) and checkpoint, never a signature. The snapshot's
+  // signature covers `policy` only, so the bytes it covers are untouched.
+  std::string text;
+  text.reserve(b.signed_size + checkpoint_member_.size());
+  if (checkpoint_member_.empty()) {
+    text.assign(*b.served, 0, b.signed_size);
+  } else {
+    text.assign(*b.served, 0, b.signed_size - 1);
+    text += checkpoint_member_;
+  }
+  b.served = std::make_shared<const std::string>(std::move(text));
+  b.checkpoint = checkpoint_gen_;
+  return b.served;
 }
 
 op_result<bool> controller::node_status(const std::string& node,
                                         const std::map<std::string, std::string>& labels,
                                         const status_report& report) {
+  // Checked before the lock: a signature check is the costliest step of a report.
+  const std::string checkpoint = checked_checkpoint(report.audit_checkpoint);
+  const std::string conflict = checked_checkpoint(report.audit_checkpoint_conflict);
   std::lock_guard lock(mutex_);
   if (auto refused = serve_node_locked(node, &labels)) return {std::nullopt, *refused};
   auto [n, fresh] = node_entry_locked(node);
@@ -1331,6 +1392,21 @@ op_result<bool> controller::node_status(const std::string& node,
   n.record.applied_revision = report.revision;
   n.record.ruleset_sha256 = report.ruleset_sha256;
   n.record.health = report.health.empty() ? "ok" : report.health;
+  // A node's checkpoint is kept until it reports another valid one (a node that lost its state
+  // directory reports none for a while: what it held stays on record).
+  if (!checkpoint.empty()) n.record.audit_checkpoint = checkpoint;
+  if (!conflict.empty() && conflict != n.record.audit_checkpoint_conflict) {
+    n.record.audit_checkpoint_conflict = conflict;
+    std::string error;
+    const auto held = audit::parse_checkpoint(n.record.audit_checkpoint, error);
+    const auto other = audit::parse_checkpoint(conflict, error);
+    batch.audit.push_back(event({"node:" + node, role::node}, "node.audit_checkpoint_conflict", node,
+                                json{{"count", other->count},
+                                     {"held_head", held ? held->head : std::string()},
+                                     {"conflicting_head", other->head},
+                                     {"conflicting_replica", other->replica}}
+                                    .dump()));
+  }
   if (!report.ack) {
     const bool news = !n.record.nack || n.record.nack_revision != report.offered;
     n.record.nack = true;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "control/audit/checkpoint.hpp"
 #include "control/controller/node_inventory.hpp"
 #include "control/controller/refusal_log.hpp"
 #include "control/crypto/minisign.hpp"
@@ -185,12 +186,18 @@ struct status_report {
   bool ack = true;
   std::string error;
   std::string health = "ok";
+  // The signed audit checkpoint the node holds and one that conflicts with it, as the node sent
+  // them (JSON text; "" when none). Stored only when they verify with the controller's key.
+  std::string audit_checkpoint;
+  std::string audit_checkpoint_conflict;
 };
 
 struct snapshot_offer {
   std::uint64_t revision = 0;
-  // JSON: {"revision", "scope", "policy", "signature"}; one signed body per (revision, scope),
-  // shared by every node of the scope (control/README.md, "Node protocol").
+  // JSON: {"revision", "scope", "policy", "signature", "checkpoint"}; one signed body per
+  // (revision, scope), shared by every node of the scope (control/README.md, "Node protocol"),
+  // with the latest audit checkpoint appended to it (not covered by the snapshot's signature:
+  // the checkpoint carries its own).
   std::shared_ptr<const std::string> body;
 };
 
@@ -326,8 +333,16 @@ class controller {
                                             const status_report& report);
 
   // Time-driven work: lifecycle transitions, recompiling, rollout stages, stale nodes, flushing
-  // node status. Call about once a second.
+  // node status, signing an audit checkpoint when the head moved. Call about once a second.
   void tick();
+
+  // The latest signed audit checkpoint (issue 14): signed at start, then whenever the audit
+  // head moved, at most once per tick and before new offers go out. nullopt only when signing
+  // or reading the head has failed since start.
+  [[nodiscard]] std::optional<audit::checkpoint> audit_checkpoint();
+  // The same as the X-Sluice-Audit-Checkpoint header value of 304 answers (base64), made once
+  // per checkpoint; null when there is none.
+  [[nodiscard]] std::shared_ptr<const std::string> audit_checkpoint_header();
 
   [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
@@ -367,6 +382,8 @@ class controller {
     std::uint64_t cached_revision = 0;  // the offer last answered (a shortcut into bodies_)
     std::string cached_labels;
     std::shared_ptr<const std::string> cached_body;
+    std::pair<std::uint64_t, std::string> cached_key;  // its entry in bodies_
+    std::uint64_t cached_checkpoint = 0;               // the checkpoint_gen_ it carries
     std::int64_t applied_at_ms = 0;  // when applied_revision last rose
     std::int64_t persisted_seen = 0;  // last_seen as last flushed to the store
     bool reported = false;           // sent a status report to this replica
@@ -437,12 +454,35 @@ class controller {
   [[nodiscard]] std::string node_state_locked(const store::node_record& n, std::int64_t now) const;
   [[nodiscard]] directive_view view_locked(store::directive_record rec);
   // The node's offer, and its entry refreshed (labels, last seen). Shared by both poll forms.
+  node_entry& polled_locked(const std::string& node, const std::map<std::string, std::string>& labels);
+  [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n,
+                                                       const std::map<std::string, std::string>& labels);
+  // A signed body and, appended to it, the checkpoint of generation `checkpoint`.
+  struct cached_body {
+    std::shared_ptr<const std::string> served;
+    std::size_t signed_size = 0;  // served's first bytes are the signed JSON but its final '}'
+    std::uint64_t checkpoint = 0;
+  };
+  using body_map = std::map<std::pair<std::uint64_t, std::string>, cached_body>;
+  // The entry in bodies_ for nodes with `labels` at revision `offered`: found there, or
+  // compiled, serialised and signed once and kept there.
+  [[nodiscard]] op_result<body_map::iterator> signed_body_locked(
   node_entry& polled_locked(const std::string& node);
   [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n);
   // The signed body for nodes with `labels` at revision `offered`: from bodies_, or compiled,
   // serialised and signed once and kept there.
   [[nodiscard]] op_result<std::shared_ptr<const std::string>> signed_body_locked(
       const std::map<std::string, std::string>& labels, std::uint64_t offered);
+  // `b`'s body with the latest checkpoint (rebuilt by concatenation when it moved).
+  [[nodiscard]] std::shared_ptr<const std::string> served_locked(cached_body& b);
+  // Signs a checkpoint of the audit head when it may have moved (this replica appended, or with
+  // replicas the store moved: looked at once a second, or now when `soon`) and differs from
+  // the latest. Store failures are left for the next call.
+  void refresh_checkpoint_locked(bool soon = false);
+  // A node's reported checkpoint in the serialised form when it parses and verifies with the
+  // controller's key, else "" (counted). Cached by the exact text received (bounded): a fleet
+  // reports the few checkpoints this controller signed. Without the controller's lock.
+  [[nodiscard]] std::string checked_checkpoint(const std::string& text);
   // Wakes the waiters whose offer moved, drops bodies no node can be offered any more; and
   // notifies blocking snapshot() callers. Call after every change of rollout_.target/released.
   void offers_changed_locked();
@@ -467,7 +507,7 @@ class controller {
   // Signed bodies by (revision, snapshot scope), and the policies of offered revisions other
   // than revision_ (during a canary stage the fleet is offered an older one), with their
   // generation time. Pruned below the lowest revision offered.
-  std::map<std::pair<std::uint64_t, std::string>, std::shared_ptr<const std::string>> bodies_;
+  body_map bodies_;
   std::map<std::uint64_t, std::pair<fleet::fleet_policy, std::int64_t>> older_policies_;
   // Waiting polls: [canary] held revision -> (ticket, wake); tickets_ finds one to cancel.
   struct poll_waiter {
@@ -494,6 +534,21 @@ class controller {
   // enrolled), and each key costs up to two records a minute.
   refusal_log node_refusals_{refusal_log::options{60'000, 1024}};
 
+  // Audit checkpoints: the latest, its generation (bodies carry one), the text appended to
+  // bodies (`,"checkpoint":{...}}`) and the 304 header; whether this replica appended since the
+  // last look and the store revision looked at (replicas).
+  std::optional<audit::checkpoint> checkpoint_;
+  std::uint64_t checkpoint_gen_ = 0;
+  std::string checkpoint_member_;
+  std::shared_ptr<const std::string> checkpoint_header_;
+  bool audit_appended_ = true;
+  std::uint64_t checkpoint_store_rev_ = 0;
+  std::int64_t checkpoint_looked_ms_ = 0;
+  crypto::public_key public_key_;  // of cfg_.signing_key
+  std::mutex verified_mutex_;      // guards verified_ (taken without mutex_, or inside it)
+  // Reported checkpoint text -> its serialised form when it verifies, "" when not.
+  std::map<std::string, std::string> verified_;
+
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>* directives_gauge_ = nullptr;
   prometheus::Family<prometheus::Gauge>* nodes_gauge_ = nullptr;
@@ -505,6 +560,9 @@ class controller {
   prometheus::Counter* snapshot_bytes_ = nullptr;
   prometheus::Counter* snapshots_served_ = nullptr;
   prometheus::Counter* snapshots_signed_ = nullptr;
+  prometheus::Counter* checkpoints_signed_ = nullptr;
+  prometheus::Counter* checkpoints_refused_ = nullptr;
+  prometheus::Gauge* checkpoint_records_ = nullptr;
   prometheus::Family<prometheus::Counter>* validation_failures_ = nullptr;
   prometheus::Family<prometheus::Counter>* node_refusals_total_ = nullptr;
   prometheus::Counter* labels_ignored_ = nullptr;

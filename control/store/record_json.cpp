@@ -199,7 +199,9 @@ std::string node_to_json(const node_record& n) {
                     {"nack", n.nack},
                     {"nack_revision", n.nack_revision},
                     {"error", n.error},
-                    {"health", n.health}});
+                    {"health", n.health},
+                    {"audit_checkpoint", n.audit_checkpoint},
+                    {"audit_checkpoint_conflict", n.audit_checkpoint_conflict}});
 }
 
 node_record node_from_json(std::string_view s) {
@@ -215,6 +217,10 @@ node_record node_from_json(std::string_view s) {
   n.nack_revision = u64(j, "nack_revision");
   n.error = text(j, "error");
   n.health = text(j, "health");
+  // Issue 14; records written before it have neither.
+  if (j.contains("audit_checkpoint")) n.audit_checkpoint = text(j, "audit_checkpoint");
+  if (j.contains("audit_checkpoint_conflict"))
+    n.audit_checkpoint_conflict = text(j, "audit_checkpoint_conflict");
   return n;
 }
 

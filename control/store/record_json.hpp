@@ -6,7 +6,8 @@
 // caller can refuse the batch before writing anything. Decoders throw store_error naming the
 // field that is missing or of the wrong type; callers prefix the record's key. Fields a newer
 // writer added are ignored; fields an older writer lacked take the struct's defaults only where
-// the comment on the decoder says so (approval.kind "approve", approval.reason "").
+// the comment on the decoder says so (approval.kind "approve", approval.reason "",
+// node_record.audit_checkpoint and audit_checkpoint_conflict "").
 //
 // directive_record::version and node_record::expired are not part of the JSON: the store derives
 // them (from the key's revision, from the node's liveness key).

@@ -2,7 +2,7 @@
 //
 // Schema version 3 (PRAGMA user_version = 3, PRAGMA application_id = sluice_app_id; older files
 // are upgraded in place: version 1 gains the impacts table, versions 1 and 2 the inventory
-// table). Table and
+// table and the nodes' audit checkpoint columns). Table and
 // column names are a contract with tooling and integration tests that edit the file directly;
 // rename nothing without bumping the version. All uint64 values are stored as INTEGER and must
 // fit int64 (checked before writing). JSON columns (directives.approvals, nodes.labels) hold
@@ -131,6 +131,12 @@ CREATE TABLE inventory (
   revoked_by TEXT NOT NULL,
   revoked_reason TEXT NOT NULL
 );
+)sql";
+
+// Also added in schema version 3 (issue 14): the signed audit checkpoints nodes report.
+constexpr const char* checkpoint_columns_sql = R"sql(
+ALTER TABLE nodes ADD COLUMN audit_checkpoint TEXT NOT NULL DEFAULT '';
+ALTER TABLE nodes ADD COLUMN audit_checkpoint_conflict TEXT NOT NULL DEFAULT '';
 )sql";
 
 constexpr std::uint64_t max_i64 = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
@@ -495,7 +501,8 @@ class sqlite_store final : public store {
     std::lock_guard lock(mutex_);
     statement st(db_.get(),
                  "SELECT node_id, labels, first_seen, last_seen, applied_revision, "
-                 "ruleset_sha256, nack, nack_revision, error, health FROM nodes ORDER BY node_id");
+                 "ruleset_sha256, nack, nack_revision, error, health, audit_checkpoint, "
+                 "audit_checkpoint_conflict FROM nodes ORDER BY node_id");
     std::vector<node_record> out;
     while (st.step()) {
       node_record n;
@@ -510,6 +517,8 @@ class sqlite_store final : public store {
       n.nack_revision = st.u64(7, what);
       n.error = st.text(8, what);
       n.health = st.text(9, what);
+      n.audit_checkpoint = st.text(10, what);
+      n.audit_checkpoint_conflict = st.text(11, what);
       out.push_back(std::move(n));
     }
     return out;
@@ -645,7 +654,10 @@ class sqlite_store final : public store {
       const std::int64_t from = pragma_int(db, "PRAGMA user_version");
       if (from < schema_version) {
         if (from < 2) exec(db, impacts_sql);
-        if (from < 3) exec(db, inventory_sql);
+        if (from < 3) {
+          exec(db, inventory_sql);
+          exec(db, checkpoint_columns_sql);
+        }
         exec(db, ("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       }
       exec(db, "COMMIT");
@@ -664,6 +676,7 @@ class sqlite_store final : public store {
         exec(db, schema_sql);
         exec(db, impacts_sql);
         exec(db, inventory_sql);
+        exec(db, checkpoint_columns_sql);
         exec(db, ("PRAGMA application_id=" + std::to_string(sluice_app_id)).c_str());
         exec(db, ("PRAGMA user_version=" + std::to_string(schema_version)).c_str());
       }
@@ -788,14 +801,16 @@ class sqlite_store final : public store {
     if (!b.nodes.empty())
       node_upsert.emplace(db,
                           "INSERT INTO nodes (node_id, labels, first_seen, last_seen, applied_revision, "
-                          "ruleset_sha256, nack, nack_revision, error, health) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+                          "ruleset_sha256, nack, nack_revision, error, health, audit_checkpoint, "
+                          "audit_checkpoint_conflict) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
                           "ON CONFLICT (node_id) DO UPDATE SET labels = excluded.labels, "
                           "first_seen = excluded.first_seen, last_seen = excluded.last_seen, "
                           "applied_revision = excluded.applied_revision, "
                           "ruleset_sha256 = excluded.ruleset_sha256, nack = excluded.nack, "
                           "nack_revision = excluded.nack_revision, error = excluded.error, "
-                          "health = excluded.health");
+                          "health = excluded.health, audit_checkpoint = excluded.audit_checkpoint, "
+                          "audit_checkpoint_conflict = excluded.audit_checkpoint_conflict");
     for (std::size_t i = 0; i < b.nodes.size(); ++i) {
       const auto& n = b.nodes[i];
       statement& st = *node_upsert;
@@ -804,6 +819,7 @@ class sqlite_store final : public store {
       st.bind_u(5, n.applied_revision).bind(6, n.ruleset_sha256);
       st.bind(7, std::int64_t{n.nack ? 1 : 0}).bind_u(8, n.nack_revision);
       st.bind(9, n.error).bind(10, n.health);
+      st.bind(11, n.audit_checkpoint).bind(12, n.audit_checkpoint_conflict);
       st.run();
     }
 

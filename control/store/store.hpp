@@ -77,6 +77,11 @@ struct node_record {
   std::uint64_t nack_revision = 0;
   std::string error;                   // of the last NACK
   std::string health;                  // "ok" or what the node says is wrong
+  // The newest signed audit checkpoint the node holds (control/audit/checkpoint.hpp, serialised
+  // form) and one it received that conflicts with it (same count, another head); "" when none.
+  // Kept as the node last reported them (verified by the controller before storing).
+  std::string audit_checkpoint;
+  std::string audit_checkpoint_conflict;
   // Set by list_nodes() of a shared store: the node's liveness key (written with a lease on every
   // upsert) has expired, so it is stale whatever last_seen says. Not written by commit().
   bool expired = false;

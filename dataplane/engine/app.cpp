@@ -830,7 +830,11 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
                              {"last_applied_at", a.last_applied_at},
                              {"controller", a.controller},
                              {"last_error", a.last_error},
-                             {"startup", a.startup}};
+                             {"startup", a.startup},
+                             // The audit checkpoint this node witnesses (issue 14).
+                             {"audit_checkpoint", {{"count", a.checkpoint_count},
+                                                   {"head", a.checkpoint_head},
+                                                   {"conflict", a.checkpoint_conflict}}}};
         }
         res.set_content(j.dump() + "\n", "application/json");
       });

@@ -122,6 +122,7 @@ TEST_CASE("sqlite store: every record type round-trips, versions follow the stor
   node2.nack = false;
   node2.error = "";
   node2.health = "ring full";
+  node2.audit_checkpoint_conflict = "{\"count\":12}";
   write_batch b2 = put(d, 1);
   b2.revisions = {{2, 1700000080, "revision: 2\n", "revoked"}};
   b2.meta = {{"rollout", "{}"}};
@@ -439,33 +440,48 @@ TEST_CASE("sqlite store: files that are not a Sluice database of this version ar
     }
     raw_sql(path, "DROP TABLE impacts");
     raw_sql(path, "DROP TABLE inventory");
+    raw_sql(path, "ALTER TABLE nodes DROP COLUMN audit_checkpoint");
+    raw_sql(path, "ALTER TABLE nodes DROP COLUMN audit_checkpoint_conflict");
     raw_sql(path, "PRAGMA user_version = 1");
     auto s = open_sqlite_store(path);
     CHECK(s->get_directive("moc", "A").has_value());
     write_batch b;
     b.impacts.push_back({"edge-1", 100, 130, 7, "{}"});
     b.inventory.push_back(test::make_inventory("edge-1"));
+    b.nodes.push_back(make_node("edge-1"));
     CHECK(s->commit(b));
     CHECK(s->list_impacts(0).size() == 1);
     CHECK(s->list_inventory().size() == 1);
+    REQUIRE(s->list_nodes().size() == 1);
+    check_same(s->list_nodes()[0], make_node("edge-1"));
   }
-  SUBCASE("a version 2 store gains the inventory and keeps its records") {
+  SUBCASE("a version 2 store gains the inventory and the nodes' checkpoint columns, keeping its records") {
     const std::string path = dir.file("v2.db");
     {
       auto s = open_sqlite_store(path);
       write_batch b;
       b.impacts.push_back({"edge-1", 100, 130, 7, "{}"});
+      b.nodes.push_back(make_node("edge-1"));
       REQUIRE(s->commit(b));
     }
     raw_sql(path, "DROP TABLE inventory");
+    raw_sql(path, "ALTER TABLE nodes DROP COLUMN audit_checkpoint");
+    raw_sql(path, "ALTER TABLE nodes DROP COLUMN audit_checkpoint_conflict");
     raw_sql(path, "PRAGMA user_version = 2");
     auto s = open_sqlite_store(path);
     CHECK(s->list_impacts(0).size() == 1);
     CHECK(s->list_inventory().empty());
+    REQUIRE(s->list_nodes().size() == 1);
+    CHECK(s->list_nodes()[0].audit_checkpoint.empty());
+    CHECK(s->list_nodes()[0].applied_revision == 3);
     write_batch b;
     b.inventory.push_back(test::make_inventory("edge-1"));
+    b.nodes.push_back(make_node("edge-1"));
     CHECK(s->commit(b));
     CHECK(s->list_inventory().size() == 1);
+    check_same(s->list_nodes()[0], make_node("edge-1"));
+    s.reset();
+    CHECK(refused(path) == "(opened)");  // upgraded once: version 3 now
   }
   SUBCASE("a directory that does not exist") {
     const std::string path = dir.file("missing/dir/x.db");

@@ -118,6 +118,9 @@ inline node_record make_node(const std::string& id) {
   n.nack_revision = 4;
   n.error = "line 3: unknown key \"x\"";
   n.health = "ok";
+  // Opaque to the store (the controller checks them): any text round-trips.
+  n.audit_checkpoint = R"({"count":12,"head":")" + std::string(64, 'a') + R"(","signature":"x\ny"})";
+  n.audit_checkpoint_conflict = "";
   return n;
 }
 
@@ -188,6 +191,8 @@ inline void check_same(const node_record& a, const node_record& b) {
   CHECK(a.nack_revision == b.nack_revision);
   CHECK(a.error == b.error);
   CHECK(a.health == b.health);
+  CHECK(a.audit_checkpoint == b.audit_checkpoint);
+  CHECK(a.audit_checkpoint_conflict == b.audit_checkpoint_conflict);
 }
 
 }  // namespace sluice::control::store::test
