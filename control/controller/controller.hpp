@@ -453,10 +453,10 @@ class controller {
   [[nodiscard]] std::uint64_t offered_locked(const store::node_record& n) const;
   [[nodiscard]] std::string node_state_locked(const store::node_record& n, std::int64_t now) const;
   [[nodiscard]] directive_view view_locked(store::directive_record rec);
-  // The node's offer, and its entry refreshed (labels, last seen). Shared by both poll forms.
-  node_entry& polled_locked(const std::string& node, const std::map<std::string, std::string>& labels);
-  [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n,
-                                                       const std::map<std::string, std::string>& labels);
+  // The node's offer, and its entry refreshed (labels from the inventory, last seen). Shared by
+  // both poll forms.
+  node_entry& polled_locked(const std::string& node);
+  [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n);
   // A signed body and, appended to it, the checkpoint of generation `checkpoint`.
   struct cached_body {
     std::shared_ptr<const std::string> served;
@@ -467,11 +467,6 @@ class controller {
   // The entry in bodies_ for nodes with `labels` at revision `offered`: found there, or
   // compiled, serialised and signed once and kept there.
   [[nodiscard]] op_result<body_map::iterator> signed_body_locked(
-  node_entry& polled_locked(const std::string& node);
-  [[nodiscard]] op_result<snapshot_offer> offer_locked(node_entry& n);
-  // The signed body for nodes with `labels` at revision `offered`: from bodies_, or compiled,
-  // serialised and signed once and kept there.
-  [[nodiscard]] op_result<std::shared_ptr<const std::string>> signed_body_locked(
       const std::map<std::string, std::string>& labels, std::uint64_t offered);
   // `b`'s body with the latest checkpoint (rebuilt by concatenation when it moved).
   [[nodiscard]] std::shared_ptr<const std::string> served_locked(cached_body& b);
