@@ -315,13 +315,13 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
     auto loaded = pki::certificate_authority::load(read_file(c.node_ca_cert), key, err);
     if (!loaded) r.fail(ca, "node_ca: " + err);
     c.core.node_ca = std::make_shared<const pki::certificate_authority>(std::move(*loaded));
-    if (c.tls_cert.empty())
-      r.fail(ca, "node_ca needs tls (nodes present their certificates in the TLS handshake)");
     if (ca["certificate_days"]) {
       const auto days = r.num(ca["certificate_days"], "node_ca.certificate_days");
       if (days < 1 || days > 3650) r.fail(ca["certificate_days"], "node_ca.certificate_days must be 1..3650");
       c.core.node_certificate_days = static_cast<int>(days);
     }
+    if (c.tls_cert.empty())
+      r.fail(ca, "node_ca needs tls (nodes present their certificates in the TLS handshake)");
   }
   {
     std::set<std::string> seen;

@@ -73,6 +73,9 @@ struct fixture {
     cfg.signing_key = controller_key.sec;
     cfg.replica = "ctl-a";
     cfg.replicated = replicated;
+    // Only the inventory's nodes are served (issue 14).
+    for (const char* id : {"n1", "n2", "n3", "good", "forged", "edited", "junk", "witness"})
+      cfg.nodes.push_back({id, {}});
     core = std::make_unique<ctl::controller>(cfg, *st, clk);
   }
   void submit(const std::string& id) {

@@ -218,6 +218,7 @@ TEST_CASE("issue 14: node_ca, nodes and nodes_file") {
                                           "- { id: sim-0002 }\n";
 
   std::istringstream in(base_config() +
+                        "tls: { cert: tls.crt, key: tls.key }\n"
                         "node_ca: { cert: ca.crt, key: ca.key, certificate_days: 90 }\n"
                         "nodes:\n  - { id: edge-1, labels: { site: msk-1, group: canary } }\n"
                         "nodes_file: nodes.yaml\n");
@@ -232,7 +233,7 @@ TEST_CASE("issue 14: node_ca, nodes and nodes_file") {
   CHECK(c.core.nodes[1].labels.at("site") == "sim");
   CHECK(c.core.nodes[2].labels.empty());
 
-  std::istringstream isp(base_config() + "node_ca: { cert: ca.crt }\n");
+  std::istringstream isp(base_config() + "tls: { cert: tls.crt, key: tls.key }\nnode_ca: { cert: ca.crt }\n");
   const auto i = api::load_daemon_config(isp, d.path);
   REQUIRE(i.core.node_ca);
   CHECK_FALSE(i.core.node_ca->can_issue());
@@ -249,6 +250,7 @@ TEST_CASE("issue 14: node_ca, nodes and nodes_file") {
       {"CA key of another CA", base_config() + "node_ca: { cert: ca.crt, key: other.key }\n",
        "does not belong"},
       {"days out of range", base_config() + "node_ca: { cert: ca.crt, certificate_days: 0 }\n", "1..3650"},
+      {"CA without TLS", base_config() + "node_ca: { cert: ca.crt }\n", "node_ca needs tls"},
       {"node id with a slash", base_config() + "nodes:\n  - { id: a/b }\n", "config:7:11"},
       {"label value with a comma", base_config() + "nodes:\n  - { id: a, labels: { s: \"x,y\" } }\n",
        "must be 1-64"},

@@ -39,6 +39,10 @@ struct api_fixture {
     ctl::controller_config cfg;
     cfg.issuers.push_back({"ministry", crypto::generate_key_pair()->pub});
     cfg.signing_key = crypto::generate_key_pair()->sec;
+    // Only the inventory's nodes are served (issue 14).
+    for (int i = 0; i < 30; ++i) cfg.nodes.push_back({"n" + std::to_string(i), {}});
+    cfg.nodes.push_back({"edge-1", {}});
+    cfg.nodes.push_back({"edge-2", {}});
     core = std::make_unique<ctl::controller>(cfg, *st, clk);
     api = std::make_unique<http_api>(
         *core,
