@@ -91,7 +91,15 @@ class Demo(Story):
             [("demo-" + role, role, tok) for role, tok in self.tokens.items()],
             "max_wait_seconds: 5\n"
             "canary: { labels: { group: canary }, soak_seconds: 2 }\n"
-            "inventory: { sites: [edge-a, edge-b], labels: { group: [canary, main] } }\n")
+            "inventory: { sites: [edge-a, edge-b], labels: { group: [canary, main] } }\n"
+            # The controller serves only the nodes in its inventory, with the inventory's
+            # labels (issue 14): the two dataplane nodes and, offline, the two simulated ones.
+            "nodes:\n" + "".join(
+                "  - { id: %s, labels: { %s } }\n"
+                % (n["id"], ", ".join(kv.replace("=", ": ") for kv in n["labels"].split(",")))
+                for n in NODES) +
+            "  - { id: edge-0001, labels: { site: edge-a, group: canary } }\n"
+            "  - { id: edge-0002, labels: { site: edge-a } }\n")
         self.controller = super().start_controller(self.bin("sluice-controld"), config,
                                                    self.tokens["node"], self.url + "/v1/health")
 

@@ -178,6 +178,7 @@ approvals_required: 1
 stale_after_seconds: {max(90, 3 * args.status_interval)}
 max_wait_seconds: {args.wait}
 {canary}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
+nodes_file: nodes.yaml
 tokens:
 {tokens}
 """)
@@ -249,6 +250,18 @@ tokens:
     def start(self):
         if self.cluster:
             self.cluster.start()  # its ports are final only now (it may retry on fresh ones)
+        # Only the inventory's nodes are served (issue 14): every simulated node, as the
+        # simulators will name and label them, in a nodes_file (a JSON list is YAML).
+        inventory, canary_left = [], self.a.canary
+        for i, size in enumerate(self.sim_sizes):
+            prefix = "sim-" if len(self.sim_sizes) == 1 else f"s{i}-"
+            c = min(canary_left, size)
+            canary_left -= c
+            inventory += [{"id": f"{prefix}{j:04d}",
+                           "labels": {"site": "sim", **({"group": "canary"} if j <= c else {})}}
+                          for j in range(1, size + 1)]
+        with open(os.path.join(self.root, "nodes.yaml"), "w") as f:
+            json.dump(inventory, f)
         for i, name in enumerate(self.names):
             store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.cluster.endpoints())}]\n"
                      f"  prefix: {self.prefix}\n  replica: {name}\n  leader_lease_seconds: 5\n"

@@ -350,27 +350,35 @@ std::optional<op_error> controller::commit_locked(store::write_batch& batch) {
 op_error controller::refuse(const principal& who, error_kind kind, std::string code,
                             std::string message, const std::string& subject,
                             const std::string& document, int line, int column) {
-  store::write_batch batch;
-  json detail{{"code", code}, {"message", message}, {"document_sha256", audit::sha256_hex(document)}};
-  if (line > 0) {
-    detail["line"] = line;
-    detail["column"] = column;
-  }
-  batch.audit.push_back(event(who, "request.refused", subject, detail.dump()));
-  (void)commit_locked(batch);  // the refusal stands even if it could not be written
   validation_failures_->Add({{"code", code}}).Increment();
+  // One caller's repeats of one code are counted, and summarised by the tick (refusal_log.hpp).
+  if (operator_refusals_.note(who.name, code, clk_.now_ms())) {
+    store::write_batch batch;
+    json detail{{"code", code},
+                {"message", message},
+                {"document_sha256", audit::sha256_hex(document)},
+                {"aggregation", operator_refusals_.aggregation_note()}};
+    if (line > 0) {
+      detail["line"] = line;
+      detail["column"] = column;
+    }
+    batch.audit.push_back(event(who, "request.refused", subject, detail.dump()));
+    (void)commit_locked(batch);  // the refusal stands even if it could not be written
+  }
   return {kind, std::move(code), std::move(message), line, column};
 }
 
 void controller::audit_refused(const principal& who, const std::string& request,
                                const std::string& code, const std::string& message) {
   std::lock_guard lock(mutex_);
+  if (!operator_refusals_.note(who.name, code, clk_.now_ms())) return;  // counted, summarised later
   store::write_batch batch;
   batch.audit.push_back(event(who, "request.refused", "",
                               json{{"request", request},
                                    {"role", to_string(who.r)},
                                    {"code", code},
-                                   {"message", message}}
+                                   {"message", message},
+                                   {"aggregation", operator_refusals_.aggregation_note()}}
                                   .dump()));
   (void)commit_locked(batch);
 }
@@ -1114,6 +1122,9 @@ void controller::tick() {
   for (const auto& r : node_refusals_.due(now_ms))
     pending_audit_.push_back(event({r.actor, role::node}, "request.refused.repeated", "",
                                    node_refusals_.detail_json(r)));
+  for (const auto& r : operator_refusals_.due(now_ms))
+    pending_audit_.push_back(event({r.actor, role::viewer}, "request.refused.repeated", "",
+                                   operator_refusals_.detail_json(r)));
   for (const auto& a : pending_audit_) batch.audit.push_back(a);
   if (!pending_impacts_.empty()) {
     batch.impacts = pending_impacts_;

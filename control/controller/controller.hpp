@@ -528,6 +528,8 @@ class controller {
   // Keyed by node id and code. 1,024 keys: a fleet's worth of refused nodes is unusual (they are
   // enrolled), and each key costs up to two records a minute.
   refusal_log node_refusals_{refusal_log::options{60'000, 1024}};
+  // Operators' refusals (refuse(), audit_refused()): per token name and code.
+  refusal_log operator_refusals_{refusal_log::options{60'000, 4096}};
 
   // Audit checkpoints: the latest, its generation (bodies carry one), the text appended to
   // bodies (`,"checkpoint":{...}}`) and the 304 header; whether this replica appended since the

@@ -134,6 +134,7 @@ def scenario(root):
     e = Env(root)
     if not e.start():
         return
+    e.enroll_sim(NODES)  # issue 14: only enrolled nodes are served
     e.start_sim()
     nodes = [f"sim-{i:04d}" for i in range(1, NODES + 1)]
     check(wait_for(lambda: len(e.node_list()) == NODES, 15), f"{NODES} simulated nodes registered")

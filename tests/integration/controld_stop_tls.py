@@ -194,6 +194,9 @@ def main():
         print(ctl.log_tail())
         return 1
 
+    # Only the inventory's nodes are served (issue 14): the certificate's node and the pollers.
+    ctl.enroll_nodes([("stop-node", {})] + [(f"stop-{i:03d}", {}) for i in range(POLLS)])
+
     # -- SIGHUP: certificate reload without restart
     a, b = der_sha256(root, "server-a.crt"), der_sha256(root, "server-b.crt")
     check(ctl.server_cert_sha256() == a, "the controller serves certificate A")

@@ -113,7 +113,9 @@ class Lab(Story):
             "protected:\n"
             "  - { name: cdn-shared, prefixes: [%s] }\n"
             "approval:\n"
-            "  require_impact_report_within_seconds: 600\n" % PREFIX)
+            "  require_impact_report_within_seconds: 600\n"
+            "nodes:\n"  # only the inventory's nodes are served (issue 14)
+            "  - { id: edge-impact, labels: { site: edge-impact } }\n" % PREFIX)
         self.controller = super().start_controller(self.bin("sluice-controld"), config,
                                                    self.tokens["node"][1], self.url + "/v1/health")
 

@@ -334,7 +334,8 @@ TEST_CASE("controller checkpoints with replicas: each signs the head it reads fr
   f.core->audit_refused(ministry, "POST /v1/directives", "bad_request", "not JSON");
   b.tick();
   CHECK(b.audit_checkpoint()->count == f.head().first);
-  f.core->audit_refused(ministry, "POST /v1/directives", "bad_request", "not JSON either");
+  // (Another code: a repeat of the same one would only be counted, refusal_log.hpp.)
+  f.core->audit_refused(ministry, "POST /v1/directives", "too_large", "over the cap");
   const auto moved = f.head();
   f.clk.ms += 300;
   b.tick();
