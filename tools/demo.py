@@ -43,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netlab import (Story, controld_yaml, curl_error, dataplane_cmd, free_port, http_json,  # noqa: E402
+from netlab import (Story, controld_yaml, controller_tls, curl_error, dataplane_cmd, free_port, http_json,  # noqa: E402
                     in_ns, isolate, namespaces_unavailable, run, run_story, self_signed_cert,
                     sluicectl, sweep_stale_namespaces, wait_for)
 
@@ -65,7 +65,10 @@ class Demo(Story):
         self.a = a
         self.tokens = {role: "%s-%s" % (role, secrets.token_hex(16))
                        for role in ("ministry", "engineer", "viewer", "node")}
-        self.url = "http://127.0.0.1:%d" % port
+        # Every hop over TLS (issue 14): operators and nodes verify the controller against its
+        # CA (ctl-ca.crt), nodes present their own certificates from the node CA.
+        self.url = "https://127.0.0.1:%d" % port
+        self.ca = None  # ctl-ca.crt, made by start_controller()
 
     def file_prefix(self, n):
         return "sluice-demo-%d-%s" % (os.getpid(), n["id"])
@@ -73,7 +76,7 @@ class Demo(Story):
     # ---- the controller ----------------------------------------------------------------------
     def ctl(self, args, role=None, check=True):
         p = sluicectl(self.bin("sluicectl"), self.url, args, self.tokens[role] if role else None,
-                      self.work)
+                      self.work, ca=self.ca)
         if check and p.returncode != 0:
             self.say("sluicectl %s -> exit %d\n%s%s" % (" ".join(args), p.returncode,
                                                         p.stdout, p.stderr))
@@ -83,25 +86,35 @@ class Demo(Story):
         return os.path.join(self.a.build, name)
 
     def get(self, path, role="viewer"):
-        return http_json(self.url + path, self.tokens[role] if role else None)
+        return http_json(self.url + path, self.tokens[role] if role else None, ca=self.ca)
 
     def start_controller(self):
+        self.ca = controller_tls(self.work)
+        p = self.ctl(["ca", "init", "--out", "node-ca"])
+        self.must(p.returncode == 0, "sluicectl ca init: the controller's node CA (node-ca/)")
         config = controld_yaml(
-            "tools/demo.py", self.url[len("http://"):], self.a.source, ISSUER,
+            "tools/demo.py", self.url[len("https://"):], self.a.source, ISSUER,
             [("demo-" + role, role, tok) for role, tok in self.tokens.items()],
             "max_wait_seconds: 5\n"
             "canary: { labels: { group: canary }, soak_seconds: 2 }\n"
             "inventory: { sites: [edge-a, edge-b], labels: { group: [canary, main] } }\n"
-            # The controller serves only the nodes in its inventory, with the inventory's
-            # labels (issue 14): the two dataplane nodes and, offline, the two simulated ones.
-            "nodes:\n" + "".join(
-                "  - { id: %s, labels: { %s } }\n"
-                % (n["id"], ", ".join(kv.replace("=", ": ") for kv in n["labels"].split(",")))
-                for n in NODES) +
+            "tls: { cert: ctl.crt, key: ctl.key }\n"
+            "node_ca: { cert: node-ca/node-ca.crt, key: node-ca/node-ca.key }\n"
+            # The controller serves only the nodes in its inventory (issue 14): the dataplane
+            # nodes are enrolled with sluicectl below; offline, the two simulated ones are here.
+            "nodes:\n"
             "  - { id: edge-0001, labels: { site: edge-a, group: canary } }\n"
             "  - { id: edge-0002, labels: { site: edge-a } }\n")
         self.controller = super().start_controller(self.bin("sluice-controld"), config,
-                                                   self.tokens["node"], self.url + "/v1/health")
+                                                   self.tokens["node"], self.url + "/v1/health",
+                                                   ca=self.ca)
+
+    def enroll(self, n):
+        """One command per node: its key and CSR made here, the certificate from the controller."""
+        p = self.ctl(["nodes", "enroll", n["id"], "--labels", n["labels"], "--out", "node-" + n["id"]],
+                     role="engineer")
+        self.check(p.returncode == 0, "sluicectl nodes enroll %s --labels %s: key and certificate "
+                   "in node-%s/" % (n["id"], n["labels"], n["id"]))
 
     def nodes(self):
         return {n["node"] if "node" in n else n.get("id"): n
@@ -170,8 +183,10 @@ class Demo(Story):
                             n["srv_if"], n["mgmt"], n["metrics"]) + [
             "--stats-json", os.path.join(self.work, "stats-%s.json" % n["id"]),
             "--controller", self.url, "--controller-key", "controller.pub",
-            "--node-id", n["id"], "--labels", n["labels"],
-            "--node-token-file", "node.token", "--state-dir", state]
+            "--node-id", n["id"], "--labels", n["labels"], "--controller-ca", self.ca,
+            "--node-cert", os.path.join(self.work, "node-%s" % n["id"], "node.crt"),
+            "--node-key", os.path.join(self.work, "node-%s" % n["id"], "node.key"),
+            "--state-dir", state]
         n["proc"] = self.start_dataplane("sluice-dataplane " + n["id"], cmd, n["log"],
                                          lambda: self.node_get(n, "/status"), self.file_prefix(n))
         return n["proc"] is not None
@@ -284,6 +299,8 @@ class Demo(Story):
             self.say("%s: [%s %s] -- %s [sluice-dataplane] %s -- [%s %s, %s]"
                      % (n["id"], cli, n["client"], n["cli_if"], n["srv_if"], srv, n["server"],
                         TELEGRAM_ADDR))
+        for n in NODES:
+            self.enroll(n)
         for n in NODES:  # one at a time: see start_node
             self.start_node(n)
         ids = [n["id"] for n in NODES]
@@ -321,8 +338,8 @@ class Demo(Story):
 
         self.report()
         self.step("(4) where the metrics are")
-        self.say("controller:  %s/metrics  (sluice_control_*: nodes by state, rollout, directives)"
-                 % self.url)
+        self.say("controller:  %s/metrics  (sluice_control_*: nodes by state, rollout, directives;"
+                 " TLS: curl --cacert %s)" % (self.url, self.ca))
         for n in NODES:
             self.say("%s:      http://127.0.0.1:%d/metrics (sluice_dataplane_*: verdicts by rule, "
                      "Mpps, cycles/packet)\n             http://127.0.0.1:%d/status (JSON)"
@@ -411,7 +428,7 @@ class Demo(Story):
                 r.get("subject") or "", condense(r.get("detail"), 70)))
         if skipped:
             self.say("(%d node.* records not shown)" % skipped)
-        p = self.ctl(["audit", "verify"], role="viewer")
+        p = self.ctl(["audit", "verify", "--controller-key", "controller.pub"], role="viewer")
         self.check(p.returncode == 0, "sluicectl audit verify: " + p.stdout.strip().replace("\n", "; "))
 
         self.step("(4) the rollout timeline (audit: revision.created, rollout.*)")
@@ -482,7 +499,8 @@ class Demo(Story):
         sim = self.spawn("sluice-fleet-sim", [
             self.bin("sluice-fleet-sim"), "--controller", self.url, "--nodes", "2",
             "--node-prefix", "edge-", "--labels", "site=edge-a", "--canary", "1",
-            "--controller-key", "controller.pub", "--node-token-file", "node.token",
+            "--controller-key", "controller.pub", "--ca-file", self.ca,
+            "--node-ca-cert", "node-ca/node-ca.crt", "--node-ca-key", "node-ca/node-ca.key",
             "--state-root", os.path.join(self.work, "state"), "--wait", "5",
             "--status-interval", "1"], "fleet-sim.log", cwd=self.work)
         ids = wait_for(lambda: sorted(self.nodes()) if len(self.nodes()) >= 2 else None, 20)

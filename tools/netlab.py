@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -121,26 +122,47 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http_json(url, token=None, timeout=5):
-    """GET url -> parsed JSON, the text of any other body, or None when it did not answer."""
+def http_json(url, token=None, timeout=5, ca=None):
+    """GET url -> parsed JSON, the text of any other body, or None when it did not answer.
+    `ca`: the CA file that vouches for an https:// server."""
     req = urllib.request.Request(url)
     if token:
         req.add_header("Authorization", "Bearer " + token)
+    ctx = ssl.create_default_context(cafile=ca) if ca else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             body = r.read()
             return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
     except (urllib.error.URLError, ConnectionError, OSError, ValueError):
         return None
 
 
-def sluicectl(binary, url, args, token=None, cwd=None, timeout=60):
-    """Runs sluicectl against url with `token` as SLUICE_TOKEN (never the caller's own)."""
+def sluicectl(binary, url, args, token=None, cwd=None, timeout=60, ca=None):
+    """Runs sluicectl against url with `token` as SLUICE_TOKEN (never the caller's own); `ca`
+    vouches for an https:// controller."""
     env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_TOKEN", "SLUICE_CONTROLLER")}
     if token:
         env["SLUICE_TOKEN"] = token
-    return subprocess.run([binary, "--controller", url] + args, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([binary, "--controller", url] + (["--ca", ca] if ca else []) + args,
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def controller_tls(work):
+    """A throwaway CA (ctl-ca.crt) and the controller's certificate for IP 127.0.0.1 signed by
+    it (ctl.crt, ctl.key; EC P-256) in `work`; returns the CA's path."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    def openssl(*args):
+        run(["openssl", *args], cwd=work, capture_output=True)
+    openssl("req", "-x509", *ec, "-keyout", "ctl-ca.key", "-out", "ctl-ca.crt", "-days", "2",
+            "-subj", "/CN=sluice throwaway controller CA", "-addext",
+            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", *ec, "-keyout", "ctl.key", "-out", "ctl.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(work, "ctl.ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "ctl.csr", "-CA", "ctl-ca.crt", "-CAkey", "ctl-ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ctl.ext", "-out", "ctl.crt")
+    return os.path.join(work, "ctl-ca.crt")
 
 
 def controld_yaml(writer, listen, source, issuer, principals, extra=""):
@@ -313,10 +335,10 @@ class Story:
         self.namespaces.append(ns)
         add_namespace(ns, outer, addrs)
 
-    def start_controller(self, binary, config, node_token, health_url):
+    def start_controller(self, binary, config, node_token, health_url, ca=None):
         """Makes the ministry's and the controller's keys (self.ctl: the script's sluicectl
         runner), writes node.token and controld.yaml (`config`), starts sluice-controld and
-        waits for health_url to answer."""
+        waits for health_url to answer (over TLS vouched for by `ca`, if given)."""
         for who in ("ministry", "controller"):
             p = self.ctl(["keygen", "--public", who + ".pub", "--secret", who + ".key"])
             self.must(p.returncode == 0, "sluicectl keygen (%s)" % who)
@@ -326,7 +348,7 @@ class Story:
             f.write(config)
         proc = self.spawn("sluice-controld", [binary, "--config", "controld.yaml"], "controld.log",
                           cwd=self.work)
-        ok = wait_for(lambda: proc.poll() is None and http_json(health_url) is not None, 15)
+        ok = wait_for(lambda: proc.poll() is None and http_json(health_url, ca=ca) is not None, 15)
         if not ok:
             self.say(self.log_tail("controld.log"))
         self.must(ok, "sluice-controld answers on %s" % health_url)
