@@ -265,6 +265,7 @@ tokens:
         for i, name in enumerate(self.names):
             store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.cluster.endpoints())}]\n"
                      f"  prefix: {self.prefix}\n  replica: {name}\n  leader_lease_seconds: 5\n"
+                     + self.cluster.store_tls_yaml(self.root)  # over TLS by default (issue 14)
                      if self.etcd else "database: controld.db\n")
             self.write_config(f"controld-{name}.yaml", self.ports[i], store, self.canary, self.tokens)
         for name in self.names:

@@ -220,10 +220,11 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
   }
 
   if (const auto st = root["store"]) {
-    r.keys(st, {"kind", "path", "endpoints", "prefix", "replica", "leader_lease_seconds"}, "store");
+    r.keys(st, {"kind", "path", "endpoints", "prefix", "replica", "leader_lease_seconds", "tls"},
+           "store");
     const std::string kind = st["kind"] ? r.str(st["kind"], "store.kind") : "sqlite";
     if (kind == "sqlite") {
-      for (const char* k : {"endpoints", "prefix", "replica", "leader_lease_seconds"})
+      for (const char* k : {"endpoints", "prefix", "replica", "leader_lease_seconds", "tls"})
         if (st[k]) r.fail(st[k], std::string("store.") + k + " is for kind etcd");
       if (st["path"]) c.database = r.path(st["path"], "store.path");
     } else if (kind == "etcd") {
@@ -231,10 +232,26 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
       c.backend = store_kind::etcd;
       if (!st["endpoints"] || !st["endpoints"].IsSequence() || st["endpoints"].size() == 0)
         r.fail(st, "store.endpoints: at least one etcd client URL is required");
+      // Issue 14: https:// endpoints need tls (at least its ca); tls needs every endpoint
+      // https:// (one plaintext member would carry the same data unprotected).
+      const auto tls = st["tls"];
+      if (tls) {
+        r.keys(tls, {"ca", "cert", "key"}, "store.tls");
+        if (!tls["ca"]) r.fail(tls, "store.tls needs ca (the CA of the etcd members' certificates)");
+        if (!tls["cert"] != !tls["key"]) r.fail(tls, "store.tls needs cert and key together");
+        c.etcd.tls_ca = r.path(tls["ca"], "store.tls.ca").string();
+        if (tls["cert"]) c.etcd.tls_cert = r.path(tls["cert"], "store.tls.cert").string();
+        if (tls["key"]) c.etcd.tls_key = r.path(tls["key"], "store.tls.key").string();
+      }
       for (const auto& e : st["endpoints"]) {
         const auto url = r.str(e, "store.endpoints entry");
-        if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+        const bool https = url.rfind("https://", 0) == 0;
+        if (url.rfind("http://", 0) != 0 && !https)
           r.fail(e, "store.endpoints: '" + url + "' is not an http(s):// URL");
+        if (https && !tls)
+          r.fail(e, "store.endpoints: '" + url + "' is https:// but store.tls (its ca) is missing");
+        if (!https && tls)
+          r.fail(e, "store.endpoints: '" + url + "' is http:// but store.tls is set (use https://)");
         c.etcd.endpoints.push_back(url);
       }
       if (st["prefix"]) {

@@ -31,10 +31,14 @@
 //     client_ca: /etc/sluice/node-ca.crt       # optional: verify client certificates (nodes)
 //   store:                                     # optional; default SQLite at `database`
 //     kind: etcd                               # sqlite | etcd (replicated controllers)
-//     endpoints: [http://10.0.0.1:2379, http://10.0.0.2:2379, http://10.0.0.3:2379]
+//     endpoints: [https://10.0.0.1:2379, https://10.0.0.2:2379, https://10.0.0.3:2379]
 //     prefix: /sluice                          # every key under it
 //     replica: ctl-a                           # this replica's name (default: listen address)
 //     leader_lease_seconds: 5                  # 2..60; leadership moves within about this
+//     tls:                                     # issue 14: required by https:// endpoints,
+//       ca: /etc/sluice/etcd-ca.crt            #   refused with http:// ones; verifies members
+//       cert: /etc/sluice/etcd-client.crt      # optional, with key: the controller's client
+//       key: /etc/sluice/etcd-client.key       #   certificate (etcd --client-cert-auth)
 //   protected:                                 # issue 8: never blocked without an override
 //     - { name: isp-resolvers, prefixes: [192.0.2.53/32], domains: [] }
 //   approval:

@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
   cli.footer("Exit codes: 0 clean stop, 1 runtime failure, 2 bad command line or config.");
   CLI11_PARSE(cli, argc, argv);
   raise_fd_limit();
+  // A peer that closes first (a node, an operator, an etcd member over TLS) must cost an error
+  // on that connection, not the process.
+  ::signal(SIGPIPE, SIG_IGN);
 
   using namespace sluice::control;
   api::daemon_config cfg;

@@ -1,6 +1,9 @@
 #include "control/store/etcd_client.hpp"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/x509_vfy.h>
+#include <signal.h>
 
 #include <functional>
 #include <stdexcept>
@@ -98,23 +101,73 @@ void set_timeouts(httplib::Client& c, std::chrono::milliseconds timeout) {
   c.set_tcp_nodelay(true);  // small request/answer pairs: no 40 ms delayed-ACK stalls
 }
 
+// Not sent at all: no connection, or no TLS session (handshake failed, the server's certificate
+// did not verify, the CA file could not be loaded).
 bool not_connected(httplib::Error e) {
   return e == httplib::Error::Connection || e == httplib::Error::ConnectionTimeout ||
-         e == httplib::Error::BindIPAddress;
+         e == httplib::Error::BindIPAddress || e == httplib::Error::SSLConnection ||
+         e == httplib::Error::SSLLoadingCerts || e == httplib::Error::SSLServerVerification;
+}
+
+// The CA file as the handshake loads it (SSL_CTX_load_verify_locations): at least one
+// certificate, checked here so a bad file is a clear error at start, not SSLLoadingCerts later.
+bool usable_ca_file(const std::string& path) {
+  X509_STORE* store = X509_STORE_new();
+  const bool ok = store != nullptr && X509_STORE_load_file(store, path.c_str()) == 1;
+  X509_STORE_free(store);
+  ERR_clear_error();
+  return ok;
+}
+
+// cpp-httplib writes TLS records with write(2), not send(MSG_NOSIGNAL) as on plain sockets: a
+// member that closes first (restarted, refusing our certificate) would kill the process with
+// SIGPIPE. Ignored then, as gRPC's clients do, unless the program has its own handler.
+void ignore_sigpipe() {
+  struct sigaction old {};
+  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+    struct sigaction ign {};
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    ::sigaction(SIGPIPE, &ign, nullptr);
+  }
 }
 
 }  // namespace
 
-client::client(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout) {
+client::client(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout,
+               const tls_files& tls) {
   if (endpoints.empty()) throw std::invalid_argument("no etcd endpoints");
+  if (tls.cert.empty() != tls.key.empty())
+    throw std::invalid_argument("etcd client certificate and key go together");
+  if (!tls.ca.empty() && !usable_ca_file(tls.ca))
+    throw std::invalid_argument("etcd CA file " + tls.ca + ": cannot read a certificate from it");
   for (const auto& e : endpoints) {
-    // Plain HTTP only: this build of cpp-httplib has no TLS, and the etcd members sit on the
-    // controllers' private network (or loopback).
-    if (e.rfind("http://", 0) != 0 || e.size() <= 7) {
-      throw std::invalid_argument("etcd endpoint \"" + e + "\" is not http://host:port");
+    // All https:// (with a CA) or all http://: TLS files with an http:// endpoint would mean a
+    // plaintext connection where the operator asked for a verified one.
+    const bool https = e.rfind("https://", 0) == 0;
+    if ((!https && e.rfind("http://", 0) != 0) || e.size() <= (https ? 8U : 7U)) {
+      throw std::invalid_argument("etcd endpoint \"" + e + "\" is not http(s)://host:port");
     }
-    auto c = std::make_unique<httplib::Client>(e);
-    if (!c->is_valid()) throw std::invalid_argument("etcd endpoint \"" + e + "\" is not valid");
+    if (https && tls.ca.empty()) {
+      throw std::invalid_argument("etcd endpoint \"" + e +
+                                  "\" is https:// but no CA file verifies the members");
+    }
+    if (!https && (!tls.ca.empty() || !tls.cert.empty())) {
+      throw std::invalid_argument("etcd endpoint \"" + e + "\" is http:// but TLS files are given");
+    }
+    auto c = https && !tls.cert.empty() ? std::make_unique<httplib::Client>(e, tls.cert, tls.key)
+                                        : std::make_unique<httplib::Client>(e);
+    if (!c->is_valid()) {
+      throw std::invalid_argument(
+          https && !tls.cert.empty()
+              ? "etcd client certificate " + tls.cert + " and key " + tls.key + ": cannot use them"
+              : "etcd endpoint \"" + e + "\" is not valid");
+    }
+    if (https) {
+      ignore_sigpipe();
+      c->set_ca_cert_path(tls.ca);
+      c->enable_server_certificate_verification(true);
+    }
     set_timeouts(*c, timeout);
     clients_.push_back(std::move(c));
     names_.push_back(e);

@@ -4,6 +4,10 @@
 // cluster's client URLs. Keys and values are base64 in that API; int64 fields come back as JSON
 // strings (and are accepted as numbers too).
 //
+// TLS (issue 14): https:// endpoints are reached with cpp-httplib's SSLClient, verifying each
+// member's server certificate (chain to tls_files::ca, name = the endpoint's host, an IP SAN
+// for an address) and presenting the client certificate for etcd's --client-cert-auth.
+//
 // Thread-safety: post() may be called from several threads; calls on one client are serialised
 // per endpoint by cpp-httplib. Each long-lived thread of the store uses a client of its own so a
 // slow call never delays another thread's (the leadership keepalive above all).
@@ -59,10 +63,20 @@ struct reply {
   [[nodiscard]] bool ok() const noexcept { return outcome == status::ok; }
 };
 
+// PEM files for https:// endpoints; all empty for http:// ones.
+struct tls_files {
+  std::string ca;    // required: the CA(s) the members' server certificates chain to
+  std::string cert;  // optional, with key: this client's certificate (etcd --client-cert-auth)
+  std::string key;
+};
+
 class client {
  public:
-  // endpoints: "http://host:port" each; throws std::invalid_argument for anything else.
-  client(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout);
+  // endpoints: "http://host:port" each, or "https://host:port" each with tls.ca; throws
+  // std::invalid_argument for anything else (also TLS files for http://, a CA file without a
+  // certificate, a client certificate or key that cannot be used).
+  client(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout,
+         const tls_files& tls = {});
 
   // POSTs `body` to `path`, starting at the endpoint that answered last. An endpoint that cannot
   // be connected to is skipped. `idempotent` requests (reads, lease grants and keepalives) also

@@ -168,9 +168,9 @@ class etcd_store final : public store {
       : options_(o),
         prefix_(strip_slash(o.prefix)),
         replica_(o.replica.empty() ? default_replica_name() : o.replica),
-        client_(make_client(o.endpoints, o.request_timeout)),
-        campaign_client_(make_client(o.endpoints, o.request_timeout)),
-        watch_client_(make_client(o.endpoints, std::chrono::seconds(30))) {
+        client_(make_client(o, o.request_timeout)),
+        campaign_client_(make_client(o, o.request_timeout)),
+        watch_client_(make_client(o, std::chrono::seconds(30))) {
     if (o.leader_ttl.count() < 2) throw store_error("etcd store: leader_ttl must be >= 2 s");
     if (o.node_ttl.count() < 2) throw store_error("etcd store: node_ttl must be >= 2 s");
     known_revision_ = check_format();
@@ -362,10 +362,11 @@ class etcd_store final : public store {
     return p;
   }
 
-  static std::unique_ptr<etcd::client> make_client(const std::vector<std::string>& endpoints,
+  static std::unique_ptr<etcd::client> make_client(const etcd_options& o,
                                                    std::chrono::milliseconds timeout) {
     try {
-      return std::make_unique<etcd::client>(endpoints, timeout);
+      return std::make_unique<etcd::client>(o.endpoints, timeout,
+                                            etcd::tls_files{o.tls_ca, o.tls_cert, o.tls_key});
     } catch (const std::invalid_argument& e) {
       throw store_error(std::string("etcd store: ") + e.what());
     }

@@ -26,11 +26,13 @@
 //    (header.revision) and resumes from there. Waiters wake on every event.
 //
 // Client: etcd's JSON gateway (/v3/kv/range, /v3/kv/txn, /v3/lease/grant, /v3/lease/keepalive,
-// /v3/lease/revoke, /v3/watch) over HTTP with cpp-httplib and nlohmann-json; keys and values are
-// base64 in that API (OpenSSL EVP_EncodeBlock/DecodeBlock). A request that fails on one endpoint
-// is retried on the next (a dead member is skipped); only when every endpoint fails does a read
-// throw store_error or a commit return `failed`. A failed commit whose outcome is unknown (the
-// request may have reached etcd) is reported `failed` with "outcome unknown" in the error.
+// /v3/lease/revoke, /v3/watch) over HTTP, or HTTPS (issue 14: the members' certificates verified
+// against tls_ca, a client certificate for etcd's --client-cert-auth), with cpp-httplib and
+// nlohmann-json; keys and values are base64 in that API (OpenSSL EVP_EncodeBlock/DecodeBlock).
+// A request that fails on one endpoint is retried on the next (a dead member, or one whose TLS
+// handshake fails, is skipped); only when every endpoint fails does a read throw store_error or
+// a commit return `failed`. A failed commit whose outcome is unknown (the request may have
+// reached etcd) is reported `failed` with "outcome unknown" in the error.
 
 #include <chrono>
 #include <cstddef>
@@ -44,6 +46,12 @@ namespace sluice::control::store {
 
 struct etcd_options {
   std::vector<std::string> endpoints;   // "http://127.0.0.1:2379", ... (client URLs)
+  // https:// endpoints (all of them, or none): the CA file that verifies the members' server
+  // certificates (required), this controller's client certificate and key (optional, both).
+  // Empty for http:// endpoints.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   std::string prefix = "/sluice";       // every key lives under it
   std::string replica;                  // this controller's name in the leader key
   std::chrono::seconds leader_ttl{5};   // leadership lease

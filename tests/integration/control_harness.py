@@ -1,7 +1,8 @@
 """What the control-plane integration tests share: pass/fail bookkeeping, polling, a real
 sluice-controld in a work directory (fresh keys, hashed tokens, its config) driven over HTTP and
 through sluicectl, with its store on SQLite (default) or on an etcd v3 cluster (EtcdCluster:
-three etcd members on loopback), and replicas of one controller sharing that cluster.
+three etcd members on loopback, over TLS with client certificates by default), and replicas of
+one controller sharing that cluster.
 Imported by control_e2e.py, fleet_faults.py, failover_etcd.py (same directory) and
 tools/fleet_bench.py.
 
@@ -17,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -102,9 +104,15 @@ class EtcdCluster:
     """A `size`-member etcd 3.4 cluster on loopback, its data dirs under ROOT/etcd. Fast
     elections (heartbeat 100 ms, election timeout 1 s) so a killed member is noticed quickly.
     start() returns once every member answers /health; kill(i) and restart(i) (same data dir,
-    --initial-cluster-state existing) exercise one member; stop() kills them all (also at exit)."""
+    --initial-cluster-state existing) exercise one member; stop() kills them all (also at exit).
 
-    def __init__(self, root, size=3, spawn=popen):
+    tls (the default; issue 14): a throwaway CA in ROOT/etcd/pki (openssl, EC P-256) signs each
+    member's server and peer certificates (subjectAltName IP:127.0.0.1) and one client
+    certificate, client.crt/key, for the controllers and etcdctl. Client and peer URLs are
+    https://, and the members require a certificate from that CA on both (--client-cert-auth,
+    --peer-client-cert-auth). tls=False: plain http:// as before."""
+
+    def __init__(self, root, size=3, spawn=popen, tls=True):
         if not (os.access(ETCD, os.X_OK) and os.access(ETCDCTL, os.X_OK)):
             raise RuntimeError(f"{ETCD} / {ETCDCTL} missing: run tools/setup.sh (Debian etcd-server, "
                                "etcd-client)")
@@ -116,12 +124,68 @@ class EtcdCluster:
         self.client_ports = [free_port() for _ in range(size)]
         self.peer_ports = [free_port() for _ in range(size)]
         self.procs = [None] * size
-        self.initial_cluster = ",".join(f"{n}=http://127.0.0.1:{p}"
-                                        for n, p in zip(self.names, self.peer_ports))
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
+        self.pki = os.path.join(self.root, "pki")
+        self._context = None  # for /health: verifies the member, presents client.crt
+        if tls:
+            self._make_certs()
+            self._context = ssl.create_default_context(cafile=self.tls_file("ca.crt"))
+            self._context.load_cert_chain(self.tls_file("client.crt"), self.tls_file("client.key"))
         atexit.register(self.stop)
 
+    def _openssl(self, *args):
+        p = subprocess.run(["openssl", *args], cwd=self.pki, capture_output=True, text=True,
+                           timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(args)}: {p.stderr.strip()}")
+
+    def _make_certs(self):
+        os.makedirs(self.pki, exist_ok=True)
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        self._openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
+                      "-subj", "/CN=Sluice test etcd CA",
+                      "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+        def leaf(name, cn, usage, san=True):
+            with open(os.path.join(self.pki, name + ".ext"), "w") as f:
+                f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                        f"extendedKeyUsage={usage}\n" + ("subjectAltName=IP:127.0.0.1\n" if san else ""))
+            self._openssl("req", *key, "-keyout", name + ".key", "-out", name + ".csr",
+                          "-subj", "/CN=" + cn)
+            self._openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                          "-CAcreateserial", "-out", name + ".crt", "-days", "30",
+                          "-extfile", name + ".ext")
+
+        for n in self.names:
+            # clientAuth on the server certificate too: etcd 3.4's gateway presents it to the
+            # member's own gRPC port, which --client-cert-auth checks. Peers are both ends.
+            leaf(f"{n}-server", n, "serverAuth,clientAuth")
+            leaf(f"{n}-peer", n, "serverAuth,clientAuth")
+        leaf("client", "sluice-controller", "clientAuth", san=False)
+
+    def tls_file(self, name):
+        """A file of the cluster's PKI (ca.crt, client.crt, client.key, etcdN-server.crt, ...)."""
+        return os.path.join(self.pki, name)
+
+    def store_tls_yaml(self, config_dir):
+        """The `tls:` line of a controller's `store:` section (paths relative to the config's
+        directory), or "" without TLS."""
+        if not self.tls:
+            return ""
+        ca, cert, key = (os.path.relpath(self.tls_file(n), config_dir)
+                         for n in ("ca.crt", "client.crt", "client.key"))
+        return f"  tls: {{ ca: {ca}, cert: {cert}, key: {key} }}\n"
+
+    def _peer_url(self, i):
+        return f"{self.scheme}://127.0.0.1:{self.peer_ports[i]}"
+
+    def _initial_cluster(self):
+        return ",".join(f"{n}={self._peer_url(i)}" for i, n in enumerate(self.names))
+
     def endpoints(self):
-        return [f"http://127.0.0.1:{p}" for p in self.client_ports]
+        return [f"{self.scheme}://127.0.0.1:{p}" for p in self.client_ports]
 
     def endpoint(self, i):
         return self.endpoints()[i]
@@ -132,14 +196,22 @@ class EtcdCluster:
         args = [ETCD, "--name", name, "--data-dir", data,
                 "--listen-client-urls", self.endpoint(i),
                 "--advertise-client-urls", self.endpoint(i),
-                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
-                "--initial-cluster", self.initial_cluster,
+                "--listen-peer-urls", self._peer_url(i),
+                "--initial-advertise-peer-urls", self._peer_url(i),
+                "--initial-cluster", self._initial_cluster(),
                 "--initial-cluster-state", state,
                 "--initial-cluster-token", self.token,
                 "--max-txn-ops", "10000", "--max-request-bytes", "16777216",
                 "--heartbeat-interval", "100", "--election-timeout", "1000",
                 "--log-level", "error", "--logger", "zap"]
+        if self.tls:
+            ca = self.tls_file("ca.crt")
+            args += ["--cert-file", self.tls_file(f"{name}-server.crt"),
+                     "--key-file", self.tls_file(f"{name}-server.key"),
+                     "--client-cert-auth", "--trusted-ca-file", ca,
+                     "--peer-cert-file", self.tls_file(f"{name}-peer.crt"),
+                     "--peer-key-file", self.tls_file(f"{name}-peer.key"),
+                     "--peer-client-cert-auth", "--peer-trusted-ca-file", ca]
         with open(os.path.join(self.root, f"{name}.log"), "a") as log:
             self.procs[i] = self.spawn(args, stdout=log, stderr=log, cwd=self.root)
 
@@ -163,8 +235,6 @@ class EtcdCluster:
                     shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
                 self.client_ports = [free_port() for _ in self.names]
                 self.peer_ports = [free_port() for _ in self.names]
-                self.initial_cluster = ",".join(f"{n}=http://127.0.0.1:{p}"
-                                                for n, p in zip(self.names, self.peer_ports))
         raise RuntimeError(f"etcd cluster not healthy in {timeout} s, twice (logs in {self.root})")
 
     def healthy(self, i):
@@ -172,7 +242,8 @@ class EtcdCluster:
         if p is None or p.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(self.endpoint(i) + "/health", timeout=2) as r:
+            with urllib.request.urlopen(self.endpoint(i) + "/health", timeout=2,
+                                        context=self._context) as r:
                 return json.loads(r.read()).get("health") == "true"
         except (urllib.error.URLError, ConnectionError, OSError, ValueError):
             return False
@@ -203,12 +274,29 @@ class EtcdCluster:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def etcdctl(self, args, endpoints=None, timeout=20):
+    def etcdctl(self, args, endpoints=None, timeout=20, client_cert=True):
+        """etcdctl on the live members (or `endpoints`); with TLS it verifies them against the
+        CA and presents client.crt unless client_cert=False."""
         env = dict(os.environ, ETCDCTL_API="3")
         eps = ",".join(endpoints or [self.endpoint(i) for i in self.alive()])
+        tls = []
+        if self.tls:
+            tls = ["--cacert", self.tls_file("ca.crt")]
+            if client_cert:
+                tls += ["--cert", self.tls_file("client.crt"), "--key", self.tls_file("client.key")]
         return subprocess.run([ETCDCTL, "--endpoints", eps, "--dial-timeout", "3s",
-                               "--command-timeout", "5s"] + args,
+                               "--command-timeout", "5s"] + tls + args,
                               env=env, capture_output=True, text=True, timeout=timeout)
+
+    def refuses_without_client_cert(self):
+        """TLS: a read that succeeds with client.crt fails without a client certificate (the
+        members' --client-cert-auth); (refused, what etcdctl said without one)."""
+        read = ["get", "/", "--prefix", "--keys-only", "--limit", "1"]
+        with_cert = self.etcdctl(read)
+        without = self.etcdctl(read, client_cert=False)
+        said = (without.stderr or without.stdout).strip().splitlines()
+        return (with_cert.returncode == 0 and without.returncode != 0,
+                said[-1] if said else f"exit {without.returncode}")
 
     def get(self, key, member=None, serializable=False):
         """The value at `key` (str) or None; member: read from that member only."""
@@ -294,7 +382,8 @@ class Controller:
         if self.etcd:
             store = (f"store:\n  kind: etcd\n  endpoints: [{', '.join(self.etcd.endpoints())}]\n"
                      f"  prefix: {self.prefix}\n  replica: {self.replica}\n"
-                     f"  leader_lease_seconds: {s['leader_lease']}\n")
+                     f"  leader_lease_seconds: {s['leader_lease']}\n"
+                     + self.etcd.store_tls_yaml(self.root))  # over TLS by default (issue 14)
         else:
             store = "database: controld.db\n"
         with open(os.path.join(self.root, self.config_name), "w") as f:

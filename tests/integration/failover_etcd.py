@@ -6,6 +6,8 @@ controller URLs, rotated so each process starts on a different replica.
 
   failover_etcd.py BIN_DIR SOURCE_DIR
 
+0. the etcd cluster runs over TLS (the harness's default, issue 14): a client without a client
+   certificate is refused, the replicas present theirs.
 1. leader: exactly one replica says it is the leader, and every replica names the same one.
 2. controller failover: a block is submitted through one replica and approved through another;
    the leader is killed (SIGKILL) while the canary soaks. Another replica takes over within
@@ -162,6 +164,9 @@ def submit_and_approve(acks, via_submit, via_approve, name, id_, verb="submit"):
 def run(root):
     cluster = EtcdCluster(root).start()
     print(f"etcd: {', '.join(cluster.endpoints())}")
+    # Issue 14: the members take only clients presenting a certificate from the cluster's CA.
+    refused, said = cluster.refuses_without_client_cert()
+    check(refused, f"etcd refuses a client without a client certificate ({said})")
     a = Controller(root, BIN, SRC, stale_after=30, canary_soak=SOAK,
                    etcd=cluster, replica=REPLICAS[0], leader_lease=LEASE)
     ctls = [a] + [a.add_replica(r) for r in REPLICAS[1:]]

@@ -91,6 +91,16 @@ TEST_CASE("a minimal config loads with its defaults; the full one with its value
   CHECK(e.core.impact_max_age_s == 900);
   CHECK(e.core.impact_retention_s == 3600);
 
+  // Issue 14: etcd over TLS, the files relative to the config's directory.
+  std::istringstream etcd_tls(base_config() +
+                              "store: { kind: etcd, endpoints: [https://127.0.0.1:2379], "
+                              "tls: { ca: pki/ca.crt, cert: pki/ctl.crt, key: /k/ctl.key } }\n");
+  const auto t = api::load_daemon_config(etcd_tls, d.path);
+  CHECK(t.etcd.tls_ca == (d.path / "pki/ca.crt").string());
+  CHECK(t.etcd.tls_cert == (d.path / "pki/ctl.crt").string());
+  CHECK(t.etcd.tls_key == "/k/ctl.key");
+  CHECK(e.etcd.tls_ca.empty());
+
   std::istringstream sqlite_path(base_config() + "store: { kind: sqlite, path: x/y.db }\n");
   CHECK(api::load_daemon_config(sqlite_path, d.path).database == d.path / "x/y.db");
 
@@ -180,6 +190,23 @@ TEST_CASE("config refusals say where and why") {
        "config:6:66", "store.prefix"},
       {"etcd key on sqlite", base_config() + "store: { kind: sqlite, prefix: /s }\n",
        "config:6:32", "store.prefix is for kind etcd"},
+      {"etcd https without store.tls",
+       base_config() + "store: { kind: etcd, endpoints: [https://127.0.0.1:2379] }\n",
+       "config:6:34", "is https:// but store.tls (its ca) is missing"},
+      {"etcd store.tls with an http endpoint",
+       base_config() + "store: { kind: etcd, endpoints: [https://a:1, http://b:1], tls: { ca: ca.crt } }\n",
+       "config:6:47", "'http://b:1' is http:// but store.tls is set"},
+      {"etcd store.tls without ca",
+       base_config() + "store: { kind: etcd, endpoints: [https://a:1], tls: { cert: c.crt, key: c.key } }\n",
+       "config:6:53", "store.tls needs ca"},
+      {"etcd store.tls cert without key",
+       base_config() + "store: { kind: etcd, endpoints: [https://a:1], tls: { ca: ca.crt, cert: c.crt } }\n",
+       "config:6:53", "cert and key together"},
+      {"etcd store.tls key unknown",
+       base_config() + "store: { kind: etcd, endpoints: [https://a:1], tls: { ca: a, client_ca: b } }\n",
+       "config:6:62", "unknown key 'client_ca' in store.tls"},
+      {"store.tls on sqlite", base_config() + "store: { kind: sqlite, tls: { ca: a } }\n",
+       "config:6:29", "store.tls is for kind etcd"},
       {"lease too short",
        base_config() + "store: { kind: etcd, endpoints: [http://a:1], leader_lease_seconds: 1 }\n",
        "config:6:69", "2..60"},

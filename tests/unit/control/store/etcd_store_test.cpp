@@ -692,9 +692,66 @@ TEST_CASE("etcd store: an unreachable endpoint first in the list is skipped") {
   etcd_options none = options_for("failover");
   none.endpoints = {"http://127.0.0.1:" + std::to_string(test::free_port())};
   CHECK_THROWS_AS(open_etcd_store(none), store_error);
-  none.endpoints = {"https://127.0.0.1:1"};
+  none.endpoints = {"ftp://127.0.0.1:1"};
   CHECK_THROWS_WITH_AS(open_etcd_store(none),
-                       "etcd store: etcd endpoint \"https://127.0.0.1:1\" is not http://host:port",
+                       "etcd store: etcd endpoint \"ftp://127.0.0.1:1\" is not http(s)://host:port",
+                       store_error);
+  none.endpoints = {"https://127.0.0.1:1"};
+  CHECK_THROWS_WITH_AS(
+      open_etcd_store(none),
+      "etcd store: etcd endpoint \"https://127.0.0.1:1\" is https:// but no CA file verifies the members",
+      store_error);
+}
+
+TEST_CASE("etcd store: over TLS with a client certificate (issue 14); refusals") {
+  const auto& etcd = test::shared_tls_etcd();
+  const auto& files = etcd.tls_files();
+  etcd_options o = options_for("tls", "a");
+  o.endpoints = {etcd.endpoint()};
+  o.tls_ca = files.file("ca.crt");
+  o.tls_cert = files.file("client.crt");
+  o.tls_key = files.file("client.key");
+  auto a = open_etcd_store(o);
+  o.replica = "b";
+  auto b = open_etcd_store(o);
+
+  // Commits, reads, the campaign and the watch (a long-lived TLS stream) all work over TLS.
+  CHECK(until([&] { return a->leadership_state().leader || b->leadership_state().leader; }, 5s) < 5s);
+  const std::uint64_t quiet = a->wait_for_change(0, 0ms);
+  std::uint64_t woke = 0;
+  std::thread waiter([&] { woke = a->wait_for_change(quiet, 5000ms); });
+  std::this_thread::sleep_for(100ms);
+  const auto r = b->commit(put(make_directive("mincom", "d-1"), 0));
+  REQUIRE_MESSAGE(r.outcome == commit_outcome::ok, r.error);
+  waiter.join();
+  CHECK(woke >= r.store_revision);
+  CHECK(a->get_directive("mincom", "d-1")->version == r.store_revision);
+
+  // The member asks for a client certificate: none is refused.
+  etcd_options anonymous = o;
+  anonymous.tls_cert.clear();
+  anonymous.tls_key.clear();
+  CHECK_THROWS_AS(open_etcd_store(anonymous), store_error);
+  // A CA that did not sign the member's certificate: the handshake fails, nothing is sent.
+  etcd_options other_ca = o;
+  other_ca.tls_ca = files.file("other.crt");
+  CHECK_THROWS_WITH_AS(open_etcd_store(other_ca), doctest::Contains("SSLServerVerification"),
+                       store_error);
+  // Files that cannot be used, TLS files with http://, a certificate without its key.
+  etcd_options bad = o;
+  bad.tls_ca = files.file("client.key");
+  CHECK_THROWS_WITH_AS(open_etcd_store(bad),
+                       doctest::Contains("cannot read a certificate from it"), store_error);
+  bad = o;
+  bad.tls_key = files.file("other.key");
+  CHECK_THROWS_WITH_AS(open_etcd_store(bad), doctest::Contains("cannot use them"), store_error);
+  bad = o;
+  bad.tls_key.clear();
+  CHECK_THROWS_WITH_AS(open_etcd_store(bad),
+                       "etcd store: etcd client certificate and key go together", store_error);
+  bad = o;
+  bad.endpoints = {shared_etcd().endpoint()};
+  CHECK_THROWS_WITH_AS(open_etcd_store(bad), doctest::Contains("is http:// but TLS files are given"),
                        store_error);
 }
 

@@ -2,7 +2,8 @@
 // For the etcd store tests: a real single-member etcd on loopback (one per test binary, shared
 // by the test cases, each using its own key prefix), a small TCP proxy that a test can cut to
 // break a store's connections, and raw gateway calls for what the store does not expose
-// (compaction, foreign keys).
+// (compaction, foreign keys). A second member can be started with TLS (issue 14): https://,
+// --client-cert-auth, certificates made with the openssl command line.
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
@@ -20,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -28,6 +30,7 @@
 
 #include "control/store/etcd_client.hpp"
 #include "tests/unit/support/net.hpp"
+#include "tests/unit/support/openssl_certs.hpp"
 
 extern char** environ;
 
@@ -37,12 +40,23 @@ inline constexpr const char* etcd_binary = "/usr/bin/etcd";
 
 using sluice::test::free_port;
 
+// A gateway client for `endpoint`; over TLS with `tls`'s ca.crt and client.crt/key.
+inline std::unique_ptr<httplib::Client> gateway_client(const std::string& endpoint,
+                                                       const sluice::test::cert_dir* tls) {
+  auto c = tls ? std::make_unique<httplib::Client>(endpoint, tls->file("client.crt"),
+                                                   tls->file("client.key"))
+               : std::make_unique<httplib::Client>(endpoint);
+  if (tls) c->set_ca_cert_path(tls->file("ca.crt"));
+  return c;
+}
+
 inline nlohmann::json etcd_post(const std::string& endpoint, const std::string& path,
-                                const nlohmann::json& body) {
-  httplib::Client c(endpoint);
-  c.set_connection_timeout(2, 0);
-  c.set_read_timeout(5, 0);
-  auto res = c.Post(path.c_str(), body.dump(), "application/json");
+                                const nlohmann::json& body,
+                                const sluice::test::cert_dir* tls = nullptr) {
+  auto c = gateway_client(endpoint, tls);
+  c->set_connection_timeout(2, 0);
+  c->set_read_timeout(5, 0);
+  auto res = c->Post(path.c_str(), body.dump(), "application/json");
   REQUIRE_MESSAGE(res, endpoint << path << ": " << httplib::to_string(res.error()));
   REQUIRE_MESSAGE(res->status == 200, path << ": HTTP " << res->status << " " << res->body);
   return nlohmann::json::parse(res->body);
@@ -50,7 +64,10 @@ inline nlohmann::json etcd_post(const std::string& endpoint, const std::string& 
 
 class etcd_server {
  public:
-  etcd_server() {
+  // tls: https:// with --client-cert-auth; tls_files() holds ca.crt (signed the member's
+  // server.crt and client.crt/key, a client certificate it accepts) and other.crt (a CA that
+  // signed nothing).
+  explicit etcd_server(bool tls = false) {
     if (::access(etcd_binary, X_OK) != 0) {
       FAIL("etcd is not installed at " << etcd_binary
                                         << ": run tools/setup.sh (Debian package etcd-server)");
@@ -61,7 +78,7 @@ class etcd_server {
     const int client_port = free_port();
     int peer_port = free_port();
     while (peer_port == client_port) peer_port = free_port();
-    endpoint_ = "http://127.0.0.1:" + std::to_string(client_port);
+    endpoint_ = (tls ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(client_port);
     const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port);
     std::vector<std::string> args = {etcd_binary,
                                      "--name", "sluice-test",
@@ -74,6 +91,23 @@ class etcd_server {
                                      "--max-txn-ops", "10000",
                                      "--max-request-bytes", "10485760",
                                      "--log-level", "error"};
+    if (tls) {
+      // cpp-httplib writes TLS with write(2): a member closing a connection mid-start (the
+      // probe below) must not kill the test binary with SIGPIPE (etcd::client ignores it too).
+      ::signal(SIGPIPE, SIG_IGN);
+      certs_ = std::make_unique<sluice::test::cert_dir>();
+      certs_->make_ca("ca", "Sluice test etcd CA");
+      certs_->make_ca("other", "Sluice test other CA");
+      // clientAuth too: etcd 3.4's gateway presents the server certificate to the member's own
+      // gRPC port, which --client-cert-auth checks.
+      certs_->make_leaf("server", "ca", "etcd",
+                        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                        "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n");
+      certs_->make_client("client", "ca", "sluice-controller");
+      args.insert(args.end(), {"--cert-file", certs_->file("server.crt"), "--key-file",
+                               certs_->file("server.key"), "--client-cert-auth",
+                               "--trusted-ca-file", certs_->file("ca.crt")});
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -93,9 +127,9 @@ class etcd_server {
         pid_ = -1;
         FAIL("etcd exited at start; see " << log);
       }
-      httplib::Client c(endpoint_);
-      c.set_connection_timeout(0, 200000);
-      auto res = c.Post("/v3/kv/range", R"({"key":"AA=="})", "application/json");
+      auto c = gateway_client(endpoint_, certs_.get());
+      c->set_connection_timeout(0, 200000);
+      auto res = c->Post("/v3/kv/range", R"({"key":"AA=="})", "application/json");
       if (res && res->status == 200) break;
       REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
                       "etcd did not answer within 15 s; see " << log);
@@ -123,23 +157,27 @@ class etcd_server {
   }
 
   [[nodiscard]] const std::string& endpoint() const { return endpoint_; }
+  [[nodiscard]] const sluice::test::cert_dir& tls_files() const { return *certs_; }
 
   // The cluster's current revision.
   [[nodiscard]] std::int64_t revision() const {
-    return etcd::int_field(etcd_post(endpoint_, "/v3/kv/range", {{"key", "AA=="}})["header"],
+    return etcd::int_field(etcd_post(endpoint_, "/v3/kv/range", {{"key", "AA=="}}, certs_.get())["header"],
                            "revision");
   }
 
   void compact(std::int64_t revision) const {
-    (void)etcd_post(endpoint_, "/v3/kv/compaction", {{"revision", revision}, {"physical", true}});
+    (void)etcd_post(endpoint_, "/v3/kv/compaction", {{"revision", revision}, {"physical", true}},
+                    certs_.get());
   }
 
   void put(const std::string& key, const std::string& value) const {
     (void)etcd_post(endpoint_, "/v3/kv/put",
-                    {{"key", etcd::base64_encode(key)}, {"value", etcd::base64_encode(value)}});
+                    {{"key", etcd::base64_encode(key)}, {"value", etcd::base64_encode(value)}},
+                    certs_.get());
   }
 
  private:
+  std::unique_ptr<sluice::test::cert_dir> certs_;  // with tls
   std::filesystem::path dir_;
   std::string endpoint_;
   pid_t pid_ = -1;
@@ -148,6 +186,10 @@ class etcd_server {
 // One etcd for the whole binary: started by the first test that needs it, stopped at exit.
 inline etcd_server& shared_etcd() {
   static etcd_server server;
+  return server;
+}
+inline etcd_server& shared_tls_etcd() {
+  static etcd_server server(true);
   return server;
 }
 
