@@ -55,6 +55,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ from datetime import datetime, timezone
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests", "integration"))
 from control_harness import EtcdCluster, new_prefix, popen, wait_for  # noqa: E402  (after the path)
+from netlab import controller_tls  # noqa: E402
 
 TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
           "viewer": "tok-viewer", "node": "tok-node-fleet"}
@@ -133,7 +135,13 @@ class Run:
         replicas = args.replicas if self.etcd else 1
         self.names = [f"ctl-{chr(ord('a') + i)}" for i in range(replicas)]
         self.ports = [free_port() for _ in self.names]
-        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        # TLS by default (issue 14): the controller's own certificate, and each simulated node
+        # presents a client certificate from the node CA (minted by the simulator).
+        self.tls = not args.plain
+        scheme = "https" if self.tls else "http"
+        self.urls = [f"{scheme}://127.0.0.1:{p}" for p in self.ports]
+        self.ca = controller_tls(root) if self.tls else None
+        self.ssl_ctx = ssl.create_default_context(cafile=self.ca) if self.tls else None
         self.port, self.url = self.ports[0], self.urls[0]
         self.ctl_bin = os.path.join(args.build, "sluicectl")
         self.procs, self.sims = [], []
@@ -154,6 +162,8 @@ class Run:
         self.acked = {}    # revision -> {node: at} (the first ACK the controller took)
         for name in ("ministry", "controller"):
             self.ctl(["keygen", "--public", f"{name}.pub", "--secret", f"{name}.key"])
+        if self.tls:
+            self.ctl(["ca", "init", "--out", "node-ca"])
         with open(os.path.join(root, "node.token"), "w") as f:
             f.write(TOKENS["node"])
         tokens = "\n".join(
@@ -179,6 +189,8 @@ stale_after_seconds: {max(90, 3 * args.status_interval)}
 max_wait_seconds: {args.wait}
 {canary}inventory: {{ sites: [sim], labels: {{ group: [canary, main] }} }}
 nodes_file: nodes.yaml
+{"tls: { cert: ctl.crt, key: ctl.key }" if self.tls else ""}
+{"node_ca: { cert: node-ca/node-ca.crt, key: node-ca/node-ca.key }" if self.tls else ""}
 tokens:
 {tokens}
 """)
@@ -188,7 +200,8 @@ tokens:
         env.pop("SLUICE_TOKEN", None)
         if role:
             env["SLUICE_TOKEN"] = TOKENS[role]
-        p = subprocess.run([self.ctl_bin, "--controller", getattr(self, "url", "http://127.0.0.1:1")] + args,
+        ca = ["--ca", self.ca] if getattr(self, "ca", None) else []
+        p = subprocess.run([self.ctl_bin, "--controller", getattr(self, "url", "http://127.0.0.1:1")] + ca + args,
                            cwd=self.root, env=env, capture_output=True, text=True, timeout=120)
         if p.returncode != 0:
             raise RuntimeError(f"sluicectl {' '.join(args)}: exit {p.returncode}: {p.stdout}{p.stderr}")
@@ -201,7 +214,7 @@ tokens:
             req.add_header("Authorization", "Bearer " + TOKENS[role])
         if body is not None:
             req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_ctx) as r:
             data = r.read()
         return json.loads(data) if data[:1] in (b"{", b"[") else data.decode()
 
@@ -292,8 +305,10 @@ tokens:
             args = [os.path.join(self.a.build, "sluice-fleet-sim"),
                     "--nodes", str(size), "--labels", "site=sim", "--controller-key", "controller.pub",
                     "--node-prefix", "sim-" if len(self.sim_sizes) == 1 else f"s{i}-",
-                    "--node-token-file", "node.token", "--state-root",
-                    os.path.join(self.state_base, f"state{i}"),
+                    *(["--ca-file", self.ca, "--node-ca-cert", "node-ca/node-ca.crt",
+                       "--node-ca-key", "node-ca/node-ca.key"] if self.tls else
+                      ["--node-token-file", "node.token"]),
+                    "--state-root", os.path.join(self.state_base, f"state{i}"),
                     "--wait", str(self.a.wait), "--status-interval", str(self.a.status_interval),
                     "--report-acks"]
             if not self.a.sim_verify_each:
@@ -723,6 +738,8 @@ def main():
                          "verifies each distinct (policy, signature) once, --share-verify)")
     ap.add_argument("--sim-nice", type=int, default=0,
                     help="run the simulator at this nice value (default 0)")
+    ap.add_argument("--plain", action="store_true",
+                    help="plain HTTP and the fleet node token (default: TLS, a certificate per node)")
     ap.add_argument("--sim-cost", action="store_true",
                     help="no controller: the simulator's own CPU on the scoped protocol (a fake)")
     a = ap.parse_args()
