@@ -59,7 +59,7 @@ class Env(Controller):
 
     def start_sim(self):
         args = [SIM, "--controller", self.url, "--nodes", str(NODES), "--labels", "site=sim",
-                "--controller-key", "controller.pub", "--node-token-file", "node.token",
+                "--controller-key", "controller.pub", *self.sim_auth(),
                 "--state-root", os.path.join(self.root, "state"), "--wait", "5",
                 "--status-interval", "1"]
         self.sim = popen(args, cwd=self.root, stdout=open(os.path.join(self.root, "sim.jsonl"), "a"),

@@ -54,7 +54,7 @@ class Env(Controller):
         if enroll:  # issue 14: only enrolled nodes are served
             self.enroll_sim(nodes, canary=canary)
         args = [SIM, "--controller", self.url, "--nodes", str(nodes), "--labels", "site=sim",
-                "--controller-key", "controller.pub", "--node-token-file", "node.token",
+                "--controller-key", "controller.pub", *self.sim_auth(),
                 "--state-root", os.path.join(self.root, state), "--wait", "5",
                 "--status-interval", "1"]
         if canary:

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import ssl
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -28,7 +29,7 @@ import uuid
 # Polling and ports: the helpers tools/netlab.py gives the namespace scripts too.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "tools"))
-from netlab import free_port, wait_for  # noqa: E402,F401  (re-exported to the tests)
+from netlab import controller_tls, free_port, wait_for  # noqa: E402,F401  (re-exported to the tests)
 
 TOKENS = {"ministry": "tok-ministry-1", "engineer": "tok-engineer-alice",
           "viewer": "tok-viewer", "node": "tok-node-fleet"}
@@ -336,11 +337,28 @@ def new_prefix(tag):
     return f"/sluice-test/{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def sim_auth(root):
+    """sluice-fleet-sim's credential flags for the controllers of `root`: over TLS (ctl-ca.crt
+    there) each simulated node gets a certificate minted from the node CA (its CN is its id);
+    else the fleet node token."""
+    if not os.path.exists(os.path.join(root, "ctl-ca.crt")):
+        return ["--node-token-file", os.path.join(root, "node.token")]
+    return ["--ca-file", os.path.join(root, "ctl-ca.crt"),
+            "--node-ca-cert", os.path.join(root, "node-ca", "node-ca.crt"),
+            "--node-ca-key", os.path.join(root, "node-ca", "node-ca.key")]
+
+
 class Controller:
     """sluice-controld with its config in `root`: keys `keys` (NAME.pub/NAME.key, made by
     sluicectl keygen; "ministry" is the trusted issuer, "controller" signs snapshots), the four
     TOKENS hashed, node.token for the agents. `spawn` starts processes (tests that track them
     pass their own).
+
+    TLS (default, issue 14): the controller serves HTTPS with a certificate from a throwaway CA
+    (ctl-ca.crt, made with openssl) and has its own node CA (`sluicectl ca init`, node-ca/):
+    nodes present client certificates (sim_auth() gives sluice-fleet-sim the flags that mint
+    them) and the fleet node token is refused. tls=False: plain HTTP and the node token (for
+    subclasses that set up TLS their own way).
 
     Store: SQLite (controld.db in root) unless `etcd` (an EtcdCluster) is given; then the store
     is that cluster under `prefix` (fresh by default), this replica named `replica`.
@@ -349,12 +367,15 @@ class Controller:
 
     def __init__(self, root, bin_dir, src_dir, keys=("ministry", "controller"),
                  stale_after=20, canary_soak=0, spawn=popen,
-                 etcd=None, prefix=None, replica="ctl-a", leader_lease=5, _keygen=True):
+                 etcd=None, prefix=None, replica="ctl-a", leader_lease=5, _keygen=True, tls=True):
         self.root = root
         self.bin = bin_dir
         self.src = src_dir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.ca = os.path.join(root, "ctl-ca.crt") if tls else None
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self._ssl = ssl.create_default_context(cafile=self.ca) if tls and os.path.exists(self.ca) else None
         self.proc = None
         self.spawn = spawn
         self.etcd = etcd
@@ -366,6 +387,10 @@ class Controller:
         self.config_name = "controld.yaml" if _keygen else f"controld-{replica}.yaml"
         self.log_name = "controld.log" if _keygen else f"controld-{replica}.log"
         if _keygen:
+            if tls:
+                controller_tls(root)
+                self._ssl = ssl.create_default_context(cafile=self.ca)
+                self.ctl(["ca", "init", "--out", "node-ca"])
             for name in keys:
                 self.ctl(["keygen", "--public", f"{name}.pub", "--secret", f"{name}.key"])
             with open(os.path.join(root, "node.token"), "w") as f:
@@ -399,6 +424,9 @@ max_wait_seconds: 5
 tokens:
 {tokens}
 """)
+            if self.tls:
+                f.write("tls: { cert: ctl.crt, key: ctl.key }\n"
+                        "node_ca: { cert: node-ca/node-ca.crt, key: node-ca/node-ca.key }\n")
 
     def add_replica(self, replica):
         """Another sluice-controld on the same etcd store and prefix (not started)."""
@@ -408,11 +436,16 @@ tokens:
         r = Controller(self.root, self.bin, self.src, keys=s["keys"], stale_after=s["stale_after"],
                        canary_soak=s["canary_soak"],
                        spawn=self.spawn, etcd=self.etcd, prefix=self.prefix, replica=replica,
-                       leader_lease=s["leader_lease"], _keygen=False)
+                       leader_lease=s["leader_lease"], _keygen=False, tls=self.tls)
         return r
 
+    def sim_auth(self):
+        return sim_auth(self.root) if self.tls else ["--node-token-file",
+                                                     os.path.join(self.root, "node.token")]
+
     def ctl(self, args, role=None, expect=0):
-        cmd = [os.path.join(self.bin, "sluicectl"), "--controller", self.url] + args
+        cmd = ([os.path.join(self.bin, "sluicectl"), "--controller", self.url]
+               + (["--ca", self.ca] if self.tls else []) + args)
         env = dict(os.environ)
         env.pop("SLUICE_TOKEN", None)
         if role:
@@ -454,7 +487,7 @@ tokens:
         if body is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as r:
                 data, status = r.read(), r.status
         except urllib.error.HTTPError as e:
             data, status = e.read(), e.code

@@ -74,7 +74,7 @@ def der_sha256(root, name):
 
 class TlsController(Controller):
     def __init__(self, root):
-        super().__init__(root, BIN, SRC, keys=("ministry", "controller"), stale_after=300)
+        super().__init__(root, BIN, SRC, keys=("ministry", "controller"), stale_after=300, tls=False)
         self.url = f"https://{HOST}:{self.port}"
         self.ctx = ssl.create_default_context(cafile=os.path.join(root, "ca.crt"))
         self.node_ctx = ssl.create_default_context(cafile=os.path.join(root, "ca.crt"))

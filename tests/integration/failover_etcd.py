@@ -32,7 +32,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from control_harness import (Controller, read_jsonl, EtcdCluster, check, failures, kill_all_tracked, popen,
+from control_harness import (Controller, read_jsonl, sim_auth, EtcdCluster, check, failures, kill_all_tracked, popen,
                              wait_for)
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
@@ -65,7 +65,7 @@ class Sim:
     def start(self):
         args = [SIM, "--nodes", str(PER_SIM), "--canary", str(CANARY_PER_SIM), "--labels", "site=sim",
                 "--node-prefix", self.prefix, "--controller-key", "controller.pub",
-                "--node-token-file", "node.token", "--state-root",
+                *sim_auth(self.root), "--state-root",
                 os.path.join(self.root, "state-" + self.name), "--wait", "5",
                 "--status-interval", "1", "--backoff-max-ms", "1000", "--report-acks"]
         for u in self.urls:

@@ -144,7 +144,7 @@ class Sim:
             self.env.enroll_sim(self.nodes, prefix=self.prefix, canary=self.canary)
         args = [SIM, "--controller", self.url, "--nodes", str(self.nodes), "--labels", "site=sim",
                 "--node-prefix", self.prefix, "--controller-key", "controller.pub",
-                "--node-token-file", "node.token", "--state-root",
+                *self.env.sim_auth(), "--state-root",
                 os.path.join(self.env.root, "state-" + self.name), "--wait", "5",
                 "--status-interval", "2", "--backoff-max-ms", "2000"]
         if self.canary:
@@ -283,7 +283,7 @@ def partition(root):
     proxy = Proxy(e.port)
     proxy.start()
     direct = Sim(e, "direct", direct_n, "sim-", e.url, windows=True)
-    cut = Sim(e, "cut", PARTITIONED, "cut-", f"http://127.0.0.1:{proxy.port}", windows=True)
+    cut = Sim(e, "cut", PARTITIONED, "cut-", f"{e.url.split(':')[0]}://127.0.0.1:{proxy.port}", windows=True)
     direct.start()
     cut.start()
     all_ids = direct.ids() + cut.ids()

@@ -75,7 +75,7 @@ class HostileController(Controller):
     """The harness's controller over TLS, with a node CA and small limits."""
 
     def __init__(self, root):
-        super().__init__(root, BIN, SRC, keys=("ministry", "controller"), stale_after=300)
+        super().__init__(root, BIN, SRC, keys=("ministry", "controller"), stale_after=300, tls=False)
         self.url = f"https://{HOST}:{self.port}"
         self.ctx = ssl.create_default_context(cafile=os.path.join(root, "ca.crt"))
 

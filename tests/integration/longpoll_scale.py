@@ -102,7 +102,7 @@ class TlsController(Controller):
 
     def __init__(self, root, ca):
         self.ctx = ssl.create_default_context(cafile=ca)   # CERT_REQUIRED, check_hostname
-        super().__init__(root, BIN, SRC, keys=("ministry", "controller"))
+        super().__init__(root, BIN, SRC, keys=("ministry", "controller"), tls=False)
         self.url = f"https://{HOST}:{self.port}"
 
     def _write_config(self):
