@@ -14,6 +14,7 @@ import atexit
 import base64
 import ctypes
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -335,6 +336,52 @@ class EtcdCluster:
 def new_prefix(tag):
     """A key prefix no other test (or earlier run) used: one test = one fresh prefix."""
     return f"/sluice-test/{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class HttpsRequests:
+    """For Controller subclasses that set up TLS their own way (`self.ctx`: the ssl context that
+    vouches for the controller; `self.port`): requests over http.client, each on a connection of
+    its own, optionally with a client certificate's context, headers or a raw body; and one
+    sample of /metrics."""
+
+    def connection(self, ctx=None, timeout=10):
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx or self.ctx,
+                                           timeout=timeout)
+
+    def request(self, method, path, role="viewer", body=None, timeout=10, ctx=None, headers=None,
+                raw=None):
+        """(status, parsed JSON or text); status 0 when the controller did not answer."""
+        conn = self.connection(ctx, timeout)
+        h = dict(headers or {})
+        if role:
+            h["Authorization"] = "Bearer " + TOKENS[role]
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            payload = r.read()
+        except (OSError, http.client.HTTPException):
+            return 0, None
+        finally:
+            conn.close()
+        try:
+            return r.status, json.loads(payload) if payload[:1] in (b"{", b"[") else payload.decode()
+        except ValueError:
+            return r.status, payload.decode(errors="replace")
+
+    def metric(self, sample):
+        """The value of one exposition line (`name{labels}`), 0.0 when absent, None when
+        /metrics did not answer."""
+        status, text = self.request("GET", "/metrics", None)
+        if status != 200:
+            return None
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
 
 
 def sim_auth(root):

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 
-from control_harness import TOKENS, Controller, check, failures, wait_for
+from control_harness import TOKENS, Controller, HttpsRequests, check, failures, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 HOST = "127.0.0.1"
@@ -72,7 +72,7 @@ def der_sha256(root, name):
     return hashlib.sha256(out).hexdigest()
 
 
-class TlsController(Controller):
+class TlsController(HttpsRequests, Controller):
     def __init__(self, root):
         super().__init__(root, BIN, SRC, keys=("ministry", "controller"), stale_after=300, tls=False)
         self.url = f"https://{HOST}:{self.port}"
@@ -89,40 +89,10 @@ class TlsController(Controller):
         with open(path, "w") as f:
             f.write(text + "tls: { cert: tls.crt, key: tls.key, client_ca: ca.crt }\n")
 
-    def request(self, method, path, role="viewer", body=None, timeout=10, ctx=None):
-        import http.client
-        conn = http.client.HTTPSConnection(HOST, self.port, context=ctx or self.ctx, timeout=timeout)
-        headers = {"Authorization": "Bearer " + TOKENS[role]} if role else {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            r = conn.getresponse()
-            raw = r.read()
-        except (OSError, http.client.HTTPException):
-            return 0, None
-        finally:
-            conn.close()
-        try:
-            return r.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode()
-        except ValueError:
-            return r.status, raw.decode(errors="replace")
-
     def server_cert_sha256(self):
         with socket.create_connection((HOST, self.port), timeout=5) as s:
             with self.ctx.wrap_socket(s, server_hostname=HOST) as t:
                 return hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest()
-
-    def metric(self, sample):
-        status, text = self.request("GET", "/metrics", None)
-        if status != 200:
-            return None
-        for line in text.splitlines():
-            if line.startswith(sample + " "):
-                return float(line.split()[-1])
-        return 0.0
 
 
 def rss_mb(pid):

@@ -45,7 +45,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from control_harness import TOKENS, Controller, check, failures, wait_for
+from control_harness import TOKENS, Controller, HttpsRequests, check, failures, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 HOST = "127.0.0.1"
@@ -71,7 +71,7 @@ def make_server_cert(root):
             "-CAcreateserial", "-days", "2", "-extfile", "tls.ext", "-out", "tls.crt")
 
 
-class HostileController(Controller):
+class HostileController(HttpsRequests, Controller):
     """The harness's controller over TLS, with a node CA and small limits."""
 
     def __init__(self, root):
@@ -96,41 +96,6 @@ limits: {{ directive_entries: 1000 }}
 
     def ctl(self, args, role=None, expect=0):
         return super().ctl(["--ca", "ca.crt"] + args, role=role, expect=expect)
-
-    def connection(self, ctx=None, timeout=10):
-        return http.client.HTTPSConnection(HOST, self.port, context=ctx or self.ctx, timeout=timeout)
-
-    def request(self, method, path, role="viewer", body=None, timeout=10, ctx=None, headers=None,
-                raw=None):
-        conn = self.connection(ctx, timeout)
-        h = dict(headers or {})
-        if role:
-            h["Authorization"] = "Bearer " + TOKENS[role]
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        try:
-            conn.request(method, path, body=data, headers=h)
-            r = conn.getresponse()
-            payload = r.read()
-        except (OSError, http.client.HTTPException):
-            return 0, None
-        finally:
-            conn.close()
-        try:
-            return r.status, json.loads(payload) if payload[:1] in (b"{", b"[") else payload.decode()
-        except ValueError:
-            return r.status, payload.decode(errors="replace")
-
-    def metric(self, sample):
-        status, text = self.request("GET", "/metrics", None)
-        if status != 200:
-            return None
-        for line in text.splitlines():
-            if line.startswith(sample + " "):
-                return float(line.split()[-1])
-        return 0.0
 
     def node_ctx(self, node):
         ctx = ssl.create_default_context(cafile=os.path.join(self.root, "ca.crt"))
