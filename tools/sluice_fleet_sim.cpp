@@ -469,7 +469,7 @@ class shard {
       stopping_ = true;
       for (sim_node* n : nodes_) {
         if (n->timer) n->timer->cancel();
-        close(*n);
+        shut(*n);
       }
       if (windows_timer_) windows_timer_->cancel();
     });
@@ -477,6 +477,15 @@ class shard {
 
  private:
   using response = http::response<http::string_body>;
+
+  // Closes the node's socket, which ends its pending operations (operation_aborted), but keeps
+  // the stream: an ssl_stream's pending read still uses it until its handler has run, so only
+  // the node's own coroutine, once that handler returned, may destroy it (close()).
+  static void shut(sim_node& n) {
+    boost::system::error_code ec;
+    if (n.plain) n.plain->socket().close(ec);
+    if (n.secure) beast::get_lowest_layer(*n.secure).socket().close(ec);
+  }
 
   static void close(sim_node& n) {
     boost::system::error_code ec;

@@ -307,9 +307,11 @@ def run(root):
     for s in sims:
         s.stop()
     stopped = [ev for s in sims for ev in s.events() if ev.get("event") == "stopped"]
-    check(len(stopped) == len(sims) and all(n["revision"] == lift_rev and n["nacks"] == 0
-                                            for ev in stopped for n in ev["nodes"]),
-          f"every simulated node stopped on revision {lift_rev} with no NACK")
+    off = [(n.get("node"), n["revision"], n["nacks"]) for ev in stopped for n in ev["nodes"]
+           if n["revision"] != lift_rev or n["nacks"] != 0]
+    check(len(stopped) == len(sims) and not off,
+          f"every simulated node stopped on revision {lift_rev} with no NACK "
+          f"({len(stopped)} of {len(sims)} simulators reported; off: {off[:5]})")
     for c in ctls:
         c.kill(signal.SIGTERM)
     cluster.stop()
