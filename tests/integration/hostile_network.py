@@ -38,7 +38,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,30 +53,12 @@ HEADER_TIMEOUT_S = 2
 API_BOUND_S = 0.100
 
 
-def openssl(root, *args):
-    subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True, timeout=60)
-
-
-def make_server_cert(root):
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(root, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=sluice-hostile-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl(root, "req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1")
-    with open(os.path.join(root, "tls.ext"), "w") as f:
-        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
-    openssl(root, "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "tls.ext", "-out", "tls.crt")
-
-
 class HostileController(HttpsRequests, Controller):
-    """The harness's controller over TLS, with a node CA and small limits."""
+    """The harness's controller (TLS with its own CA and node CA), with small limits."""
 
     def __init__(self, root):
-        super().__init__(root, BIN, SRC, keys=("ministry", "controller"), stale_after=300, tls=False)
-        self.url = f"https://{HOST}:{self.port}"
-        self.ctx = ssl.create_default_context(cafile=os.path.join(root, "ca.crt"))
+        super().__init__(root, BIN, SRC, keys=("ministry", "controller"), stale_after=300)
+        self.ctx = ssl.create_default_context(cafile=self.ca)
 
     def _write_config(self):
         super()._write_config()
@@ -85,20 +66,15 @@ class HostileController(HttpsRequests, Controller):
         with open(path) as f:
             text = f.read().replace("max_wait_seconds: 5\n", "max_wait_seconds: 30\n")
         with open(path, "w") as f:
-            f.write(text + f"""tls: {{ cert: tls.crt, key: tls.key }}
-node_ca: {{ cert: nodeca/node-ca.crt, key: nodeca/node-ca.key }}
-server:
+            f.write(text + f"""server:
   header_timeout: {HEADER_TIMEOUT_S}
   rate_limit:
     per_token: {{ rate: 20, burst: 40 }}
 limits: {{ directive_entries: 1000 }}
 """)
 
-    def ctl(self, args, role=None, expect=0):
-        return super().ctl(["--ca", "ca.crt"] + args, role=role, expect=expect)
-
     def node_ctx(self, node):
-        ctx = ssl.create_default_context(cafile=os.path.join(self.root, "ca.crt"))
+        ctx = ssl.create_default_context(cafile=self.ca)
         d = os.path.join(self.root, node)
         ctx.load_cert_chain(os.path.join(d, "node.crt"), os.path.join(d, "node.key"))
         return ctx
@@ -147,9 +123,7 @@ def main():
             return 77
     root = tempfile.mkdtemp(prefix="sluice-hostile-")
     print(f"== a hostile network against sluice-controld over TLS (work dir {root})")
-    make_server_cert(root)
     c = HostileController(root)
-    check(c.ctl(["ca", "init", "--out", "nodeca"]).returncode == 0, "sluicectl ca init makes the node CA")
     if not c.start(timeout=30):
         print(c.log_tail())
         return 1
