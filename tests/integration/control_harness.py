@@ -384,6 +384,17 @@ class HttpsRequests:
         return 0.0
 
 
+def tls_prerequisites(bin_dir):
+    """None when a TLS test can run (openssl, sluice-controld and sluicectl there), else why
+    not (the test then exits 77)."""
+    if not shutil.which("openssl"):
+        return "openssl not installed"
+    for b in ("sluice-controld", "sluicectl"):
+        if not os.access(os.path.join(bin_dir, b), os.X_OK):
+            return f"{bin_dir}/{b} not built"
+    return None
+
+
 def sim_auth(root):
     """sluice-fleet-sim's credential flags for the controllers of `root`: over TLS (ctl-ca.crt
     there) each simulated node gets a certificate minted from the node CA (its CN is its id);

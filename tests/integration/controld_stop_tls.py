@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 
-from control_harness import TOKENS, Controller, HttpsRequests, check, failures, wait_for
+from control_harness import TOKENS, Controller, HttpsRequests, check, failures, tls_prerequisites, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 HOST = "127.0.0.1"
@@ -149,13 +149,10 @@ def long_poll(ctl, node, held, results, i):
 
 
 def main():
-    if not shutil.which("openssl"):
-        print("skip: openssl not installed")
+    why = tls_prerequisites(BIN)
+    if why:
+        print(f"skip: {why}")
         return 77
-    for b in ("sluice-controld", "sluicectl"):
-        if not os.access(os.path.join(BIN, b), os.X_OK):
-            print(f"skip: {BIN}/{b} not built")
-            return 77
     root = tempfile.mkdtemp(prefix="sluice-stop-")
     print(f"== sluice-controld over TLS: reload on SIGHUP, clean stop on SIGTERM (work dir {root})")
     make_certs(root)

@@ -44,7 +44,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from control_harness import TOKENS, Controller, HttpsRequests, check, failures, wait_for
+from control_harness import TOKENS, Controller, HttpsRequests, check, failures, tls_prerequisites, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 HOST = "127.0.0.1"
@@ -114,13 +114,10 @@ def slowloris(c, results, i):
 
 
 def main():
-    if not shutil.which("openssl"):
-        print("skip: openssl not installed")
+    why = tls_prerequisites(BIN)
+    if why:
+        print(f"skip: {why}")
         return 77
-    for b in ("sluice-controld", "sluicectl"):
-        if not os.access(os.path.join(BIN, b), os.X_OK):
-            print(f"skip: {BIN}/{b} not built")
-            return 77
     root = tempfile.mkdtemp(prefix="sluice-hostile-")
     print(f"== a hostile network against sluice-controld over TLS (work dir {root})")
     c = HostileController(root)

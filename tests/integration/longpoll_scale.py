@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 
-from control_harness import TOKENS, Controller, check, failures, wait_for
+from control_harness import TOKENS, Controller, check, failures, tls_prerequisites, wait_for
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 NODES = int(os.environ.get("LONGPOLL_NODES", "5000"))
@@ -63,11 +63,9 @@ FD_MARGIN = 500            # fds beyond one per connection (store, logs, enginee
 
 def prerequisites():
     """None when the test can run, else why not (exit 77)."""
-    if not shutil.which("openssl"):
-        return "openssl not installed"
-    for b in ("sluice-controld", "sluicectl"):
-        if not os.access(os.path.join(BIN, b), os.X_OK):
-            return f"{BIN}/{b} not built"
+    why = tls_prerequisites(BIN)
+    if why:
+        return why
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = NODES + FD_MARGIN
     if hard != resource.RLIM_INFINITY and hard < want:

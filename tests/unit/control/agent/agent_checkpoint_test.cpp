@@ -13,6 +13,7 @@
 
 #include "control/agent/agent.hpp"
 #include "control/audit/checkpoint.hpp"
+#include "tests/unit/support/temp_dir.hpp"
 
 namespace agent = sluice::control::agent;
 namespace audit = sluice::control::audit;
@@ -20,25 +21,12 @@ namespace crypto = sluice::control::crypto;
 
 namespace {
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "sluice-agent-cp-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using sluice::test::read_text;
 
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+// A scratch directory per test.
+struct temp_dir : sluice::test::temp_dir {
+  temp_dir() : sluice::test::temp_dir("sluice-agent-cp") {}
+};
 
 const crypto::key_pair& controller_keys() {
   static const crypto::key_pair k = *crypto::generate_key_pair();

@@ -15,6 +15,8 @@
 #include "control/api/http_api.hpp"
 #include "control/audit/checkpoint.hpp"
 #include "control/controller/controller.hpp"
+#include "control/fleet/compile.hpp"
+#include "tests/unit/support/temp_dir.hpp"
 
 namespace ctl = sluice::control::controller;
 namespace api = sluice::control::api;
@@ -32,23 +34,11 @@ struct fake_clock final : ctl::clock {
   std::int64_t now_ms() override { return ms; }
 };
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/sluice-ctl-cp-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
+struct temp_dir : sluice::test::temp_dir {
+  temp_dir() : sluice::test::temp_dir("sluice-ctl-cp") {}
 };
 
-std::string rfc(std::int64_t t) {
-  char buf[32];
-  const std::time_t tt = t;
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string rfc(std::int64_t t) { return sluice::control::fleet::format_rfc3339(t); }
 
 std::string block_doc(const std::string& id) {
   return "id: " + id + "\nissuer: ministry\nissued_at: " + rfc(t0 - 60) +

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "dataplane/match/policy_config.hpp"
+#include "tests/unit/support/temp_dir.hpp"
 
 namespace ctl = sluice::control::controller;
 namespace crypto = sluice::control::crypto;
@@ -29,13 +30,8 @@ struct fake_clock final : ctl::clock {
   void advance(std::int64_t s) { ms += s * 1000; }
 };
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/sluice-ctl-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
+struct temp_dir : sluice::test::temp_dir {
+  temp_dir() : sluice::test::temp_dir("sluice-ctl") {}
 };
 
 const ctl::principal ministry{"moc-operator", ctl::role::ministry};
