@@ -397,6 +397,7 @@ tokens:
             print(f"   {what}: shadow revision {before} applied by all {self.n} nodes before the approval")
         bytes0 = self.metric("sluice_control_snapshot_bytes_total")
         served0 = self.metric("sluice_control_snapshots_served_total")
+        perf = self.start_perf(what)
         cpu0 = self.controllers_cpu()
         sim_cpu0 = self.sims_cpu()
         etcd_cpu0 = self.etcd_cpu()
@@ -413,6 +414,7 @@ tokens:
         cpu1 = self.controllers_cpu()
         sim_cpu1 = self.sims_cpu()
         etcd_cpu1 = self.etcd_cpu()
+        self.stop_perf(perf)
         if not done:
             raise RuntimeError(f"{what}: rollout of revision {target} not done in {self.a.timeout} s")
         if not wait_for(lambda: self.all_applied(target), 30):
@@ -460,6 +462,26 @@ tokens:
             "status_post_body_bytes": status_body_bytes(target, target, {"site": "sim"}),
         }
 
+    def start_perf(self, what):
+        """--perf DIR: `perf record -g` of the first controller over the measured revision."""
+        if not self.a.perf:
+            return None
+        os.makedirs(self.a.perf, exist_ok=True)
+        out = os.path.join(self.a.perf, f"controld-{self.n}-{what}.data")
+        cmd = ["perf", "record", "-q", "--call-graph", "dwarf,16384", "-F", "1999", "-o", out, "-p",
+               str(self.procs[0].pid)]
+        if os.environ.get("SLUICE_BENCH_TRACER"):
+            cmd = os.environ["SLUICE_BENCH_TRACER"].format(out=out, pid=self.procs[0].pid).split()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # perf attaches before the approval
+        return p
+
+    @staticmethod
+    def stop_perf(p):
+        if p:
+            p.send_signal(signal.SIGINT)
+            p.wait(30)
+
     def failure_facts(self):
         """What a failed run still tells: the processes' totals since they started."""
         facts = {"controller_peak_threads": max(self.peak_threads.values() or [0]),
@@ -503,6 +525,9 @@ tokens:
             raise RuntimeError(f"{self.n} nodes did not all converge on revision 1 in "
                                f"{self.a.timeout:.0f} s; per replica: {'; '.join(seen)}")
         registered_s = time.time() - self.sim_started
+        # Every node converged and waiting on its long poll: what holding N connections costs,
+        # apart from the peak (VmHWM, which includes the ramp's handshakes).
+        rss_waiting = max(proc_status_kib(p.pid, "VmRSS") for p in self.procs)
         now = time.time()
         common = (f"issuer: {ISSUER}\nissued_at: {rfc(now - 300)}\n"
                   "legal_basis: \"Order No. 123 of 2026-11-20\"\n")
@@ -516,6 +541,7 @@ tokens:
         out = {"nodes": self.n, "store": self.a.store, "replicas": len(self.procs),
                "sim_processes": len(self.sims), "registration_s": registered_s,
                "controller_peak_rss_kib": max(rss),
+               "controller_rss_all_waiting_kib": rss_waiting,
                "controller_threads": max(proc_status_kib(p.pid, "Threads") for p in self.procs),
                "controller_peak_threads": max(self.peak_threads.values() or [0]),
                "replica_peak_threads": dict(self.peak_threads),
@@ -690,7 +716,7 @@ def fmt(v, scale=1000.0, unit="ms"):
 def print_table(all_results, machine):
     print(f"\nfleet rollout benchmark ({machine})")
     hdr = ("N", "rev", "apply p50", "apply p99", "ACK p50", "ACK p99", "ACK max", "last ACK (ctl)",
-           "ctl CPU", "ctl us/node", "ctl threads", "ctl peak RSS", "sim us/node",
+           "ctl CPU", "ctl us/node", "ctl threads", "ctl peak RSS", "ctl RSS waiting", "sim us/node",
            "snapshot B/node", "status B/node")
     rows = [hdr]
     for r in all_results:
@@ -702,6 +728,7 @@ def print_table(all_results, machine):
                          fmt(rv["controller_last_ack_since_revision_s"]),
                          f"{rv['controller_cpu_s']:.2f} s", f"{rv['controller_cpu_us_per_node']:.0f}",
                          str(r["controller_peak_threads"]), f"{r['controller_peak_rss_kib'] / 1024:.1f} MiB",
+                         f"{r['controller_rss_all_waiting_kib'] / 1024:.1f} MiB",
                          f"{rv['sim_cpu_us_per_node']:.0f}",
                          fmt(rv["snapshot_bytes_per_node"], 1, ""), str(rv["status_post_body_bytes"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
@@ -713,7 +740,9 @@ def print_table(all_results, machine):
           "last ACK (ctl): the controller's rollout.completed (revision created -> last ACK);\n"
           "ctl CPU: controller utime+stime from the approval to the rollout's completion (per revision),\n"
           "  and that per node in microseconds; sim us/node: the simulator's own CPU over the same\n"
-          "  interval per node; ctl threads: peak Threads: of the controller (max over replicas).")
+          "  interval per node; ctl threads: peak Threads: of the controller (max over replicas);\n"
+          "ctl peak RSS: VmHWM at the end (the ramp's handshakes included); ctl RSS waiting: VmRSS\n"
+          "  with every node converged and waiting on its long poll, before the first approval.")
 
 
 def main():
@@ -740,6 +769,9 @@ def main():
                     help="run the simulator at this nice value (default 0)")
     ap.add_argument("--plain", action="store_true",
                     help="plain HTTP and the fleet node token (default: TLS, a certificate per node)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record the first controller with `perf record -g` over each measured "
+                         "revision into DIR (perf report -i DIR/controld-N-WHAT.data)")
     ap.add_argument("--sim-cost", action="store_true",
                     help="no controller: the simulator's own CPU on the scoped protocol (a fake)")
     a = ap.parse_args()

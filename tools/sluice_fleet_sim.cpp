@@ -80,10 +80,8 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
@@ -108,6 +106,7 @@
 #include <vector>
 
 #include "control/agent/agent.hpp"
+#include "control/api/tls_stream.hpp"
 #include "control/crypto/minisign.hpp"
 #include "control/pki/pki.hpp"
 #include "dataplane/match/policy.hpp"
@@ -430,7 +429,7 @@ struct sim_node {
   std::optional<pki::certificate> cert;
   // The connection: one of the two, to urls[connected] (npos: none).
   std::optional<beast::tcp_stream> plain;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+  std::optional<sluice::control::api::tls_stream> secure;
   std::size_t connected = std::string::npos;
   std::size_t current = 0;  // the controller that answered last
   beast::flat_buffer buffer;
@@ -479,53 +478,59 @@ class shard {
   using response = http::response<http::string_body>;
 
   // Closes the node's socket, which ends its pending operations (operation_aborted), but keeps
-  // the stream: an ssl_stream's pending read still uses it until its handler has run, so only
-  // the node's own coroutine, once that handler returned, may destroy it (close()).
+  // the stream: a pending read still uses it until its handler has run, so only the node's own
+  // coroutine, once that handler returned, may destroy it (close()).
   static void shut(sim_node& n) {
     boost::system::error_code ec;
     if (n.plain) n.plain->socket().close(ec);
-    if (n.secure) beast::get_lowest_layer(*n.secure).socket().close(ec);
+    if (n.secure) n.secure->socket().close(ec);
   }
 
   static void close(sim_node& n) {
     boost::system::error_code ec;
     if (n.plain) n.plain->socket().close(ec);
-    if (n.secure) beast::get_lowest_layer(*n.secure).socket().close(ec);
+    if (n.secure) n.secure->socket().close(ec);
     n.plain.reset();
     n.secure.reset();
     n.connected = std::string::npos;
   }
 
-  beast::tcp_stream& lowest(sim_node& n) {
-    return n.plain ? *n.plain : beast::get_lowest_layer(*n.secure);
+  static void expire_after(sim_node& n, std::chrono::steady_clock::duration d) {
+    if (n.plain) n.plain->expires_after(d);
+    if (n.secure) n.secure->expires_after(d);
   }
 
+  // TCP (timed by a beast::tcp_stream), then for https:// the TLS handshake on that socket.
   asio::awaitable<std::string> connect(sim_node& n, std::size_t i) {
     close(n);
     const controller_url& u = config_.urls[i];
     boost::system::error_code ec;
-    if (u.tls) {
-      n.secure.emplace(ioc_, *config_.tls);
-      // SNI, and the certificate must name the host we asked for.
-      if (!SSL_set_tlsext_host_name(n.secure->native_handle(), u.host.c_str())) {
+    n.plain.emplace(ioc_);
+    n.plain->expires_after(connect_timeout);
+    co_await n.plain->async_connect(u.endpoints, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && u.tls) {
+      n.plain->expires_never();
+      auto socket = n.plain->release_socket();
+      n.plain.reset();
+      n.secure.emplace(std::move(socket), config_.tls->native_handle());
+      SSL* ssl = n.secure->native_handle();
+      // SNI, and the certificate must name the host we asked for (an address: its IP SAN).
+      boost::system::error_code not_ip;
+      (void)asio::ip::make_address(u.host, not_ip);
+      if (!SSL_set_tlsext_host_name(ssl, u.host.c_str()) ||
+          (not_ip ? SSL_set1_host(ssl, u.host.c_str())
+                  : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), u.host.c_str())) != 1) {
         close(n);
         co_return "TLS: cannot set the server name";
       }
-      n.secure->set_verify_mode(ssl::verify_peer);
-      n.secure->set_verify_callback(ssl::host_name_verification(u.host));
-      if (n.cert && (SSL_use_certificate(n.secure->native_handle(), n.cert->native()) != 1 ||
-                     SSL_use_PrivateKey(n.secure->native_handle(), n.key->native()) != 1)) {
+      SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+      if (n.cert && (SSL_use_certificate(ssl, n.cert->native()) != 1 ||
+                     SSL_use_PrivateKey(ssl, n.key->native()) != 1)) {
         close(n);
         co_return "TLS: cannot use the node's certificate";
       }
-    } else {
-      n.plain.emplace(ioc_);
-    }
-    beast::tcp_stream& s = lowest(n);
-    s.expires_after(connect_timeout);
-    co_await s.async_connect(u.endpoints, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec && u.tls) {
-      co_await n.secure->async_handshake(ssl::stream_base::client,
+      n.secure->expires_after(connect_timeout);
+      co_await n.secure->async_handshake(sluice::control::api::tls_stream::role::client,
                                          asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) {
@@ -564,7 +569,7 @@ class shard {
       }
       if (stopping_) co_return "interrupted";
       res = {};
-      lowest(n).expires_after(timeout);
+      expire_after(n, timeout);
       const boost::system::error_code ec =
           n.plain ? co_await write_read(*n.plain, n, req, res)
                   : co_await write_read(*n.secure, n, req, res);
@@ -874,6 +879,7 @@ int main(int argc, char** argv) {
         return 2;
       }
       config.tls->set_verify_mode(ssl::verify_peer);
+      sluice::control::api::tls_stream::prepare_context(config.tls->native_handle());
     }
     config.urls.push_back(std::move(*u));
   }

@@ -37,6 +37,7 @@
 
 #include "control/audit/audit.hpp"
 #include "control/audit/checkpoint.hpp"
+#include "control/common/sigpipe.hpp"
 #include "control/crypto/minisign.hpp"
 #include "control/pki/pki.hpp"
 #include "control/store/store.hpp"
@@ -1768,6 +1769,7 @@ int run(int argc, char** argv) {
 }  // namespace sluice::control::ctl
 
 int main(int argc, char** argv) {
+  sluice::control::ignore_sigpipe_unless_handled();  // a controller closing first: an error, not a kill
   try {
     return sluice::control::ctl::run(argc, argv);
   } catch (const std::exception& e) {

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <utility>
 
+#include "control/common/sigpipe.hpp"
 #include "control/pki/pki.hpp"
 
 namespace sluice::control::agent {
@@ -108,6 +109,7 @@ std::unique_ptr<http_transport> http_transport::create(http_transport_config con
   }
   std::unique_ptr<http_transport> t(new http_transport(std::move(config)));
   for (const std::string& url : t->config_.urls) {
+    if (url.rfind("https://", 0) == 0) ignore_sigpipe_unless_handled();  // a controller may close first
     const bool scheme = url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
     const std::size_t host_at = url.find("://") + 3;
     if (!scheme || url.find('/', host_at) != std::string::npos) {

@@ -11,13 +11,14 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <limits>
 #include <list>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
+
+#include "control/api/tls_stream.hpp"
 
 namespace sluice::control::api {
 
@@ -113,6 +114,7 @@ std::shared_ptr<net::ssl::context> make_tls_context(const server_options& o) {
                              SSL_OP_NO_COMPRESSION);
   if (SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION) != 1) throw fail("minimum version");
   if (SSL_CTX_set_cipher_list(c, tls12_ciphers) != 1) throw fail("cipher list");
+  tls_stream::prepare_context(c);
   if (SSL_CTX_use_certificate_chain_file(c, o.tls_cert.c_str()) != 1)
     throw fail("certificate " + o.tls_cert.string());
   if (SSL_CTX_use_PrivateKey_file(c, o.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)
@@ -416,7 +418,7 @@ class session final : public session_base, public std::enable_shared_from_this<s
     } else {
       phase_ = phase::handshake;
       beast::get_lowest_layer(stream_).expires_after(srv_.opt.handshake_timeout);
-      stream_.async_handshake(net::ssl::stream_base::server,
+      stream_.async_handshake(tls_stream::role::server,
                               [self = this->shared_from_this()](beast::error_code e) {
                                 beast::get_lowest_layer(self->stream_).expires_never();
                                 if (e) {
@@ -569,8 +571,13 @@ class session final : public session_base, public std::enable_shared_from_this<s
     pending_ = st;
     const responder out(std::move(st));
     const route_entry* r = route_;
-    if (r->where == run_on::io) return run_handler(*r, *request_, out);
-    net::post(srv_.blocking, [r, q = std::move(*request_), out] { run_handler(*r, q, out); });
+    if (r->where == run_on::io) run_handler(*r, *request_, out);
+    else net::post(srv_.blocking, [r, q = std::move(*request_), out] { run_handler(*r, q, out); });
+    // A long poll waits in this state for minutes: keep no more than the connection needs
+    // (the parsed head and an empty read buffer are a few KiB per waiting node).
+    request_.reset();
+    parser_.reset();
+    if (buffer_.size() == 0) buffer_.shrink_to_fit();
   }
 
   static void run_handler(const route_entry& r, const request& q, const responder& out) {
@@ -631,12 +638,8 @@ class session final : public session_base, public std::enable_shared_from_this<s
     if (version_ == 10 && keep_alive_) head_ += "Connection: keep-alive\r\n";
     if (version_ != 10 && !keep_alive_) head_ += "Connection: close\r\n";
     head_ += "\r\n";
-    // Over TLS head and body go as one buffer: the gather write of two stalled after the head
-    // (a body past one TLS record never left; tests/unit/control/controller/http_server_test).
-    if constexpr (tls) {
-      if (body_) head_.append(*body_);
-      body_.reset();
-    }
+    // Over TLS, tls_stream coalesces the two buffers into one record (no copy kept here: a
+    // waiting connection holds only its short head string).
     const std::array<net::const_buffer, 2> out{
         net::buffer(head_), body_ ? net::buffer(*body_) : net::const_buffer()};
     beast::get_lowest_layer(stream_).expires_after(srv_.opt.write_timeout);
@@ -737,9 +740,15 @@ void http_server::impl::accept() {
       sock.set_option(tcp::no_delay(true), ignored);
       if (auto ctx = current_tls()) {
         auto& c = *ctx;
-        std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
-            *this, beast::ssl_stream<beast::tcp_stream>(std::move(sock), c), std::move(ctx))
-            ->start();
+        std::shared_ptr<session<tls_stream>> s;
+        try {
+          s = std::make_shared<session<tls_stream>>(*this, tls_stream(std::move(sock), c.native_handle()),
+                                                    std::move(ctx));
+        } catch (const std::exception&) {  // out of memory in OpenSSL: this connection only
+          --counters.connections_open;
+          count(refusal::tls_handshake);
+        }
+        if (s) s->start();
       } else {
         std::make_shared<session<beast::tcp_stream>>(*this, beast::tcp_stream(std::move(sock)), nullptr)
             ->start();

@@ -3,11 +3,12 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509_vfy.h>
-#include <signal.h>
 
 #include <functional>
 #include <stdexcept>
 #include <utility>
+
+#include "control/common/sigpipe.hpp"
 
 namespace sluice::control::store::etcd {
 
@@ -119,19 +120,6 @@ bool usable_ca_file(const std::string& path) {
   return ok;
 }
 
-// cpp-httplib writes TLS records with write(2), not send(MSG_NOSIGNAL) as on plain sockets: a
-// member that closes first (restarted, refusing our certificate) would kill the process with
-// SIGPIPE. Ignored then, as gRPC's clients do, unless the program has its own handler.
-void ignore_sigpipe() {
-  struct sigaction old {};
-  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
-    struct sigaction ign {};
-    ign.sa_handler = SIG_IGN;
-    sigemptyset(&ign.sa_mask);
-    ::sigaction(SIGPIPE, &ign, nullptr);
-  }
-}
-
 }  // namespace
 
 client::client(const std::vector<std::string>& endpoints, std::chrono::milliseconds timeout,
@@ -164,7 +152,7 @@ client::client(const std::vector<std::string>& endpoints, std::chrono::milliseco
               : "etcd endpoint \"" + e + "\" is not valid");
     }
     if (https) {
-      ignore_sigpipe();
+      sluice::control::ignore_sigpipe_unless_handled();
       c->set_ca_cert_path(tls.ca);
       c->enable_server_certificate_verification(true);
     }

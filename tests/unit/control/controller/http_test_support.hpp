@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "control/api/http_server.hpp"
+#include "control/common/sigpipe.hpp"
 
 namespace sluice_test {
 
@@ -148,6 +149,9 @@ struct tls_files {
   bool ok = false;
 
   tls_files() {
+    // The tests' httplib TLS clients write with write(2): a server that refuses a handshake
+    // and closes must fail their request, not kill the test binary.
+    sluice::control::ignore_sigpipe_unless_handled();
     char tmpl[] = "/tmp/sluice-tls-XXXXXX";
     dir = ::mkdtemp(tmpl);
     const std::string d = dir.string();
