@@ -535,3 +535,41 @@ TEST_CASE("TLS reload: new handshakes get the new certificate; a bad file keeps 
   CHECK(s.server.counters().tls_reloads.load() == 1);
   CHECK(s.server.counters().tls_reload_failures.load() == 1);
 }
+
+TEST_CASE("TLS handshakes: at most max_handshakes at once, the others served in turn") {
+  tls_files f;
+  if (!f.ok) {
+    MESSAGE("openssl not available: TLS case skipped");
+    return;
+  }
+  server_options o = loopback();
+  o.tls_cert = f.path("tls.crt");
+  o.tls_key = f.path("tls.key");
+  o.max_handshakes = 1;
+  o.handshake_timeout = std::chrono::milliseconds(400);
+  running_server s(o, peer_routes);
+  const std::string server_fp = f.fingerprint("server-a.crt");
+
+  // A connection that never says hello holds the only handshake until its timeout.
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(s.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(silent, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // accepted first
+
+  // The next one waits for that turn, then is served.
+  const auto t0 = clk::now();
+  CHECK(handshake(s.port(), TLS1_2_VERSION, TLS1_3_VERSION, nullptr) == server_fp);
+  const auto waited = clk::now() - t0;
+  CHECK(waited >= std::chrono::milliseconds(250));
+  CHECK(waited < std::chrono::seconds(5));
+  CHECK(s.server.counters().refused_by(refusal::tls_handshake) == 1);  // the silent one, timed out
+  ::close(silent);
+
+  // With the slot free, a handshake is immediate again.
+  const auto t1 = clk::now();
+  CHECK(handshake(s.port(), TLS1_2_VERSION, TLS1_3_VERSION, nullptr) == server_fp);
+  CHECK(clk::now() - t1 < std::chrono::milliseconds(250));
+}
