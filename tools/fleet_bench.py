@@ -41,6 +41,9 @@ comment "sluice-snapshot revision=N scope=all", identical for every node), to me
 simulator's own CPU per node per revision before a controller serves that protocol; once with
 --share-verify and once with every node verifying its signature.
 
+--perf DIR records the first controller's profile over each measured revision (perf record with
+DWARF call graphs: DIR/controld-N-block.data and -lift.data; perf report -i FILE).
+
 The controller runs its default server settings (control/README.md "The server"): its thread
 count does not depend on N. Audit records are read in pages (the API caps one answer at 10,000)."""
 
@@ -463,7 +466,9 @@ tokens:
         }
 
     def start_perf(self, what):
-        """--perf DIR: `perf record -g` of the first controller over the measured revision."""
+        """--perf DIR: `perf record` (DWARF call graphs) of the first controller over the measured
+        revision. SLUICE_BENCH_TRACER replaces the command, e.g.
+        SLUICE_BENCH_TRACER='strace -c -f -o {out} -p {pid}' to count its system calls."""
         if not self.a.perf:
             return None
         os.makedirs(self.a.perf, exist_ok=True)

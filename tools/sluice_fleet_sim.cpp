@@ -36,7 +36,9 @@
 // (no connection, timeout, an answer but 200/304 for a fetch or 2xx for a status), to the next
 // at once, each at most once per request. A kept-alive connection the server closed while idle
 // is reopened once before that counts as a failure. https:// URLs are verified (peer
-// certificate against --ca-file, else the system's CAs, and the host name).
+// certificate against --ca-file, else the system's CAs, and the host name or address), over
+// the controller's own tls_stream (control/api/tls_stream.hpp: OpenSSL on the socket, no
+// per-connection buffers while idle).
 //
 // Node identity (issue 14; test and benchmark only): with --node-ca-cert and --node-ca-key the
 // simulator mints each node its own EC P-256 key and a client certificate (CN = node id, valid
