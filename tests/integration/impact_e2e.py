@@ -3,11 +3,12 @@
 
   impact_e2e.py BUILD_DIR SOURCE_DIR
 
-Real binaries, real traffic: sluice-controld on 127.0.0.1 (SQLite in a temp dir; protected
-target cdn-shared = 149.154.167.0/24; approval needs an impact report younger than 600 s and two
-override consents), one sluice-dataplane node in controller mode (--impact-interval 2) inline on
-net_af_packet between a client and a server network namespace; the server answers TLS on
-149.154.167.99 (the threaded origin of tools/netlab.py, shared with tools/demo.py).
+Real binaries, real traffic: sluice-controld on 127.0.0.1 over TLS (a throwaway CA; SQLite in
+a temp dir; protected target cdn-shared = 149.154.167.0/24; approval needs an impact report
+younger than 600 s and two override consents), one sluice-dataplane node in controller mode
+(--impact-interval 2) inline on net_af_packet between a client and a server network namespace;
+the server answers TLS on 149.154.167.99 (the threaded origin of tools/netlab.py, shared with
+tools/demo.py).
 The story asserted (each step printed ok/FAIL):
   1. controller and node up, node converged;
   2. the ministry's signed block (prefix 149.154.167.0/24 + domain telegram.org, response reset)
@@ -73,7 +74,8 @@ class Lab(Story):
     def __init__(self, build, source):
         super().__init__("sluice-impact-", "SLUICE_IMPACT_KEEP")
         self.build, self.source = build, source
-        self.url = "http://127.0.0.1:%d" % PORT
+        self.url = "https://127.0.0.1:%d" % PORT  # TLS, as every controller in the tests
+        self.ca = None  # the throwaway CA of the controller's certificate (start_controller)
         # token name (the principal the audit names) -> (role, secret)
         self.tokens = {name: (role, "%s-%s" % (name, secrets.token_hex(16))) for name, role in (
             ("ministry", "ministry"), ("eng-a", "engineer"), ("eng-b", "engineer"),
@@ -89,7 +91,7 @@ class Lab(Story):
 
     def ctl(self, args, who=None, show=False):
         p = netlab.sluicectl(self.bin("sluicectl"), self.url, args,
-                             self.tokens[who][1] if who else None, self.work, timeout=30)
+                             self.tokens[who][1] if who else None, self.work, timeout=30, ca=self.ca)
         if show or p.returncode != 0:
             self.say("$ sluicectl %s  [%s] -> exit %d\n%s%s" % (
                 " ".join(args), who or "-", p.returncode, p.stdout, p.stderr))
@@ -104,9 +106,10 @@ class Lab(Story):
         return p.returncode, body
 
     def get(self, path, who="viewer"):
-        return netlab.http_json(self.url + path, self.tokens[who][1] if who else None)
+        return netlab.http_json(self.url + path, self.tokens[who][1] if who else None, ca=self.ca)
 
     def start_controller(self):
+        self.ca = netlab.controller_tls(self.work)
         config = netlab.controld_yaml(
             "tests/integration/impact_e2e.py", "127.0.0.1:%d" % PORT, self.source, ISSUER,
             [(name, role, tok) for name, (role, tok) in self.tokens.items()],
@@ -114,10 +117,12 @@ class Lab(Story):
             "  - { name: cdn-shared, prefixes: [%s] }\n"
             "approval:\n"
             "  require_impact_report_within_seconds: 600\n"
+            "tls: { cert: ctl.crt, key: ctl.key }\n"
             "nodes:\n"  # only the inventory's nodes are served (issue 14)
             "  - { id: edge-impact, labels: { site: edge-impact } }\n" % PREFIX)
         self.controller = super().start_controller(self.bin("sluice-controld"), config,
-                                                   self.tokens["node"][1], self.url + "/v1/health")
+                                                   self.tokens["node"][1], self.url + "/v1/health",
+                                                   ca=self.ca)
 
     def rollout_target(self):
         return (self.get("/v1/rollout") or {}).get("target", 0)
@@ -156,7 +161,7 @@ class Lab(Story):
         os.mkdir(state)
         cmd = netlab.dataplane_cmd(self.bin("sluice-dataplane"), self.file_prefix, self.cli_if,
                                    self.srv_if, MGMT, METRICS) + [
-            "--controller", self.url, "--controller-key", "controller.pub",
+            "--controller", self.url, "--controller-ca", self.ca, "--controller-key", "controller.pub",
             "--node-id", "edge-impact", "--labels", "site=edge-impact",
             "--node-token-file", "node.token", "--state-dir", state,
             "--impact-interval", "2"]
