@@ -12,7 +12,9 @@ under 1 s; then one new revision answers every waiting poll.
    If-None-Match: the revision the controller offers, so each poll waits. Connects are ramped
    (RAMP_INFLIGHT handshakes at a time). They count as held when the controller lists every one
    of them in GET /v1/nodes (it records a node when its poll arrives, before waiting) and the
-   client has had no answer on any of them.
+   client has had no answer on any of them. The controller's resident memory per waiting poll
+   (VmRSS after the ramp less before, over N) must stay under IDLE_TLS_KIB_BOUND (not checked
+   under the sanitizers, SLUICE_SANITIZED: their allocator's own overhead).
 3. While they wait: ENGINEER_SAMPLES times, a fresh TLS connection for GET /v1/rollout (time
    with the handshake) and a second GET /v1/rollout on that open connection (request time).
    Both maxima must be under 100 ms.
@@ -59,6 +61,7 @@ WAIT_S = 300
 SERVED = "sluice_control_snapshots_served_total"
 WAITING = "sluice_control_long_polls_waiting"  # polls registered with the controller, not answered
 FD_MARGIN = 500            # fds beyond one per connection (store, logs, engineer connections)
+IDLE_TLS_KIB_BOUND = 48    # resident KiB per waiting TLS poll (asio::ssl's streams took ~80)
 
 
 def prerequisites():
@@ -353,6 +356,14 @@ def register_new_node(ctl, node="lp-new"):
     return took, st, ss, snap, wait_for(listed, 30, step=0.02)
 
 
+def vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def metric(ctl, name, labels=""):
     """The value of one sample in GET /metrics (labels: the exact text between the braces, in
     the exposition's order), 0 when absent, None when /metrics did not answer."""
@@ -398,6 +409,7 @@ def main():
     ctl.enroll_nodes([(f"lp-{i:05d}", labels_of(i)) for i in range(1, NODES + 1)])
     print(f"figure enrolment: {NODES} nodes in {time.monotonic() - t_enrol:.2f} s (bulk, 250 per request)")
 
+    rss_before = vm_rss_kib(ctl.proc.pid)
     print(f"== ramp: {NODES} polls, {RAMP_INFLIGHT} handshakes in flight")
     t_ramp = time.monotonic()
     fleet = PollFleet(ctl.port, ctl.ctx, held)
@@ -431,6 +443,15 @@ def main():
         return 1
     check(fleet.count("waiting") == NODES,
           f"all {NODES} polls pending before the measurements ({fleet.states()})")
+    # What a waiting TLS node costs the controller: its connection and its node state. On
+    # asio::ssl::stream it was ~80 KiB (four 17 KiB buffers per connection, idle or not);
+    # tls_stream holds none while idle.
+    per_poll = (vm_rss_kib(ctl.proc.pid) - rss_before) / NODES
+    print(f"figure resident memory: {rss_before / 1024:.0f} MiB before the polls, "
+          f"{per_poll:.1f} KiB more per waiting TLS poll")
+    if not os.environ.get("SLUICE_SANITIZED"):
+        check(per_poll < IDLE_TLS_KIB_BOUND,
+              f"a waiting TLS poll costs under {IDLE_TLS_KIB_BOUND} KiB resident ({per_poll:.1f} KiB)")
 
     print("== while they wait: an engineer's request, a new node")
     # Asserted on the max of both figures, the open connection's and the fresh one's: with EC
