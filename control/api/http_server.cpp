@@ -11,7 +11,6 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <deque>
 #include <limits>
 #include <list>
 #include <mutex>
@@ -182,8 +181,6 @@ class session_base {
   virtual ~session_base() = default;
   // Posted by stop(): runs on the session's executor.
   virtual void server_stopping() = 0;
-  // Its turn to shake hands has come (any thread: it posts to its executor).
-  virtual void handshake_turn() = 0;
 };
 
 }  // namespace
@@ -290,11 +287,6 @@ struct http_server::impl {
   std::mutex sessions_mutex;
   std::list<std::weak_ptr<session_base>> sessions;
 
-  // TLS handshakes: how many are in progress, and the connections waiting for their turn.
-  std::mutex handshakes_mutex;
-  std::size_t handshaking = 0;
-  std::deque<std::shared_ptr<session_base>> handshake_queue;
-
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   net::steady_timer retry{ioc};
@@ -390,31 +382,6 @@ struct http_server::impl {
     return out;
   }
 
-  // A session that wants to shake hands: its turn now, or later through handshake_turn().
-  bool take_handshake(const std::shared_ptr<session_base>& s) {
-    std::lock_guard lock(handshakes_mutex);
-    if (handshaking < std::max<std::size_t>(1, opt.max_handshakes)) {
-      ++handshaking;
-      return true;
-    }
-    handshake_queue.push_back(s);
-    return false;
-  }
-  // A handshake ended (either way): the next waiting connection's turn.
-  void handshake_done() {
-    std::shared_ptr<session_base> next;
-    {
-      std::lock_guard lock(handshakes_mutex);
-      if (handshake_queue.empty()) {
-        --handshaking;
-        return;
-      }
-      next = std::move(handshake_queue.front());
-      handshake_queue.pop_front();
-    }
-    next->handshake_turn();
-  }
-
   void accept();
   void begin_stop();
   void wait_drained();
@@ -450,28 +417,9 @@ class session final : public session_base, public std::enable_shared_from_this<s
       read_next();
     } else {
       phase_ = phase::handshake;
-      if (srv_.take_handshake(this->shared_from_this())) handshake();
-    }
-  }
-
-  void server_stopping() override {
-    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->on_stopping(); });
-  }
-
-  void handshake_turn() override {
-    net::post(stream_.get_executor(), [self = this->shared_from_this()] {
-      if (self->phase_ == phase::handshake) return self->handshake();
-      self->srv_.handshake_done();  // closed while it waited: pass the turn on
-    });
-  }
-
- private:
-  void handshake() {
-    if constexpr (tls) {
       beast::get_lowest_layer(stream_).expires_after(srv_.opt.handshake_timeout);
       stream_.async_handshake(tls_stream::role::server,
                               [self = this->shared_from_this()](beast::error_code e) {
-                                self->srv_.handshake_done();
                                 beast::get_lowest_layer(self->stream_).expires_never();
                                 if (e) {
                                   if (!self->srv_.stopping) self->srv_.count(refusal::tls_handshake);
@@ -483,6 +431,11 @@ class session final : public session_base, public std::enable_shared_from_this<s
     }
   }
 
+  void server_stopping() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->on_stopping(); });
+  }
+
+ private:
   // The next request: its first byte within idle_timeout (the first request's head is timed
   // from the connection's start), then its head within header_timeout.
   void read_next() {
@@ -811,10 +764,6 @@ void http_server::impl::begin_stop() {
   beast::error_code ignored;
   acceptor.close(ignored);
   retry.cancel();
-  {
-    std::lock_guard lock(handshakes_mutex);
-    handshake_queue.clear();  // closed below with every other session
-  }
   std::vector<std::shared_ptr<session_base>> live;
   {
     std::lock_guard lock(sessions_mutex);

@@ -23,7 +23,7 @@
 //   5. the handler, with the admitted principal in request::admitted.
 // Every refusal is counted by reason (server_counters::refused). A connection must take its
 // answer within `write_timeout`. At most `max_connections` are open (more are accepted and
-// closed at once); at most `max_handshakes` of them are in their TLS handshake. Timeouts close the connection without an answer.
+// closed at once). Timeouts close the connection without an answer.
 //
 // Routes are "METHOD" + a path pattern whose "{name}" segments match any one non-empty segment
 // (no regex: matching is a few string compares on the hot node routes). A handler answers
@@ -71,11 +71,6 @@ struct server_options {
   std::size_t max_header_bytes = 16 * 1024;
   // A ceiling over every route's own limit (admission's body_limit).
   std::size_t max_body_bytes = 8 * 1024 * 1024;
-  // TLS handshakes in progress at once. A fleet reconnecting together (a controller restart)
-  // would otherwise start thousands at once, each holding its handshake's buffers and keys
-  // while the CPU serves them in turn; the rest of the accepted connections wait their turn in
-  // order, and their handshake_timeout starts with it.
-  std::size_t max_handshakes = 64;
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds header_timeout{10000};
   std::chrono::milliseconds body_timeout{30000};
