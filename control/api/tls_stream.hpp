@@ -143,6 +143,9 @@ class tls_stream {
     SSL* ssl = nullptr;
     bool bound = false;  // the socket BIO set (at the first operation: the socket may connect later)
     bool expired = false;
+    // The last read took all the socket had (a short read, nothing left inside OpenSSL): the
+    // next one waits for the socket before asking OpenSSL, instead of a recv that would block.
+    bool drained = false;
     std::uint64_t generation = 0;
   };
 
@@ -316,6 +319,14 @@ class tls_stream {
         const auto ex = boost::asio::get_associated_executor(self, c->socket.get_executor());
         return boost::asio::post(ex, std::move(self));
       }
+      if constexpr (Read) {
+        // (A wait armed on a socket that already has data ends at once: the reactor re-arms
+        // the descriptor, which reports what is ready.)
+        if (!started && c->drained && !c->expired && SSL_has_pending(c->ssl) == 0) {
+          started = true;
+          return c->socket.async_wait(socket_type::wait_read, std::move(self));
+        }
+      }
       drive(c, started, self, waited,
             [this] {
               if constexpr (Read)
@@ -325,6 +336,7 @@ class tls_stream {
             },
             [this](Self& s, boost::system::error_code ec, bool first) {
               if (ec) moved = 0;
+              if constexpr (Read) c->drained = !ec && moved < buffer.size() && SSL_has_pending(c->ssl) == 0;
               if (!first) return s.complete(ec, moved);
               finished = true;
               result = ec;
