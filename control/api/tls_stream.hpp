@@ -231,6 +231,12 @@ class tls_stream {
   // to wait for.
   template <class Call>
   static step attempt(core& c, Call&& call, boost::system::error_code& ec) {
+    // Closed (by its owner, while a wait's success was already on its way): the descriptor's
+    // number may belong to a new connection by now, so OpenSSL must not touch it.
+    if (!c.socket.is_open()) {
+      ec = boost::asio::error::operation_aborted;
+      return step::done;
+    }
     if (!c.bound) {
       BIO* bio = BIO_new(bio_method());
       if (bio == nullptr) {

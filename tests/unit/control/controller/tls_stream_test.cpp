@@ -229,3 +229,34 @@ TEST_CASE("tls_stream: a server certificate the client does not trust fails the 
   CHECK(client_ec.category() == net::error::get_ssl_category());
   CHECK(server_ec);  // the client's alert, or the connection gone
 }
+
+TEST_CASE("tls_stream: once its socket is closed, OpenSSL is not called on the old descriptor") {
+  sluice_test::tls_files f;
+  if (!f.ok) {
+    MESSAGE("openssl not available: TLS case skipped");
+    return;
+  }
+  const auto sctx = server_context(f);
+  const auto cctx = client_context(f.path("ca.crt"));
+  pair_fixture p(sctx.get(), cctx.get());
+  const auto hs = p.handshake();
+  REQUIRE_FALSE(hs.first);
+  REQUIRE_FALSE(hs.second);
+  // A full one-byte read (the socket is not known to be drained), then the owner closes it: the
+  // descriptor's number is free for the next accepted connection, so a read started now must
+  // end without a recv on it (before the guard: EBADF from OpenSSL's recv).
+  char byte = 0;
+  const auto [first_ec, first_n] = p.run([&](auto done) {
+    net::async_write(*p.client, net::buffer("z", 1), [](boost::system::error_code, std::size_t) {});
+    net::async_read(*p.server, net::buffer(&byte, 1), done);
+  });
+  REQUIRE_FALSE(first_ec);
+  REQUIRE(first_n == 1);
+  const auto [closed_ec, closed_n] = p.run([&](auto done) {
+    boost::system::error_code ignored;
+    p.server->socket().close(ignored);
+    p.server->async_read_some(net::buffer(&byte, 1), done);
+  });
+  CHECK(closed_ec == net::error::operation_aborted);
+  CHECK(closed_n == 0);
+}
