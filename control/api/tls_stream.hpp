@@ -215,14 +215,17 @@ class tls_stream {
     BIO_set_init(b, 1);
     return 1;
   }
+  // Made once; nullptr when OpenSSL could not (out of memory): operations then fail, nothing
+  // throws out of an event-loop handler.
   static BIO_METHOD* bio_method() {
-    static BIO_METHOD* const method = [] {
+    static BIO_METHOD* const method = []() -> BIO_METHOD* {
       BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sluice socket");
-      if (m == nullptr || BIO_meth_set_write_ex(m, bio_write) != 1 ||
-          BIO_meth_set_read_ex(m, bio_read) != 1 || BIO_meth_set_ctrl(m, bio_ctrl) != 1 ||
-          BIO_meth_set_create(m, bio_create) != 1)
-        throw std::runtime_error("TLS: cannot make the socket BIO");
-      return m;
+      if (m != nullptr && BIO_meth_set_write_ex(m, bio_write) == 1 &&
+          BIO_meth_set_read_ex(m, bio_read) == 1 && BIO_meth_set_ctrl(m, bio_ctrl) == 1 &&
+          BIO_meth_set_create(m, bio_create) == 1)
+        return m;
+      if (m != nullptr) BIO_meth_free(m);
+      return nullptr;
     }();
     return method;
   }
@@ -238,7 +241,8 @@ class tls_stream {
       return step::done;
     }
     if (!c.bound) {
-      BIO* bio = BIO_new(bio_method());
+      BIO_METHOD* method = bio_method();
+      BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
       if (bio == nullptr) {
         ec = boost::asio::error::no_memory;
         return step::done;
