@@ -15,6 +15,7 @@
 #include <csignal>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -95,20 +96,35 @@ struct pair_fixture {
   }
 };
 
+// A pair that trusts each other's certificate, hands shaken; nullptr (the case skipped) without
+// openssl to make the certificates. Members end in reverse: the streams before their contexts.
+struct connected_pair {
+  sluice_test::tls_files files;
+  ctx_ptr server_ctx, client_ctx;
+  std::optional<pair_fixture> pair;
+};
+
+std::unique_ptr<connected_pair> connected() {
+  auto c = std::make_unique<connected_pair>();
+  if (!c->files.ok) {
+    MESSAGE("openssl not available: TLS case skipped");
+    return nullptr;
+  }
+  c->server_ctx = server_context(c->files);
+  c->client_ctx = client_context(c->files.path("ca.crt"));
+  c->pair.emplace(c->server_ctx.get(), c->client_ctx.get());
+  const auto [server_ec, client_ec] = c->pair->handshake();
+  REQUIRE_FALSE(server_ec);
+  REQUIRE_FALSE(client_ec);
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("tls_stream: handshake, a megabyte each way through short transfers, a gather write coalesced") {
-  sluice_test::tls_files f;
-  if (!f.ok) {
-    MESSAGE("openssl not available: TLS case skipped");
-    return;
-  }
-  const auto sctx = server_context(f);
-  const auto cctx = client_context(f.path("ca.crt"));
-  pair_fixture p(sctx.get(), cctx.get());
-  const auto [server_ec, client_ec] = p.handshake();
-  REQUIRE_FALSE(server_ec);
-  REQUIRE_FALSE(client_ec);
+  const auto c = connected();
+  if (!c) return;
+  pair_fixture& p = *c->pair;
   CHECK(SSL_version(p.server->native_handle()) >= TLS1_2_VERSION);
 
   // 1 MiB from the client, read by the server in whatever pieces arrive (net::async_read loops
@@ -158,17 +174,9 @@ TEST_CASE("tls_stream: handshake, a megabyte each way through short transfers, a
 }
 
 TEST_CASE("tls_stream: a deadline ends a read that waits; the peer gone is eof or truncation, never SIGPIPE") {
-  sluice_test::tls_files f;
-  if (!f.ok) {
-    MESSAGE("openssl not available: TLS case skipped");
-    return;
-  }
-  const auto sctx = server_context(f);
-  const auto cctx = client_context(f.path("ca.crt"));
-  pair_fixture p(sctx.get(), cctx.get());
-  const auto hs = p.handshake();
-  REQUIRE_FALSE(hs.first);
-  REQUIRE_FALSE(hs.second);
+  const auto c = connected();
+  if (!c) return;
+  pair_fixture& p = *c->pair;
 
   // Nothing comes: the read ends with beast's timeout after ~100 ms, not before.
   char byte = 0;
@@ -231,17 +239,9 @@ TEST_CASE("tls_stream: a server certificate the client does not trust fails the 
 }
 
 TEST_CASE("tls_stream: once its socket is closed, OpenSSL is not called on the old descriptor") {
-  sluice_test::tls_files f;
-  if (!f.ok) {
-    MESSAGE("openssl not available: TLS case skipped");
-    return;
-  }
-  const auto sctx = server_context(f);
-  const auto cctx = client_context(f.path("ca.crt"));
-  pair_fixture p(sctx.get(), cctx.get());
-  const auto hs = p.handshake();
-  REQUIRE_FALSE(hs.first);
-  REQUIRE_FALSE(hs.second);
+  const auto c = connected();
+  if (!c) return;
+  pair_fixture& p = *c->pair;
   // A full one-byte read (the socket is not known to be drained), then the owner closes it: the
   // descriptor's number is free for the next accepted connection, so a read started now must
   // end without a recv on it (before the guard: EBADF from OpenSSL's recv).
