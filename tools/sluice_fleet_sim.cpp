@@ -19,6 +19,9 @@
 //   {"event":"enforcing","node":ID,"revision":N,"rules_in_force":K,"at":T}
 // and with --report-acks also, when the controller took a node's ACK of revision N,
 //   {"event":"acked","node":ID,"revision":N,"at":T}
+// (T: when the simulator learnt it: the POST's answer, or for an ACK carried on a long poll
+// (agent.hpp, "Reports carried on the long poll") that poll's answer, which may come a whole
+// wait after the controller took it; the controller's own time is applied_at_ms in /v1/nodes)
 // "enforcing" comes whenever K, the number of rules of the node's policy whose window
 // (not_before <= now < not_after, unix seconds, as the dataplane decides) holds now, changes:
 // after an apply, and as time crosses a window's edge (checked every 100 ms, so `at` is at most
@@ -29,8 +32,9 @@
 // node (connections are closed, long-polls end at once) and exit 0.
 //
 // The requests are http_transport's (control/agent/http_transport.cpp): GET
-// /v1/nodes/ID/snapshot?wait=S with If-None-Match "R" (none while nothing is held), POST
-// /v1/nodes/ID/status with agent::status_json, both with `Authorization: Bearer TOKEN` and
+// /v1/nodes/ID/snapshot?wait=S with If-None-Match "R" (none while nothing is held) and
+// X-Sluice-Status when it carries a report, POST /v1/nodes/ID/status with agent::status_json
+// (reports the controller does not take on polls), both with `Authorization: Bearer TOKEN` and
 // `X-Sluice-Labels`; timeouts: connect 3 s, status 10 s, fetch its wait + 10 s. Several
 // --controller URLs: a request goes to the one that answered last and, when that one fails
 // (no connection, timeout, an answer but 200/304 for a fetch or 2xx for a status), to the next
@@ -124,6 +128,12 @@ namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
+
+// Beast (Boost 1.74) takes header names as its own string_view.
+const beast::string_view status_header{agent::status_header_name.data(),
+                                       agent::status_header_name.size()};
+const beast::string_view status_carry_header{agent::status_carry_header_name.data(),
+                                             agent::status_carry_header_name.size()};
 
 namespace {
 
@@ -329,7 +339,7 @@ class sim_applier final : public agent::applier {
 // The agent wants a transport; a step-driven one never calls it.
 class no_transport final : public agent::transport {
  public:
-  agent::fetch_result fetch(std::uint64_t, std::chrono::seconds) override {
+  agent::fetch_result fetch(std::uint64_t, std::chrono::seconds, std::string_view) override {
     agent::fetch_result f;
     f.error = "driven by steps";
     return f;
@@ -436,6 +446,7 @@ struct sim_node {
   std::size_t current = 0;  // the controller that answered last
   beast::flat_buffer buffer;
   std::optional<asio::steady_timer> timer;  // ramp and backoff
+  std::string carry;  // the X-Sluice-Status of the poll in flight ("" when none)
 };
 
 // One event loop and the nodes it drives.
@@ -622,11 +633,12 @@ class shard {
   }
 
   asio::awaitable<agent::fetch_result> fetch(sim_node& n, std::uint64_t held,
-                                             std::chrono::seconds wait) {
+                                             std::chrono::seconds wait, const std::string& status) {
     agent::fetch_result out;
     auto req = request(n, http::verb::get,
                        "/v1/nodes/" + n.id + "/snapshot?wait=" + std::to_string(wait.count()));
     if (held != 0) req.set(http::field::if_none_match, "\"" + std::to_string(held) + "\"");
+    if (!status.empty()) req.set(status_header, status);
     response res;
     out.error = co_await try_each(
         n, req, wait + request_timeout,
@@ -637,6 +649,8 @@ class shard {
       out.body = std::move(res.body());
       if (const auto h = res.find("X-Sluice-Audit-Checkpoint"); h != res.end())
         out.checkpoint = std::string(h->value());
+      if (const auto h = res.find(status_carry_header); h != res.end())
+        out.status_carry = h->value() == "yes";
     }
     co_return out;
   }
@@ -656,15 +670,20 @@ class shard {
     co_return out;
   }
 
-  // Posts `r` and tells the agent; logs "acked" when the controller took an ACK.
+  // Logs "acked" when the controller took an ACK (--report-acks).
+  void log_taken(const sim_node& n, const agent::status_report& r) {
+    if (config_.report_acks && r.ack && r.offered != 0)
+      log_.write({{"event", "acked"}, {"node", n.id}, {"revision", r.offered},
+                  {"at", unix_seconds()}},
+                 ioc_.get_executor());
+  }
+
+  // Posts `r` and tells the agent.
   asio::awaitable<bool> report(sim_node& n, const agent::status_report& r) {
     const agent::post_result p = co_await post_status(n, r);
     if (stopping_) co_return false;
     const bool ok = n.core->report_sent(r, p);
-    if (ok && config_.report_acks && r.ack && r.offered != 0)
-      log_.write({{"event", "acked"}, {"node", n.id}, {"revision", r.offered},
-                  {"at", unix_seconds()}},
-                 ioc_.get_executor());
+    if (ok) log_taken(n, r);
     co_return ok;
   }
 
@@ -680,16 +699,22 @@ class shard {
     while (!stopping_) {
       agent::poll_outcome outcome = agent::poll_outcome::report_failed;
       bool poll = true;
-      if (const std::optional<agent::agent::due_report> due = n.core->report_due()) {
+      const std::optional<agent::agent::due_report> due = n.core->report_due();
+      if (due && due->carry.empty()) {
         const bool sent = co_await report(n, due->report);
         if (stopping_) break;
         poll = sent || !due->retry;
       }
       if (poll) {
+        // Not a temporary in the co_await expression: GCC 12 destroys such a conditional's
+        // temporary wrongly across the suspension (free(): invalid pointer).
+        n.carry.clear();
+        if (due) n.carry = due->carry;
         const agent::fetch_result f =
-            co_await fetch(n, n.core->held_revision(), n.core->poll_wait());
+            co_await fetch(n, n.core->held_revision(), n.core->poll_wait(), n.carry);
         if (stopping_) break;
         const agent::agent::fetch_handling h = n.core->handle_fetch(f);
+        if (h.taken) log_taken(n, *h.taken);
         if (h.report) (void)co_await report(n, *h.report);
         if (stopping_) break;
         outcome = h.outcome;

@@ -464,6 +464,20 @@ std::string status_json(const status_report& r) {
   return j.dump();
 }
 
+bool carriable(const status_report& r) noexcept {
+  return r.ack && r.error.empty() && r.health == "ok" && r.audit_checkpoint_conflict.empty();
+}
+
+std::string status_header(const status_report& r, std::string_view checkpoint_header) {
+  std::string out = "ack revision=" + std::to_string(r.revision) +
+                    " offered=" + std::to_string(r.offered) + " ruleset=" + r.ruleset_sha256;
+  if (!checkpoint_header.empty()) {
+    out += " checkpoint=";
+    out += checkpoint_header;
+  }
+  return out;
+}
+
 std::chrono::steady_clock::time_point system_clock::steady_now() {
   return std::chrono::steady_clock::now();
 }
@@ -589,6 +603,7 @@ void agent::load_checkpoints() {
       state_.checkpoint_conflict = true;
     } else {
       checkpoint_text_ = audit::checkpoint_json(*c);
+      checkpoint_header_ = audit::checkpoint_header(*c);
       state_.checkpoint_count = c->count;
       state_.checkpoint_head = c->head;
       checkpoint_ = std::move(c);
@@ -636,6 +651,7 @@ void agent::receive_checkpoint(const audit::checkpoint& c) {
   } else {
     checkpoint_ = c;
     checkpoint_text_ = std::move(text);
+    checkpoint_header_ = audit::checkpoint_header(c);
     state_.checkpoint_count = c.count;
     state_.checkpoint_head = c.head;
     ++state_.checkpoints_taken;
@@ -648,9 +664,19 @@ snapshot_verifier& agent::verifier() const {
 
 std::optional<agent::due_report> agent::report_due() {
   if (!started_) start();
-  if (pending_) return due_report{*pending_, true};
-  if (clock_.steady_now() >= next_status_) return due_report{periodic_report(), false};
-  return std::nullopt;
+  std::optional<due_report> due;
+  if (pending_) due = due_report{*pending_, true, {}};
+  else if (clock_.steady_now() >= next_status_) due = due_report{periodic_report(), false, {}};
+  if (!due || !controller_carries_ || !carriable(due->report)) return due;
+  // The held checkpoint is the one to report, whenever the report was built.
+  due->report.audit_checkpoint = checkpoint_text_;
+  due->carry = status_header(due->report, checkpoint_header_);
+  carried_ = due->report;
+  pending_.reset();
+  // The interval runs from now, not from the answer, so that poll_wait() does not cut this
+  // poll short to send the report it carries.
+  next_status_ = clock_.steady_now() + config_.status_interval;
+  return due;
 }
 
 bool agent::report_sent(const status_report& report, const post_result& result) {
@@ -718,6 +744,19 @@ bool agent::apply_snapshot(const snapshot& s, status_report& report) {
 
 agent::fetch_handling agent::handle_fetch(const fetch_result& f) {
   fetch_handling out;
+  if (carried_) {
+    status_report r = std::move(*carried_);
+    carried_.reset();
+    if (f.status == fetch_status::failed) {
+      (void)report_sent(r, {false, f.error});  // owed: POSTed before the next poll
+    } else if (f.status_carry) {
+      (void)report_sent(r, {true, {}});
+      out.taken = std::move(r);
+    } else {
+      pending_ = std::move(r);  // another controller answered (failover mid-upgrade): POST it
+    }
+  }
+  controller_carries_ = f.status != fetch_status::failed && f.status_carry;
   if (f.status == fetch_status::failed) {
     std::lock_guard lock(mutex_);
     ++state_.fetch_failures;
@@ -760,7 +799,11 @@ agent::fetch_handling agent::handle_fetch(const fetch_result& f) {
     in_force = apply_snapshot(*c.accepted, report);
   }
   out.outcome = in_force ? poll_outcome::applied : poll_outcome::refused;
-  out.report = std::move(report);
+  if (controller_carries_ && carriable(report)) {
+    pending_ = std::move(report);  // on the next poll (report_due)
+  } else {
+    out.report = std::move(report);
+  }
   return out;
 }
 
@@ -778,12 +821,14 @@ std::chrono::milliseconds agent::backoff_after(poll_outcome o) {
 poll_outcome agent::run_once() {
   if (!started_) start();
   if (stopping()) return poll_outcome::stopped;
-  if (const std::optional<due_report> due = report_due()) {
+  const std::optional<due_report> due = report_due();
+  if (due && due->carry.empty()) {
     const bool sent = report_sent(due->report, transport_.post_status(due->report));
     if (!sent && due->retry) return stopping() ? poll_outcome::stopped : poll_outcome::report_failed;
   }
   if (stopping()) return poll_outcome::stopped;
-  const fetch_result f = transport_.fetch(held_, poll_wait());
+  const fetch_result f =
+      transport_.fetch(held_, poll_wait(), due ? std::string_view(due->carry) : std::string_view());
   if (stopping()) return poll_outcome::stopped;
   const fetch_handling h = handle_fetch(f);
   if (h.report) (void)report_sent(*h.report, transport_.post_status(*h.report));

@@ -71,6 +71,7 @@
 #include <string_view>
 
 #include "control/audit/checkpoint.hpp"
+#include "control/common/node_protocol.hpp"
 #include "control/crypto/minisign.hpp"
 
 namespace sluice::control::agent {
@@ -200,6 +201,22 @@ struct status_report {
 // The POST /v1/nodes/{node}/status body.
 [[nodiscard]] std::string status_json(const status_report& r);
 
+// Reports carried on the long poll (issue 13). A controller that takes them says so on every
+// answer to a snapshot poll (header X-Sluice-Status-Carry: yes); the agent then puts its next
+// report, when carriable(), on the next poll instead of POSTing it:
+//     X-Sluice-Status: ack revision=N offered=N ruleset=HEX [checkpoint=BASE64]
+// (offered 0 for a periodic report; checkpoint: audit::checkpoint_header of the held one). The
+// controller records it before the poll waits, as it would a POST, and answers the poll as
+// usual; an answer with the carry header is the proof it was taken. Anything else (NACKs, a
+// health other than "ok", a conflicting checkpoint) is POSTed as before, and so is any report
+// to a controller that did not say it takes them (older versions, mid-upgrade replicas).
+using control::status_carry_header_name;
+using control::status_header_name;
+[[nodiscard]] bool carriable(const status_report& r) noexcept;
+// The X-Sluice-Status value of a carriable report; `checkpoint_header` is the header form of
+// r.audit_checkpoint ("" when none).
+[[nodiscard]] std::string status_header(const status_report& r, std::string_view checkpoint_header);
+
 // ---- collaborators ----------------------------------------------------------------------------
 
 enum class fetch_status : std::uint8_t { snapshot, not_modified, failed };
@@ -210,6 +227,9 @@ struct fetch_result {
   std::string checkpoint;  // status == not_modified: the X-Sluice-Audit-Checkpoint header ("")
   std::string error;       // status == failed: why (every controller tried)
   std::string controller;  // the controller that answered (or the last one tried)
+  // The answer had X-Sluice-Status-Carry: yes (that controller takes reports on polls, and took
+  // the one this fetch carried, if any).
+  bool status_carry = false;
 };
 
 struct post_result {
@@ -221,8 +241,10 @@ class transport {
  public:
   virtual ~transport() = default;
   // GET the snapshot, If-None-Match the held revision (none when `held` is 0), waiting up to
-  // `wait` for a change. Blocks at most about `wait` plus the transport's timeouts.
-  [[nodiscard]] virtual fetch_result fetch(std::uint64_t held, std::chrono::seconds wait) = 0;
+  // `wait` for a change, with X-Sluice-Status: `status` when it is not empty. Blocks at most
+  // about `wait` plus the transport's timeouts.
+  [[nodiscard]] virtual fetch_result fetch(std::uint64_t held, std::chrono::seconds wait,
+                                           std::string_view status) = 0;
   [[nodiscard]] virtual post_result post_status(const status_report& report) = 0;
   // From any thread: makes a blocked fetch/post return (failed) soon, and later ones at once.
   virtual void interrupt() = 0;
@@ -342,17 +364,23 @@ class agent {
   [[nodiscard]] bool stopping() const;
 
   // ---- the steps (no network I/O; the agent's thread) --------------------------------------
-  // One iteration is: report_due() -> if any, post it, report_sent() (a failed `retry` ends the
-  // iteration: report_failed, no long poll) -> fetch(held_revision(), poll_wait()) ->
-  // handle_fetch() -> if it gave a report, post it, report_sent() -> backoff_after(outcome).
+  // One iteration is: report_due() -> if any and its `carry` is empty, post it, report_sent()
+  // (a failed `retry` ends the iteration: report_failed, no long poll) ->
+  // fetch(held_revision(), poll_wait(), carry) -> handle_fetch() -> if it gave a report, post
+  // it, report_sent() -> backoff_after(outcome).
   struct due_report {
     status_report report;
     // An ACK/NACK no controller took yet (else a periodic report): when it fails again the
     // iteration ends with report_failed, so that it is retried before the next long poll.
     bool retry = false;
+    // Not empty: the report goes on the next long poll as this X-Sluice-Status value instead of
+    // a POST (the controller takes them and carriable()); handle_fetch() records what became
+    // of it, report_sent() is not called.
+    std::string carry;
   };
   // The report to send before the next long poll: the owed one, else the periodic one when it
-  // is due; nullopt when none. Calls start() first if needed.
+  // is due; nullopt when none. Calls start() first if needed. A report it hands out to carry is
+  // in flight until the next handle_fetch().
   [[nodiscard]] std::optional<due_report> report_due();
   // Records what became of `report` (from report_due() or handle_fetch()): a failed one is owed
   // (report_due() returns it next). Returns result.ok.
@@ -363,10 +391,15 @@ class agent {
   [[nodiscard]] std::chrono::seconds poll_wait();
   struct fetch_handling {
     poll_outcome outcome = poll_outcome::fetch_failed;
-    std::optional<status_report> report;  // the ACK/NACK to send (applied or refused)
+    // The ACK/NACK to POST now (applied or refused). An ACK for a controller that takes reports
+    // on polls is not here: it is owed, and report_due() hands it out to carry.
+    std::optional<status_report> report;
+    // The report this fetch carried, when the answer says the controller took it.
+    std::optional<status_report> taken;
   };
-  // Counts the answer; for a 200, checks, applies and persists the snapshot and builds the
-  // ACK (applied) or NACK (refused). Never returns stopped or report_failed.
+  // Settles a carried report (taken when the answer says so; owed otherwise, and POSTed next
+  // time), counts the answer; for a 200, checks, applies and persists the snapshot and builds
+  // the ACK (applied) or NACK (refused). Never returns stopped or report_failed.
   [[nodiscard]] fetch_handling handle_fetch(const fetch_result& f);
   // The wait before the next iteration: 0 after applied / not_modified / stopped, else a capped
   // exponential backoff (fetch_failed, refused, report_failed).
@@ -396,6 +429,10 @@ class agent {
   std::optional<audit::checkpoint> checkpoint_conflict_;  // the first conflicting one
   std::optional<audit::checkpoint> checkpoint_refused_;   // the last that did not verify
   std::string checkpoint_text_, checkpoint_conflict_text_;  // their checkpoint_json
+  std::string checkpoint_header_;  // audit::checkpoint_header of the held one
+  // The last answer said its controller takes reports on polls; the report carried now.
+  bool controller_carries_ = false;
+  std::optional<status_report> carried_;
   std::chrono::steady_clock::time_point next_status_{};
   std::chrono::milliseconds backoff_{0};
 

@@ -168,12 +168,14 @@ std::string http_transport::try_each(std::chrono::seconds read_timeout,
   return interrupted_.load() ? "interrupted" : errors;
 }
 
-fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait) {
+fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait,
+                                   std::string_view status) {
   fetch_result out;
   const std::string path =
       "/v1/nodes/" + config_.node_id + "/snapshot?wait=" + std::to_string(wait.count());
   httplib::Headers headers{{"X-Sluice-Labels", format_labels(config_.labels)}};
   if (held != 0) headers.emplace("If-None-Match", "\"" + std::to_string(held) + "\"");
+  if (!status.empty()) headers.emplace(std::string(status_header_name), std::string(status));
   out.error = try_each(
       wait + config_.request_timeout, [&](httplib::Client& c) { return c.Get(path, headers); },
       [&](const httplib::Result& res) {
@@ -181,6 +183,8 @@ fetch_result http_transport::fetch(std::uint64_t held, std::chrono::seconds wait
         out.status = res->status == 200 ? fetch_status::snapshot : fetch_status::not_modified;
         out.body = res->body;
         out.checkpoint = res->get_header_value("X-Sluice-Audit-Checkpoint");
+        out.status_carry =
+            res->get_header_value(std::string(status_carry_header_name).c_str()) == "yes";
         return true;
       },
       out.controller);

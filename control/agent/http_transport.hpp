@@ -65,7 +65,8 @@ class http_transport final : public transport {
                                                               std::string& error);
   ~http_transport() override;
 
-  [[nodiscard]] fetch_result fetch(std::uint64_t held, std::chrono::seconds wait) override;
+  [[nodiscard]] fetch_result fetch(std::uint64_t held, std::chrono::seconds wait,
+                                   std::string_view status) override;
   [[nodiscard]] post_result post_status(const status_report& report) override;
   // POST /v1/nodes/{node}/impact with `body` (the dataplane's impact window JSON, content-type
   // application/json), same token, labels header and failover walk as post_status; ok on 2xx.

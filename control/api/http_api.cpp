@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <any>
+#include <charconv>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "control/common/node_protocol.hpp"
 #include "control/fleet/compile.hpp"
 
 namespace sluice::control::api {
@@ -76,6 +78,7 @@ json to_json(const controller::node_view& n) {
           {"canary", n.canary},
           {"offered_revision", n.offered_revision},
           {"applied_revision", n.record.applied_revision},
+          {"applied_at_ms", n.applied_at_ms},
           {"ruleset_sha256", n.record.ruleset_sha256},
           {"last_seen", n.record.last_seen},
           {"health", n.record.health},
@@ -177,6 +180,7 @@ class long_poll : public std::enable_shared_from_this<long_poll> {
         res.status = 200;
         res.content_type = "application/json";
         res.headers.emplace_back("ETag", etag(p.offer.revision));
+        res.headers.emplace_back(status_carry_header_name, "yes");
         res.body = std::move(p.offer.body);
         return finish_locked(std::move(res));
       }
@@ -207,6 +211,7 @@ class long_poll : public std::enable_shared_from_this<long_poll> {
     response res;
     res.status = 304;
     res.headers.emplace_back("ETag", etag(*held_));
+    res.headers.emplace_back(status_carry_header_name, "yes");
     // A node whose revision does not move still gets each new audit checkpoint (issue 14).
     if (auto cp = core_.audit_checkpoint_header())
       res.headers.emplace_back("X-Sluice-Audit-Checkpoint", *cp);
@@ -262,6 +267,50 @@ std::optional<status_body> parse_status_body(std::string_view text) {
     return std::nullopt;
   }
   return out;
+}
+
+std::optional<controller::status_report> parse_status_header(std::string_view value) {
+  // Takes "NAME=" off the front of `value` and returns what comes before the next space.
+  const auto field = [&value](std::string_view name) -> std::optional<std::string_view> {
+    if (!value.starts_with(name) || value.size() <= name.size() || value[name.size()] != '=')
+      return std::nullopt;
+    value.remove_prefix(name.size() + 1);
+    const std::size_t end = std::min(value.find(' '), value.size());
+    const std::string_view out = value.substr(0, end);
+    value.remove_prefix(end == value.size() ? end : end + 1);
+    return out;
+  };
+  const auto number = [](std::optional<std::string_view> text) -> std::optional<std::uint64_t> {
+    std::uint64_t n = 0;
+    // Canonical decimal only (no leading zero): one report, one spelling.
+    if (!text || text->empty() || text->size() > 20 || (text->size() > 1 && (*text)[0] == '0'))
+      return std::nullopt;
+    const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), n);
+    if (ec != std::errc() || end != text->data() + text->size()) return std::nullopt;
+    return n;
+  };
+  if (!value.starts_with("ack ")) return std::nullopt;
+  value.remove_prefix(4);
+  controller::status_report r;
+  const auto revision = number(field("revision"));
+  const auto offered = number(field("offered"));
+  const auto ruleset = field("ruleset");
+  if (!revision || !offered || !ruleset) return std::nullopt;
+  const bool hex = std::all_of(ruleset->begin(), ruleset->end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (!hex || (!ruleset->empty() && ruleset->size() != 64)) return std::nullopt;
+  r.revision = *revision;
+  r.offered = *offered;
+  r.ruleset_sha256 = *ruleset;
+  if (!value.empty()) {
+    const auto checkpoint = field("checkpoint");
+    if (!checkpoint || checkpoint->empty() || !value.empty() ||
+        checkpoint->size() > 4 * ((audit::max_checkpoint_bytes + 2) / 3))
+      return std::nullopt;
+    r.audit_checkpoint_header = *checkpoint;
+  }
+  return r;
 }
 
 http_api::http_api(controller::controller& core, const std::vector<token_entry>& tokens,
@@ -589,8 +638,26 @@ void http_api::attach(http_server& server) {
         }
         const auto wait = std::min<std::chrono::milliseconds>(
             std::chrono::seconds(std::max<std::int64_t>(0, wait_s)), core_.max_wait());
+        auto labels = parse_labels(req.header("X-Sluice-Labels"));
+        // A report carried on the poll (agent.hpp, "Reports carried on the long poll") is
+        // recorded before the poll waits, as the POST would be.
+        if (const std::string carried = req.header(std::string(status_header_name));
+            !carried.empty()) {
+          const auto report = parse_status_header(carried);
+          response res;
+          if (!report) {
+            send_error(res, {error_kind::invalid, "bad_request",
+                             "X-Sluice-Status must be \"ack revision=N offered=N ruleset=HEX "
+                             "[checkpoint=BASE64]\""});
+            return out.send(std::move(res));
+          }
+          if (const auto r = core_.node_status(req.matches[0], labels, *report); !r) {
+            send_error(res, r.error);
+            return out.send(std::move(res));
+          }
+        }
         std::make_shared<long_poll>(core_, server.context(), out, req.matches[0],
-                                    parse_labels(req.header("X-Sluice-Labels")), held)
+                                    std::move(labels), held)
             ->start(wait);
       });
   add("POST", "/v1/nodes/{node}/impact", run_on::io, node,

@@ -53,6 +53,11 @@ struct status_body {
   std::map<std::string, std::string> labels;
 };
 [[nodiscard]] std::optional<status_body> parse_status_body(std::string_view body);
+// A report carried on a long poll, the X-Sluice-Status value (agent::status_header): "ack
+// revision=N offered=N ruleset=HEX [checkpoint=BASE64]", each part once, in that order,
+// separated by one space; N decimal without leading zeros, HEX 64 lowercase hex digits (or empty), BASE64 at most
+// audit::max_checkpoint_bytes decoded. nullopt for anything else. Pure (fuzzed with the body).
+[[nodiscard]] std::optional<controller::status_report> parse_status_header(std::string_view value);
 
 class http_api {
  public:

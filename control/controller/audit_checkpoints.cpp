@@ -63,26 +63,29 @@ std::shared_ptr<const std::string> controller::audit_checkpoint_header() {
   return checkpoint_header_;
 }
 
-std::string controller::checked_checkpoint(const std::string& text) {
+std::string controller::checked_checkpoint(const std::string& text, bool header_form) {
   if (text.empty()) return {};
   // By the exact text received: a fleet sends the few checkpoints this controller signed, so
   // most reports cost one lookup. A valid signature with a field changed is another text,
-  // checked (and refused) on its own.
+  // checked (and refused) on its own. The form is part of the key: a text refused in one form
+  // must not refuse the same bytes sent in the other.
+  const std::string key = (header_form ? "h" : "j") + text;
   {
     std::lock_guard lock(verified_mutex_);
-    if (const auto it = verified_.find(text); it != verified_.end()) {
+    if (const auto it = verified_.find(key); it != verified_.end()) {
       if (it->second.empty()) checkpoints_refused_->Increment();
       return it->second;
     }
   }
   std::string error;
-  const auto cp = audit::parse_checkpoint(text, error);
+  const auto cp = header_form ? audit::parse_checkpoint_header(text, error)
+                              : audit::parse_checkpoint(text, error);
   std::string result;
   if (cp && audit::verify_checkpoint(public_key_, *cp)) result = audit::checkpoint_json(*cp);
   if (result.empty()) checkpoints_refused_->Increment();
   std::lock_guard lock(verified_mutex_);
   if (verified_.size() >= 1024) verified_.clear();  // bounded whatever nodes send
-  verified_.emplace(text, result);
+  verified_.emplace(key, result);
   return result;
 }
 

@@ -1381,7 +1381,9 @@ op_result<bool> controller::node_status(const std::string& node,
                                         const std::map<std::string, std::string>& labels,
                                         const status_report& report) {
   // Checked before the lock: a signature check is the costliest step of a report.
-  const std::string checkpoint = checked_checkpoint(report.audit_checkpoint);
+  const std::string checkpoint = report.audit_checkpoint.empty()
+                                     ? checked_checkpoint(report.audit_checkpoint_header, true)
+                                     : checked_checkpoint(report.audit_checkpoint);
   const std::string conflict = checked_checkpoint(report.audit_checkpoint_conflict);
   std::lock_guard lock(mutex_);
   if (auto refused = serve_node_locked(node, &labels)) return {std::nullopt, *refused};
@@ -1536,7 +1538,7 @@ std::vector<node_view> controller::nodes() {
   const std::int64_t now = now_s();
   for (const auto& [id, n] : nodes_) {
     out.push_back({n.record, node_state_locked(n.record, now), offered_locked(n.record),
-                   is_canary(n.record)});
+                   is_canary(n.record), n.applied_at_ms});
     out.back().record.labels = labels_of(n.record);
   }
   return out;

@@ -158,6 +158,9 @@ struct node_view {
   std::string state;  // converged | pending | failing | stale
   std::uint64_t offered_revision = 0;
   bool canary = false;
+  // Unix ms when this replica learnt that applied_revision rose (the ACK taken here, or seen in
+  // the store); 0 when not since this replica started.
+  std::int64_t applied_at_ms = 0;
 };
 
 struct rollout_view {
@@ -190,6 +193,9 @@ struct status_report {
   // them (JSON text; "" when none). Stored only when they verify with the controller's key.
   std::string audit_checkpoint;
   std::string audit_checkpoint_conflict;
+  // A report carried on a long poll (X-Sluice-Status) names the held checkpoint in its header
+  // form instead (audit::checkpoint_header, base64), then audit_checkpoint is "".
+  std::string audit_checkpoint_header;
 };
 
 struct snapshot_offer {
@@ -475,9 +481,10 @@ class controller {
   // the latest. Store failures are left for the next call.
   void refresh_checkpoint_locked(bool soon = false);
   // A node's reported checkpoint in the serialised form when it parses and verifies with the
-  // controller's key, else "" (counted). Cached by the exact text received (bounded): a fleet
-  // reports the few checkpoints this controller signed. Without the controller's lock.
-  [[nodiscard]] std::string checked_checkpoint(const std::string& text);
+  // controller's key, else "" (counted). `text` is the serialised form, or with `header_form`
+  // audit::checkpoint_header's. Cached by the exact text received and its form (bounded): a
+  // fleet reports the few checkpoints this controller signed. Without the controller's lock.
+  [[nodiscard]] std::string checked_checkpoint(const std::string& text, bool header_form = false);
   // Wakes the waiters whose offer moved, drops bodies no node can be offered any more; and
   // notifies blocking snapshot() callers. Call after every change of rollout_.target/released.
   void offers_changed_locked();
@@ -543,7 +550,8 @@ class controller {
   std::int64_t checkpoint_looked_ms_ = 0;
   crypto::public_key public_key_;  // of cfg_.signing_key
   std::mutex verified_mutex_;      // guards verified_ (taken without mutex_, or inside it)
-  // Reported checkpoint text -> its serialised form when it verifies, "" when not.
+  // Reported checkpoint text, after 'j' (serialised form) or 'h' (header form) -> its
+  // serialised form when it verifies, "" when not.
   std::map<std::string, std::string> verified_;
 
   std::shared_ptr<prometheus::Registry> registry_;

@@ -86,7 +86,7 @@ agent::fetch_result answer_304(const std::optional<audit::checkpoint>& c) {
 
 class no_transport final : public agent::transport {
  public:
-  agent::fetch_result fetch(std::uint64_t, std::chrono::seconds) override { return {}; }
+  agent::fetch_result fetch(std::uint64_t, std::chrono::seconds, std::string_view) override { return {}; }
   agent::post_result post_status(const agent::status_report&) override { return {}; }
   void interrupt() override {}
 };

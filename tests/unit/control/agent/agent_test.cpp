@@ -710,7 +710,7 @@ namespace {
 // A transport the step-driven agent must never use.
 class no_transport final : public agent::transport {
  public:
-  agent::fetch_result fetch(std::uint64_t, std::chrono::seconds) override {
+  agent::fetch_result fetch(std::uint64_t, std::chrono::seconds, std::string_view) override {
     ++calls;
     return {};
   }
@@ -818,6 +818,129 @@ TEST_CASE("steps: a driver that is not run_once goes through report, poll, apply
   CHECK(s.status_failures == 1);
   CHECK(s.controller == "http://ctl");
   CHECK(none.calls == 0);
+}
+
+TEST_CASE("steps: once the controller says it takes them, ACKs ride on the next poll") {
+  temp_dir state;
+  no_transport none;
+  fake_applier applier;
+  fake_clock clock;
+  agent::agent_config ac;
+  ac.node_id = "n1";
+  ac.labels = n1_labels();
+  ac.controller_key = controller_keys().pub;
+  ac.state_dir = state.path;
+  ac.backoff_initial = 10ms;
+  agent::agent a(ac, none, applier, clock);
+  const auto carrying = [](agent::fetch_result f) {
+    f.status_carry = true;
+    return f;
+  };
+
+  // Nothing is known of the controller yet: the first report is POSTed.
+  auto due = a.report_due();
+  REQUIRE(due);
+  CHECK(due->carry.empty());
+  CHECK(a.report_sent(due->report, {true, ""}));
+
+  // The answer says it takes reports: the ACK of 5 is owed, not handed out to POST...
+  agent::agent::fetch_handling h =
+      a.handle_fetch(carrying(answered(agent::fetch_status::snapshot, good_scoped(5))));
+  CHECK(h.outcome == agent::poll_outcome::applied);
+  CHECK_FALSE(h.report);
+  CHECK_FALSE(h.taken);
+  // ...but to carry on the next poll, which is not cut short for it.
+  due = a.report_due();
+  REQUIRE(due);
+  CHECK(due->retry);
+  CHECK(due->report.offered == 5);
+  CHECK(due->carry == "ack revision=5 offered=5 ruleset=sha-of-5");
+  CHECK(a.poll_wait() == 25s);
+  CHECK_FALSE(a.report_due());  // in flight: not handed out twice
+  CHECK(a.state().acks == 0);   // not taken yet
+  h = a.handle_fetch(carrying(answered(agent::fetch_status::not_modified)));
+  REQUIRE(h.taken);
+  CHECK(h.taken->offered == 5);
+  CHECK(a.state().acks == 1);
+  CHECK_FALSE(a.report_due());
+
+  // A carried report whose poll failed is owed, and POSTed next (no controller is known to
+  // take it).
+  h = a.handle_fetch(carrying(answered(agent::fetch_status::snapshot, good_scoped(6))));
+  due = a.report_due();
+  REQUIRE(due);
+  CHECK_FALSE(due->carry.empty());
+  agent::fetch_result down;
+  down.error = "http://ctl: connection refused";
+  h = a.handle_fetch(down);
+  CHECK(h.outcome == agent::poll_outcome::fetch_failed);
+  CHECK_FALSE(h.taken);
+  due = a.report_due();
+  REQUIRE(due);
+  CHECK(due->retry);
+  CHECK(due->report.offered == 6);
+  CHECK(due->carry.empty());
+  CHECK(a.report_sent(due->report, {true, ""}));
+  CHECK(a.state().acks == 2);
+
+  // Carried, but answered by a controller that does not take reports (an older replica): owed,
+  // and POSTed.
+  h = a.handle_fetch(carrying(answered(agent::fetch_status::snapshot, good_scoped(7))));
+  due = a.report_due();
+  REQUIRE(due);
+  CHECK_FALSE(due->carry.empty());
+  h = a.handle_fetch(answered(agent::fetch_status::not_modified));
+  CHECK_FALSE(h.taken);
+  due = a.report_due();
+  REQUIRE(due);
+  CHECK(due->report.offered == 7);
+  CHECK(due->carry.empty());
+  CHECK(a.report_sent(due->report, {true, ""}));
+
+  // A NACK is never carried: its error text is for the POST body.
+  h = a.handle_fetch(carrying(answered(agent::fetch_status::not_modified)));
+  h = a.handle_fetch(carrying(answered(agent::fetch_status::snapshot, good_scoped(8, "+site:b"))));
+  CHECK(h.outcome == agent::poll_outcome::refused);
+  REQUIRE(h.report);
+  CHECK_FALSE(h.report->ack);
+  CHECK(a.report_sent(*h.report, {true, ""}));
+
+  // The periodic report rides too, and the interval runs from when it left.
+  clock.steady += 30s;
+  due = a.report_due();
+  REQUIRE(due);
+  CHECK_FALSE(due->retry);
+  CHECK(due->carry == "ack revision=7 offered=0 ruleset=sha-of-7");
+  CHECK(a.poll_wait() == 25s);
+  h = a.handle_fetch(carrying(answered(agent::fetch_status::not_modified)));
+  REQUIRE(h.taken);
+  CHECK(h.taken->offered == 0);
+  const agent::agent_state s = a.state();
+  CHECK(s.acks == 3);
+  CHECK(s.nacks == 1);
+  CHECK(s.status_posts == 6);  // reports taken, by POST or on a poll
+  CHECK(none.calls == 0);
+}
+
+TEST_CASE("status_header: the carried form; only ACKs in good health without a conflict carry") {
+  agent::status_report r;
+  r.revision = 12;
+  r.offered = 12;
+  r.ruleset_sha256 = std::string(64, 'a');
+  CHECK(agent::carriable(r));
+  CHECK(agent::status_header(r, "") == "ack revision=12 offered=12 ruleset=" + std::string(64, 'a'));
+  CHECK(agent::status_header(r, "eyJ9") ==
+        "ack revision=12 offered=12 ruleset=" + std::string(64, 'a') + " checkpoint=eyJ9");
+  agent::status_report nack = r;
+  nack.ack = false;
+  nack.error = "apply_failed: no";
+  CHECK_FALSE(agent::carriable(nack));
+  agent::status_report sick = r;
+  sick.health = "snapshot not persisted: disk full";
+  CHECK_FALSE(agent::carriable(sick));
+  agent::status_report conflict = r;
+  conflict.audit_checkpoint_conflict = "{}";
+  CHECK_FALSE(agent::carriable(conflict));
 }
 
 TEST_CASE("steps: the same answers reach the same state as run_once over HTTP") {

@@ -89,7 +89,7 @@ TEST_CASE("mutual TLS: the node's certificate reaches the controller, which is v
   std::string error;
   auto t = http_transport::create(config_for(p.d, srv.url()), error);
   REQUIRE_MESSAGE(t, error);
-  const fetch_result f = t->fetch(7, std::chrono::seconds(0));
+  const fetch_result f = t->fetch(7, std::chrono::seconds(0), {});
   CHECK_MESSAGE(f.error.empty(), f.error);
   CHECK(f.status == fetch_status::not_modified);
   {
@@ -104,19 +104,19 @@ TEST_CASE("mutual TLS: the node's certificate reaches the controller, which is v
     c.token = "tok";
     auto plain = http_transport::create(c, error);
     REQUIRE(plain);
-    const fetch_result g = plain->fetch(7, std::chrono::seconds(0));
+    const fetch_result g = plain->fetch(7, std::chrono::seconds(0), {});
     CHECK_FALSE(g.error.empty());
   }
   SUBCASE("a certificate of another CA is refused by the server") {
     auto rogue = http_transport::create(config_for(p.d, srv.url(), "edge-1", "rogue-node"), error);
     REQUIRE(rogue);
-    CHECK_FALSE(rogue->fetch(7, std::chrono::seconds(0)).error.empty());
+    CHECK_FALSE(rogue->fetch(7, std::chrono::seconds(0), {}).error.empty());
   }
   SUBCASE("the node does not talk to a controller whose certificate the CA file does not vouch for") {
     mtls_server impostor(p.d, "rogue-server");
     auto t2 = http_transport::create(config_for(p.d, impostor.url()), error);
     REQUIRE(t2);
-    const fetch_result g = t2->fetch(7, std::chrono::seconds(0));
+    const fetch_result g = t2->fetch(7, std::chrono::seconds(0), {});
     CHECK_FALSE(g.error.empty());
     std::lock_guard lock(impostor.mutex);
     CHECK(impostor.fetches == 0);

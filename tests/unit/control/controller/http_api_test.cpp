@@ -1,7 +1,7 @@
 // control/api/http_api's admission (issue 14) on a real server and controller (SQLite in a temp
 // dir): credentials checked on the head, per-route body caps, 429 with Retry-After per token,
 // per node id and per address, node certificates bound to their node id, refusals in /metrics,
-// waiting long polls answered at stop, and the status body decoder.
+// waiting long polls answered at stop, the status body decoder, and reports carried on polls.
 #include "control/api/http_api.hpp"
 
 #include <doctest/doctest.h>
@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "control/audit/checkpoint.hpp"
 #include "http_test_support.hpp"
 
 namespace ctl = sluice::control::controller;
@@ -270,4 +271,86 @@ TEST_CASE("node status bodies: decoded, or refused whole") {
                           R"({"revision": 1, "result": "maybe"})", R"({"revision": 1, "result": "ack", "labels": [1]})",
                           R"({"revision": "1", "result": "ack"})", R"({"revision": 1, "result": "ack", "error": 5})"})
     CHECK_MESSAGE(!parse_status_body(bad), std::string(bad));
+}
+
+TEST_CASE("a report carried on a poll is recorded before the poll waits; a malformed one is 400") {
+  api_fixture f;
+  const std::string sha(64, 'c');
+  httplib::Client c("127.0.0.1", f.port());
+  auto first = c.Get("/v1/nodes/n1/snapshot", bearer(node_token));
+  REQUIRE(first);
+  REQUIRE(first->status == 200);
+  CHECK(first->get_header_value("X-Sluice-Status-Carry") == "yes");  // says it takes them
+  const std::string etag = first->get_header_value("ETag");
+  const std::uint64_t revision = std::stoull(etag.substr(1, etag.size() - 2));
+  const auto checkpoint = f.core->audit_checkpoint();
+  REQUIRE(checkpoint);
+
+  // The ACK rides on the next poll, which waits (nothing new to offer) with the ACK on record.
+  const int fd = connect_to(f.port());
+  REQUIRE(send_all(fd, "GET /v1/nodes/n1/snapshot?wait=60 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                           node_token + "\r\nIf-None-Match: " + etag + "\r\nX-Sluice-Status: ack revision=" +
+                           std::to_string(revision) + " offered=" + std::to_string(revision) + " ruleset=" + sha +
+                           " checkpoint=" + sluice::control::audit::checkpoint_header(*checkpoint) + "\r\n\r\n"));
+  const auto n1 = [&]() -> std::optional<ctl::node_view> {
+    for (const auto& n : f.core->nodes())
+      if (n.record.node_id == "n1") return n;
+    return std::nullopt;
+  };
+  REQUIRE(eventually([&] { return f.core->waiting_polls() == 1; }));
+  REQUIRE(n1());
+  CHECK(n1()->record.applied_revision == revision);
+  CHECK(n1()->record.ruleset_sha256 == sha);
+  CHECK(n1()->state == "converged");
+  CHECK(n1()->record.audit_checkpoint == sluice::control::audit::checkpoint_json(*checkpoint));
+  ::close(fd);
+
+  // A checkpoint that does not verify (another key signed it) is not recorded; the ACK is.
+  const auto other = sluice::control::audit::make_checkpoint(crypto::generate_key_pair()->sec,
+                                                              checkpoint->count + 5, checkpoint->head,
+                                                              checkpoint->at, "forger");
+  REQUIRE(other);
+  auto forged = c.Get("/v1/nodes/n1/snapshot?wait=0",
+                      {{"Authorization", "Bearer " + node_token}, {"If-None-Match", etag},
+                       {"X-Sluice-Status", "ack revision=" + std::to_string(revision) + " offered=0 ruleset=" +
+                                               sha + " checkpoint=" +
+                                               sluice::control::audit::checkpoint_header(*other)}});
+  REQUIRE(forged);
+  CHECK(forged->status == 304);
+  CHECK(forged->get_header_value("X-Sluice-Status-Carry") == "yes");
+  CHECK(n1()->record.audit_checkpoint == sluice::control::audit::checkpoint_json(*checkpoint));
+  CHECK(f.metric("sluice_control_audit_checkpoints_refused_total") == 1);
+
+  // Malformed: refused whole, nothing recorded, no poll parked.
+  auto bad = c.Get("/v1/nodes/n2/snapshot?wait=0",
+                   {{"Authorization", "Bearer " + node_token}, {"X-Sluice-Status", "nack revision=1"}});
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  for (const auto& n : f.core->nodes()) CHECK(n.record.node_id != "n2");
+}
+
+TEST_CASE("node status headers: decoded, or refused whole") {
+  const std::string sha(64, 'a');
+  const auto ok = parse_status_header("ack revision=7 offered=8 ruleset=" + sha + " checkpoint=eyJ9");
+  REQUIRE(ok);
+  CHECK(ok->revision == 7);
+  CHECK(ok->offered == 8);
+  CHECK(ok->ack);
+  CHECK(ok->ruleset_sha256 == sha);
+  CHECK(ok->audit_checkpoint_header == "eyJ9");
+  CHECK(ok->audit_checkpoint.empty());
+  const auto bare = parse_status_header("ack revision=0 offered=0 ruleset=");
+  REQUIRE(bare);
+  CHECK(bare->ruleset_sha256.empty());
+  CHECK(bare->audit_checkpoint_header.empty());
+  const std::string r = " ruleset=" + sha;
+  for (const std::string& bad : std::vector<std::string>{
+           "", "ack", "nack revision=1 offered=1" + r, "ack revision=1" + r,
+        "ack offered=1 revision=1" + r, "ack revision=-1 offered=1" + r, "ack revision=1 offered=1",
+        "ack revision=1 offered=x" + r, "ack revision=01 offered=1" + r, "ack revision=123456789012345678901 offered=1" + r,
+        "ack revision=1 offered=1 ruleset=ABC", "ack revision=1 offered=1 ruleset=" + std::string(63, 'a'),
+        "ack revision=1 offered=1" + r + " checkpoint=", "ack revision=1 offered=1" + r + " health=ok",
+        "ack revision=1 offered=1" + r + " checkpoint=eyJ9 x=1", "ack  revision=1 offered=1" + r,
+        "ack revision=1 offered=1" + r + " checkpoint=" + std::string(8000, 'A')})
+    CHECK_MESSAGE(!parse_status_header(bad), bad);
 }
