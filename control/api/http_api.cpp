@@ -110,6 +110,25 @@ void send_json(response& res, int status, const json& body) {
   res.set_body(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
+// 200 {"KEY": [item...]}, serialised one item at a time: a JSON DOM of one item, never of the
+// whole list (GET /v1/nodes or /v1/audit over a 10,000-node fleet built tens of MB of DOM at once,
+// which stayed in the controller's peak RSS).
+template <class Items>
+void send_json_list(response& res, std::string_view key, const Items& items) {
+  std::string body = "{\"";
+  body += key;
+  body += "\":[";
+  bool first = true;
+  for (const auto& item : items) {
+    if (!first) body += ',';
+    first = false;
+    body += to_json(item).dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  body += "]}";
+  res.status = 200;
+  res.set_body(std::move(body), "application/json");
+}
+
 void send_error(response& res, const controller::op_error& e) {
   json body{{"error", e.code}, {"message", e.message}};
   if (e.line > 0) {
@@ -540,9 +559,7 @@ void http_api::attach(http_server& server) {
   add("GET", "/v1/directives", op, readers, now([this](const auto&, auto& res, const auto&) {
         const auto r = core_.directives();
         if (!r) return send_error(res, r.error);
-        json list = json::array();
-        for (const auto& v : *r.value) list.push_back(to_json(v));
-        send_json(res, 200, {{"directives", list}});
+        send_json_list(res, "directives", *r.value);
       }));
   add("GET", "/v1/directives/{issuer}/{id}", op, readers, now([this](const auto& req, auto& res, const auto&) {
         const auto r = core_.get(req.matches[0], req.matches[1]);
@@ -586,9 +603,7 @@ void http_api::attach(http_server& server) {
       }));
 
   add("GET", "/v1/nodes", op, readers, now([this](const auto&, auto& res, const auto&) {
-        json list = json::array();
-        for (const auto& n : core_.nodes()) list.push_back(to_json(n));
-        send_json(res, 200, {{"nodes", list}});
+        send_json_list(res, "nodes", core_.nodes());
       }));
   add("GET", "/v1/rollout", op, readers, now([this](const auto&, auto& res, const auto&) {
         send_json(res, 200, to_json(core_.rollout()));
@@ -616,9 +631,7 @@ void http_api::attach(http_server& server) {
         }
         const auto r = core_.audit(after, std::min<std::size_t>(limit, 10000));
         if (!r) return send_error(res, r.error);
-        json list = json::array();
-        for (const auto& a : *r.value) list.push_back(to_json(a));
-        send_json(res, 200, {{"records", list}});
+        send_json_list(res, "records", *r.value);
       }));
 
   // The node feed: on the io threads (no store access on the way; the controller's lock only).
@@ -698,9 +711,7 @@ void http_api::attach(http_server& server) {
     send_error(res, {error_kind::invalid, "bad_request", message});
   };
   add("GET", "/v1/inventory", op, readers, now([this](const auto&, auto& res, const auto&) {
-        json list = json::array();
-        for (const auto& r : core_.inventory()) list.push_back(to_json(r));
-        send_json(res, 200, {{"nodes", list}});
+        send_json_list(res, "nodes", core_.inventory());
       }));
   add("POST", "/v1/inventory", op, engineer,
       now([this, labels_of, refuse_body](const auto& req, auto& res, const auto& who) {
@@ -719,9 +730,7 @@ void http_api::attach(http_server& server) {
                              "body must be {\"nodes\": [{\"node\": id, \"labels\": {name: value}}...]}");
         const auto r = core_.enroll_nodes(who, nodes);
         if (!r) return send_error(res, r.error);
-        json list = json::array();
-        for (const auto& rec : *r.value) list.push_back(to_json(rec));
-        send_json(res, 200, {{"nodes", list}});
+        send_json_list(res, "nodes", *r.value);
       }),
       256 * 1024);  // up to 1,000 nodes with their labels
   add("POST", "/v1/inventory/{node}/enroll", op, engineer,
