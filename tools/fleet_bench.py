@@ -18,9 +18,11 @@ For each N, on a fresh controller and simulator (no canary stage by default, so 
 pure fan-out): wait until all N nodes converged on revision 1, then measure two revisions, a
 signed Telegram block (apps: [telegram]) and its signed lift (unblock):
   - per node, the time from the approval's HTTP response to the node's `applied` event for the
-    new revision, and to its `acked` event (the controller answered its ACK; --report-acks), by
-    the simulator's timestamps (same machine, same clock): p50, p99, max; and the apply times
-    from the moment the approval request was sent;
+    new revision (the simulator's timestamp), and to the moment a controller took its ACK (the
+    node's `applied_at_ms` in GET /v1/nodes, the earliest over the replicas; an ACK rides on the
+    node's next poll, so the simulator itself only learns it was taken when that poll is
+    answered): p50, p99, max (same machine, same clock); and the apply times from the moment the
+    approval request was sent;
   - the time to the last ACK as the controller sees it: its `rollout.completed` audit record
     (revision creation -> last live node's ACK, millisecond precision), and when our poll of
     /v1/rollout first saw the stage `done`;
@@ -30,7 +32,8 @@ signed Telegram block (apps: [telegram]) and its signed lift (unblock):
     figure that says whether the simulator left the two cores to the controller);
   - bytes per node per revision: the delta of sluice_control_snapshot_bytes_total over the delta
     of sluice_control_snapshots_served_total (snapshot bodies, HTTP headers not counted), and
-    the status POST body an ACK carries (computed from the agent's format, status_json).
+    the X-Sluice-Status header line an ACK rides on (the agent's status_header, with the
+    controller's latest checkpoint).
 Also the controller's peak RSS (VmHWM) and its peak thread count (Threads: of
 /proc/PID/status, sampled every 0.2 s during the run), per replica. Timings are reported, not
 asserted; the exit status is 1 only when a run did not converge.
@@ -121,12 +124,14 @@ def percentile(values, p):
     return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
-def status_body_bytes(revision, offered, labels):
-    """The ACK's POST /v1/nodes/{node}/status body, as control/agent's status_json writes it
-    (nlohmann::json: keys sorted, compact)."""
-    return len(json.dumps({"revision": revision, "offered": offered, "ruleset_sha256": "0" * 64,
-                           "result": "ack", "error": "", "health": "ok", "labels": labels},
-                          sort_keys=True, separators=(",", ":")).encode())
+def status_header_bytes(revision, offered, checkpoint):
+    """The header line an ACK rides on, as control/agent's status_header writes it; `checkpoint`
+    is the JSON of GET /v1/audit/checkpoint (sent in X-Sluice-Audit-Checkpoint's form)."""
+    cp = base64.b64encode(json.dumps(checkpoint, separators=(",", ":")).encode()).decode() \
+        if checkpoint else ""
+    value = f"ack revision={revision} offered={offered} ruleset={'0' * 64}" + \
+        (f" checkpoint={cp}" if cp else "")
+    return len(f"X-Sluice-Status: {value}\r\n".encode())
 
 
 class Run:
@@ -162,7 +167,6 @@ class Run:
         self.sampling = False
         self.sampler = None
         self.applied = {}  # revision -> {node: at}
-        self.acked = {}    # revision -> {node: at} (the first ACK the controller took)
         for name in ("ministry", "controller"):
             self.ctl(["keygen", "--public", f"{name}.pub", "--secret", f"{name}.key"])
         if self.tls:
@@ -286,8 +290,11 @@ tokens:
             self.write_config(f"controld-{name}.yaml", self.ports[i], store, self.canary, self.tokens)
         for name in self.names:
             with open(os.path.join(self.root, f"controld-{name}.log"), "w") as log:
-                self.procs.append(popen([os.path.join(self.a.build, "sluice-controld"), "--config",
-                                         f"controld-{name}.yaml"], cwd=self.root, stdout=log, stderr=log))
+                # SLUICE_BENCH_CONTROLD_PREFIX, e.g. 'heaptrack -o /tmp/ht': a command the
+                # controllers run under (their CPU and RSS figures are then the wrapper's).
+                prefix = os.environ.get("SLUICE_BENCH_CONTROLD_PREFIX", "").split()
+                self.procs.append(popen(prefix + [os.path.join(self.a.build, "sluice-controld"), "--config",
+                                                  f"controld-{name}.yaml"], cwd=self.root, stdout=log, stderr=log))
         self.proc = self.procs[0]
         self.sampling = True
         self.sampler = threading.Thread(target=self.sample_threads, daemon=True)
@@ -312,8 +319,7 @@ tokens:
                        "--node-ca-key", "node-ca/node-ca.key"] if self.tls else
                       ["--node-token-file", "node.token"]),
                     "--state-root", os.path.join(self.state_base, f"state{i}"),
-                    "--wait", str(self.a.wait), "--status-interval", str(self.a.status_interval),
-                    "--report-acks"]
+                    "--wait", str(self.a.wait), "--status-interval", str(self.a.status_interval)]
             if not self.a.sim_verify_each:
                 args.append("--share-verify")
             if self.a.sim_nice:
@@ -363,13 +369,22 @@ tokens:
                 continue
             if ev.get("event") == "applied":
                 self.applied.setdefault(ev["revision"], {})[ev["node"]] = ev["at"]
-            elif ev.get("event") == "acked":
-                self.acked.setdefault(ev["revision"], {}).setdefault(ev["node"], ev["at"])
 
     def all_applied(self, rev):
         self.check_alive()
         self.read_events()
-        return len(self.applied.get(rev, {})) >= self.n and len(self.acked.get(rev, {})) >= self.n
+        return len(self.applied.get(rev, {})) >= self.n
+
+    def acked_at(self, rev):
+        """node -> unix seconds when a controller took its ACK of `rev` or later (applied_at_ms,
+        the earliest over the replicas)."""
+        out = {}
+        for url in self.urls:
+            for x in (self.get("/v1/nodes", url) or {}).get("nodes", []):
+                if x["applied_revision"] >= rev and x.get("applied_at_ms", 0) > 0:
+                    t = x["applied_at_ms"] / 1000.0
+                    out[x["node"]] = min(t, out.get(x["node"], t))
+        return out
 
     def check_alive(self):
         watched = ([(f"sluice-fleet-sim {i}", p, f"sim{i}.log") for i, p in enumerate(self.sims)] +
@@ -421,10 +436,13 @@ tokens:
         if not done:
             raise RuntimeError(f"{what}: rollout of revision {target} not done in {self.a.timeout} s")
         if not wait_for(lambda: self.all_applied(target), 30):
-            raise RuntimeError(f"{what}: only {len(self.applied.get(target, {}))} applied and "
-                               f"{len(self.acked.get(target, {}))} acked events of {self.n} for "
-                               f"revision {target}")
+            raise RuntimeError(f"{what}: only {len(self.applied.get(target, {}))} applied events "
+                               f"of {self.n} for revision {target}")
         converged = self.all_converged(target)
+        acked = self.acked_at(target)
+        if len(acked) < self.n:
+            raise RuntimeError(f"{what}: the controllers took {len(acked)} ACKs of {self.n} for "
+                               f"revision {target}")
         bytes1 = self.metric("sluice_control_snapshot_bytes_total")
         served1 = self.metric("sluice_control_snapshots_served_total")
         records, after = [], 0
@@ -439,7 +457,7 @@ tokens:
         at = list(self.applied[target].values())
         lat = [t - t_resp for t in at]
         lat_sent = [t - t_sent for t in at]
-        ack = [t - t_resp for t in self.acked[target].values()]
+        ack = [t - t_resp for t in acked.values()]
         served = served1 - served0
         ctl_cpu, sim_cpu = cpu1 - cpu0, sim_cpu1 - sim_cpu0
         return {
@@ -462,7 +480,7 @@ tokens:
             "etcd_cpu_s": etcd_cpu1 - etcd_cpu0,
             "snapshots_served": served,
             "snapshot_bytes_per_node": (bytes1 - bytes0) / served if served else None,
-            "status_post_body_bytes": status_body_bytes(target, target, {"site": "sim"}),
+            "status_header_bytes": status_header_bytes(target, target, self.get("/v1/audit/checkpoint")),
         }
 
     def start_perf(self, what):
@@ -722,7 +740,7 @@ def print_table(all_results, machine):
     print(f"\nfleet rollout benchmark ({machine})")
     hdr = ("N", "rev", "apply p50", "apply p99", "ACK p50", "ACK p99", "ACK max", "last ACK (ctl)",
            "ctl CPU", "ctl us/node", "ctl threads", "ctl peak RSS", "ctl RSS waiting", "sim us/node",
-           "snapshot B/node", "status B/node")
+           "snapshot B/node", "ACK B/node")
     rows = [hdr]
     for r in all_results:
         for rv in r["revisions"]:
@@ -735,13 +753,15 @@ def print_table(all_results, machine):
                          str(r["controller_peak_threads"]), f"{r['controller_peak_rss_kib'] / 1024:.1f} MiB",
                          f"{r['controller_rss_all_waiting_kib'] / 1024:.1f} MiB",
                          f"{rv['sim_cpu_us_per_node']:.0f}",
-                         fmt(rv["snapshot_bytes_per_node"], 1, ""), str(rv["status_post_body_bytes"])))
+                         fmt(rv["snapshot_bytes_per_node"], 1, ""), str(rv["status_header_bytes"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
     for i, row in enumerate(rows):
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    print("apply/ACK: approval's HTTP response -> node's `applied` / `acked` event (simulator clock);\n"
+    print("apply: approval's HTTP response -> node's `applied` event (simulator clock); ACK: -> a\n"
+          "  controller took the node's ACK (its applied_at_ms, the earliest over the replicas);\n"
+          "ACK B/node: the X-Sluice-Status header line the ACK rides on (its next poll);\n"
           "last ACK (ctl): the controller's rollout.completed (revision created -> last ACK);\n"
           "ctl CPU: controller utime+stime from the approval to the rollout's completion (per revision),\n"
           "  and that per node in microseconds; sim us/node: the simulator's own CPU over the same\n"
