@@ -291,10 +291,13 @@ tokens:
         for name in self.names:
             with open(os.path.join(self.root, f"controld-{name}.log"), "w") as log:
                 # SLUICE_BENCH_CONTROLD_PREFIX, e.g. 'heaptrack -o /tmp/ht': a command the
-                # controllers run under (their CPU and RSS figures are then the wrapper's).
+                # controllers run under (their CPU and RSS figures are then the wrapper's). Each
+                # runs in its own process group, signalled whole at the end: a wrapper need not
+                # pass SIGTERM on (heaptrack does not).
                 prefix = os.environ.get("SLUICE_BENCH_CONTROLD_PREFIX", "").split()
                 self.procs.append(popen(prefix + [os.path.join(self.a.build, "sluice-controld"), "--config",
-                                                  f"controld-{name}.yaml"], cwd=self.root, stdout=log, stderr=log))
+                                                  f"controld-{name}.yaml"], cwd=self.root, stdout=log,
+                                        stderr=log, start_new_session=True))
         self.proc = self.procs[0]
         self.sampling = True
         self.sampler = threading.Thread(target=self.sample_threads, daemon=True)
@@ -338,15 +341,22 @@ tokens:
         self.sampling = False
         if self.sampler:
             self.sampler.join()
+        def signal_all(p, sig):
+            try:
+                os.killpg(p.pid, sig) if p in self.procs else p.send_signal(sig)
+            except OSError:
+                pass
         for p in self.sims + self.procs:
             if p and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                signal_all(p, signal.SIGTERM)
         for p in self.sims + self.procs:
             try:
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                p.kill()
+                signal_all(p, signal.SIGKILL)
                 p.wait()
+        for p in self.procs:  # whatever a wrapper left in the group
+            signal_all(p, signal.SIGKILL)
         if self.cluster:
             self.cluster.stop()
         if self.state_base != self.root:

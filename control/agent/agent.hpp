@@ -313,7 +313,7 @@ struct agent_state {
   std::uint64_t applied = 0;           // snapshots accepted and applied (start-up included)
   std::uint64_t acks = 0;              // ACK reports sent
   std::uint64_t nacks = 0;             // offers refused (each reported as a NACK)
-  std::uint64_t status_posts = 0;      // reports the controller took
+  std::uint64_t status_posts = 0;      // reports a controller took (POSTed or carried on a poll)
   std::uint64_t status_failures = 0;   // reports no controller took
   std::uint64_t persist_failures = 0;
   std::int64_t last_contact = 0;       // unix seconds of the last controller answer, 0 never
