@@ -1034,11 +1034,15 @@ void controller::advance_rollout_locked(store::write_batch& batch) {
     std::int64_t last_ack_ms = 0;
     std::string failed;
     for (const auto& [id, n] : nodes_) {
-      if (is_stale(n.record, now)) continue;
-      if (n.record.nack && n.record.nack_revision == rollout_.target)
+      const bool refused = n.record.nack && n.record.nack_revision == rollout_.target;
+      const bool behind = n.record.applied_revision < rollout_.target;
+      // A node that has it and refused nothing counts whether stale or not: only its ACK time
+      // matters, and the staleness check (an inventory lookup) is skipped for most of the fleet.
+      if ((refused || behind) && is_stale(n.record, now)) continue;
+      if (refused)
         failed = "node " + id + " refused revision " + std::to_string(rollout_.target) + ": " +
                  n.record.error;
-      if (n.record.applied_revision < rollout_.target) all_done = false;
+      if (behind) all_done = false;
       last_ack_ms = std::max(last_ack_ms, n.applied_at_ms);
     }
     if (!failed.empty()) {
@@ -1148,7 +1152,7 @@ void controller::tick() {
   if (rollout_.released != before.released || rollout_.target != before.target)
     offers_changed_locked();
   // The directives read at the top, unless this tick's own batch changed some.
-  update_gauges_locked(listed && batch.directives.empty() ? &all : nullptr);
+  update_gauges_locked(listed && batch.directives.empty() ? &all : nullptr, /*ticking=*/true);
   if (more.empty()) return;
 
   // Node-only batches need no leadership and no shared state: the store is thread-safe, and
@@ -1564,7 +1568,8 @@ op_result<std::vector<audit::audit_record>> controller::audit(std::uint64_t afte
   }
 }
 
-void controller::update_gauges_locked(const std::vector<store::directive_record>* all) {
+void controller::update_gauges_locked(const std::vector<store::directive_record>* all,
+                                      bool ticking) {
   revision_gauge_->Set(static_cast<double>(revision_));
   released_gauge_->Set(static_cast<double>(rollout_.released));
   std::map<std::string, double> by_state;
@@ -1579,8 +1584,11 @@ void controller::update_gauges_locked(const std::vector<store::directive_record>
     return;
   }
   for (const char* s : all_states) directives_gauge_->Add({{"state", s}}).Set(by_state[s]);
+  const std::int64_t now_ms = clk_.now_ms();
+  if (ticking && now_ms - node_gauges_ms_ < 1000) return;
+  node_gauges_ms_ = now_ms;
   std::map<std::string, double> nodes_by;
-  const std::int64_t now = now_s();
+  const std::int64_t now = now_ms / 1000;
   for (const auto& [id, n] : nodes_) nodes_by[node_state_locked(n.record, now)] += 1;
   for (const char* s : node_states) nodes_gauge_->Add({{"state", s}}).Set(nodes_by[s]);
   const std::size_t enrolled = inventory_.enrolled_count();
