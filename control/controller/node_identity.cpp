@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -153,8 +154,13 @@ std::optional<op_error> controller::commit_inventory_locked(store::write_batch& 
 
 void controller::apply_configured_nodes_locked() {
   if (cfg_.nodes.empty()) return;
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    if (attempt > 0) refresh_locked(true);
+  // Replicas started together apply the same list, chunk by chunk, each chunk a CAS on the
+  // inventory's generation: a replica that loses one re-reads and judges again against what the
+  // others wrote. That is progress as long as what is left to write shrinks; only three
+  // conflicts in a row with nothing gained from the others end it (three replicas with 5,000
+  // nodes each used to give up after three conflicts, when they were merely interleaving).
+  std::size_t left = std::numeric_limits<std::size_t>::max();
+  for (int stalls = 0;;) {
     const std::int64_t now = now_s();
     std::vector<store::inventory_record> records;
     std::vector<audit::audit_record> events;
@@ -179,6 +185,10 @@ void controller::apply_configured_nodes_locked() {
       }
       // A revoked node stays revoked: the config cannot undo an engineer's revocation.
     }
+    if (records.empty()) return;
+    stalls = records.size() < left ? 0 : stalls + 1;
+    if (stalls == 3) break;
+    left = records.size();
     bool conflict = false;
     for (std::size_t at = 0; at < records.size() && !conflict; at += max_bulk) {
       const std::size_t end = std::min(records.size(), at + max_bulk);
@@ -191,9 +201,12 @@ void controller::apply_configured_nodes_locked() {
         if (!cfg_.replicated || e->kind != error_kind::conflict)
           throw store::store_error("applying the config's nodes: " + e->message);
         conflict = true;  // another replica wrote first: judge again against what it wrote
+      } else {
+        left -= end - at;
       }
     }
     if (!conflict) return;
+    refresh_locked(true);
   }
   throw store::store_error("applying the config's nodes: other replicas kept writing the inventory");
 }

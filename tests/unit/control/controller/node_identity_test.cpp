@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "control/controller/controller.hpp"
@@ -441,4 +442,34 @@ TEST_CASE("replicas share the inventory: a revocation on one is enforced by the 
   f.core->tick();
   CHECK(f.core->inventory().size() == 3);
   CHECK(second.inventory().size() == 3);
+}
+
+TEST_CASE("replicas started together with one long nodes list all start; each node enrolled once") {
+  // Four chunks each (max_bulk is 1,000), three replicas interleaving their CAS commits: each
+  // conflict used to count as a failed attempt, and the third ended start-up.
+  fixture f([](ctl::controller_config& c, sluice::test::cert_dir&) { c.replicated = true; });
+  ctl::controller_config cfg = f.cfg;
+  for (int i = 0; i < 4000; ++i) cfg.nodes.push_back({"edge-" + std::to_string(i), {{"group", "main"}}});
+  std::vector<std::unique_ptr<store::store>> stores;
+  for (int r = 0; r < 3; ++r) stores.push_back(store::open_sqlite_store(f.dir.file("c.db")));
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r)
+    threads.emplace_back([&, r] {
+      ctl::controller_config c = cfg;
+      c.replica = "r" + std::to_string(r);
+      try {
+        ctl::controller replica(c, *stores[static_cast<std::size_t>(r)], f.clk);
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) CHECK_MESSAGE(e.empty(), e);
+  f.core->tick();
+  CHECK(f.core->inventory().size() == 4000);
+  const auto all = f.core->audit(0, 0);
+  REQUIRE(all);
+  CHECK(std::count_if(all.value->begin(), all.value->end(),
+                      [](const auto& a) { return a.event == "node.enrolled"; }) == 4000);
 }
