@@ -1587,6 +1587,13 @@ void controller::update_gauges_locked(const std::vector<store::directive_record>
   const std::int64_t now_ms = clk_.now_ms();
   if (ticking && now_ms - node_gauges_ms_ < 1000) return;
   node_gauges_ms_ = now_ms;
+  // A follower's tick does not follow the others' node reports (the leader's does): without
+  // this its gauges counted every node served elsewhere as stale, and the NOC's stale-node
+  // alert fired on each follower of a healthy fleet.
+  try {
+    refresh_nodes_locked(false);
+  } catch (const store::store_error&) {
+  }
   std::map<std::string, double> nodes_by;
   const std::int64_t now = now_ms / 1000;
   for (const auto& [id, n] : nodes_) nodes_by[node_state_locked(n.record, now)] += 1;

@@ -578,6 +578,17 @@ tokens:
     def node_list(self):
         return (self.get("/v1/nodes") or {}).get("nodes", [])
 
+    def metric(self, sample):
+        """The value of one exposition line (`name{labels}`) of /metrics, 0.0 when absent, None
+        when the controller did not answer."""
+        status, text = self.request("GET", "/metrics", role=None)
+        if status != 200 or not isinstance(text, str):
+            return None
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
     def rollout(self):
         return self.get("/v1/rollout") or {}
 

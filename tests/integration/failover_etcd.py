@@ -262,6 +262,15 @@ def run(root):
     if submit_and_approve(acks, survivors[0], survivors[1], "unblock.yaml", "MINCOM-2026-702", "lift"):
         lift_rev = wait_for(lambda: (lambda t: t if t > before else 0)(new_leader.rollout().get("target", 0)), 10)
         check(lift_rev > before, f"the lift made revision {lift_rev} with 2 of 3 etcd members")
+        # The follower's gauges, before anything lists nodes through it (which re-reads them
+        # from the store): its own tick must follow the ACKs the leader takes. It used to count
+        # the leader's nodes as pending (or, quiet long enough, stale) on a converged fleet, and
+        # the NOC's alerts on those gauges fired on every follower.
+        sample = 'sluice_control_nodes{state="converged"}'
+        check(wait_for(lambda: via.metric(sample) == NODES, 40, step=0.2),
+              f"the follower {via.replica} counts all {NODES} nodes converged on {lift_rev} in "
+              f"{sample} (last read {via.metric(sample)}, pending "
+              f"{via.metric(sample.replace('converged', 'pending'))})")
         check(wait_for(lambda: converged(via, lift_rev, all_ids), 40, step=0.2),
               f"all {NODES} nodes converged on revision {lift_rev} (seen through {via.replica}): "
               f"{node_summary(via)}; {new_leader.replica}: {node_summary(new_leader)}")
