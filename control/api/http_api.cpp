@@ -289,14 +289,20 @@ std::optional<status_body> parse_status_body(std::string_view text) {
 }
 
 std::optional<controller::status_report> parse_status_header(std::string_view value) {
-  // Takes "NAME=" off the front of `value` and returns what comes before the next space.
+  // Takes "NAME=" off the front of `value` and returns what comes before the next space (a
+  // space must be followed by another field: no trailing space).
   const auto field = [&value](std::string_view name) -> std::optional<std::string_view> {
     if (!value.starts_with(name) || value.size() <= name.size() || value[name.size()] != '=')
       return std::nullopt;
     value.remove_prefix(name.size() + 1);
-    const std::size_t end = std::min(value.find(' '), value.size());
-    const std::string_view out = value.substr(0, end);
-    value.remove_prefix(end == value.size() ? end : end + 1);
+    const std::size_t space = value.find(' ');
+    const std::string_view out = value.substr(0, space);
+    if (space == std::string_view::npos) {
+      value = {};
+    } else {
+      value.remove_prefix(space + 1);
+      if (value.empty()) return std::nullopt;
+    }
     return out;
   };
   const auto number = [](std::optional<std::string_view> text) -> std::optional<std::uint64_t> {

@@ -347,7 +347,8 @@ TEST_CASE("node status headers: decoded, or refused whole") {
   for (const std::string& bad : std::vector<std::string>{
            "", "ack", "nack revision=1 offered=1" + r, "ack revision=1" + r,
         "ack offered=1 revision=1" + r, "ack revision=-1 offered=1" + r, "ack revision=1 offered=1",
-        "ack revision=1 offered=x" + r, "ack revision=01 offered=1" + r, "ack revision=123456789012345678901 offered=1" + r,
+        "ack revision=1 offered=x" + r, "ack revision=01 offered=1" + r, "ack revision=1 offered=1" + r + " ",
+        "ack revision=1 offered=1" + r + " checkpoint=eyJ9 ", "ack revision=123456789012345678901 offered=1" + r,
         "ack revision=1 offered=1 ruleset=ABC", "ack revision=1 offered=1 ruleset=" + std::string(63, 'a'),
         "ack revision=1 offered=1" + r + " checkpoint=", "ack revision=1 offered=1" + r + " health=ok",
         "ack revision=1 offered=1" + r + " checkpoint=eyJ9 x=1", "ack  revision=1 offered=1" + r,
