@@ -347,11 +347,14 @@ class Demo(Story):
         self.say("(loopback of the demo's own network namespace: `nsenter --net=/proc/%d/ns/net "
                  "curl -s URL` while it runs;\n in production, deploy/prometheus/prometheus.yml "
                  "scrapes them and deploy/ holds the alert rules and dashboard)" % os.getpid())
+        # The controller counts its nodes into the gauges at most once a second (a national
+        # fleet would otherwise be recounted on every tick), so the gauge may trail /v1/nodes.
+        want = 'sluice_control_nodes{state="converged"} 2'
+        wait_for(lambda: want in (self.get("/metrics", None) or ""), 3, 0.2)
         m = self.get("/metrics", None) or ""
         lines = [l for l in m.splitlines() if l.startswith("sluice_control_nodes{")]
         self.say("now: " + "; ".join(lines))
-        self.check('sluice_control_nodes{state="converged"} 2' in m,
-                   "controller metrics: 2 nodes converged")
+        self.check(want in m, "controller metrics: 2 nodes converged")
         if a.hold:
             self.say("--hold: everything stays up until Ctrl-C")
             signal.pause()
