@@ -163,7 +163,7 @@ def story(root):
     st = e.get("/v1/directives/ministry-of-communications/MINCOM-2026-001")
     check(st["state"] == "ended" and st["end_reason"] == "lifted", f"block ended by the lift: {st['state']}/{st['end_reason']}")
 
-    # Gauges follow the controller's tick (every 250 ms), so give them a moment.
+    # Node gauges are recounted at most once a second, so give them a moment.
     m = wait_for(lambda: (lambda t: t if isinstance(t, str) and
                           'sluice_control_nodes{state="converged"} 2' in t else None)(
                               e.get("/metrics", None)), 5)
