@@ -97,7 +97,7 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
          {"listen", "database", "apps_dir", "signing_key", "issuers", "approvals_required",
           "stale_after_seconds", "canary", "inventory", "tokens", "http_threads", "server", "tls",
           "max_wait_seconds", "store", "protected", "approval", "impact", "limits", "node_ca",
-          "nodes", "nodes_file"},
+          "nodes", "nodes_file", "console"},
          "the config");
   daemon_config c;
   if (root["listen"]) c.listen = r.str(root["listen"], "listen");
@@ -313,6 +313,26 @@ daemon_config load_daemon_config(std::istream& in, const std::filesystem::path& 
         r.fail(li["directive_entries"], "limits.directive_entries must be 100..100000000");
       c.core.max_directive_entries = static_cast<std::size_t>(n);
     }
+  }
+  if (const auto co = root["console"]) {
+    r.keys(co, {"assets", "enabled", "session_idle_seconds", "session_max_seconds"}, "console");
+    if (co["enabled"]) {
+      try {
+        c.console_enabled = co["enabled"].as<bool>();
+      } catch (const YAML::Exception&) {
+        r.fail(co["enabled"], "console.enabled must be true or false");
+      }
+    }
+    if (co["assets"]) c.console.assets = r.path(co["assets"], "console.assets");
+    const auto seconds = [&](const char* key, std::uint64_t lo, std::uint64_t hi) {
+      const std::uint64_t v = r.num(co[key], std::string("console.") + key);
+      if (v < lo || v > hi)
+        r.fail(co[key], std::string("console.") + key + " must be " + std::to_string(lo) + ".." +
+                            std::to_string(hi));
+      return std::chrono::seconds(v);
+    };
+    if (co["session_idle_seconds"]) c.console.session_idle = seconds("session_idle_seconds", 60, 86400);
+    if (co["session_max_seconds"]) c.console.session_max = seconds("session_max_seconds", 60, 7 * 86400);
   }
   if (const auto im = root["impact"]) {
     r.keys(im, {"retention_seconds"}, "impact");

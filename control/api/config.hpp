@@ -55,6 +55,11 @@
 //   nodes:                                     # optional inventory kept in config management:
 //     - { id: edge-1, labels: { site: msk-1, group: canary } }   # enrolled at start
 //   nodes_file: /etc/sluice/nodes.yaml         # optional: the same list in a file of its own
+//   console:                                   # issue 15: the operators' web console, /ui/
+//     enabled: true                            # false: no console files, no /ui/
+//     assets: /usr/share/sluice/console        # default: beside the binary (see below)
+//     session_idle_seconds: 1800               # a browser session ends after this idle,
+//     session_max_seconds: 43200               #   and this long after sign-in in any case
 //
 // Relative paths are relative to the config file. Unknown keys are errors. Throws
 // config_error ("file:line:column: message") on any problem, including unreadable keys.
@@ -100,6 +105,10 @@ struct daemon_config {
   // The node CA's certificate (node_ca.cert; empty when none): what the server verifies nodes'
   // client certificates against. The CA itself (with its key, if any) is core.node_ca.
   std::filesystem::path node_ca_cert;
+  // The operators' console (issue 15). assets empty: sluice-controld looks beside its binary
+  // (BUILD/console, PREFIX/share/sluice/console).
+  bool console_enabled = true;
+  console_config console;
   controller::controller_config core;
 };
 

@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include "control/common/node_protocol.hpp"
+#include "control/crypto/minisign.hpp"
 #include "control/fleet/compile.hpp"
 
 namespace sluice::control::api {
@@ -51,11 +52,24 @@ json to_json(const controller::directive_view& v) {
          {"approvals", approvals},
          {"overrides", overrides},
          {"protected_overlaps", overlaps},
-         {"enforcement", {{"in_scope", v.in_scope}, {"enforcing", v.enforcing}}}};
+         {"enforcement", {{"in_scope", v.in_scope}, {"enforcing", v.enforcing},
+                          {"pending", v.pending}, {"failing", v.failing}, {"stale", v.stale}}},
+         {"approvals_required", v.approvals_required},
+         {"overrides_required", v.overlaps.empty() ? 0 : v.overrides_required}};
+  if (const auto key = crypto::signature_key_id(r.signature)) j["signed_by_key"] = crypto::to_hex(*key);
   if (v.parsed) {
-    j["legal_basis"] = v.parsed->legal_basis;
-    j["not_before"] = fleet::format_rfc3339(v.parsed->not_before);
-    j["not_after"] = v.parsed->not_after ? json(fleet::format_rfc3339(*v.parsed->not_after)) : json();
+    const auto& d = *v.parsed;
+    j["legal_basis"] = d.legal_basis;
+    j["not_before"] = fleet::format_rfc3339(d.not_before);
+    j["not_after"] = d.not_after ? json(fleet::format_rfc3339(*d.not_after)) : json();
+    j["targets"] = {{"apps", d.targets.apps}, {"prefixes", d.targets.prefixes},
+                    {"domains", d.targets.domains}};
+    j["scope"] = {{"all", d.scope.all}, {"sites", d.scope.sites}, {"labels", d.scope.labels}};
+    if (d.action == directive::directive_action::block)
+      j["response"] = directive::to_string(d.response);
+    if (d.throttle)
+      j["throttle"] = {{"rate_bps", d.throttle->rate_bps}, {"burst_bytes", d.throttle->burst_bytes}};
+    if (!d.lifts.empty()) j["lifts"] = d.lifts;
   }
   return j;
 }
@@ -339,10 +353,11 @@ std::optional<controller::status_report> parse_status_header(std::string_view va
 }
 
 http_api::http_api(controller::controller& core, const std::vector<token_entry>& tokens,
-                   api_limits limits)
+                   api_limits limits, console_config console)
     : core_(core), limits_(limits), per_token_(limits.per_token, limits.max_rate_keys),
-      per_address_(limits.per_address, limits.max_rate_keys) {
+      per_address_(limits.per_address, limits.max_rate_keys), sessions_(console) {
   for (const auto& t : tokens) by_hash_[t.sha256] = t;
+  if (!console.assets.empty()) assets_ = load_console_assets(console.assets);
 }
 
 namespace {
@@ -351,6 +366,19 @@ response too_many(const rate_decision& d, std::string_view who) {
   response r = error_response(429, "rate_limited", std::string(who) + " is over its request rate; retry later");
   r.headers.emplace_back("Retry-After", std::to_string(d.retry_after.count()));
   return r;
+}
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+json session_json(const console_session& s, const console_config& cfg) {
+  return {{"name", s.who.name},
+          {"role", controller::to_string(s.who.r)},
+          {"csrf", s.csrf},
+          {"expires_at", s.expires_ms(cfg)}};
 }
 
 response refusal_response(const controller::op_error& e) {
@@ -367,6 +395,36 @@ admission http_api::admit_public(const request& req) {
   if (const auto d = per_address_.take(req.remote_address); !d.allowed)
     return admission::refuse(refusal::rate_limited, too_many(d, "this address"));
   return admission::admit(0);
+}
+
+std::variant<controller::principal, admission> http_api::operator_of(const request& req) {
+  const auto unauthenticated = [this, &req](std::string code, std::string message) {
+    if (const auto d = per_address_.take(req.remote_address); !d.allowed)
+      return admission::refuse(refusal::rate_limited, too_many(d, "this address"));
+    return admission::refuse(refusal::unauthenticated,
+                             refusal_response({error_kind::unauthorized, std::move(code), std::move(message)}));
+  };
+  const std::string auth = req.header("Authorization");
+  if (!auth.empty()) {
+    const auto it = auth.size() > 7 && auth.compare(0, 7, "Bearer ") == 0
+                        ? by_hash_.find(token_hash(auth.substr(7)))
+                        : by_hash_.end();
+    if (it == by_hash_.end()) return unauthenticated("unauthorized", "missing or unknown bearer token");
+    return controller::principal{it->second.name, it->second.r};
+  }
+  const std::string cookie = cookie_value(req.header("Cookie"), session_cookie_name);
+  if (cookie.empty()) return unauthenticated("unauthorized", "missing or unknown bearer token");
+  const auto session = sessions_.find(cookie, wall_ms());
+  if (!session) return unauthenticated("session_expired", "the session has expired or ended; sign in again");
+  // A cookie rides along on any request the browser sends, a cross-site one included
+  // (SameSite=Strict aside): a change needs the token only the console's own page can read.
+  if (req.method != "GET" && req.method != "HEAD" &&
+      !same_secret(req.header(std::string(csrf_header_name)), session->csrf))
+    return admission::refuse(refusal::forbidden,
+                             refusal_response({error_kind::forbidden, "csrf",
+                                               "a change made with a browser session needs its "
+                                               "X-CSRF-Token"}));
+  return session->who;
 }
 
 admission http_api::admit(http_server& server, const route_rule& rule, const request& req) {
@@ -390,18 +448,14 @@ admission http_api::admit(http_server& server, const route_rule& rule, const req
         refusal::unauthenticated,
         refusal_response(*core_.admit_node_peer(req.matches.at(0), false, "", "")));
   } else {
-    const std::string auth = req.header("Authorization");
-    const auto it = auth.size() > 7 && auth.compare(0, 7, "Bearer ") == 0
-                        ? by_hash_.find(token_hash(auth.substr(7)))
-                        : by_hash_.end();
-    if (it == by_hash_.end()) {
-      if (const auto d = per_address_.take(req.remote_address); !d.allowed)
-        return admission::refuse(refusal::rate_limited, too_many(d, "this address"));
+    auto found = operator_of(req);
+    if (auto* refused = std::get_if<admission>(&found)) return std::move(*refused);
+    who = std::get<controller::principal>(std::move(found));
+    // A session is for people: node routes take a node's certificate or token only.
+    if (rule.node && who->r != role::node && req.header("Authorization").empty())
       return admission::refuse(refusal::unauthenticated,
                                refusal_response({error_kind::unauthorized, "unauthorized",
-                                                 "missing or unknown bearer token"}));
-    }
-    who = controller::principal{it->second.name, it->second.r};
+                                                 "node routes take no browser session"}));
     // A node token is fleet-wide (until per-node certificates): each node id gets its own bucket.
     const std::string key =
         rule.node && who->r == role::node ? "node:" + req.matches.at(0) : "token:" + who->name;
@@ -562,6 +616,30 @@ void http_api::attach(http_server& server) {
         send_json(res, 201, to_json(*r.value));
       }),
       limits_.max_document_bytes);
+  // The console's dry run: submit()'s checks, nothing stored, counted or audited. A refusal of
+  // the document is this call's answer (200 ok=false), not its failure.
+  add("POST", "/v1/directives/check", op, ministry, now([this](const auto& req, auto& res, const auto& who) {
+        const auto body = body_json(req);
+        if (!body || !(*body).contains("document") || !(*body)["document"].is_string() ||
+            !(*body).contains("signature") || !(*body)["signature"].is_string())
+          return send_error(res, {error_kind::invalid, "bad_request",
+                                  "body must be {\"document\": string, \"signature\": string}"});
+        const auto r = core_.check(who, (*body)["document"].template get<std::string>(),
+                                   (*body)["signature"].template get<std::string>());
+        if (!r && r.error.kind == error_kind::unavailable) return send_error(res, r.error);
+        if (!r) {
+          json problem{{"code", r.error.code}, {"message", r.error.message}};
+          if (r.error.line > 0) {
+            problem["line"] = r.error.line;
+            problem["column"] = r.error.column;
+          }
+          return send_json(res, 200, {{"ok", false}, {"problems", json::array({problem})}});
+        }
+        json j = to_json(*r.value);
+        j["ok"] = true;
+        send_json(res, 200, j);
+      }),
+      limits_.max_document_bytes);
   add("GET", "/v1/directives", op, readers, now([this](const auto&, auto& res, const auto&) {
         const auto r = core_.directives();
         if (!r) return send_error(res, r.error);
@@ -603,6 +681,10 @@ void http_api::attach(http_server& server) {
         res.status = 200;
         res.set_body(*r.value, "application/json");
       }));
+  add("POST", "/v1/directives/{issuer}/{id}/reject", op, engineer,
+      with_reason([this](const request& req, const controller::principal& who, const std::string& reason) {
+        return core_.reject(who, req.matches[0], req.matches[1], reason);
+      }));
   add("POST", "/v1/directives/{issuer}/{id}/revoke", op, ministry,
       with_reason([this](const request& req, const controller::principal& who, const std::string& reason) {
         return core_.revoke(who, req.matches[0], req.matches[1], reason);
@@ -635,10 +717,36 @@ void http_api::attach(http_server& server) {
         } catch (const std::exception&) {
           return send_error(res, {error_kind::invalid, "bad_request", "after and limit must be numbers"});
         }
-        const auto r = core_.audit(after, std::min<std::size_t>(limit, 10000));
+        // ?subject=ISSUER/ID: that directive's own records (the console's timeline).
+        const auto r = req.has_param("subject")
+                           ? core_.audit_of(req.param("subject"), std::min<std::size_t>(limit, 10000))
+                           : core_.audit(after, std::min<std::size_t>(limit, 10000));
         if (!r) return send_error(res, r.error);
         send_json_list(res, "records", *r.value);
       }));
+  add("GET", "/v1/audit/verify", op, readers, now([this](const auto&, auto& res, const auto&) {
+        const auto r = core_.verify_audit();
+        if (!r) return send_error(res, r.error);
+        const auto& c = *r.value;
+        send_json(res, 200, {{"ok", c.ok}, {"records", c.records},
+                             {"head_seq", c.ok ? c.records : c.bad_seq - 1},
+                             {"head_hash", c.head_hash}, {"bad_seq", c.bad_seq},
+                             {"problem", c.problem}});
+      }));
+  // The caller's browser session (the console, control/console/README.md).
+  add("GET", "/v1/session", op, readers, now([this](const auto& req, auto& res, const auto& who) {
+        const auto s = sessions_.find(cookie_value(req.header("Cookie"), session_cookie_name), wall_ms());
+        if (!s) return send_json(res, 200, {{"name", who.name}, {"role", controller::to_string(who.r)}});
+        send_json(res, 200, session_json(*s, sessions_.config()));
+      }));
+  add("DELETE", "/v1/session", op, readers, now([this](const auto& req, auto& res, const auto& who) {
+        sessions_.close(cookie_value(req.header("Cookie"), session_cookie_name));
+        core_.audit_session(who, false);
+        res.status = 204;
+        res.headers.emplace_back("Set-Cookie", std::string(session_cookie_name) +
+                                                   "=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+      }));
+  attach_console(server);
 
   // The node feed: on the io threads (no store access on the way; the controller's lock only).
   add("GET", "/v1/nodes/{node}/snapshot", run_on::io, node,
@@ -775,6 +883,58 @@ void http_api::attach(http_server& server) {
         res.status = 200;
         res.set_body(audit::checkpoint_json(*cp), "application/json");
       }));
+}
+
+void http_api::attach_console(http_server& server) {
+  // Signing in: the token in the body (never in a URL or a header the browser keeps), rate
+  // limited per address like any unauthenticated request.
+  server.route("POST", "/v1/session", run_on::blocking,
+               [this](const request& req) {
+                 if (const auto d = per_address_.take(req.remote_address); !d.allowed)
+                   return admission::refuse(refusal::rate_limited, too_many(d, "this address"));
+                 return admission::admit(limits_.max_small_body_bytes);
+               },
+               [this](const request& req, const responder& out) {
+                 response res;
+                 const auto body = body_json(req);
+                 const auto it = body && body->contains("token") && (*body)["token"].is_string()
+                                     ? by_hash_.find(token_hash((*body)["token"].template get<std::string>()))
+                                     : by_hash_.end();
+                 if (it == by_hash_.end() || it->second.r == role::node) {
+                   send_error(res, {error_kind::unauthorized, "unauthorized", "unknown token"});
+                   return out.send(std::move(res));
+                 }
+                 const controller::principal who{it->second.name, it->second.r};
+                 auto [cookie, session] = sessions_.open(who, wall_ms());
+                 core_.audit_session(who, true);
+                 send_json(res, 200, session_json(session, sessions_.config()));
+                 res.headers.emplace_back("Set-Cookie", std::string(session_cookie_name) + "=" + cookie +
+                                                            "; Path=/; HttpOnly; Secure; SameSite=Strict");
+                 res.headers.emplace_back("Cache-Control", "no-store");
+                 out.send(std::move(res));
+               });
+  if (assets_.empty()) return;
+  const auto admit = [this](const request& req) { return admit_public(req); };
+  server.route("GET", "/", run_on::io, admit, [](const request&, const responder& out) {
+    response res;
+    res.status = 302;
+    res.headers.emplace_back("Location", "/ui/");
+    out.send(std::move(res));
+  });
+  const auto serve = [this](const request& req, const responder& out) {
+    response res;
+    const auto it = assets_.find(req.path);
+    if (it == assets_.end()) {
+      res = error_response(404, "not_found", "no such console file");
+    } else {
+      res.body = it->second.body;  // shared: never copied
+      res.content_type = it->second.content_type;
+    }
+    for (const auto& h : console_headers()) res.headers.push_back(h);
+    out.send(std::move(res));
+  };
+  for (const char* pattern : {"/ui/", "/ui/{file}", "/ui/{dir}/{file}"})
+    server.route("GET", pattern, run_on::io, admit, serve);
 }
 
 }  // namespace sluice::control::api

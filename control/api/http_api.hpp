@@ -11,8 +11,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
+#include "control/api/console.hpp"
 #include "control/api/http_server.hpp"
 #include "control/api/rate_limit.hpp"
 #include "control/controller/controller.hpp"
@@ -61,7 +63,10 @@ struct status_body {
 
 class http_api {
  public:
-  http_api(controller::controller& core, const std::vector<token_entry>& tokens, api_limits limits = {});
+  // With console.assets set, the console's files are read now (throws std::runtime_error when
+  // they cannot be) and served under /ui/. Browser sessions (POST /v1/session) work either way.
+  http_api(controller::controller& core, const std::vector<token_entry>& tokens, api_limits limits = {},
+           console_config console = {});
   // Registers every route on `server`, and its metrics in the controller's registry. Routes
   // capture `this` and `server`: both must outlive the server's run(). Operators' routes run on
   // the server's blocking threads, the node feed on its io threads (a long poll waits on a
@@ -79,12 +84,19 @@ class http_api {
   };
   [[nodiscard]] admission admit(http_server& server, const route_rule& rule, const request& req);
   [[nodiscard]] admission admit_public(const request& req);
+  // The operator a request's credential names: its bearer token, else its session cookie (a
+  // state-changing request with a cookie must carry the session's CSRF token). Refusals as
+  // admission's.
+  [[nodiscard]] std::variant<controller::principal, admission> operator_of(const request& req);
+  void attach_console(http_server& server);
 
   controller::controller& core_;
   std::map<std::string, token_entry> by_hash_;
   api_limits limits_;
   rate_limiter per_token_;
   rate_limiter per_address_;
+  session_store sessions_;
+  std::map<std::string, console_asset> assets_;  // by URL path; empty: no console
 };
 
 }  // namespace sluice::control::api

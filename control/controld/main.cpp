@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -123,8 +124,30 @@ int main(int argc, char** argv) {
   if (cfg.obsolete_http_threads)
     std::fprintf(stderr, "sluice-controld: http_threads is obsolete and ignored (the server holds no "
                          "thread per long poll; see server.io_threads)\n");
-  api::http_api routes(*core, cfg.tokens, cfg.api);
-  routes.attach(*server);
+  // The console's files: the config's, else the build tree's (BUILD/console beside the binary),
+  // else an installed tree's (PREFIX/share/sluice/console beside PREFIX/bin).
+  if (cfg.console_enabled && cfg.console.assets.empty()) {
+    std::error_code ec;
+    const auto bin = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+    for (const auto& dir : {bin / "console", bin.parent_path() / "share" / "sluice" / "console"})
+      if (!ec && std::filesystem::is_regular_file(dir / "index.html", ec)) {
+        cfg.console.assets = dir;
+        break;
+      }
+    if (cfg.console.assets.empty())
+      std::fprintf(stderr, "sluice-controld: no console files found beside the binary; /ui/ is not served\n");
+  }
+  if (!cfg.console_enabled) cfg.console.assets.clear();
+  std::unique_ptr<api::http_api> routes;
+  try {
+    routes = std::make_unique<api::http_api>(*core, cfg.tokens, cfg.api, cfg.console);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sluice-controld: console: %s\n", e.what());
+    return 1;
+  }
+  if (!cfg.console.assets.empty())
+    std::fprintf(stderr, "sluice-controld: console at /ui/ from %s\n", cfg.console.assets.c_str());
+  routes->attach(*server);
   // SIGTERM/SIGINT: the server's clean stop (no new connections, long polls answered 503,
   // answers in progress finished), run() returns, then the ticker's last flush below. Handled on
   // the event loop itself (no work in a signal handler).

@@ -383,6 +383,14 @@ void controller::audit_refused(const principal& who, const std::string& request,
   (void)commit_locked(batch);
 }
 
+void controller::audit_session(const principal& who, bool opened) {
+  std::lock_guard lock(mutex_);
+  store::write_batch batch;
+  batch.audit.push_back(event(who, opened ? "session.opened" : "session.closed", "",
+                              json{{"role", to_string(who.r)}}.dump()));
+  (void)commit_locked(batch);  // the session stands even if it could not be written
+}
+
 directive::validation_context controller::validation(std::int64_t now) const {
   directive::validation_context ctx;
   ctx.now = now;
@@ -523,7 +531,13 @@ bool controller::recompile_locked(const std::vector<directive_record>& all,
 op_result<directive_view> controller::submit(const principal& who, const std::string& document,
                                              const std::string& signature) {
   std::lock_guard lock(mutex_);
-  return with_retry([&] { return submit_locked(who, document, signature); });
+  return with_retry([&] { return submit_locked(who, document, signature, false); });
+}
+
+op_result<directive_view> controller::check(const principal& who, const std::string& document,
+                                            const std::string& signature) {
+  std::lock_guard lock(mutex_);
+  return submit_locked(who, document, signature, true);
 }
 
 op_result<directive_view> controller::approve(const principal& who, const std::string& issuer,
@@ -535,7 +549,13 @@ op_result<directive_view> controller::approve(const principal& who, const std::s
 op_result<directive_view> controller::revoke(const principal& who, const std::string& issuer,
                                              const std::string& id, const std::string& reason) {
   std::lock_guard lock(mutex_);
-  return with_retry([&] { return revoke_locked(who, issuer, id, reason); });
+  return with_retry([&] { return revoke_locked(who, issuer, id, reason, false); });
+}
+
+op_result<directive_view> controller::reject(const principal& who, const std::string& issuer,
+                                             const std::string& id, const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  return with_retry([&] { return revoke_locked(who, issuer, id, reason, true); });
 }
 
 std::vector<impact::overlap> controller::overlaps_of(const directive::directive& d) const {
@@ -594,11 +614,21 @@ op_result<directive_view> controller::override_protection(const principal& who,
 
 op_result<directive_view> controller::submit_locked(const principal& who,
                                                     const std::string& document,
-                                                    const std::string& signature) {
+                                                    const std::string& signature, bool dry_run) {
   const std::int64_t now = now_s();
+  // A dry run (check()) refuses exactly as a submission would, but counts and audits nothing.
+  const auto refuse = [&](const principal& p, error_kind kind, std::string code, std::string message,
+                          const std::string& subject, const std::string& doc, int line = 0,
+                          int column = 0) {
+    if (dry_run) return op_error{kind, std::move(code), std::move(message), line, column};
+    return this->refuse(p, kind, std::move(code), std::move(message), subject, doc, line, column);
+  };
+  const auto signature_failed = [&] {
+    if (!dry_run) signature_failures_->Increment();
+  };
   const auto id = crypto::signature_key_id(signature);
   if (!id) {
-    signature_failures_->Increment();
+    signature_failed();
     return {std::nullopt, refuse(who, error_kind::invalid, "malformed_signature",
                                  "the signature is not a minisign signature file", "", document)};
   }
@@ -606,7 +636,7 @@ op_result<directive_view> controller::submit_locked(const principal& who,
   for (const auto& k : cfg_.issuers)
     if (k.key.id == *id) key = &k;
   if (!key) {
-    signature_failures_->Increment();
+    signature_failed();
     return {std::nullopt,
             refuse(who, error_kind::invalid, "unknown_issuer_key",
                    "signing key " + crypto::to_hex(*id) + " is not a trusted issuer key", "",
@@ -614,7 +644,7 @@ op_result<directive_view> controller::submit_locked(const principal& who,
   }
   const auto verified = crypto::verify(key->key, document, signature);
   if (!verified) {
-    signature_failures_->Increment();
+    signature_failed();
     return {std::nullopt,
             refuse(who, error_kind::invalid, "bad_signature",
                    std::string(crypto::describe(verified.outcome)) + " (key " +
@@ -697,6 +727,10 @@ op_result<directive_view> controller::submit_locked(const principal& who,
   rec.submitted_by = who.name;
   rec.received_at = now;
   rec.updated_at = now;
+  if (dry_run) {  // what would be stored, unstored
+    rec.state = "checked";
+    return {view_locked(std::move(rec)), {}};
+  }
   store::write_batch batch;
   batch.directives.push_back({rec, 0});
   json detail{{"action", rec.action},
@@ -825,29 +859,34 @@ op_result<directive_view> controller::approve_locked(const principal& who,
 op_result<directive_view> controller::revoke_locked(const principal& who,
                                                     const std::string& issuer,
                                                     const std::string& id,
-                                                    const std::string& reason) {
+                                                    const std::string& reason, bool rejecting) {
   const std::string key_name = key_of(issuer, id);
   std::vector<directive_record> all;
   directive_record* it = nullptr;
-  if (auto e = find_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
+  if (rejecting) {
+    if (auto e = find_awaiting_locked(who, issuer, id, all, it)) return {std::nullopt, *e};
+  } else if (auto e = find_locked(who, issuer, id, all, it)) {
+    return {std::nullopt, *e};
+  }
   if (it->state == state_ended)
     return {std::nullopt, refuse(who, error_kind::conflict, "already_ended",
                                  "directive " + key_name + " already ended (" + it->end_reason + ")",
                                  key_name, "")};
   if (reason.empty())
     return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
-                                 "a revocation needs a reason", key_name, "")};
+                                 rejecting ? "a rejection needs a reason" : "a revocation needs a reason",
+                                 key_name, "")};
   const std::int64_t now = now_s();
   const std::string from = it->state;
   it->state = std::string(state_ended);
-  it->end_reason = "revoked";
+  it->end_reason = rejecting ? "rejected" : "revoked";
   it->ended_at = now;
   it->updated_at = now;
   store::write_batch batch;
   batch.directives.push_back({*it, it->version});
-  batch.audit.push_back(event(who, "directive.revoked", key_name,
+  batch.audit.push_back(event(who, rejecting ? "directive.rejected" : "directive.revoked", key_name,
                               json{{"from", from}, {"reason", reason}}.dump()));
-  advance_locked(all, batch, "directive revoked: " + key_name);
+  advance_locked(all, batch, "directive " + it->end_reason + ": " + key_name);
   if (auto e = commit_locked(batch)) return {std::nullopt, *e};
   offers_changed_locked();
   update_gauges_locked();
@@ -1489,6 +1528,8 @@ op_result<std::string> controller::impact(const std::string& issuer, const std::
 
 directive_view controller::view_locked(directive_record rec) {
   directive_view v;
+  v.approvals_required = cfg_.approvals_required;
+  v.overrides_required = cfg_.overrides_required;
   v.parsed = parse_stored(rec, validation(now_s()));
   const std::string key_name = key_of(rec.issuer, rec.id);
   const std::int64_t now = now_s();
@@ -1498,12 +1539,22 @@ directive_view controller::view_locked(directive_record rec) {
   if (v.parsed) v.overlaps = overlaps_of(*v.parsed);
   const auto removed = removed_in_.find(key_name);
   for (const auto& [id, n] : nodes_) {
-    if (is_stale(n.record, now) || !v.parsed || !v.parsed->scope.covers(labels_of(n.record))) continue;
+    if (!v.parsed || !v.parsed->scope.covers(labels_of(n.record))) continue;
+    if (is_stale(n.record, now)) {
+      ++v.stale;
+      continue;
+    }
     ++v.in_scope;
-    if (in_force(rec) && since > 0 && n.record.applied_revision >= since) ++v.enforcing;
-    if (rec.state == state_ended && removed != removed_in_.end() &&
-        n.record.applied_revision >= removed->second)
+    const bool enforcing =
+        (in_force(rec) && since > 0 && n.record.applied_revision >= since) ||
+        (rec.state == state_ended && removed != removed_in_.end() &&
+         n.record.applied_revision >= removed->second);
+    if (enforcing)
       ++v.enforcing;
+    else if (n.record.nack && n.record.nack_revision == offered_locked(n.record))
+      ++v.failing;
+    else
+      ++v.pending;
   }
   v.record = std::move(rec);
   return v;
@@ -1563,6 +1614,48 @@ op_result<std::vector<audit::audit_record>> controller::audit(std::uint64_t afte
                                                               std::size_t limit) {
   try {
     return {store_.audit_since(after, limit), {}};
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+}
+
+op_result<std::vector<audit::audit_record>> controller::audit_of(const std::string& subject,
+                                                                 std::size_t limit) {
+  constexpr std::size_t page = 1000;
+  std::vector<audit::audit_record> out;
+  try {
+    for (std::uint64_t after = 0;;) {
+      auto records = store_.audit_since(after, page);
+      for (auto& r : records)
+        if (r.subject == subject && out.size() < limit) out.push_back(std::move(r));
+      if (records.size() < page || out.size() >= limit) return {std::move(out), {}};
+      after = records.back().seq;
+    }
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+}
+
+op_result<audit::chain_report> controller::verify_audit() {
+  constexpr std::size_t page = 1000;
+  audit::chain_report whole;
+  whole.head_hash = audit::genesis_hash();
+  try {
+    for (std::uint64_t after = 0;;) {
+      const auto records = store_.audit_since(after, page);
+      auto part = audit::verify_chain_after(records, after, whole.head_hash);
+      whole.records += part.records;
+      if (!part.ok || records.empty()) {
+        whole.ok = part.ok;
+        whole.bad_seq = part.bad_seq;
+        whole.problem = part.problem;
+        if (!part.ok) whole.head_hash = part.head_hash;
+        return {std::move(whole), {}};
+      }
+      whole.head_hash = part.head_hash;
+      after = records.back().seq;
+      if (records.size() < page) return {std::move(whole), {}};
+    }
   } catch (const store::store_error& e) {
     return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
   }

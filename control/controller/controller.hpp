@@ -150,6 +150,11 @@ struct directive_view {
   std::uint32_t in_scope = 0;   // live (not stale) nodes in its scope
   std::uint32_t enforcing = 0;  // of those: applied a revision holding its current rules (for an
                                 // ended directive: one without them)
+  std::uint32_t failing = 0;    // of the others: refused (NACKed) the revision offered to them
+  std::uint32_t pending = 0;    // the rest of in_scope (not there yet)
+  std::uint32_t stale = 0;      // in scope but silent for stale_after (not in in_scope)
+  std::uint32_t approvals_required = 0;  // the config's, for the view
+  std::uint32_t overrides_required = 0;  // when it overlaps protected targets
   std::vector<impact::overlap> overlaps;  // with protected targets (enforcing actions only)
 };
 
@@ -227,8 +232,18 @@ class controller {
 
   [[nodiscard]] op_result<directive_view> submit(const principal& who, const std::string& document,
                                                  const std::string& signature);
+  // Every check submit() makes (signature, issuer key, document, replayed id, what an unblock
+  // lifts), with nothing counted, audited or stored: the console's dry run. The view is what
+  // would be stored, in state "checked"; a refusal is submit()'s, with line and column.
+  [[nodiscard]] op_result<directive_view> check(const principal& who, const std::string& document,
+                                                const std::string& signature);
   [[nodiscard]] op_result<directive_view> approve(const principal& who, const std::string& issuer,
                                                   const std::string& id);
+  // An engineer turns down a directive awaiting approval: it ends ("rejected", with a reason,
+  // audited directive.rejected) and its shadow rules leave the fleet. Refusals as revoke's, and
+  // not_awaiting_approval (409).
+  [[nodiscard]] op_result<directive_view> reject(const principal& who, const std::string& issuer,
+                                                 const std::string& id, const std::string& reason);
   // An engineer's consent to enforce a directive whose targets overlap protected ones
   // (issue 8); `overrides_required` distinct engineers, none the submitter, unlock approval.
   [[nodiscard]] op_result<directive_view> override_protection(const principal& who,
@@ -245,6 +260,8 @@ class controller {
   // audit log as request.refused with `code`.
   void audit_refused(const principal& who, const std::string& request, const std::string& code,
                      const std::string& message);
+  // A browser session (the console) opened or closed by `who`: session.opened / session.closed.
+  void audit_session(const principal& who, bool opened);
 
   // ---- node identity (issue 14) ----------------------------------------------------------
   // Enrols `node` with `labels` (an engineer's call). With a CSR (PEM), signs it with the node
@@ -297,6 +314,13 @@ class controller {
   [[nodiscard]] rollout_view rollout();
   [[nodiscard]] op_result<std::vector<audit::audit_record>> audit(std::uint64_t after,
                                                                   std::size_t limit);
+  // The records about `subject` ("issuer/id", a node id), oldest first, at most `limit`: a
+  // directive's own timeline. Reads the whole log in pages.
+  [[nodiscard]] op_result<std::vector<audit::audit_record>> audit_of(const std::string& subject,
+                                                                     std::size_t limit);
+  // The stored chain checked from genesis (audit::verify_chain over every page): ok, how many
+  // records, the head's hash (the last good record's when broken), the first bad one.
+  [[nodiscard]] op_result<audit::chain_report> verify_audit();
 
   // The node calls below serve enrolled nodes only (else 403 not_enrolled / revoked, audited
   // aggregated). Their `labels` (what the node declared: X-Sluice-Labels, status `labels`) are
@@ -412,16 +436,18 @@ class controller {
   // replica wrote first) re-reads the shared state and tries again.
   template <class F>
   auto with_retry(F&& op) -> decltype(op());
+  // dry_run: check() (nothing counted, audited or stored).
   [[nodiscard]] op_result<directive_view> submit_locked(const principal& who,
                                                         const std::string& document,
-                                                        const std::string& signature);
+                                                        const std::string& signature, bool dry_run);
   [[nodiscard]] op_result<directive_view> approve_locked(const principal& who,
                                                          const std::string& issuer,
                                                          const std::string& id);
+  // rejecting: reject() (awaiting approval only; "rejected", directive.rejected).
   [[nodiscard]] op_result<directive_view> revoke_locked(const principal& who,
                                                         const std::string& issuer,
                                                         const std::string& id,
-                                                        const std::string& reason);
+                                                        const std::string& reason, bool rejecting);
   [[nodiscard]] std::vector<impact::overlap> overlaps_of(const directive::directive& d) const;
   // find_locked, then refuses (not_awaiting_approval, audited) one that is not awaiting approval.
   [[nodiscard]] std::optional<op_error> find_awaiting_locked(const principal& who,

@@ -470,6 +470,14 @@ TEST_CASE("staged rollout: canary first, the rest after it ACKs and soaks; a NAC
   bool failing = false;
   for (const auto& n : f.core->nodes()) failing |= n.record.node_id == "c1" && n.state == "failing";
   CHECK(failing);
+  // The ended directive's enforcement (nodes without its rules): the canary refused the
+  // revision that removes them, the rest has not been offered it yet.
+  const auto ended = f.core->get("ministry", "B-1").value;
+  CHECK(ended->in_scope == 2);
+  CHECK(ended->enforcing == 0);
+  CHECK(ended->failing == 1);
+  CHECK(ended->pending == 1);
+  CHECK(ended->stale == 0);
   const auto ev = f.events();
   CHECK(std::find(ev.begin(), ev.end(), "node.nack") != ev.end());
   CHECK(std::find(ev.begin(), ev.end(), "rollout.halted") != ev.end());
@@ -486,6 +494,9 @@ TEST_CASE("a silent node becomes stale; a restarted controller has everything") 
   f.core->tick();
   REQUIRE(f.core->nodes().size() == 1);
   CHECK(f.core->nodes()[0].state == "stale");
+  const auto silent = f.core->get("ministry", "B-1").value;
+  CHECK(silent->stale == 1);
+  CHECK(silent->in_scope == 0);  // a stale node is counted apart
 
   const auto audit_before = f.audit_count();
   f.core.reset();
@@ -656,4 +667,67 @@ TEST_CASE("replicated: a node moving to another replica is not registered twice"
   REQUIRE(second.node_status("n2", {{"site", "site-a"}}, rep));
   second.tick();
   CHECK(registrations("n2") == 1);
+}
+
+TEST_CASE("check: a submission's every refusal, with nothing stored, counted or audited") {
+  fixture f;
+  const auto audit_before = f.audit_count();
+  const std::string doc = block_doc("B-1", t0);
+  const auto ok = f.core->check(ministry, doc, f.sign(doc, f.issuer));
+  REQUIRE(ok);
+  CHECK(ok.value->record.state == "checked");
+  CHECK(ok.value->record.id == "B-1");
+  CHECK(ok.value->parsed->legal_basis == "Order 123");
+  CHECK_FALSE(f.core->get("ministry", "B-1"));  // not stored
+  CHECK(f.audit_count() == audit_before);       // not audited
+
+  // The same refusals as submit(), with the document's line and column.
+  const std::string bad = block_doc("B-2", t0, std::nullopt, "  prefixes: [10.0.0.1/8]\n");
+  const auto refused = f.core->check(ministry, bad, f.sign(bad, f.issuer));
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error.code == "bad_prefix");
+  CHECK(refused.error.line == 8);
+  CHECK(refused.error.column > 0);
+  CHECK(f.core->check(ministry, doc, f.sign(doc, f.other)).error.code == "unknown_issuer_key");
+  CHECK(f.core->check(ministry, doc, f.sign(doc + " ", f.issuer)).error.code == "bad_signature");
+  CHECK(f.audit_count() == audit_before);
+
+  // Once submitted, checking it again says it would be a replay.
+  REQUIRE(f.submit(doc));
+  CHECK(f.core->check(ministry, doc, f.sign(doc, f.issuer)).error.code == "replayed_id");
+}
+
+TEST_CASE("reject: an engineer turns down a directive awaiting approval, with a reason, audited") {
+  fixture f;
+  REQUIRE(f.submit(block_doc("B-1", t0)));
+  const auto shadow = f.core->rollout().target;  // its shadow rules went out
+  CHECK(f.core->reject(alice, "ministry", "B-1", "").error.code == "missing_reason");
+  const auto r = f.core->reject(alice, "ministry", "B-1", "the order names the wrong ranges");
+  REQUIRE(r);
+  CHECK(r.value->record.state == "ended");
+  CHECK(r.value->record.end_reason == "rejected");
+  CHECK(f.core->rollout().target == shadow + 1);  // and leave again
+  CHECK(f.core->approve(bob, "ministry", "B-1").error.code == "not_awaiting_approval");
+  CHECK(f.core->reject(bob, "ministry", "B-1", "again").error.code == "not_awaiting_approval");
+  CHECK(f.core->reject(bob, "ministry", "NOPE", "x").error.code == "not_found");
+  // An active directive is revoked by its issuer, not rejected.
+  REQUIRE(f.submit(block_doc("B-2", t0)));
+  REQUIRE(f.core->approve(alice, "ministry", "B-2"));
+  CHECK(f.core->reject(alice, "ministry", "B-2", "late").error.code == "not_awaiting_approval");
+
+  // The directive's own timeline, and the whole chain verified.
+  const auto timeline = f.core->audit_of("ministry/B-1", 100);
+  REQUIRE(timeline);
+  std::vector<std::string> events;
+  for (const auto& a : *timeline.value) events.push_back(a.event);
+  CHECK(std::find(events.begin(), events.end(), "directive.received") != events.end());
+  CHECK(events.back() != "directive.approved");
+  CHECK(std::find(events.begin(), events.end(), "directive.rejected") != events.end());
+  for (const auto& a : *timeline.value) CHECK(a.subject == "ministry/B-1");
+  CHECK(f.core->audit_of("ministry/B-1", 1).value->size() == 1);
+  const auto chain = f.core->verify_audit();
+  REQUIRE(chain);
+  CHECK(chain.value->ok);
+  CHECK(chain.value->records == f.audit_count());
+  CHECK(chain.value->head_hash == f.core->audit(0, 0).value->back().hash);
 }

@@ -7,7 +7,10 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "control/audit/checkpoint.hpp"
@@ -33,7 +36,7 @@ struct api_fixture {
   std::unique_ptr<http_server> server;
   std::thread thread;
 
-  explicit api_fixture(api_limits limits = {}, server_options o = loopback()) {
+  explicit api_fixture(api_limits limits = {}, server_options o = loopback(), console_config console = {}) {
     char tmpl[] = "/tmp/sluice-api-XXXXXX";
     dir = ::mkdtemp(tmpl);
     st = store::open_sqlite_store((dir / "c.db").string());
@@ -51,7 +54,7 @@ struct api_fixture {
                                  {"eng", ctl::role::engineer, token_hash(engineer_token)},
                                  {"noc", ctl::role::viewer, token_hash(viewer_token)},
                                  {"fleet", ctl::role::node, token_hash(node_token)}},
-        limits);
+        limits, console);
     server = std::make_unique<http_server>(std::move(o));
     api->attach(*server);
     thread = std::thread([this] { server->run(); });
@@ -354,4 +357,172 @@ TEST_CASE("node status headers: decoded, or refused whole") {
         "ack revision=1 offered=1" + r + " checkpoint=eyJ9 x=1", "ack  revision=1 offered=1" + r,
         "ack revision=1 offered=1" + r + " checkpoint=" + std::string(8000, 'A')})
     CHECK_MESSAGE(!parse_status_header(bad), bad);
+}
+
+namespace {
+
+// The value of the first Set-Cookie of an answer, and its attributes.
+std::string set_cookie(const httplib::Result& r) { return r ? r->get_header_value("Set-Cookie") : ""; }
+
+httplib::Headers with_cookie(const std::string& cookie, const std::string& csrf = "") {
+  httplib::Headers h{{"Cookie", "other=1; " + cookie}};
+  if (!csrf.empty()) h.emplace("X-CSRF-Token", csrf);
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("console sessions: a role token signs in; the cookie is HttpOnly, Secure, SameSite=Strict; changes need the CSRF token") {
+  api_fixture f;
+  httplib::Client c("127.0.0.1", f.port());
+
+  CHECK(c.Post("/v1/session", R"({"token": "nope"})", "application/json")->status == 401);
+  CHECK(c.Post("/v1/session", R"({"token": ")" + node_token + "\"}", "application/json")->status == 401);
+  CHECK(c.Post("/v1/session", "not json", "application/json")->status == 401);
+
+  auto in = c.Post("/v1/session", R"({"token": ")" + engineer_token + "\"}", "application/json");
+  REQUIRE(in);
+  REQUIRE(in->status == 200);
+  const auto who = nlohmann::json::parse(in->body);
+  CHECK(who["name"] == "eng");
+  CHECK(who["role"] == "engineer");
+  const std::string csrf = who["csrf"];
+  CHECK(csrf.size() == 43);
+  const std::string header = set_cookie(in);
+  CHECK(header.find("; HttpOnly") != std::string::npos);
+  CHECK(header.find("; Secure") != std::string::npos);
+  CHECK(header.find("; SameSite=Strict") != std::string::npos);
+  CHECK(header.find("; Path=/") != std::string::npos);
+  const std::string cookie = header.substr(0, header.find(';'));
+  CHECK(cookie.rfind("sluice_session=", 0) == 0);
+  CHECK(cookie.size() == std::string("sluice_session=").size() + 43);
+  CHECK(cookie.find(csrf) == std::string::npos);
+
+  // Reads with the cookie alone; the session says who and hands the page its CSRF token.
+  auto me = c.Get("/v1/session", with_cookie(cookie));
+  REQUIRE(me);
+  CHECK(me->status == 200);
+  CHECK(nlohmann::json::parse(me->body)["csrf"] == csrf);
+  CHECK(c.Get("/v1/rollout", with_cookie(cookie))->status == 200);
+  // A change without the token, or with another, is refused on the head (a cross-site form
+  // carries the cookie but cannot read the token); with it, it goes through.
+  const std::string pause = R"({"reason": "maintenance"})";
+  for (const auto& bad : {std::string(), csrf.substr(1) + "x", csrf + "x"}) {
+    auto r = c.Post("/v1/rollout/pause", with_cookie(cookie, bad), pause, "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 403);
+    CHECK(nlohmann::json::parse(r->body)["error"] == "csrf");
+  }
+  CHECK(c.Post("/v1/rollout/pause", with_cookie(cookie, csrf), pause, "application/json")->status == 200);
+  // The session's role is the token's: an engineer's session may not revoke.
+  CHECK(c.Post("/v1/directives/ministry/X/revoke", with_cookie(cookie, csrf), pause, "application/json")->status == 403);
+  // A session is for people: the node feed refuses it.
+  CHECK(c.Get("/v1/nodes/n1/snapshot", with_cookie(cookie))->status == 401);
+  CHECK(c.Get("/v1/rollout", with_cookie("sluice_session=forged"))->status == 401);
+
+  // Sign-in and sign-out are audited under the token's name.
+  CHECK(c.Delete("/v1/session", with_cookie(cookie))->status == 403);  // without the token
+  auto out = c.Delete("/v1/session", with_cookie(cookie, csrf));
+  REQUIRE(out);
+  CHECK(out->status == 204);
+  CHECK(set_cookie(out).find("Max-Age=0") != std::string::npos);
+  auto after = c.Get("/v1/rollout", with_cookie(cookie));
+  REQUIRE(after);
+  CHECK(after->status == 401);
+  CHECK(nlohmann::json::parse(after->body)["error"] == "session_expired");
+  std::vector<std::string> events;
+  const auto records = f.core->audit(0, 0);
+  for (const auto& r : *records.value)
+    if (r.actor == "eng") events.push_back(r.event);
+  CHECK(std::find(events.begin(), events.end(), "session.opened") != events.end());
+  CHECK(std::find(events.begin(), events.end(), "session.closed") != events.end());
+}
+
+TEST_CASE("console sessions end when idle or old, and the store stays bounded") {
+  console_config cfg;
+  cfg.session_idle = std::chrono::seconds(60);
+  cfg.session_max = std::chrono::seconds(300);
+  cfg.max_sessions = 3;
+  session_store s(cfg);
+  const ctl::principal eng{"eng", ctl::role::engineer};
+  auto [a, sa] = s.open(eng, 0);
+  CHECK(sa.csrf.size() == 43);
+  CHECK(s.find(a, 59'000));
+  CHECK(s.find(a, 118'000));  // each use pushes the idle deadline on
+  CHECK_FALSE(s.find(a, 178'001));
+  CHECK_FALSE(s.find(a, 0));  // and it is gone
+  auto [b, sb] = s.open(eng, 0);
+  for (std::int64_t t = 50'000; t < 300'000; t += 50'000) CHECK(s.find(b, t));
+  CHECK_FALSE(s.find(b, 300'000));  // however busy, not past session_max
+  // Full: the oldest goes.
+  auto first = s.open(eng, 1000).first;
+  auto second = s.open(eng, 2000).first;
+  auto third = s.open(eng, 3000).first;
+  auto fourth = s.open(eng, 4000).first;
+  CHECK(s.size() == 3);
+  CHECK_FALSE(s.find(first, 5000));
+  CHECK(s.find(fourth, 5000));
+  CHECK(s.find(second, 5000));
+  s.close(third);
+  CHECK_FALSE(s.find(third, 5000));
+  CHECK(a != b);
+
+  CHECK(cookie_value("a=1; sluice_session=xyz; b=2", "sluice_session") == "xyz");
+  CHECK(cookie_value("xsluice_session=1;sluice_session=2", "sluice_session") == "2");
+  CHECK(cookie_value("sluice_session", "sluice_session").empty());
+  CHECK(cookie_value("", "sluice_session").empty());
+  CHECK(same_secret("abc", "abc"));
+  CHECK_FALSE(same_secret("abc", "abd"));
+  CHECK_FALSE(same_secret("abc", "ab"));
+}
+
+TEST_CASE("console files: served by exact path with a strict CSP; nothing else on disk is reachable") {
+  const std::filesystem::path dir = std::filesystem::path(::mkdtemp(std::string("/tmp/sluice-console-XXXXXX").data()));
+  const auto write = [&](const std::filesystem::path& p, const std::string& text) {
+    std::filesystem::create_directories((dir / p).parent_path());
+    std::ofstream(dir / p) << text;
+  };
+  write("index.html", "<!doctype html><title>Sluice</title>");
+  write("app.js", "export const x = 1;");
+  write("i18n/ar.json", R"({"title": "سلويس"})");
+  write("views/deep/too.js", "deep");
+  write("notes.txt", "not served");
+  console_config cc;
+  cc.assets = dir;
+  {
+    api_fixture f({}, loopback(), cc);
+    httplib::Client c("127.0.0.1", f.port());
+    auto page = c.Get("/ui/");
+    REQUIRE(page);
+    CHECK(page->status == 200);
+    CHECK(page->body == "<!doctype html><title>Sluice</title>");
+    CHECK(page->get_header_value("Content-Type") == "text/html; charset=utf-8");
+    const std::string csp = page->get_header_value("Content-Security-Policy");
+    CHECK(csp.find("script-src 'self'") != std::string::npos);
+    CHECK(csp.find("unsafe-inline") == std::string::npos);
+    CHECK(csp.find("frame-ancestors 'none'") != std::string::npos);
+    CHECK(page->get_header_value("X-Content-Type-Options") == "nosniff");
+    auto js = c.Get("/ui/app.js");
+    REQUIRE(js);
+    CHECK(js->get_header_value("Content-Type") == "text/javascript; charset=utf-8");
+    auto ar = c.Get("/ui/i18n/ar.json");
+    REQUIRE(ar);
+    CHECK(ar->status == 200);
+    CHECK(ar->body.find("سلويس") != std::string::npos);
+    for (const char* path : {"/ui/views/deep/too.js", "/ui/notes.txt", "/ui/../secret.js",
+                             "/ui/%2e%2e/secret.js", "/ui/i18n/../../secret.js", "/ui/nothing.js"}) {
+      auto r = c.Get(path);
+      REQUIRE(r);
+      CHECK_MESSAGE(r->status == 404, path);
+    }
+    auto root = c.Get("/");
+    REQUIRE(root);
+    CHECK(root->status == 302);
+    CHECK(root->get_header_value("Location") == "/ui/");
+  }
+  std::filesystem::remove(dir / "index.html");
+  CHECK_THROWS_WITH_AS(load_console_assets(dir), doctest::Contains("no index.html"), std::runtime_error);
+  write("index.html", std::string(2000, 'x'));
+  CHECK_THROWS_WITH_AS(load_console_assets(dir, 1000), doctest::Contains("more than"), std::runtime_error);
+  std::filesystem::remove_all(dir);
 }
