@@ -779,13 +779,15 @@ int run_approve(const global_options& g, const directive_ref& ref) {
       [](const json& d) { print_directive_line(d, "approved"); });
 }
 
-int run_revoke(const global_options& g, const directive_ref& ref, const std::string& reason) {
+// revoke (ministry) or reject (engineer, awaiting approval only): the directive ends.
+int run_end(const global_options& g, const directive_ref& ref, const std::string& reason,
+            const std::string& verb) {
   return exchange(
       g,
       [&](api_client& c) {
-        return c.post(ref.path() + "/revoke", {{"reason", reason}});
+        return c.post(ref.path() + "/" + verb, {{"reason", reason}});
       },
-      [](const json& d) { print_directive_line(d, "revoked"); });
+      [&verb](const json& d) { print_directive_line(d, verb == "revoke" ? "revoked" : "rejected"); });
 }
 
 int run_show(const global_options& g, const directive_ref& ref) {
@@ -1606,9 +1608,13 @@ int run(int argc, char** argv) {
   add_ref(command(&app, "approve", "Approve a directive awaiting approval (engineer token)",
                   [&] { return run_approve(g, ref()); }));
   auto* revoke_cmd = command(&app, "revoke", "Revoke a directive (ministry token)",
-                             [&] { return run_revoke(g, ref(), reason); });
+                             [&] { return run_end(g, ref(), reason, "revoke"); });
   add_ref(revoke_cmd);
   revoke_cmd->add_option("--reason", reason, "Why (recorded in the audit trail)")->required();
+  auto* reject_cmd = command(&app, "reject", "Reject a directive awaiting approval (engineer token)",
+                             [&] { return run_end(g, ref(), reason, "reject"); });
+  add_ref(reject_cmd);
+  reject_cmd->add_option("--reason", reason, "Why (recorded in the audit trail)")->required();
   add_ref(command(&app, "show", "Show one directive, its document and signature",
                   [&] { return run_show(g, ref()); }));
   command(&app, "list", "List directives", [&] { return run_list(g); });

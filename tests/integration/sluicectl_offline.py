@@ -48,7 +48,7 @@ not_before: 2026-11-23T00:00:00Z
 
 SUBCOMMANDS = [
     [], ["keygen"], ["sign"], ["verify"], ["submit"], ["lift"], ["approve"], ["revoke"],
-    ["show"], ["list"], ["nodes"], ["rollout"], ["rollout", "pause"], ["rollout", "resume"],
+    ["reject"], ["show"], ["list"], ["nodes"], ["rollout"], ["rollout", "pause"], ["rollout", "resume"],
     ["emergency-stop"], ["audit"], ["audit", "verify"], ["audit", "export"],
 ]
 
@@ -127,6 +127,7 @@ def test_usage_errors(c):
         ("approve with a bad reference", ["approve", "not-a-reference"]),
         ("show with an upper-case issuer", ["show", "Ministry/ID-1"]),
         ("revoke without --reason", ["revoke", "ministry/ID-1"]),
+        ("reject without --reason", ["reject", "ministry/ID-1"]),
         ("rollout pause without --reason", ["rollout", "pause"]),
         ("emergency-stop without --reason", ["emergency-stop"]),
         ("emergency-stop --clear without --reason", ["emergency-stop", "--clear"]),

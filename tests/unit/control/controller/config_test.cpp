@@ -217,6 +217,12 @@ TEST_CASE("config refusals say where and why") {
        "config:7:5", "needs a name"},
       {"overrides_required zero", base_config() + "approval: { overrides_required: 0 }\n",
        "config:6:33", "1..10"},
+      {"console session too short", base_config() + "console: { session_idle_seconds: 5 }\n",
+       "config:6:34", "console.session_idle_seconds must be 60..86400"},
+      {"console enabled not a bool", base_config() + "console: { enabled: maybe }\n",
+       "config:6:21", "console.enabled must be true or false"},
+      {"console key unknown", base_config() + "console: { dir: x }\n", "config:6:12",
+       "unknown key 'dir' in console"},
   };
   for (const auto& r : rows) {
     CAPTURE(r.what);
@@ -294,4 +300,22 @@ TEST_CASE("issue 14: node_ca, nodes and nodes_file") {
       CHECK(std::string(e.what()).find(r.says) != std::string::npos);
     }
   }
+}
+
+TEST_CASE("issue 15: the console's section") {
+  key_dir d;
+  std::istringstream defaults(base_config());
+  const auto c = api::load_daemon_config(defaults, d.path);
+  CHECK(c.console_enabled);
+  CHECK(c.console.assets.empty());  // sluice-controld looks beside its binary
+  CHECK(c.console.session_idle == std::chrono::seconds(1800));
+  CHECK(c.console.session_max == std::chrono::seconds(43200));
+  std::istringstream set(base_config() +
+                         "console: { enabled: false, assets: ui, session_idle_seconds: 600, "
+                         "session_max_seconds: 3600 }\n");
+  const auto s = api::load_daemon_config(set, d.path);
+  CHECK_FALSE(s.console_enabled);
+  CHECK(s.console.assets == d.path / "ui");
+  CHECK(s.console.session_idle == std::chrono::seconds(600));
+  CHECK(s.console.session_max == std::chrono::seconds(3600));
 }
