@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 #include <fstream>
 #include <sstream>
@@ -53,7 +54,8 @@ std::pair<std::string, console_session> session_store::open(const controller::pr
   return {std::move(cookie), std::move(s)};
 }
 
-std::optional<console_session> session_store::find(std::string_view cookie, std::int64_t now_ms) {
+std::optional<console_session> session_store::find(std::string_view cookie, std::int64_t now_ms,
+                                                   bool touch) {
   if (cookie.empty()) return std::nullopt;
   const std::string key = audit::sha256_hex(cookie);
   std::lock_guard lock(mutex_);
@@ -63,7 +65,7 @@ std::optional<console_session> session_store::find(std::string_view cookie, std:
     by_hash_.erase(it);
     return std::nullopt;
   }
-  it->second.last_used_ms = now_ms;
+  if (touch) it->second.last_used_ms = now_ms;
   return it->second;
 }
 

@@ -22,6 +22,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "control/controller/controller.hpp"
 
@@ -36,6 +38,8 @@ struct console_config {
 
 inline constexpr std::string_view session_cookie_name = "sluice_session";
 inline constexpr std::string_view csrf_header_name = "X-CSRF-Token";
+// Sent by the page on the reads of its timed refreshes: they do not count as activity.
+inline constexpr std::string_view poll_header_name = "X-Sluice-Poll";
 
 struct console_session {
   controller::principal who;
@@ -53,8 +57,10 @@ class session_store {
   // session}. Throws std::runtime_error when the system's random source fails.
   [[nodiscard]] std::pair<std::string, console_session> open(const controller::principal& who,
                                                              std::int64_t now_ms);
-  // The live session of a cookie value, its idle deadline pushed on; expired ones are removed.
-  [[nodiscard]] std::optional<console_session> find(std::string_view cookie, std::int64_t now_ms);
+  // The live session of a cookie value; expired ones are removed. `touch`: a person's request,
+  // which pushes the idle deadline on (a page's own timed refresh does not).
+  [[nodiscard]] std::optional<console_session> find(std::string_view cookie, std::int64_t now_ms,
+                                                    bool touch = true);
   void close(std::string_view cookie);
   [[nodiscard]] std::size_t size();
   [[nodiscard]] const console_config& config() const { return cfg_; }

@@ -35,8 +35,10 @@ json to_json(const controller::directive_view& v) {
   for (const auto& a : r.approvals) {
     if (a.kind == "override")
       overrides.push_back({{"actor", a.actor}, {"at", a.at}, {"reason", a.reason}});
-    else
+    else if (a.reason.empty())
       approvals.push_back({{"actor", a.actor}, {"at", a.at}});
+    else
+      approvals.push_back({{"actor", a.actor}, {"at", a.at}, {"note", a.reason}});
   }
   json overlaps = json::array();
   for (const auto& o : v.overlaps) overlaps.push_back(o.message);
@@ -414,7 +416,7 @@ std::variant<controller::principal, admission> http_api::operator_of(const reque
   }
   const std::string cookie = cookie_value(req.header("Cookie"), session_cookie_name);
   if (cookie.empty()) return unauthenticated("unauthorized", "missing or unknown bearer token");
-  const auto session = sessions_.find(cookie, wall_ms());
+  const auto session = sessions_.find(cookie, wall_ms(), req.header(std::string(poll_header_name)).empty());
   if (!session) return unauthenticated("session_expired", "the session has expired or ended; sign in again");
   // A cookie rides along on any request the browser sends, a cross-site one included
   // (SameSite=Strict aside): a change needs the token only the console's own page can read.
@@ -655,7 +657,12 @@ void http_api::attach(http_server& server) {
       }));
   add("POST", "/v1/directives/{issuer}/{id}/approve", op, engineer,
       now([this](const auto& req, auto& res, const auto& who) {
-        const auto r = core_.approve(who, req.matches[0], req.matches[1]);
+        // An empty body, {} or {"reason": note}: the note is kept with the approval.
+        const auto body = body_json(req);
+        if (!body || (body->contains("reason") && !(*body)["reason"].is_string()))
+          return send_error(res, {error_kind::invalid, "bad_request",
+                                  "body must be {} or {\"reason\": text}"});
+        const auto r = core_.approve(who, req.matches[0], req.matches[1], body->value("reason", std::string()));
         if (!r) return send_error(res, r.error);
         send_json(res, 200, to_json(*r.value));
       }));

@@ -541,9 +541,9 @@ op_result<directive_view> controller::check(const principal& who, const std::str
 }
 
 op_result<directive_view> controller::approve(const principal& who, const std::string& issuer,
-                                              const std::string& id) {
+                                              const std::string& id, const std::string& note) {
   std::lock_guard lock(mutex_);
-  return with_retry([&] { return approve_locked(who, issuer, id); });
+  return with_retry([&] { return approve_locked(who, issuer, id, note); });
 }
 
 op_result<directive_view> controller::revoke(const principal& who, const std::string& issuer,
@@ -781,7 +781,8 @@ std::optional<op_error> controller::find_awaiting_locked(const principal& who,
 
 op_result<directive_view> controller::approve_locked(const principal& who,
                                                      const std::string& issuer,
-                                                     const std::string& id) {
+                                                     const std::string& id,
+                                                     const std::string& note) {
   const std::string key_name = key_of(issuer, id);
   std::vector<directive_record> all;
   directive_record* it = nullptr;
@@ -840,14 +841,13 @@ op_result<directive_view> controller::approve_locked(const principal& who,
                      key_name, "")};
     }
   }
-  it->approvals.push_back({who.name, now, "approve", ""});
+  it->approvals.push_back({who.name, now, "approve", note});
   it->updated_at = now;
   store::write_batch batch;
   batch.directives.push_back({*it, it->version});
-  batch.audit.push_back(event(who, "directive.approved", key_name,
-                              json{{"approvals", count_kind(*it, "approve")},
-                                   {"required", cfg_.approvals_required}}
-                                  .dump()));
+  json detail{{"approvals", count_kind(*it, "approve")}, {"required", cfg_.approvals_required}};
+  if (!note.empty()) detail["note"] = note;
+  batch.audit.push_back(event(who, "directive.approved", key_name, detail.dump()));
   advance_locked(all, batch, "directive approved: " + key_name);
   if (auto e = commit_locked(batch)) return {std::nullopt, *e};
   offers_changed_locked();

@@ -237,8 +237,9 @@ class controller {
   // would be stored, in state "checked"; a refusal is submit()'s, with line and column.
   [[nodiscard]] op_result<directive_view> check(const principal& who, const std::string& document,
                                                 const std::string& signature);
+  // `note`: the engineer's optional words with the approval (kept with it, audited).
   [[nodiscard]] op_result<directive_view> approve(const principal& who, const std::string& issuer,
-                                                  const std::string& id);
+                                                  const std::string& id, const std::string& note = "");
   // An engineer turns down a directive awaiting approval: it ends ("rejected", with a reason,
   // audited directive.rejected) and its shadow rules leave the fleet. Refusals as revoke's, and
   // not_awaiting_approval (409).
@@ -442,7 +443,8 @@ class controller {
                                                         const std::string& signature, bool dry_run);
   [[nodiscard]] op_result<directive_view> approve_locked(const principal& who,
                                                          const std::string& issuer,
-                                                         const std::string& id);
+                                                         const std::string& id,
+                                                         const std::string& note);
   // rejecting: reject() (awaiting approval only; "rejected", directive.rejected).
   [[nodiscard]] op_result<directive_view> revoke_locked(const principal& who,
                                                         const std::string& issuer,

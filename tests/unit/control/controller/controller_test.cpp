@@ -712,7 +712,14 @@ TEST_CASE("reject: an engineer turns down a directive awaiting approval, with a 
   CHECK(f.core->reject(bob, "ministry", "NOPE", "x").error.code == "not_found");
   // An active directive is revoked by its issuer, not rejected.
   REQUIRE(f.submit(block_doc("B-2", t0)));
-  REQUIRE(f.core->approve(alice, "ministry", "B-2"));
+  const auto approved = f.core->approve(alice, "ministry", "B-2", "ranges checked against the order");
+  REQUIRE(approved);
+  CHECK(approved.value->record.approvals.at(0).reason == "ranges checked against the order");
+  bool noted = false;
+  const auto b2 = f.core->audit_of("ministry/B-2", 100);
+  for (const auto& a : *b2.value)
+    noted |= a.event == "directive.approved" && a.detail.find("ranges checked") != std::string::npos;
+  CHECK(noted);
   CHECK(f.core->reject(alice, "ministry", "B-2", "late").error.code == "not_awaiting_approval");
 
   // The directive's own timeline, and the whole chain verified.

@@ -449,6 +449,8 @@ TEST_CASE("console sessions end when idle or old, and the store stays bounded") 
   CHECK(sa.csrf.size() == 43);
   CHECK(s.find(a, 59'000));
   CHECK(s.find(a, 118'000));  // each use pushes the idle deadline on
+  CHECK(s.find(a, 170'000, false));  // a timed refresh does not
+  CHECK(s.find(a, 177'000, false));
   CHECK_FALSE(s.find(a, 178'001));
   CHECK_FALSE(s.find(a, 0));  // and it is gone
   auto [b, sb] = s.open(eng, 0);
