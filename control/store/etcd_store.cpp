@@ -267,14 +267,20 @@ class etcd_store final : public store {
 
   std::vector<node_record> list_nodes() override {
     {
-      // What the feed held is older than what this list reads; it is whole again from here.
+      // Whole from here, unless the watch loses events while this list is read.
       std::lock_guard lock(state_mutex_);
-      node_feed_.clear();
       node_feed_whole_ = true;
     }
     // Both ranges at one revision, so a node and its liveness are judged at the same moment.
     std::int64_t rev = 0;
     const auto nodes = range_all(key("nodes/"), prefix_end_of("nodes/"), rev, 0);
+    {
+      // What the feed holds up to this list's revision, and what the watch still delivers up to
+      // there (it may trail this read), is in the list already or older than it: never newer.
+      std::lock_guard lock(state_mutex_);
+      std::erase_if(node_feed_, [rev](const auto& kv) { return kv.second.first <= rev; });
+      node_feed_listed_ = std::max(node_feed_listed_, rev);
+    }
     std::set<std::string> alive;
     if (!nodes.empty()) {
       const std::string alive_prefix = key("alive/");
@@ -295,7 +301,7 @@ class etcd_store final : public store {
   }
 
   std::optional<std::vector<node_record>> take_node_changes() override {
-    std::map<std::string, std::string> feed;
+    std::map<std::string, std::pair<std::int64_t, std::string>> feed;
     {
       std::lock_guard lock(state_mutex_);
       if (!node_feed_whole_) return std::nullopt;
@@ -303,7 +309,8 @@ class etcd_store final : public store {
     }
     std::vector<node_record> out;
     out.reserve(feed.size());
-    for (const auto& [id, value] : feed) {
+    for (const auto& [id, change] : feed) {
+      const std::string& value = change.second;
       try {
         out.push_back(node_from_json(value));
       } catch (const std::exception&) {
@@ -1058,7 +1065,9 @@ class etcd_store final : public store {
         if (leader_changed) leader_key_changed_ = true;
         if (node_deleted) node_feed_whole_ = false;
         // Keyed by the etcd key (one per node); bounded by the fleet's size.
-        for (auto& kv : node_puts) node_feed_[kv.key] = std::move(kv.value);
+        for (auto& kv : node_puts)
+          if (kv.mod_revision > node_feed_listed_)
+            node_feed_[kv.key] = {kv.mod_revision, std::move(kv.value)};
       }
       if (leader_changed) state_cv_.notify_all();
       note_revision(rev);
@@ -1092,9 +1101,11 @@ class etcd_store final : public store {
   bool stopping_ = false;
   std::uint64_t known_revision_ = 0;
   bool leader_key_changed_ = false;
-  // The node change feed (take_node_changes): etcd key -> newest record value seen by the watch;
-  // whole = no event lost since the last list_nodes().
-  std::map<std::string, std::string> node_feed_;
+  // The node change feed (take_node_changes): etcd key -> {mod revision, newest record value}
+  // seen by the watch after the last list_nodes() read (its revision: node_feed_listed_);
+  // whole = no event lost since that list.
+  std::map<std::string, std::pair<std::int64_t, std::string>> node_feed_;
+  std::int64_t node_feed_listed_ = 0;
   bool node_feed_whole_ = false;
   std::int64_t leader_lease_ = 0;
   steady::time_point lease_valid_until_{};
