@@ -724,10 +724,12 @@ void http_api::attach(http_server& server) {
         } catch (const std::exception&) {
           return send_error(res, {error_kind::invalid, "bad_request", "after and limit must be numbers"});
         }
-        // ?subject=ISSUER/ID: that directive's own records (the console's timeline).
-        const auto r = req.has_param("subject")
-                           ? core_.audit_of(req.param("subject"), std::min<std::size_t>(limit, 10000))
-                           : core_.audit(after, std::min<std::size_t>(limit, 10000));
+        // ?subject=ISSUER/ID: that directive's own records (the console's timeline); ?last=1:
+        // the newest `limit` records.
+        limit = std::min<std::size_t>(limit, 10000);
+        const auto r = req.has_param("subject") ? core_.audit_of(req.param("subject"), limit)
+                       : req.param("last") == "1" ? core_.audit_last(limit)
+                                                  : core_.audit(after, limit);
         if (!r) return send_error(res, r.error);
         send_json_list(res, "records", *r.value);
       }));

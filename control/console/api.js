@@ -77,6 +77,7 @@ export const paths = {
   rolloutAction: (action) => `/v1/rollout/${action}`,
   emergencyStop: '/v1/emergency-stop',
   audit: (after, limit) => `/v1/audit?after=${enc(after)}&limit=${enc(limit)}`,
+  auditLast: (limit) => `/v1/audit?last=1&limit=${enc(limit)}`,
   auditSubject: (subject, limit) => `/v1/audit?subject=${enc(subject)}&limit=${enc(limit)}`,
   auditVerify: '/v1/audit/verify',
 };

@@ -160,10 +160,13 @@ export function lineChart({series, title, description, testid, formatX, emptyTex
   }
 
   const ticks = tMax > tMin ? [tMin, tMin + span / 2, tMax] : [tMin];
+  let shown = '';
   ticks.forEach((tv, i) => {
     const anchor = ticks.length === 1 ? 'start' : ['start', 'middle', 'end'][i];
-    el.append(svg('text', {x: px(tv), y: height - 8, class: 'axis', 'text-anchor': anchor},
-      formatX ? formatX(tv) : String(tv)));
+    const text = formatX ? formatX(tv) : String(tv);
+    if (text === shown) return;  // a span of a few seconds: one label, not three on top of each other
+    shown = text;
+    el.append(svg('text', {x: px(tv), y: height - 8, class: 'axis', 'text-anchor': anchor}, text));
   });
 
   for (const s of series) {

@@ -1536,6 +1536,17 @@ directive_view controller::view_locked(directive_record rec) {
   std::uint64_t since = 0;
   for (const auto& r : policy_.rules)
     if (r.directive == key_name && !r.shadow) since = std::max(since, r.since);
+  // An unblock has no rules of its own: a node enforces it once it holds the lifted directives'
+  // rules with their new end (the revision that gave it them), or without them once removed.
+  if (v.parsed && v.parsed->action == directive::directive_action::unblock) {
+    for (const auto& lifted : v.parsed->lifts) {
+      const std::string lk = key_of(rec.issuer, lifted);
+      for (const auto& r : policy_.rules)
+        if (r.directive == lk && !r.shadow) since = std::max(since, r.since);
+      if (const auto gone = removed_in_.find(lk); gone != removed_in_.end())
+        since = std::max(since, gone->second);
+    }
+  }
   if (v.parsed) v.overlaps = overlaps_of(*v.parsed);
   const auto removed = removed_in_.find(key_name);
   for (const auto& [id, n] : nodes_) {
@@ -1614,6 +1625,16 @@ op_result<std::vector<audit::audit_record>> controller::audit(std::uint64_t afte
                                                               std::size_t limit) {
   try {
     return {store_.audit_since(after, limit), {}};
+  } catch (const store::store_error& e) {
+    return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
+  }
+}
+
+op_result<std::vector<audit::audit_record>> controller::audit_last(std::size_t limit) {
+  try {
+    const auto head = store_.audit_head();
+    const std::uint64_t seq = head ? head->seq : 0;
+    return {store_.audit_since(seq > limit ? seq - limit : 0, limit), {}};
   } catch (const store::store_error& e) {
     return {std::nullopt, {error_kind::unavailable, "store_failed", e.what()}};
   }

@@ -315,6 +315,8 @@ class controller {
   [[nodiscard]] rollout_view rollout();
   [[nodiscard]] op_result<std::vector<audit::audit_record>> audit(std::uint64_t after,
                                                                   std::size_t limit);
+  // The newest `limit` records, oldest first (the console opens its audit page on them).
+  [[nodiscard]] op_result<std::vector<audit::audit_record>> audit_last(std::size_t limit);
   // The records about `subject` ("issuer/id", a node id), oldest first, at most `limit`: a
   // directive's own timeline. Reads the whole log in pages.
   [[nodiscard]] op_result<std::vector<audit::audit_record>> audit_of(const std::string& subject,

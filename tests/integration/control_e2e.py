@@ -119,7 +119,9 @@ def story(root):
     check(wait_for(lambda: e.converged_on(block_rev), 20), "both agents converge on the block")
     show = json.loads(e.ctl(["--json", "show", "ministry-of-communications/MINCOM-2026-001"],
                             role="viewer").stdout or "{}")
-    check(show.get("state") == "active" and show.get("enforcement") == {"in_scope": 2, "enforcing": 2},
+    enf = show.get("enforcement") or {}
+    check(show.get("state") == "active" and enf.get("in_scope") == 2 and enf.get("enforcing") == 2
+          and enf.get("pending") == 0 and enf.get("failing") == 0 and enf.get("stale") == 0,
           f"directive active and enforced by 2 of 2 nodes: {show.get('state')} {show.get('enforcement')}")
     shas = {n["ruleset_sha256"] for n in e.nodes()}
     check(len(shas) == 1 and "" not in shas, "both nodes report the same ruleset SHA-256")

@@ -35,6 +35,13 @@ export function eventLabel(event) {
     'node.revoked': t('event.node.revoked'),
     'request.refused': t('event.request.refused'),
     'request.refused.repeated': t('event.request.refused.repeated'),
+    'controller.initialised': t('event.controller.initialised'),
+    'controller.leader': t('event.controller.leader'),
+    'revision.created': t('event.revision.created'),
+    'revision.compile_failed': t('event.revision.compile_failed'),
+    'node.registered': t('event.node.registered'),
+    'node.nack': t('event.node.nack'),
+    'node.audit_checkpoint_conflict': t('event.node.audit_checkpoint_conflict'),
     'session.opened': t('event.session.opened'),
     'session.closed': t('event.session.closed'),
   };
@@ -75,29 +82,27 @@ function row(r) {
     h('td', null, bdi(r.actor ?? '')),
     h('td', null, h('span', {class: 'event'}, eventLabel(r.event)), ' ', code(r.event ?? '', {class: 'event-code'})),
     h('td', null, subjectEl(r.subject)),
-    h('td', {class: 'detail', title: full || false}, bdi(detailText(r))),
+    // key=value text (JSON inside): left to right even in an Arabic page.
+    h('td', {class: 'detail', title: full || false}, h('bdi', {dir: 'ltr'}, detailText(r))),
     h('td', null, code(shortHash(r.hash), {title: r.hash ?? false})));
 }
 
 export function render(root, ctx) {
-  // The page shown and the verification, across a redraw (a change of language).
+  // The page shown and the verification, across a redraw (a change of language). The page opens
+  // on the newest records (after = null); `after` is the seq the shown page starts after.
   const keep = ctx.keep;
-  keep.previous ??= [];  // the `after` of each earlier page
-  let after = keep.after ?? 0;
-  const previous = keep.previous;
+  let after = keep.after ?? null;
+  let shown = [];  // the records on the page
   const status = h('p', {class: 'status', role: 'status'});
   const tableBox = h('div');
   const prev = h('button', {type: 'button', testid: 'audit-prev', disabled: true,
-    on: {click: () => {
-      if (previous.length) load(previous.pop());
-    }}}, t('audit.prev'));
+    on: {click: () => load(Math.max(0, after - PAGE))}}, t('audit.prev'));
   const next = h('button', {type: 'button', testid: 'audit-next', disabled: true,
-    on: {click: () => {
-      const last = next.dataset.after;
-      if (last) {
-        previous.push(after);
-        load(Number(last));
-      }
+    on: {click: async () => {
+      // The next PAGE records; near the head, the newest page (so "older" then "newer" comes
+      // back to the same records).
+      await load(after + PAGE);
+      if (shown.length < PAGE) await load(null);
     }}}, t('audit.next'));
   const reload = h('button', {type: 'button', on: {click: () => load(after)}}, t('audit.reload'));
   const verify = h('button', {type: 'button', testid: 'audit-verify', class: 'primary', on: {click: runVerify}},
@@ -105,6 +110,7 @@ export function render(root, ctx) {
   const verifyBox = h('div', {class: 'verify-box'});
 
   let loading = 0;
+  // from: the seq to start after, or null for the newest page.
   async function load(from) {
     const mine = ++loading;
     prev.disabled = true;
@@ -112,18 +118,20 @@ export function render(root, ctx) {
     replace(status, t('common.loading'));
     let records;
     try {
-      const body = await get(paths.audit(from, PAGE));
+      const body = await get(from === null ? paths.auditLast(PAGE) : paths.audit(from, PAGE));
       records = Array.isArray(body?.records) ? body.records : [];
     } catch (e) {
       if (mine !== loading) return;
       replace(status, errorText(e));
       status.classList.add('error');
-      prev.disabled = previous.length === 0;
+      prev.disabled = !(after > 0);
       return;
     }
     if (mine !== loading) return;  // a later click won
-    after = from;
-    keep.after = from;
+    const newest = from === null;
+    after = newest ? (records.length ? records[0].seq - 1 : 0) : from;
+    keep.after = newest ? null : from;
+    shown = records;
     status.classList.remove('error');
     const rows = records.map(row);
     if (rows.length === 0) rows.push(h('tr', {class: 'empty'}, h('td', {colspan: 7}, t('audit.none'))));
@@ -134,10 +142,9 @@ export function render(root, ctx) {
     replace(status, records.length
       ? t('audit.range', {from: records[0].seq, to: records[records.length - 1].seq})
       : t('audit.none'));
-    prev.disabled = previous.length === 0;
-    // A short page is the end of the log (for now).
-    next.disabled = records.length < PAGE;
-    next.dataset.after = records.length ? String(records[records.length - 1].seq) : '';
+    prev.disabled = !(after > 0);
+    // The newest page, or a short one, is the end of the log (for now).
+    next.disabled = newest || records.length < PAGE;
   }
 
   // {answer} or {error}: drawn again after a change of language.

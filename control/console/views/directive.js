@@ -253,7 +253,7 @@ export function render(root, ctx) {
         h('strong', {class: 'event'}, eventLabel(r.event)),
         code(r.event, {class: 'event-code'}),
         h('span', {class: 'actor'}, bdi(r.actor))),
-      detailText(r) ? h('p', {class: 'timeline-detail'}, bdi(detailText(r))) : null));
+      detailText(r) ? h('p', {class: 'timeline-detail'}, h('bdi', {dir: 'ltr'}, detailText(r))) : null));
     replace(timelineBody, items.length
       ? h('ol', {testid: 'timeline', class: 'timeline'}, items)
       : [h('ol', {testid: 'timeline', class: 'timeline'}), h('p', null, t('timeline.none'))]);

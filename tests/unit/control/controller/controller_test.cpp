@@ -257,12 +257,21 @@ TEST_CASE("an unblock lifts on its own time, in the snapshot and in the lifecycl
   REQUIRE(spec.rules.size() == 1);
   CHECK(spec.rules[0].not_after == t0 + 300);  // the node lifts by itself at the unblock's time
   CHECK(f.core->get("ministry", "B-1").value->record.state == "active");
+  // The unblock has no rules of its own: a node enforces it once it holds that revision.
+  CHECK(f.core->get("ministry", "U-1").value->pending == 1);
+  f.ack("n1", rev);
+  const auto lift = f.core->get("ministry", "U-1").value;
+  CHECK(lift->enforcing == 1);
+  CHECK(lift->in_scope == 1);
   f.clk.advance(300);
   f.core->tick();
   const auto b = f.core->get("ministry", "B-1").value->record;
   CHECK(b.state == "ended");
   CHECK(b.end_reason == "lifted");
-  CHECK(f.snapshot("n1").second.rules.empty());
+  const auto [after, none] = f.snapshot("n1");
+  CHECK(none.rules.empty());
+  f.ack("n1", after);
+  CHECK(f.core->get("ministry", "U-1").value->enforcing == 1);
   // Lifting something already ended is refused.
   const auto again = unblock_doc("U-2", "B-1", t0 + 400);
   CHECK(f.core->submit(ministry, again, f.sign(again, f.issuer)).error.code ==
