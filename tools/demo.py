@@ -31,6 +31,8 @@ Exit 0: every step happened as described; 1: some step did not (each is printed 
 2: usage / missing binaries."""
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import re
@@ -357,7 +359,35 @@ class Demo(Story):
         self.check(want in m, "controller metrics: 2 nodes converged")
         if a.hold:
             self.say("--hold: everything stays up until Ctrl-C")
+            self.console_login(in_namespace=True)
             signal.pause()
+
+    def console_login(self, in_namespace):
+        """--hold: where the operators' console is and a ready login for each role (issue 15)."""
+        # The browser pins the controller's key (its CA is a throwaway one): the SHA-256 of the
+        # certificate's SubjectPublicKeyInfo, which is the DER inside the PEM "PUBLIC KEY".
+        pem = subprocess.run(["openssl", "x509", "-in", os.path.join(self.work, "ctl.crt"), "-pubkey",
+                              "-noout"], capture_output=True, text=True).stdout
+        der = base64.b64decode("".join(l for l in pem.splitlines() if not l.startswith("-----")))
+        pin = base64.b64encode(hashlib.sha256(der).digest()).decode()
+        self.step("the operators' console")
+        self.say("console:  %s/ui/" % self.url)
+        self.say("  sign in as the engineer (approves): %s" % self.tokens["engineer"])
+        self.say("  sign in as the ministry (submits):  %s" % self.tokens["ministry"])
+        self.say("  sign in as a viewer (reads):         %s" % self.tokens["viewer"])
+        self.say("  the controller's certificate is from a throwaway CA: %s (trust it, or start "
+                 "chromium with --ignore-certificate-errors-spki-list=%s)" % (self.ca, pin))
+        # Fresh ids: the story's own documents are spent (a replayed id is refused).
+        t = now()
+        times = {"issued_at": rfc(t - timedelta(minutes=1)), "not_before": rfc(t)}
+        self.directive("telegram-block.yaml", dict(times, id="MINCOM-2026-101"))
+        self.directive("telegram-unblock.yaml", dict(times, id="MINCOM-2026-102", lifts="[MINCOM-2026-101]"))
+        self.say("  to upload as the ministry: %s/telegram-block.yaml with telegram-block.yaml.minisig "
+                 "(MINCOM-2026-101), then telegram-unblock.yaml with its .minisig" % self.work)
+        if in_namespace:
+            self.say("  the controller listens in the demo's own network namespace; a browser "
+                     "there: nsenter --net=/proc/%d/ns/net chromium --no-sandbox "
+                     "--ignore-certificate-errors-spki-list=%s %s/ui/" % (os.getpid(), pin, self.url))
 
     # ---- directives (shared by both modes) ---------------------------------------------------
     def submit_block(self):
@@ -386,8 +416,8 @@ class Demo(Story):
     def check_enforcement(self):
         p = self.ctl(["--json", "show", self.block_id], role="viewer")
         st = json.loads(p.stdout or "{}") if p.returncode == 0 else {}
-        self.check(st.get("state") == "active" and
-                   st.get("enforcement") == {"in_scope": 2, "enforcing": 2},
+        enf = st.get("enforcement") or {}
+        self.check(st.get("state") == "active" and enf.get("in_scope") == 2 and enf.get("enforcing") == 2,
                    "%s active, enforced by %s of %s nodes" % (
                        self.block_id, st.get("enforcement", {}).get("enforcing"),
                        st.get("enforcement", {}).get("in_scope")))
@@ -522,6 +552,10 @@ class Demo(Story):
         self.step("(4) where the metrics are")
         self.say("controller: %s/metrics (while the demo runs); nodes: sluice-dataplane "
                  "--metrics (not run in replay mode)" % self.url)
+        if self.a.hold:
+            self.say("--hold: everything stays up until Ctrl-C")
+            self.console_login(in_namespace=False)
+            signal.pause()
 
 
 def now():
