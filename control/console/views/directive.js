@@ -190,8 +190,9 @@ export function render(root, ctx) {
       dlRow(t('directive.issuer'), code(d.issuer)),
       dlRow(t('directive.id'), code(d.id)),
       dlRow(t('directive.action'), actionText(d)),
-      dlRow(t('directive.legal_basis'), d.legal_basis ?? t('common.none'),
-        {testid: 'directive-legal-basis', dir: 'auto', class: 'legal'}),
+      // Its own direction (a Latin order in an Arabic page), aligned with the other values.
+      dlRow(t('directive.legal_basis'), h('bdi', {dir: 'auto'}, d.legal_basis ?? t('common.none')),
+        {testid: 'directive-legal-basis', class: 'legal'}),
       dlRow(t('directive.targets'), targetsEl(d), {testid: 'directive-targets'}),
       dlRow(t('directive.scope'), scopeInline(d.scope)),
       dlRow(t('directive.window'), windowEl(d)),

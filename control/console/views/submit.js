@@ -116,7 +116,7 @@ export function render(root, ctx) {
           h('div', {class: 'dl-row'}, h('dt', null, t('directive.id')), h('dd', null, code(body.id ?? ''))),
           h('div', {class: 'dl-row'}, h('dt', null, t('directive.action')), h('dd', null, actionText(body))),
           body.legal_basis !== undefined
-            ? h('div', {class: 'dl-row'}, h('dt', null, t('directive.legal_basis')), h('dd', {dir: 'auto'}, body.legal_basis))
+            ? h('div', {class: 'dl-row'}, h('dt', null, t('directive.legal_basis')), h('dd', null, h('bdi', {dir: 'auto'}, body.legal_basis)))
             : null,
           h('div', {class: 'dl-row'}, h('dt', null, t('directive.targets')), h('dd', null, targetsInline(body, 12))),
           body.scope !== undefined
