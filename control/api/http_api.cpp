@@ -626,18 +626,24 @@ void http_api::attach(http_server& server) {
             !(*body).contains("signature") || !(*body)["signature"].is_string())
           return send_error(res, {error_kind::invalid, "bad_request",
                                   "body must be {\"document\": string, \"signature\": string}"});
-        const auto r = core_.check(who, (*body)["document"].template get<std::string>(),
-                                   (*body)["signature"].template get<std::string>());
-        if (!r && r.error.kind == error_kind::unavailable) return send_error(res, r.error);
-        if (!r) {
-          json problem{{"code", r.error.code}, {"message", r.error.message}};
-          if (r.error.line > 0) {
-            problem["line"] = r.error.line;
-            problem["column"] = r.error.column;
+        std::optional<controller::directive_view> checked;
+        const auto problems = core_.check(who, (*body)["document"].template get<std::string>(),
+                                          (*body)["signature"].template get<std::string>(), checked);
+        if (!problems.empty() && problems.front().kind == error_kind::unavailable)
+          return send_error(res, problems.front());
+        if (!problems.empty()) {
+          json list = json::array();
+          for (const auto& p : problems) {
+            json problem{{"code", p.code}, {"message", p.message}};
+            if (p.line > 0) {
+              problem["line"] = p.line;
+              problem["column"] = p.column;
+            }
+            list.push_back(std::move(problem));
           }
-          return send_json(res, 200, {{"ok", false}, {"problems", json::array({problem})}});
+          return send_json(res, 200, {{"ok", false}, {"problems", list}});
         }
-        json j = to_json(*r.value);
+        json j = to_json(*checked);
         j["ok"] = true;
         send_json(res, 200, j);
       }),

@@ -534,10 +534,27 @@ op_result<directive_view> controller::submit(const principal& who, const std::st
   return with_retry([&] { return submit_locked(who, document, signature, false); });
 }
 
-op_result<directive_view> controller::check(const principal& who, const std::string& document,
-                                            const std::string& signature) {
+std::vector<op_error> controller::check(const principal& who, const std::string& document,
+                                        const std::string& signature,
+                                        std::optional<directive_view>& checked) {
   std::lock_guard lock(mutex_);
-  return submit_locked(who, document, signature, true);
+  auto r = submit_locked(who, document, signature, true);
+  if (r) {
+    checked = std::move(r.value);
+    return {};
+  }
+  std::vector<op_error> problems{r.error};
+  // The signature is checked first and a submission stops there; a dry run goes on to the
+  // document, so one check lists what is wrong with both.
+  static const std::set<std::string> signature_codes{"malformed_signature", "unknown_issuer_key",
+                                                     "bad_signature"};
+  if (signature_codes.contains(r.error.code)) {
+    const auto parsed = directive::parse_directive(document, validation(now_s()));
+    if (!parsed)
+      problems.push_back({error_kind::invalid, std::string(directive::to_string(parsed.error.code)),
+                          parsed.error.message, parsed.error.line, parsed.error.column});
+  }
+  return problems;
 }
 
 op_result<directive_view> controller::approve(const principal& who, const std::string& issuer,

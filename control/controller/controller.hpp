@@ -233,10 +233,14 @@ class controller {
   [[nodiscard]] op_result<directive_view> submit(const principal& who, const std::string& document,
                                                  const std::string& signature);
   // Every check submit() makes (signature, issuer key, document, replayed id, what an unblock
-  // lifts), with nothing counted, audited or stored: the console's dry run. The view is what
-  // would be stored, in state "checked"; a refusal is submit()'s, with line and column.
-  [[nodiscard]] op_result<directive_view> check(const principal& who, const std::string& document,
-                                                const std::string& signature);
+  // lifts), with nothing counted, audited or stored: the console's dry run. Passed: no
+  // problems, and `checked` is what would be stored, in state "checked". Refused: submit()'s
+  // refusal (with line and column), and when that is the signature's, the document's own first
+  // problem too (the parser stops at its first). An unavailable store is one problem of kind
+  // unavailable.
+  [[nodiscard]] std::vector<op_error> check(const principal& who, const std::string& document,
+                                            const std::string& signature,
+                                            std::optional<directive_view>& checked);
   // `note`: the engineer's optional words with the approval (kept with it, audited).
   [[nodiscard]] op_result<directive_view> approve(const principal& who, const std::string& issuer,
                                                   const std::string& id, const std::string& note = "");

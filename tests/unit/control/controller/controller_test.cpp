@@ -681,29 +681,44 @@ TEST_CASE("replicated: a node moving to another replica is not registered twice"
 TEST_CASE("check: a submission's every refusal, with nothing stored, counted or audited") {
   fixture f;
   const auto audit_before = f.audit_count();
+  const auto check = [&](const std::string& doc, const std::string& sig,
+                         std::optional<ctl::directive_view>* out = nullptr) {
+    std::optional<ctl::directive_view> checked;
+    auto problems = f.core->check(ministry, doc, sig, checked);
+    CHECK(checked.has_value() == problems.empty());
+    if (out) *out = std::move(checked);
+    return problems;
+  };
   const std::string doc = block_doc("B-1", t0);
-  const auto ok = f.core->check(ministry, doc, f.sign(doc, f.issuer));
+  std::optional<ctl::directive_view> ok;
+  CHECK(check(doc, f.sign(doc, f.issuer), &ok).empty());
   REQUIRE(ok);
-  CHECK(ok.value->record.state == "checked");
-  CHECK(ok.value->record.id == "B-1");
-  CHECK(ok.value->parsed->legal_basis == "Order 123");
+  CHECK(ok->record.state == "checked");
+  CHECK(ok->record.id == "B-1");
+  CHECK(ok->parsed->legal_basis == "Order 123");
   CHECK_FALSE(f.core->get("ministry", "B-1"));  // not stored
   CHECK(f.audit_count() == audit_before);       // not audited
 
   // The same refusals as submit(), with the document's line and column.
   const std::string bad = block_doc("B-2", t0, std::nullopt, "  prefixes: [10.0.0.1/8]\n");
-  const auto refused = f.core->check(ministry, bad, f.sign(bad, f.issuer));
-  REQUIRE_FALSE(refused);
-  CHECK(refused.error.code == "bad_prefix");
-  CHECK(refused.error.line == 8);
-  CHECK(refused.error.column > 0);
-  CHECK(f.core->check(ministry, doc, f.sign(doc, f.other)).error.code == "unknown_issuer_key");
-  CHECK(f.core->check(ministry, doc, f.sign(doc + " ", f.issuer)).error.code == "bad_signature");
+  const auto refused = check(bad, f.sign(bad, f.issuer));
+  REQUIRE(refused.size() == 1);
+  CHECK(refused[0].code == "bad_prefix");
+  CHECK(refused[0].line == 8);
+  CHECK(refused[0].column > 0);
+  CHECK(check(doc, f.sign(doc, f.other)).at(0).code == "unknown_issuer_key");
+  // A bad signature and a bad document: both, in one check.
+  const auto both = check(bad, f.sign(bad + " ", f.issuer));
+  REQUIRE(both.size() == 2);
+  CHECK(both[0].code == "bad_signature");
+  CHECK(both[1].code == "bad_prefix");
+  CHECK(both[1].line == 8);
+  CHECK(check(doc, f.sign(doc + " ", f.issuer)).size() == 1);  // the document itself is fine
   CHECK(f.audit_count() == audit_before);
 
   // Once submitted, checking it again says it would be a replay.
   REQUIRE(f.submit(doc));
-  CHECK(f.core->check(ministry, doc, f.sign(doc, f.issuer)).error.code == "replayed_id");
+  CHECK(check(doc, f.sign(doc, f.issuer)).at(0).code == "replayed_id");
 }
 
 TEST_CASE("reject: an engineer turns down a directive awaiting approval, with a reason, audited") {
