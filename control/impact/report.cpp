@@ -305,6 +305,11 @@ json impact_report(const directive::directive& d, const fleet::app_table& apps,
     if (rec.window_start < since || rec.window_end > until) continue;
     const auto body = parse_impact_body(rec.body, ignored);
     if (!body) continue;
+    // Only reports that carry this directive's rules speak for it (one from before its shadow
+    // rules reached the node, or from a node out of its scope, says nothing of it).
+    if (std::none_of(body->rules.begin(), body->rules.end(),
+                     [&](const auto& r) { return belongs_to(r, key); }))
+      continue;
     ++reports;
     nodes.insert(rec.node_id);
     newest = std::max(newest, rec.window_end);

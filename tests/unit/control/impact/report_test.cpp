@@ -215,6 +215,8 @@ TEST_CASE("impact_report: shares per prefix, summed over nodes and windows") {
       record("node-c", 500, 1500, {rule(p, "moc/X", {{"drive.example.com", 1000}}, 0)}),
       // a body that does not parse: ignored, not counted
       {"node-d", 1000, 2000, 3, "{\"rules\": 1}"},
+      // only another directive's rules (this one's had not reached node-e): not counted
+      record("node-e", 2000, 3000, {rule("moc/Y@149.154.160.0/20", "moc/Y", {{"x.org", 1}}, 0)}),
   };
   const json r = impact::impact_report(d, apps(), recs, 1000, 3000, 10);
   CHECK(r["directive"] == "moc/X");
