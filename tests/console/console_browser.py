@@ -7,12 +7,15 @@ What runs: sluice-controld over TLS on SQLite with its node CA (tests/integratio
 control_harness.py, as every control test), serving the console from BUILD_DIR/console; four
 sluice-fleet-sim agents (sim-0001 is the canary, 2 s soak) with client certificates; the
 ministry's block and unblock (config/directives/telegram-*.yaml, times moved to now), a
-document carrying script/img payloads and two bad ones, signed here with `sluicectl sign` (the
-ministry's secret key never reaches the browser). Then `node tests/console/story.mjs` drives
-Debian's chromium (playwright-core, headless, 1280x800) through the console alone; see its
-header for what it asserts. While it runs, a stand-in for the nodes' impact reporting posts one
-impact report for the block as sim-0001 (the fleet simulator does not report impact), over TLS
-with a client certificate minted from the node CA, as sluice-dataplane --impact-interval would.
+document carrying script/img payloads, two bad ones, a block of 198.51.100.0/25 inside the
+protected range gov-services (198.51.100.0/24; approval.overrides_required 2, a second engineer
+token engineer-bob for the overrides) and one to be rejected, signed here with `sluicectl sign`
+(the ministry's secret key never reaches the browser). Then `node tests/console/story.mjs`
+drives Debian's chromium (playwright-core, headless, 1280x800) through the console alone; see
+its header for what it asserts. While it runs, a stand-in for the nodes' impact reporting posts
+one impact report as sim-0001 for the block and one for the protected-range block (the fleet
+simulator does not report impact), over TLS with a client certificate minted from the node CA,
+as sluice-dataplane --impact-interval would.
 
 Screenshots of every page in English and Arabic go to BUILD_DIR/console-screenshots/.
 
@@ -21,6 +24,7 @@ installs all three) missing and SLUICE_REQUIRE_BROWSER unset. With SLUICE_REQUIR
 missing browser is a failure. SLUICE_CONSOLE_KEEP=1 keeps the work dir; SLUICE_CONSOLE_ASSETS=DIR serves the console from DIR
 (e.g. control/console, without a rebuild) instead of BUILD_DIR/console."""
 
+import hashlib
 import http.client
 import json
 import os
@@ -43,11 +47,20 @@ from control_harness import (TOKENS, Controller, check, failures, popen,  # noqa
 
 ISSUER = "ministry-of-communications"
 BLOCK_ID, UNBLOCK_ID, XSS_ID = "MINCOM-2026-001", "MINCOM-2026-002", "MINCOM-XSS-001"
+# Directives of their own (so the block's figures never move): a block of an address inside a
+# protected range (overrides, approval, then revoked by the ministry) and one the engineer
+# rejects with the keyboard alone.
+PROTECTED_ID, REJECT_ID = "MINCOM-PROT-001", "MINCOM-REJ-001"
+PROTECTED_NAME, PROTECTED_RANGE, PROTECTED_TARGET = "gov-services", "198.51.100.0/24", "198.51.100.0/25"
+# A second engineer: a protected overlap needs two engineers' overrides (approval.overrides_required).
+ENGINEER2 = ("engineer-bob", "tok-engineer-bob")
 NODES, CANARY = 4, 1
 CHROMIUM = os.environ.get("SLUICE_CHROMIUM", "/usr/bin/chromium")
 # The console's files: BUILD/console (the controller's default, beside its binary), or this
 # directory (e.g. control/console while editing it, without a rebuild).
 ASSETS = os.environ.get("SLUICE_CONSOLE_ASSETS")
+if ASSETS:  # the controller runs in its work dir: a relative DIR is the caller's
+    ASSETS = os.path.abspath(ASSETS)
 STORY_TIMEOUT = 300  # seconds; the ctest TIMEOUT is above it
 
 # The payloads: they must show as text and never run. Each would set window.__pwned.
@@ -81,9 +94,21 @@ class Console(Controller):
 
     def _write_config(self):
         super()._write_config()
+        path = os.path.join(self.root, self.config_name)
+        with open(path) as f:
+            text = f.read()
+        name, token = ENGINEER2
+        bob = (f"  - {{ name: {name}, role: engineer, "
+               f"sha256: {hashlib.sha256(token.encode()).hexdigest()} }}\n")
+        if text.count("\ntokens:\n") != 1:
+            raise RuntimeError(f"{path}: no single 'tokens:' list to add {name} to")
+        text = text.replace("\ntokens:\n", "\ntokens:\n" + bob)
+        text += (f"protected:\n  - {{ name: {PROTECTED_NAME}, prefixes: [{PROTECTED_RANGE}] }}\n"
+                 "approval: { overrides_required: 2 }\n")
         if ASSETS:
-            with open(os.path.join(self.root, self.config_name), "a") as f:
-                f.write(f"console: {{ assets: {ASSETS} }}\n")
+            text += f"console: {{ assets: {ASSETS} }}\n"
+        with open(path, "w") as f:
+            f.write(text)
 
     def start_sim(self):
         self.enroll_sim(NODES, canary=CANARY)
@@ -159,6 +184,15 @@ def documents(c, source):
                             f"legal_basis: \"Order No. 9\"\n# the action below is misspelt\n"
                             f"scope: all\naction: blockade\ntargets:\n  apps: [telegram]\n"
                             f"not_before: {before['not_before']}\n"),
+        # Inside the protected range: approval waits for two engineers' overrides.
+        "protected.yaml": (f"id: {PROTECTED_ID}\nissuer: {ISSUER}\nissued_at: {before['issued_at']}\n"
+                           f"legal_basis: \"Order No. 77 (protected range test)\"\naction: block\n"
+                           f"response: notice\ntargets:\n  prefixes: [{PROTECTED_TARGET}]\nscope: all\n"
+                           f"not_before: {before['not_before']}\n"),
+        "reject.yaml": (f"id: {REJECT_ID}\nissuer: {ISSUER}\nissued_at: {before['issued_at']}\n"
+                        f"legal_basis: \"Order No. 78 (to be rejected)\"\naction: block\n"
+                        f"response: notice\ntargets:\n  domains: [reject-probe.example]\nscope: all\n"
+                        f"not_before: {before['not_before']}\n"),
         # A payload in a target, which the check refuses and (likely) quotes back.
         "bad-domain.yaml": (f"id: MINCOM-BAD-002\nissuer: {ISSUER}\nissued_at: {before['issued_at']}\n"
                             f"legal_basis: \"Order No. 10\"\naction: block\n"
@@ -176,56 +210,73 @@ def documents(c, source):
     return {"dir": c.root, "issuer": ISSUER, "block": BLOCK_ID, "unblock": UNBLOCK_ID, "xss": XSS_ID,
             "bad_action": {"file": "bad-action.yaml", "line": 7, "column": 9},
             "bad_domain": "bad-domain.yaml", "tampered": "tampered.yaml",
+            "protected": PROTECTED_ID, "reject": REJECT_ID,
+            "protected_range": {"name": PROTECTED_NAME, "range": PROTECTED_RANGE, "target": PROTECTED_TARGET},
             "payloads": [SCRIPT, IMG]}
 
 
 class ImpactReporter(threading.Thread):
-    """Stands in for a node's impact reports (sluice-dataplane --impact-interval): once the
-    block awaits approval, posts one report for it as sim-0001: behind 149.154.160.0/20, 20
-    flows: 12 named telegram.org (the block's own), 5 drive.example.com, 3 unnamed. One only,
-    so the page's figures are exactly these (retried every 2 s until taken)."""
+    """Stands in for a node's impact reports (sluice-dataplane --impact-interval): once a
+    directive below awaits approval, posts one report for it as sim-0001 (retried every 2 s
+    until taken). One per directive only, so the page's figures are exactly these.
+    - the block: behind 149.154.160.0/20, 20 flows: 12 named telegram.org (the block's own),
+      5 drive.example.com, 3 unnamed;
+    - the protected-range block: behind 198.51.100.0/25, 10 flows: 4 portal.gov.example, 6
+      unnamed (the page marks the row as overlapping a protected range)."""
 
     def __init__(self, c):
         super().__init__(daemon=True)
         self.c = c
         self.ctx = c.node_context("sim-0001")
         self.stop = threading.Event()
-        self.posted = []  # HTTP statuses
+        self.posted = {BLOCK_ID: [], PROTECTED_ID: []}  # HTTP statuses per directive
 
-    def body(self, rev):
+    @staticmethod
+    def rules(directive_id):
+        key = f"{ISSUER}/{directive_id}"
+        if directive_id == BLOCK_ID:
+            names = [{"name": "telegram.org", "flows": 12, "error": 0},
+                     {"name": "drive.example.com", "flows": 5, "error": 0}]
+            return [{"rule": f"{key}@149.154.160.0/20", "directive": key, "flows": 20, "unnamed": 3,
+                     "names": names, "other": 0},
+                    {"rule": f"{key}@names", "directive": key, "flows": 12, "unnamed": 0,
+                     "names": names[:1], "other": 0}]
+        return [{"rule": f"{key}@{PROTECTED_TARGET}", "directive": key, "flows": 10, "unnamed": 6,
+                 "names": [{"name": "portal.gov.example", "flows": 4, "error": 0}], "other": 0}]
+
+    def body(self, directive_id, rev):
         now = int(time.time())
-        key = f"{ISSUER}/{BLOCK_ID}"
-        names = [{"name": "telegram.org", "flows": 12, "error": 0},
-                 {"name": "drive.example.com", "flows": 5, "error": 0}]
-        return json.dumps({"window_start": now - 30, "window_end": now - 1, "revision": rev, "rules": [
-            {"rule": f"{key}@149.154.160.0/20", "directive": key, "flows": 20, "unnamed": 3,
-             "names": names, "other": 0},
-            {"rule": f"{key}@names", "directive": key, "flows": 12, "unnamed": 0,
-             "names": names[:1], "other": 0}]})
+        return json.dumps({"window_start": now - 30, "window_end": now - 1, "revision": rev,
+                           "rules": self.rules(directive_id)})
 
     def run(self):
-        last = 0.0
+        last = {k: 0.0 for k in self.posted}
         while not self.stop.wait(0.5):
-            d = self.c.get(f"/v1/directives/{ISSUER}/{BLOCK_ID}", "engineer")
-            if 204 in self.posted:
+            todo = [k for k, st in self.posted.items() if 204 not in st]
+            if not todo:
                 return
-            if not d or d.get("state") != "awaiting_approval" or time.time() - last < 2:
-                continue
-            rev = self.c.rollout().get("target", 0)
-            conn = http.client.HTTPSConnection("127.0.0.1", self.c.port, context=self.ctx, timeout=10)
-            try:
-                conn.request("POST", "/v1/nodes/sim-0001/impact", body=self.body(rev),
-                             headers={"Content-Type": "application/json"})
-                r = conn.getresponse()
-                r.read()
-                self.posted.append(r.status)
-                if r.status != 204:
-                    print(f"  impact report as sim-0001: HTTP {r.status}", flush=True)
-            except (OSError, http.client.HTTPException) as e:
-                print(f"  impact report as sim-0001: {e}", flush=True)
-            finally:
-                conn.close()
-            last = time.time()
+            for directive_id in todo:
+                d = self.c.get(f"/v1/directives/{ISSUER}/{directive_id}", "engineer")
+                if not d or d.get("state") != "awaiting_approval" or time.time() - last[directive_id] < 2:
+                    continue
+                self.post(directive_id)
+                last[directive_id] = time.time()
+
+    def post(self, directive_id):
+        rev = self.c.rollout().get("target", 0)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.c.port, context=self.ctx, timeout=10)
+        try:
+            conn.request("POST", "/v1/nodes/sim-0001/impact", body=self.body(directive_id, rev),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            self.posted[directive_id].append(r.status)
+            if r.status != 204:
+                print(f"  impact report for {directive_id} as sim-0001: HTTP {r.status}", flush=True)
+        except (OSError, http.client.HTTPException) as e:
+            print(f"  impact report for {directive_id} as sim-0001: {e}", flush=True)
+        finally:
+            conn.close()
 
 
 def run_story(c, docs, shots):
@@ -239,6 +290,8 @@ def run_story(c, docs, shots):
                SLUICE_CHROMIUM=CHROMIUM,
                SLUICE_TOKEN_MINISTRY=TOKENS["ministry"],
                SLUICE_TOKEN_ENGINEER=TOKENS["engineer"],
+               SLUICE_TOKEN_ENGINEER2=ENGINEER2[1],
+               SLUICE_ENGINEER2_NAME=ENGINEER2[0],
                SLUICE_TOKEN_VIEWER=TOKENS["viewer"],
                SLUICE_TOKEN_NODE=TOKENS["node"],
                SLUICE_CONSOLE_NODES=str(NODES),
@@ -297,7 +350,8 @@ def main():
         print(f"console_browser: node story.mjs against {c.url}/ui/ (work dir {root})", flush=True)
         rc = run_story(c, docs, shots)
         check(rc == 0, f"story.mjs passed (exit {rc})")
-        check(204 in reporter.posted, f"the stand-in node's impact report was taken (HTTP {reporter.posted})")
+        for directive_id, statuses in reporter.posted.items():
+            check(204 in statuses, f"the stand-in node's impact report for {directive_id} was taken (HTTP {statuses})")
         # What the browser did, seen from outside: the store agrees.
         block = c.get(f"/v1/directives/{ISSUER}/{BLOCK_ID}") or {}
         check(block.get("state") == "ended" and block.get("end_reason") == "lifted",
@@ -305,6 +359,15 @@ def main():
         xss = c.get(f"/v1/directives/{ISSUER}/{XSS_ID}") or {}
         check(xss.get("state") == "ended" and xss.get("end_reason") == "rejected",
               f"API: the payload directive ended, rejected ({xss.get('state')}/{xss.get('end_reason')})")
+        prot = c.get(f"/v1/directives/{ISSUER}/{PROTECTED_ID}") or {}
+        actors = sorted(o.get("actor", "") for o in prot.get("overrides", []))
+        check(prot.get("state") == "ended" and prot.get("end_reason") == "revoked"
+              and actors == sorted(["engineer-user", ENGINEER2[0]]),
+              f"API: the protected-range block ended, revoked ({prot.get('state')}/{prot.get('end_reason')}), "
+              f"overridden by {actors}")
+        rej = c.get(f"/v1/directives/{ISSUER}/{REJECT_ID}") or {}
+        check(rej.get("state") == "ended" and rej.get("end_reason") == "rejected",
+              f"API: the keyboard-rejected directive ended, rejected ({rej.get('state')}/{rej.get('end_reason')})")
         ro = c.rollout()
         check(ro.get("paused") is not True, "API: the rollout was never paused by a forged request")
         p = c.ctl(["audit", "verify"], role="viewer")

@@ -1,7 +1,9 @@
 // The operators' console (issue 15) in Debian's chromium, headless, through playwright-core:
 // the seed's whole story through the console alone, each role's allowed actions, requests
-// forged by hand from the page, payloads that must render inert, CSRF, the session cookie,
-// logout, and screenshots of every page in English and Arabic at 1280x800.
+// forged by hand from the page, payloads that must render inert, a protected-range overlap and
+// its two-engineer override flow, revoke (ministry), reject and the reason dialog with the
+// keyboard alone (Esc sends nothing), CSRF, the session cookie, logout, and screenshots of
+// every page in English and Arabic at 1280x800.
 //
 // Started by console_browser.py (same directory), which runs the controller and the agents and
 // passes everything in the environment:
@@ -11,6 +13,7 @@
 //   SLUICE_CONSOLE_KEY     its key (the look-alike site of the CSRF test serves the same name)
 //   SLUICE_CONSOLE_CA      the CA that signed it (for this script's own requests)
 //   SLUICE_TOKEN_{MINISTRY,ENGINEER,VIEWER,NODE}   role tokens (names ROLE-user)
+//   SLUICE_TOKEN_ENGINEER2, SLUICE_ENGINEER2_NAME   a second engineer (protected overrides)
 //   SLUICE_CONSOLE_NODES   how many agents run
 //   SLUICE_CONSOLE_DOCS    JSON: the signed documents' directory and names (console_browser.py)
 //   SLUICE_CONSOLE_SHOTS   where the screenshots go
@@ -39,13 +42,17 @@ const TOKENS = {
   engineer: env('SLUICE_TOKEN_ENGINEER'),
   viewer: env('SLUICE_TOKEN_VIEWER'),
   node: env('SLUICE_TOKEN_NODE'),
+  engineer2: env('SLUICE_TOKEN_ENGINEER2'),
 };
+const ENGINEER2_NAME = env('SLUICE_ENGINEER2_NAME');
 const NODES = Number(env('SLUICE_CONSOLE_NODES'));
 const DOCS = JSON.parse(env('SLUICE_CONSOLE_DOCS'));
 const SHOTS = env('SLUICE_CONSOLE_SHOTS');
 const BLOCK = `${DOCS.issuer}/${DOCS.block}`;
 const UNBLOCK = `${DOCS.issuer}/${DOCS.unblock}`;
 const XSS = `${DOCS.issuer}/${DOCS.xss}`;
+const PROT = `${DOCS.issuer}/${DOCS.protected}`;  // a block inside a protected range
+const REJ = `${DOCS.issuer}/${DOCS.reject}`;      // rejected with the keyboard alone
 const VIEWPORT = {width: 1280, height: 800};
 const CONVERGE_MS = 60000;  // canary, 2 s soak, the rest: well under this
 
@@ -62,8 +69,9 @@ class StepFailed extends Error {}
 function must(cond, what) {
   if (!check(cond, what)) throw new StepFailed(what);
 }
+const started = Date.now();
 function step(title) {
-  console.log(`\n== ${title}`);
+  console.log(`\n== ${title} (at ${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function eventually(fn, ms, every = 250) {
@@ -99,11 +107,12 @@ const pageErrors = [];
 
 const T = (page, id) => page.getByTestId(id);
 
-async function newSession(role, locale = 'en-US') {
+// `token`: which of TOKENS signs in (default: the role's own).
+async function newSession(role, locale = 'en-US', token = role) {
   const context = await browser.newContext({viewport: VIEWPORT, locale});
   context.setDefaultTimeout(10000);
-  const page = await watched(context, role);
-  return {role, context, page};
+  const page = await watched(context, token === role ? role : `${role} (${token})`);
+  return {role, token, context, page};
 }
 async function watched(context, role) {
   const page = await context.newPage();
@@ -121,7 +130,7 @@ async function watched(context, role) {
 async function signIn(s, name = `${s.role}-user`) {
   const {page} = s;
   await page.goto(UI);
-  await T(page, 'login-token').fill(TOKENS[s.role]);
+  await T(page, 'login-token').fill(TOKENS[s.token ?? s.role]);
   await T(page, 'login-submit').click();
   const who = await eventually(async () => {
     const text = await T(page, 'whoami').textContent({timeout: 500});
@@ -330,8 +339,8 @@ function rawRequest(method, route, headers = {}, body = undefined) {
 
 // ---- the story -------------------------------------------------------------------------------
 const sessions = [];
-async function open(role, locale) {
-  const s = await newSession(role, locale);
+async function open(role, locale, token) {
+  const s = await newSession(role, locale, token);
   sessions.push(s);
   return s;
 }
@@ -669,6 +678,197 @@ async function story() {
     await inert(viewer.page, 'viewer, audit page');
   }
 
+  step('protected targets: the overlap shown, approval refused until two engineers override');
+  const engineer2 = await open('engineer', undefined, 'engineer2');
+  {
+    const {page} = ministry;
+    const pr = DOCS.protected_range;
+    await checkPasses(page, 'protected.yaml');
+    await send(page, 'protected.yaml', PROT);
+    await openDirective(page, PROT);
+    must(await directiveState(page) === 'awaiting_approval', `${PROT}: awaiting approval`);
+    const text = await eventually(async () => (await T(page, 'impact-overlaps').textContent({timeout: 1000})) || null, 10000);
+    check(!!text && text.includes(pr.target), `the submitter sees the overlap too: "${(text || '').trim().slice(0, 120)}"`);
+    const shown = await actionsShown(page);
+    check(!shown.some((a) => /approve|reject|override/.test(a)),
+          `the submitter (ministry) is offered no approve/reject/override on a protected overlap: [${shown}]`);
+    const r = await pageFetch(page, 'POST', `/v1/directives/${PROT}/override`, {body: {reason: 'ministry tries'}});
+    check(r.status === 403, `ministry POSTs override by hand: ${r.status} ${r.body?.error ?? ''}`);
+  }
+  await signIn(engineer2, ENGINEER2_NAME);
+  {
+    const {page} = engineer;
+    const pr = DOCS.protected_range;
+    await openDirective(page, PROT);
+    const box = T(page, 'impact-overlaps');
+    await box.waitFor();
+    const text = (await box.textContent()).trim();
+    check(text.includes(pr.target) && text.includes(pr.name) && text.includes(pr.range) &&
+          await box.getAttribute('data-count') === '1' && !/\bnone\b/.test(await box.getAttribute('class') || ''),
+          `impact-overlaps names the target ${pr.target} inside '${pr.name}' (${pr.range}): "${text.slice(0, 140)}"`);
+    check(/0\D+2/.test(text), `impact-overlaps: overrides so far 0 of 2 ("${text.slice(-60)}")`);
+    // The stand-in node's report for it: its row is marked as overlapping a protected range.
+    const row = page.locator(`[data-testid="impact-row"][data-prefix="${pr.target}"]`);
+    const marked = await eventually(async () => {
+      if (await row.count()) return true;
+      await page.reload();
+      await T(page, 'directive').waitFor();
+      return false;
+    }, 30000, 3000);
+    const cls = marked ? (await row.getAttribute('class')) || '' : '';
+    const cells = marked ? (await row.locator('td').allTextContents()).map((c) => c.trim()) : [];
+    check(/\boverlap\b/.test(cls) && /protected/i.test(cells[0] || '') && cells[1] === '10' && /portal\.gov\.example/.test(cells[5] || ''),
+          `impact row ${pr.target} highlighted as protected (class "${cls}"): ${JSON.stringify(cells)}`);
+    const overrideButtons = async (p) => p.locator('[data-testid="impact-overlaps"] [data-testid="action-override"]').count();
+    check(await overrideButtons(page) === 1, 'engineer: action-override offered in the overlaps section');
+    await shoot(page, 'impact-protected', {focus: 'impact-overlaps'});
+
+    let r = await act(page, 'action-approve', 'try before any override');
+    check(r.ok === 'false' && /protected_overlap/.test(r.text) && r.text.includes(pr.target),
+          `approve with no override: refused by the server, data-ok ${r.ok} "${r.text.slice(0, 140)}"`);
+    r = await act(page, 'action-override', 'collateral reviewed: only our test range');
+    check(r.ok === 'true' && r.asked, `engineer-user overrides, giving a reason: data-ok ${r.ok}`);
+    check(await eventually(async () => (await overrideButtons(page)) === 0, 5000),
+          'engineer-user: the override button is gone once it overrode');
+    check(await eventually(async () => /1\D+2/.test(await T(page, 'impact-overlaps').textContent()), 5000),
+          `impact-overlaps: overrides so far 1 of 2 ("${(await T(page, 'impact-overlaps').textContent()).trim().slice(-60)}")`);
+    r = await act(page, 'action-approve', 'try after one override');
+    check(r.ok === 'false' && /protected_overlap/.test(r.text),
+          `approve after one override: still refused, data-ok ${r.ok} "${r.text.slice(0, 100)}"`);
+    await openDirective(page, PROT);  // drawn anew from the server's answer
+    check(await overrideButtons(page) === 0, 'engineer-user, page reloaded: still no override button');
+
+    const p2 = engineer2.page;
+    await openDirective(p2, PROT);
+    await T(p2, 'impact-overlaps').waitFor();
+    check(await overrideButtons(p2) === 1, `${ENGINEER2_NAME}: action-override offered (it has not overridden)`);
+    r = await act(p2, 'action-override', 'second engineer agrees');
+    check(r.ok === 'true' && r.asked, `${ENGINEER2_NAME} overrides, giving a reason: data-ok ${r.ok}`);
+    check(await eventually(async () => (await overrideButtons(p2)) === 0, 5000),
+          `${ENGINEER2_NAME}: the override button is gone once it overrode`);
+
+    await openDirective(page, PROT);
+    check(await eventually(async () => /2\D+2/.test(await T(page, 'impact-overlaps').textContent()), 5000),
+          'impact-overlaps: overrides so far 2 of 2');
+    const details = await page.locator('[data-testid="directive"] dl.details').textContent();
+    check(details.includes('engineer-user') && details.includes(ENGINEER2_NAME),
+          `the details list both overriding engineers`);
+    r = await act(page, 'action-approve', 'two overrides given');
+    check(r.ok === 'true', `approve after two overrides: data-ok ${r.ok} "${r.text.slice(0, 80)}"`);
+    check(await eventually(async () => (await directiveState(page)) === 'active', 10000),
+          `${PROT}: active on its page (${await directiveState(page)})`);
+    const items = await eventually(async () => {
+      const all = await T(page, 'timeline-item').allTextContents();
+      return all.filter((t) => /directive\.override_approved/.test(t)).length === 2 &&
+        all.some((t) => /directive\.approved/.test(t)) ? all : null;
+    }, 15000, 1000) || await T(page, 'timeline-item').allTextContents();
+    const overrides = items.filter((t) => /directive\.override_approved/.test(t));
+    check(overrides.length === 2 && overrides.some((t) => t.includes('engineer-user')) &&
+          overrides.some((t) => t.includes(ENGINEER2_NAME)),
+          `timeline: ${overrides.length} override records, by engineer-user and ${ENGINEER2_NAME}`);
+    // The second refusal is a repeat by the same caller within 60 s: the server counts it into
+    // one request.refused.repeated record later (README: at most two records per minute and
+    // code), which names no directive, so the timeline holds the first.
+    const refused = items.filter((t) => /request\.refused/.test(t) && /protected_overlap/.test(t));
+    check(refused.length >= 1, `timeline: the refused approval recorded (${refused.length} protected_overlap refusal record(s))`);
+    await waitEnforcing(page, PROT, 'active');
+    check(!(await actionsShown(page)).includes('action-revoke'), 'engineer: no revoke on the active directive');
+  }
+
+  step('revoke (ministry): the protected-range block ends at once; the fleet converges');
+  {
+    const {page} = ministry;
+    await openDirective(page, PROT);
+    const shown = await actionsShown(page);
+    check(shown.includes('action-revoke') && !shown.includes('action-reject') && !shown.includes('action-approve'),
+          `ministry on an active directive: revoke, no approve/reject: [${shown}]`);
+    const r = await act(page, 'action-revoke', 'order withdrawn by the ministry');
+    check(r.ok === 'true' && r.asked, `ministry revokes, giving a reason: data-ok ${r.ok} "${r.text.slice(0, 80)}"`);
+    check(await eventually(async () => (await directiveState(page)) === 'ended', 10000),
+          `${PROT}: ended on its page (${await directiveState(page)})`);
+    const badge = (await page.locator('[data-testid="directive"] .heading-badge').textContent()).trim();
+    check(/revoked/i.test(badge), `the page says why: "${badge}"`);
+    await waitEnforcing(page, PROT, 'ended');
+    check((await actionsShown(page)).length === 0, `ministry on the ended directive: no actions [${await actionsShown(page)}]`);
+  }
+
+  step('reject (engineer) with the keyboard alone; Esc cancels without a request');
+  {
+    const {page} = ministry;
+    await checkPasses(page, 'reject.yaml');
+    await send(page, 'reject.yaml', REJ);
+    await openDirective(page, REJ);
+    must(await directiveState(page) === 'awaiting_approval', `${REJ}: awaiting approval`);
+    const shown = await actionsShown(page);
+    check(!shown.includes('action-reject') && !shown.includes('action-approve'),
+          `ministry on an awaiting directive: no reject/approve [${shown}]`);
+  }
+  {
+    const {page} = engineer;
+    await openDirective(page, REJ);
+    const sent = [];
+    const onRequest = (req) => {
+      if (!['GET', 'HEAD'].includes(req.method())) sent.push(`${req.method()} ${new globalThis.URL(req.url()).pathname}`);
+    };
+    page.on('request', onRequest);
+    const focused = () => page.evaluate(() => document.activeElement?.getAttribute('data-testid') ?? document.activeElement?.tagName);
+    const tabTo = async (id) => {
+      for (let i = 0; i < 40; i++) {
+        if (await focused() === id) return true;
+        await page.keyboard.press('Tab');
+      }
+      return (await focused()) === id;
+    };
+    try {
+      must(await tabTo('action-reject'), 'Tab reaches action-reject');
+      await page.keyboard.press('Enter');
+      check(await T(page, 'reason-input').waitFor({timeout: 3000}).then(() => true, () => false) &&
+            await focused() === 'reason-input', 'Enter opens the reason dialog, the focus on the reason');
+      await page.keyboard.type('typed, then cancelled');
+      await page.keyboard.press('Escape');
+      check(await eventually(async () => (await T(page, 'reason-input').count()) === 0, 3000), 'Esc closes the dialog');
+      check(await focused() === 'action-reject', `the focus returns to action-reject (${await focused()})`);
+      await sleep(2500);  // one poll
+      check(sent.length === 0, `Esc: no request was sent [${sent}]`);
+      check(await directiveState(page) === 'awaiting_approval', 'Esc: the directive still awaits approval');
+
+      // Again: Enter with no reason is refused by the dialog itself; type one; Enter sends.
+      await page.$$eval('[data-testid="action-result"]', (els) => els.forEach((e) => (e.dataset.stale = '1')));
+      await page.keyboard.press('Enter');
+      await T(page, 'reason-input').waitFor({timeout: 3000});
+      await page.keyboard.press('Enter');
+      await sleep(300);
+      check(await T(page, 'reason-input').count() === 1 && sent.length === 0,
+            `Enter with an empty reason: the dialog stays, nothing sent [${sent}]`);
+      await page.keyboard.type('rejected by keyboard: order incomplete');
+      await page.keyboard.press('Enter');
+      const res = page.locator('[data-testid="action-result"]:not([data-stale])');
+      await res.waitFor();
+      await eventually(async () => (await res.getAttribute('data-ok')) !== null, 10000);
+      check(await res.getAttribute('data-ok') === 'true', `typed reason, Enter: rejected, data-ok ${await res.getAttribute('data-ok')}`);
+      check(sent.length === 1 && sent[0] === `POST /v1/directives/${REJ}/reject`, `exactly one request went out: [${sent}]`);
+    } finally {
+      page.off('request', onRequest);
+    }
+    check(await eventually(async () => (await directiveState(page)) === 'ended', 10000),
+          `${REJ}: ended on its page (${await directiveState(page)})`);
+    const badge = (await page.locator('[data-testid="directive"] .heading-badge').textContent()).trim();
+    check(/rejected/i.test(badge), `the page says why: "${badge}"`);
+    const api = await pageFetch(page, 'GET', `/v1/directives/${REJ}`);
+    check(api.body?.end_reason === 'rejected', `API: end_reason ${api.body?.end_reason}`);
+    // Its shadow rules go: one more rollout. Let it finish (the audit page below pages through
+    // a log that should stand still meanwhile).
+    const settled = await eventually(async () => {
+      const ro = (await pageFetch(page, 'GET', '/v1/rollout')).body;
+      const nodes = (await pageFetch(page, 'GET', '/v1/nodes')).body.nodes;
+      return ro.stage === 'done' && nodes.length === NODES &&
+        nodes.every((n) => n.applied_revision >= ro.target && n.state === 'converged') ? ro : null;
+    }, CONVERGE_MS, 500);
+    check(!!settled, `after the rejection every node applied revision ${settled?.target} (rollout ${settled?.stage})`);
+    await openDirective(ministry.page, REJ);
+    check(!(await actionsShown(ministry.page)).includes('action-reject'), 'ministry on the rejected directive: no reject');
+  }
+
   await shoot(fleetTab, 'fleet-rollouts', {focus: 'rollout-chart'});
 
   step('audit: paged records, verify chain');
@@ -690,7 +890,10 @@ async function story() {
             'audit-prev shows older records');
       check(Math.max(...(await seqs())) < Math.max(...opened), 'older records have lower seqs');
       await T(page, 'audit-next').click();
-      check(await eventually(async () => (await T(page, 'audit-row').first().textContent()) === first, 5000),
+      // The newest page again (the log may have grown meanwhile: a refusal counted into a
+      // request.refused.repeated record a minute later, say).
+      check(await eventually(async () => Math.max(...(await seqs())) >= Math.max(...opened) &&
+                                         !(await T(page, 'audit-next').isEnabled()), 5000),
             'audit-next comes back to the newest');
     } else {
       console.log(`     (one page of audit records only: ${n})`);
