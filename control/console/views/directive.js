@@ -271,7 +271,7 @@ export function render(root, ctx) {
     return h('div', {testid: 'impact-overlaps', class: 'overlaps', data: {count: overlaps.length}, role: 'group',
       'aria-labelledby': 'overlaps-title'},
     h('h3', {id: 'overlaps-title'}, t('impact.overlaps_title', {n: overlaps.length})),
-    h('ul', null, overlaps.map((m) => h('li', null, bdi(String(m), {dir: 'ltr'})))),  // the server's English sentence
+    h('ul', null, overlaps.map((m) => h('li', null, bdi(String(m), {dir: 'ltr', lang: 'en'})))),  // the server's English sentence
     h('p', null, t('impact.overrides_so_far', {n: overrides.length, m: needed})),
     mayOverride(d) ? actionButton('override') : null);
   }
