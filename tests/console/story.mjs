@@ -969,8 +969,9 @@ async function story() {
     const before = await rawRequest('GET', '/v1/session', {Cookie: `sluice_session=${cookie.value}`});
     check(before.status === 200, `the cookie works from outside the browser before logout (${before.status})`);
     await T(page, 'logout').click();
-    await T(page, 'login-token').waitFor();
-    check(true, 'logout shows the sign-in page');
+    const signIn = await T(page, 'login-token').waitFor({timeout: 10000}).then(() => true, () => false);
+    check(signIn && (await page.evaluate(() => location.hash)).startsWith('#/login'),
+          'logout shows the sign-in page');
     const after = await pageFetch(page, 'GET', '/v1/session', {csrf: false});
     check(after.status === 401, `GET /v1/session after logout: ${after.status}`);
     const api = await pageFetch(page, 'GET', '/v1/directives', {csrf: false});
