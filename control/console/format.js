@@ -43,24 +43,18 @@ export function percent(share) {
   return `${(Number(share || 0) * 100).toFixed(1)}%`;
 }
 
+// The catalogue's words for a value the server sends (t('GROUP.VALUE')) when it is one of
+// `known`; anything else as sent.
+export function labelOf(group, known, value) {
+  return known.includes(value) ? t(`${group}.${value}`) : String(value ?? '');
+}
+
 export function stateLabel(state) {
-  const labels = {
-    awaiting_approval: t('state.awaiting_approval'),
-    scheduled: t('state.scheduled'),
-    active: t('state.active'),
-    ended: t('state.ended'),
-  };
-  return labels[state] ?? String(state ?? '');
+  return labelOf('state', ['awaiting_approval', 'scheduled', 'active', 'ended'], state);
 }
 
 export function endReasonLabel(reason) {
-  const labels = {
-    expired: t('end_reason.expired'),
-    lifted: t('end_reason.lifted'),
-    revoked: t('end_reason.revoked'),
-    rejected: t('end_reason.rejected'),
-  };
-  return labels[reason] ?? String(reason ?? '');
+  return labelOf('end_reason', ['expired', 'lifted', 'revoked', 'rejected'], reason);
 }
 
 // A directive's state as a badge; an ended one says why.
@@ -72,22 +66,11 @@ export function stateBadge(d) {
 }
 
 export function actionLabel(action) {
-  const labels = {
-    block: t('action.block'),
-    unblock: t('action.unblock'),
-    monitor: t('action.monitor'),
-    throttle: t('action.throttle'),
-  };
-  return labels[action] ?? String(action ?? '');
+  return labelOf('action', ['block', 'unblock', 'monitor', 'throttle'], action);
 }
 
 export function responseLabel(response) {
-  const labels = {
-    drop: t('response.drop'),
-    reset: t('response.reset'),
-    notice: t('response.notice'),
-  };
-  return labels[response] ?? String(response ?? '');
+  return labelOf('response', ['drop', 'reset', 'notice'], response);
 }
 
 // "Block · notice page" (the response only for blocks that name one).
@@ -101,24 +84,12 @@ export function actionText(d) {
 }
 
 export function nodeStateLabel(state) {
-  const labels = {
-    converged: t('node_state.converged'),
-    pending: t('node_state.pending'),
-    failing: t('node_state.failing'),
-    stale: t('node_state.stale'),
-    revoked: t('node_state.revoked'),
-    not_enrolled: t('node_state.not_enrolled'),
-  };
-  return labels[state] ?? String(state ?? '');
+  return labelOf('node_state', ['converged', 'pending', 'failing', 'stale', 'revoked', 'not_enrolled'],
+    state);
 }
 
 export function roleLabel(role) {
-  const labels = {
-    ministry: t('role.ministry'),
-    engineer: t('role.engineer'),
-    viewer: t('role.viewer'),
-  };
-  return labels[role] ?? String(role ?? '');
+  return labelOf('role', ['ministry', 'engineer', 'viewer'], role);
 }
 
 const list = (v) => (Array.isArray(v) ? v.map(String) : []);

@@ -7,7 +7,7 @@ import {del, get, paths, poll, post} from '../api.js';
 import {lineChart} from '../chart.js';
 import {askReason, dialogOpen} from '../dialog.js';
 import {bdi, field, h, replace, table} from '../dom.js';
-import {code, errorText, formatClock, fromUnixMs, fromUnixS, nodeStateLabel, shortHash, timeEl} from '../format.js';
+import {code, errorText, formatClock, fromUnixMs, fromUnixS, labelOf, nodeStateLabel, shortHash, timeEl} from '../format.js';
 import {t} from '../i18n.js';
 
 const POLL_MS = 2000;
@@ -18,13 +18,7 @@ const STATES = ['converged', 'pending', 'failing', 'stale', 'revoked', 'not_enro
 const samples = [];  // {t: ms, total, converged, on_target}
 
 function stageLabel(stage) {
-  const labels = {
-    canary: t('rollout.stage.canary'),
-    fleet: t('rollout.stage.fleet'),
-    done: t('rollout.stage.done'),
-    halted: t('rollout.stage.halted'),
-  };
-  return labels[stage] ?? String(stage ?? '');
+  return labelOf('rollout.stage', ['canary', 'fleet', 'done', 'halted'], stage);
 }
 
 function nodeRow(n) {
