@@ -34,7 +34,9 @@ constexpr std::size_t iv_len = 12;
 
 using salt_t = std::array<std::uint8_t, 20>;
 
-// RFC 9001 §5.2 (v1; also drafts 33-34, which reused it), RFC 9369 §3.3.1 (v2),
+// RFC 9001 §5.2 (v1; also drafts 33-34, which reused it), RFC 9369 §3.3.1 (v2), the salt of
+// the v2 drafts' codepoint 0x709a50c4 (draft-ietf-quic-v2-01; what Debian 12's ngtcp2 0.12 sends
+// for "v2draft", read off its libngtcp2_crypto and checked on its packets),
 // draft-ietf-quic-tls-29 §5.2 (drafts 29-32), draft-ietf-quic-tls-23 §5.2 (drafts 23-28; its
 // Appendix A.1 keys are checked in the tests) and the draft-22 salt (mvfst's kQuicDraft22Salt,
 // Wireshark's and nDPI's draft-22 salt).
@@ -42,6 +44,8 @@ constexpr salt_t salt_v1 = {0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d
                             0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb, 0x7f, 0x0a};
 constexpr salt_t salt_v2 = {0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93,
                             0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb, 0xf9, 0xbd, 0x2e, 0xd9};
+constexpr salt_t salt_v2_draft = {0xa7, 0x07, 0xc2, 0x03, 0xa5, 0x9b, 0x47, 0x18, 0x4a, 0x1d,
+                                  0x62, 0xca, 0x57, 0x04, 0x06, 0xea, 0x7a, 0xe3, 0xe5, 0xd3};
 constexpr salt_t salt_draft29 = {0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97,
                                  0x86, 0xf1, 0x9c, 0x61, 0x11, 0xe0, 0x43, 0x90, 0xa8, 0x99};
 constexpr salt_t salt_draft23 = {0xc3, 0xee, 0xf7, 0x12, 0xc7, 0x2e, 0xbb, 0x5a, 0x11, 0xa7,
@@ -59,21 +63,33 @@ constexpr salt_t salt_t051 = {0x7a, 0x4e, 0xde, 0xf4, 0xe7, 0xcc, 0xee, 0x5f, 0x
 
 constexpr std::uint32_t version_1 = 0x00000001;
 constexpr std::uint32_t version_2 = 0x6b3343cf;
-constexpr std::uint32_t google_q050 = 0x51303530;  // 'Q050'
-constexpr std::uint32_t google_t050 = 0x54303530;  // 'T050'
-constexpr std::uint32_t google_t051 = 0x54303531;  // 'T051'
+constexpr std::uint32_t version_2_draft = 0x709a50c4;  // v2 before RFC 9369 gave it its number
+constexpr std::uint32_t google_q050 = 0x51303530;      // 'Q050'
+constexpr std::uint32_t google_t050 = 0x54303530;      // 'T050'
+constexpr std::uint32_t google_t051 = 0x54303531;      // 'T051'
 
-enum salt_id : std::uint8_t { s_v1, s_v2, s_draft29, s_draft23, s_draft22, s_q050, s_t050, s_t051 };
-constexpr const salt_t* salts[] = {&salt_v1,      &salt_v2,   &salt_draft29, &salt_draft23,
-                                   &salt_draft22, &salt_q050, &salt_t050,    &salt_t051};
+enum salt_id : std::uint8_t {
+  s_v1,
+  s_v2,
+  s_v2_draft,
+  s_draft29,
+  s_draft23,
+  s_draft22,
+  s_q050,
+  s_t050,
+  s_t051
+};
+constexpr const salt_t* salts[] = {&salt_v1,      &salt_v2,      &salt_v2_draft,
+                                   &salt_draft29, &salt_draft23, &salt_draft22,
+                                   &salt_q050,    &salt_t050,    &salt_t051};
 constexpr std::size_t salt_count = std::size(salts);
 static_assert(salt_count == s_t051 + 1);
 
 struct version_params {
   bool known = false;
   std::uint8_t salt_index = 0;  // into `salts`
-  bool v2 = false;  // "quicv2 " labels and the RFC 9369 long-header type numbering
-  bool gquic_frames = false;  // Google QUIC frame encoding (Q050, T050, T051)
+  bool v2 = false;              // "quicv2 " labels and the RFC 9369 long-header type numbering
+  bool gquic_frames = false;    // Google QUIC frame encoding (Q050, T050, T051)
   quic_handshake handshake = quic_handshake::tls;
 };
 
@@ -87,6 +103,8 @@ struct version_params {
       return ietf(s_v1);
     case version_2:
       return {true, s_v2, true, false, quic_handshake::tls};
+    case version_2_draft:  // v2's labels and packet types, its own salt
+      return {true, s_v2_draft, true, false, quic_handshake::tls};
     // Facebook mvfst (quic/QuicConstants.h, getQuicVersionSalt): MVFST_D24 kept the draft-22
     // salt; QUIC_V1_ALIAS uses v1's; every other mvfst version falls to its default, draft-23.
     case 0xfaceb001:
@@ -180,7 +198,7 @@ enum class frames_result : std::uint8_t { ok, malformed, too_many_chunks };
       case 0x00:  // PADDING
       case 0x01:  // PING
         break;
-      case 0x02:  // ACK
+      case 0x02:    // ACK
       case 0x03: {  // ACK with ECN counts
         std::uint64_t ranges = 0;
         if (!read_varint(r, a) || !read_varint(r, b) || !read_varint(r, ranges) ||
@@ -201,7 +219,7 @@ enum class frames_result : std::uint8_t { ok, malformed, too_many_chunks };
         if (add_chunk(a, data, out) != frames_result::ok) return frames_result::too_many_chunks;
         break;
       }
-      case 0x1c:  // CONNECTION_CLOSE (transport)
+      case 0x1c:    // CONNECTION_CLOSE (transport)
       case 0x1d: {  // CONNECTION_CLOSE (application)
         if (!read_varint(r, a)) return frames_result::malformed;
         if (type == 0x1c && !read_varint(r, b)) return frames_result::malformed;
@@ -327,8 +345,8 @@ struct quic_initial_decryptor::impl {
       throw std::runtime_error("quic_initial_decryptor: OpenSSL lacks HMAC/AES-128-ECB/GCM");
     }
     char digest[] = "SHA256";
-    const OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_END};
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                                 OSSL_PARAM_END};
     // Prime both cipher contexts with their cipher so per-packet calls only change keys/IVs.
     const std::uint8_t zero[key_len] = {};
     for (std::size_t i = 0; i < salt_count; ++i) {
@@ -380,9 +398,8 @@ struct quic_initial_decryptor::impl {
   // RFC 8446 §7.1 HKDF-Expand-Label with an empty context; every length used here fits one
   // SHA-256 block of output, so HKDF-Expand is a single HMAC over info || 0x01.
   // An empty `secret` reuses the key of the previous expand_label.
-  [[nodiscard]] bool expand_label(bytes secret, const char* prefix,
-                                  const char* label, std::size_t length,
-                                  std::array<std::uint8_t, 32>& out) noexcept {
+  [[nodiscard]] bool expand_label(bytes secret, const char* prefix, const char* label,
+                                  std::size_t length, std::array<std::uint8_t, 32>& out) noexcept {
     std::array<std::uint8_t, 64> info{};
     const std::size_t prefix_len = std::strlen(prefix);
     const std::size_t label_len = std::strlen(label);
@@ -486,8 +503,8 @@ struct quic_initial_decryptor::impl {
         EVP_DecryptUpdate(aead_ctx, nullptr, &len, out, static_cast<int>(header_len)) != 1 ||
         EVP_DecryptUpdate(aead_ctx, pt, &len, packet.data() + header_len,
                           static_cast<int>(ct_len)) != 1 ||
-        EVP_CIPHER_CTX_ctrl(aead_ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(aead_tag_len),
-                            tag) != 1)
+        EVP_CIPHER_CTX_ctrl(aead_ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(aead_tag_len), tag) !=
+            1)
       return false;
     int final_len = 0;
     if (EVP_DecryptFinal_ex(aead_ctx, pt + len, &final_len) != 1) return false;

@@ -6,7 +6,8 @@
 // (tls.hpp) or, when `handshake` says gquic_crypto, parse_gquic_chlo_message (gquic.hpp).
 //
 // Versions read (salt; all use the "client in" / "quic key|iv|hp" labels unless noted):
-//   1 (RFC 9001), 2 (RFC 9369, "quicv2 " labels and rotated long-header types),
+//   1 (RFC 9001), 2 (RFC 9369, "quicv2 " labels and rotated long-header types), 0x709a50c4
+//   (the v2 drafts' codepoint: v2's labels and types, the draft salt; Debian 12's ngtcp2 0.12),
 //   drafts 22 (draft-22 salt), 23-28 (draft-23 salt), 29-32 (draft-29 salt), 33-34 (v1 salt);
 //   Facebook mvfst: 0xfaceb001 (its draft-22-era version, draft-22 salt), 0xfaceb002 MVFST,
 //   0xfaceb00e EXPERIMENTAL, 0xfaceb010 ALIAS, 0xfaceb011 EXPERIMENTAL2, 0xfaceb012,

@@ -32,6 +32,10 @@ TEST_CASE("quic captures: client Initials give the SNI") {
       {"same, second datagram first",
        {quic_vectors::frag_mozilla_2, quic_vectors::frag_mozilla_1}, 0x00000001,
        "token.services.mozilla.com"},
+      {"ngtcp2 0.12 v2 draft codepoint", {quic_vectors::ngtcp2_v2draft}, 0x709a50c4,
+       "telegram.org"},
+      {"Chromium 156, post-quantum ClientHello shuffled over two Initials",
+       {quic_vectors::chromium_pq_1, quic_vectors::chromium_pq_2}, 0x00000001, "telegram.org"},
   };
   quic_initial_decryptor d;
   for (const auto& r : rows) {

@@ -421,6 +421,7 @@ struct version_row {
 const version_row versions_read[] = {
     {"v1", 0x00000001, quic_handshake::tls, false},
     {"v2", 0x6b3343cf, quic_handshake::tls, false},
+    {"v2 draft codepoint", 0x709a50c4, quic_handshake::tls, false},
     {"draft-22", 0xff000016, quic_handshake::tls, false},
     {"draft-23", 0xff000017, quic_handshake::tls, false},
     {"draft-24", 0xff000018, quic_handshake::tls, false},

@@ -54,9 +54,10 @@ inline byte_vector gquic_crypto_frame(std::uint64_t offset, std::string_view dat
   return f;
 }
 
-// The long-header type bits of an Initial: 1 for v2 (RFC 9369 §3.2), 0 for every other version.
+// The long-header type bits of an Initial: 1 for v2 (RFC 9369 §3.2) and its draft codepoint, 0 for
+// every other version.
 inline std::uint8_t initial_type_bits(std::uint32_t version) {
-  return version == 0x6b3343cf ? 1 : 0;
+  return version == 0x6b3343cf || version == 0x709a50c4 ? 1 : 0;
 }
 
 // Builds a protected long-header packet of `type_bits` (Initial: initial_type_bits) carrying
