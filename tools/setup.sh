@@ -14,7 +14,7 @@ packages=(
   tshark python3-scapy python3-cryptography tcpreplay iproute2
   prometheus minisign curl openssl bird2
   etcd-server etcd-client
-  chromium fonts-dejavu-core
+  chromium fonts-dejavu-core ngtcp2-client ngtcp2-server
 )
 
 if [ "$(id -u)" -ne 0 ]; then
