@@ -392,7 +392,8 @@ int parse_app_options(int argc, char** argv, app_options& o) {
   cli.add_option("--mbufs", o.mbufs, "mbuf pool size (default: sized from the queues)");
   cli.add_option("--mbuf-size", o.mbuf_size,
                  "mbuf data room, bytes (default 2048, offline 10240); larger frames are "
-                 "chained and pass unclassified")
+                 "chained where the port can scatter, and judged whole up to " +
+                     std::to_string(worker_config{}.gather_bytes) + " bytes")
       ->check(CLI::Range(1024u, 65000u));
   try {
     cli.parse(argc, argv);

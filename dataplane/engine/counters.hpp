@@ -36,7 +36,9 @@ namespace sluice::engine {
   X(dns_flows_pinned, "dns_flows_pinned")     /* DNS/SSDP flow blocked for its life */   \
   X(throttle_flowless, "throttle_flowless")   /* throttle matched, no flow: passed */    \
   X(icmp_errors_quoted, "icmp_errors_quoted") /* judged also by what they quote */       \
-  X(icmp_errors_unread, "icmp_errors_unread") /* quote unreadable: own addresses only */
+  X(icmp_errors_unread, "icmp_errors_unread") /* quote unreadable: own addresses only */ \
+  X(multiseg_gathered, "multiseg_gathered")   /* chained mbuf read whole, classified */  \
+  X(multiseg_too_long, "multiseg_too_long")   /* chained, over gather_bytes: passed */
 
 enum class engine_event : std::uint8_t {
 #define SLUICE_X(name, str) name,

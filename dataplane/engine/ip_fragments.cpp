@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/engine/mbuf_bytes.hpp"
+
 namespace sluice::engine {
 namespace {
 
@@ -102,26 +104,29 @@ reassembly reassemble(const frag_slot& s, std::span<std::uint8_t> out, std::size
   }
   if (covered < total) return reassembly::incomplete;
 
+  // The pieces' bytes are read through their mbuf chains (mbuf_bytes.hpp): a scattered
+  // fragment's data may span segments. locate_fragment checked each range against its frame.
   const frag_piece& first = s.pieces[order[0]];
-  const auto* f = rte_pktmbuf_mtod(first.m, const std::uint8_t*);
   const bool v6 = s.key.version == 6;
   const std::size_t prefix = v6 ? first.frag_hdr_at : first.data_at;
   if (prefix > frag_max_prefix || prefix + total > out.size()) return reassembly::invalid;
   std::uint8_t* o = out.data();
-  std::memcpy(o, f, prefix);
+  if (!copy_bytes(first.m, 0, static_cast<std::uint32_t>(prefix), o)) return reassembly::invalid;
   std::uint8_t* data = o + prefix;
   covered = 0;
   for (std::uint8_t i = 0; i < s.n; ++i) {
     const frag_piece& p = s.pieces[order[i]];
-    const auto* d = rte_pktmbuf_mtod(p.m, const std::uint8_t*) + p.data_at;
     const std::uint32_t p_end = p.offset + p.data_len;
     const std::uint32_t overlap_end = std::min(covered, p_end);
-    if (overlap_end > p.offset && std::memcmp(data + p.offset, d, overlap_end - p.offset) != 0) {
+    if (overlap_end > p.offset &&
+        !bytes_equal(p.m, p.data_at, overlap_end - p.offset, data + p.offset)) {
       return reassembly::invalid;  // a later copy would change what we judged
     }
     if (p_end > covered) {
       const std::uint32_t from = std::max(covered, p.offset);
-      std::memcpy(data + from, d + (from - p.offset), p_end - from);
+      if (!copy_bytes(p.m, p.data_at + (from - p.offset), p_end - from, data + from)) {
+        return reassembly::invalid;
+      }
       covered = p_end;
     }
   }
@@ -137,7 +142,10 @@ reassembly reassemble(const frag_slot& s, std::span<std::uint8_t> out, std::size
     const std::size_t payload = first.frag_hdr_at - first.l3_at - 40 + total;
     if (payload > 65535) return reassembly::invalid;
     put_be16(ip + 4, static_cast<std::uint32_t>(payload));
-    o[first.next_hdr_at] = f[first.frag_hdr_at];  // what followed the fragment header
+    // The fragment header's next-header byte (its first) takes its place in the header chain.
+    if (!copy_bytes(first.m, first.frag_hdr_at, 1, o + first.next_hdr_at)) {
+      return reassembly::invalid;
+    }
   }
   len = prefix + total;
   return reassembly::complete;

@@ -67,7 +67,8 @@ enum class reassembly : std::uint8_t { incomplete, complete, invalid };
 // Checks coverage of the held pieces and, when they cover the datagram, writes L2 + the
 // reassembled IP datagram (total length fixed, fragmentation cleared, v6 fragment header
 // removed) into `out` and sets `len`. `invalid`: conflicting overlap, data past the last
-// fragment's end, two different ends, or too big for `out`.
+// fragment's end, two different ends, or too big for `out`. The pieces' mbufs may be chains
+// (scattered rx): their bytes are read segment by segment.
 [[nodiscard]] reassembly reassemble(const frag_slot& s, std::span<std::uint8_t> out,
                                     std::size_t& len) noexcept;
 

@@ -23,6 +23,7 @@
 
 #include "dataplane/engine/flow_names.hpp"
 #include "dataplane/engine/ip_fragments.hpp"
+#include "dataplane/engine/mbuf_bytes.hpp"
 #include "dataplane/engine/other_l4.hpp"
 #include "dataplane/engine/response.hpp"
 #include "dataplane/engine/token_bucket.hpp"
@@ -34,9 +35,11 @@
 //   forwarded (tx accepted it) | tx_refused (no tx queue or the NIC refused: freed) |
 //   dropped_by_rule (enforced) | mirror_consumed (mirror mode: a copy, never forwarded),
 // so after flush(): packets == forwarded + tx_refused + dropped_by_rule + mirror_consumed.
-// Unparseable packets are forwarded (fail open) and counted by parse outcome on top. IP
-// fragments are held (fragments_held) until their datagram is complete, then a reassembled copy
-// is judged and the original fragments are forwarded or dropped by that verdict
+// Unparseable packets are forwarded (fail open) and counted by parse outcome on top. A chained
+// mbuf is judged on a copy of its whole frame (multiseg_gathered); one longer than
+// cfg.gather_bytes is forwarded unread (multiseg_too_long). IP fragments are held
+// (fragments_held) until their datagram is complete, then a reassembled copy is judged and
+// the original fragments are forwarded or dropped by that verdict
 // (fragments_reassembled counts datagrams); held fragments are accounted when released, and
 // those released without reassembly (timeout, table full, caps, conflicting overlap, flush)
 // are forwarded unchanged and counted in fragments_passed. Packets that are IP but not TCP/UDP
@@ -201,6 +204,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     if (frags != nullptr) rte_hash_free(frags);
     rte_free(frag_scratch);
+    rte_free(gather);
     if (flows != nullptr) rte_hash_free(flows);
     if (entries != nullptr) {
       for (std::uint32_t i = 0; i < capacity; ++i) entries[i].~flow_entry();
@@ -800,7 +804,21 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
 
   void on_packet(rte_mbuf* m, std::uint16_t rx_port, port_role role, const burst_context& ctx,
                  burst_counts& c) noexcept {
-    const packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
+    packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
+    if (m->nb_segs > 1) [[unlikely]] {
+      // A chain (scattered rx, a jumbo frame) is judged whole: its first segment alone would
+      // be a truncated ClientHello, i.e. a blocked name let through. The copy in `gather` lives
+      // until the next packet, and everything below only reads it: answers are built into new
+      // mbufs, the packet goes on (or is freed) as received, held fragments are read from
+      // their own mbufs by reassemble().
+      frame = whole_frame(m, std::span<std::uint8_t>(gather, gather_capacity));
+      if (frame.empty()) {
+        c.add(engine_event::multiseg_too_long);
+        pass(m, rx_port, c);  // fail open
+        return;
+      }
+      c.add(engine_event::multiseg_gathered);
+    }
     const packet::frame_info info = packet::parse_frame(frame);
     ++c.parse[static_cast<std::size_t>(info.outcome)];
     // First fragments long enough for L4 parse `ok`: they too wait for their datagram.
@@ -972,6 +990,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   rte_hash* frags = nullptr;          // null when cfg.frag_table_size == 0: fragments pass
   frag_slot* frag_slots = nullptr;
   std::uint8_t* frag_scratch = nullptr;  // the reassembled copy being judged
+  std::uint8_t* gather = nullptr;        // a chained mbuf's frame, copied whole (on_packet)
+  std::uint32_t gather_capacity = 0;
   std::uint32_t frag_capacity = 0;
   std::uint32_t frag_cursor = 0;
   std::uint32_t frag_held_datagrams = 0;
@@ -1010,6 +1030,11 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
                                "sluice_flow_names");
   if (cfg.impact_sketch) {
     w.sketches = socket_array<sketch_set>(2, cfg.socket, "sluice_impact_sketches");
+  }
+
+  w.gather_capacity = std::min<std::uint32_t>(cfg.gather_bytes, UINT16_MAX);
+  if (w.gather_capacity != 0) {
+    w.gather = socket_array<std::uint8_t>(w.gather_capacity, cfg.socket, "sluice_gather");
   }
 
   w.frag_timeout_tsc = w.tsc_hz * cfg.frag_timeout_ms / 1000;

@@ -81,6 +81,11 @@ struct worker_config {
   std::uint32_t reassembly_buffer_bytes = 16384;  // per-flow byte cap for a request
   std::uint32_t frag_table_size = 4096;       // IP datagrams held for reassembly
   std::uint32_t frag_timeout_ms = 2000;
+  // Chained mbufs (scattered rx, frames larger than one mbuf) are copied into a per-worker buffer
+  // of this many bytes and classified whole; a longer chain is forwarded unread (fail open,
+  // multiseg_too_long). Covers a 9216-byte jumbo frame plus encapsulation; at most 65535
+  // (frame_info offsets are 16-bit).
+  std::uint32_t gather_bytes = 16384;
   std::uint16_t burst = 32;
   std::uint32_t drain_us = 100;               // tx flush deadline
   // classifier::config::verify_checksums: off only to replay endpoint captures whose outgoing

@@ -62,7 +62,8 @@ port_setup start_port(std::uint16_t port, std::uint16_t rx_queues, std::uint16_t
     setup.rss = true;
   }
   // Frames larger than one mbuf (jumbo frames, endpoint captures with TSO'd segments) arrive
-  // chained where the PMD can; the worker reads the first segment and fails open on the rest.
+  // chained where the PMD can (net_tap can, and without scatter drops them); the worker judges
+  // a chain on a copy of the whole frame (worker_config::gather_bytes).
   if ((info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER) != 0) {
     conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
     setup.scatter = true;

@@ -74,12 +74,38 @@ inline std::vector<buf> drain(const ring_port& p) {
   while ((n = rte_ring_dequeue_burst(p.tx, objs, 64, nullptr)) != 0) {
     for (unsigned i = 0; i < n; ++i) {
       auto* m = static_cast<rte_mbuf*>(objs[i]);
-      const auto* d = rte_pktmbuf_mtod(m, const std::uint8_t*);
-      out.emplace_back(d, d + m->data_len);
+      buf f(rte_pktmbuf_pkt_len(m));  // the whole frame, also of a chained mbuf
+      const void* d = rte_pktmbuf_read(m, 0, static_cast<std::uint32_t>(f.size()), f.data());
+      REQUIRE(d != nullptr);
+      if (d != f.data()) std::memcpy(f.data(), d, f.size());
+      out.push_back(std::move(f));
       rte_pktmbuf_free(m);
     }
   }
   return out;
+}
+
+// An mbuf chain holding `f`, one segment per piece between `cuts` (increasing offsets inside
+// `f`), as scattered rx delivers a frame larger than one mbuf.
+inline rte_mbuf* chained(rte_mempool* pool, const buf& f, std::vector<std::size_t> cuts) {
+  cuts.push_back(f.size());
+  rte_mbuf* head = nullptr;
+  std::size_t from = 0;
+  for (std::size_t to : cuts) {
+    REQUIRE(from < to);
+    rte_mbuf* seg = rte_pktmbuf_alloc(pool);
+    REQUIRE(seg != nullptr);
+    char* d = rte_pktmbuf_append(seg, static_cast<std::uint16_t>(to - from));
+    REQUIRE(d != nullptr);
+    std::memcpy(d, f.data() + from, to - from);
+    if (head == nullptr) {
+      head = seg;
+    } else {
+      REQUIRE(rte_pktmbuf_chain(head, seg) == 0);
+    }
+    from = to;
+  }
+  return head;
 }
 
 // Sets the IPv4 TTL of an Ethernet + IPv4 frame and fixes the header checksum.
@@ -192,6 +218,13 @@ struct harness {
       ms.push_back(m);
     }
     w->process_burst(ms.data(), static_cast<std::uint16_t>(ms.size()), port);
+    w->flush();
+  }
+  // Sends `f` as one chained mbuf (see chained), its own burst, then flushes tx.
+  void send_chained(const buf& f, const std::vector<std::size_t>& cuts, std::uint16_t port) {
+    rte_mbuf* m = chained(env.pool, f, cuts);
+    m->port = port;
+    w->process_burst(&m, 1, port);
     w->flush();
   }
   void from_client(const std::vector<buf>& frames) { send(frames, sub().id); }
