@@ -16,7 +16,23 @@ namespace {
 constexpr unsigned max_burst = 64;
 constexpr unsigned max_workers = 128;
 constexpr std::uint64_t max_wait_ms = 10;
+// symmetric_flow_hash reads only the outermost IP header's addresses (a tunnel's) or, untunnelled,
+// the only one's; both sit in the first bytes of the frame, well within this.
+constexpr std::uint32_t hash_prefix_bytes = 256;
 }  // namespace
+
+std::uint32_t symmetric_flow_hash(const rte_mbuf* m) noexcept {
+  packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
+  std::array<std::uint8_t, hash_prefix_bytes> prefix;
+  if (m->nb_segs > 1 && m->data_len < hash_prefix_bytes) [[unlikely]] {
+    // Scattered rx with a short first segment: the headers may continue in the next ones. A
+    // truncated parse still yields the outer addresses, so a prefix hashes like the whole frame.
+    const std::uint32_t len = std::min<std::uint32_t>(rte_pktmbuf_pkt_len(m), hash_prefix_bytes);
+    const void* p = rte_pktmbuf_read(m, 0, len, prefix.data());
+    if (p != nullptr) frame = packet::bytes(static_cast<const std::uint8_t*>(p), len);
+  }
+  return symmetric_flow_hash(frame);
+}
 
 std::uint32_t symmetric_flow_hash(packet::bytes frame) noexcept {
   const packet::frame_info info = packet::parse_frame(frame);
@@ -110,8 +126,7 @@ unsigned dispatcher::poll() noexcept {
       for (std::uint16_t i = 0; i < n; ++i) {
         rte_mbuf* m = pkts[i];
         m->port = src.deliver_as;
-        const packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
-        const unsigned w = workers == 1 ? 0 : symmetric_flow_hash(frame) % workers;
+        const unsigned w = workers == 1 ? 0 : symmetric_flow_hash(m) % workers;
         stage[w][counts[w]++] = m;
       }
       for (unsigned w = 0; w < workers; ++w) {

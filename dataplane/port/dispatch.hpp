@@ -27,6 +27,8 @@ namespace sluice::port {
 // fragments show only its outer header, and they must reach the worker that holds the inner
 // flow. Non-IP frames hash to 0. Pure.
 [[nodiscard]] std::uint32_t symmetric_flow_hash(packet::bytes frame) noexcept;
+// The same for a received mbuf, whose headers may span segments (scattered rx).
+[[nodiscard]] std::uint32_t symmetric_flow_hash(const rte_mbuf* m) noexcept;
 
 class dispatcher {
  public:

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dataplane/packet/frame.hpp"
+#include "dataplane/port/dispatch.hpp"
 #include "tests/unit/engine_worker/harness.hpp"
 #include "tests/unit/packet/quic_test_util.hpp"
 
@@ -239,4 +240,28 @@ TEST_CASE("chained mbufs: IP fragments that are chains are reassembled from ever
   CHECK(h.count(engine_event::fragments_passed) == 0);
   CHECK(h.count(engine_event::multiseg_gathered) == 2);
   h.check_accounting();
+}
+
+TEST_CASE("software dispatch: a chain with a short first segment hashes like the whole frame") {
+  harness h;  // the environment's mempool
+  tcp_conv v4c;
+  tcp_conv v6c;
+  v6c.client = v6(0x2001, 1);
+  v6c.server = v6(0x2001, 2);
+  const buf frames[] = {
+      v4c.data(client_hello(blocked_name)),
+      v6c.data(client_hello(blocked_name)),
+      eth_ip(test::ip(v4(192, 0, 2, 1), v4(192, 0, 2, 2), 17,
+                      udp(1234, 4789, vxlan(7, v4c.data(client_hello(blocked_name)))))),
+  };
+  for (const buf& f : frames) {
+    const std::uint32_t flat = port::symmetric_flow_hash(packet::bytes(f));
+    CHECK(flat != 0);
+    for (std::size_t cut : {std::size_t{8}, std::size_t{20}, std::size_t{30}, std::size_t{60}}) {
+      CAPTURE(cut);
+      rte_mbuf* m = chained(h.env.pool, f, {cut, cut + 10});
+      CHECK(port::symmetric_flow_hash(m) == flat);
+      rte_pktmbuf_free(m);
+    }
+  }
 }
