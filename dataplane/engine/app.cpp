@@ -990,7 +990,8 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
       st.reassembly_give_ups.emplace_back(flow::to_string(static_cast<flow::give_up_reason>(i)), give[i]);
     }
     st.responses_sent = {{"reset", event(engine_event::resets_sent)},
-                         {"notice", event(engine_event::notices_sent)}};
+                         {"notice", event(engine_event::notices_sent)},
+                         {"dns", event(engine_event::dns_answers_sent)}};
     st.rules = holder->rule_stats();
     const policy_status ps = holder->status();
     st.policy_revision = ps.revision;

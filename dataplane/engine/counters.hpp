@@ -28,11 +28,13 @@ namespace sluice::engine {
   X(fake_ignored_ttl, "fake_ignored_ttl")     /* TTL below the handshake's */            \
   X(resets_sent, "resets_sent")                                                          \
   X(notices_sent, "notices_sent")                                                        \
+  X(dns_answers_sent, "dns_answers_sent")     /* NXDOMAIN to a blocked name's query */   \
   X(response_failed, "response_failed")       /* no mbuf or unanswerable: dropped */     \
   X(throttled_drops, "throttled_drops")                                                  \
   X(monitor_hits, "monitor_hits")                                                        \
   X(policy_unmatched_flows, "policy_unmatched_flows")                                    \
   X(mirror_consumed, "mirror_consumed")       /* mirror mode: inspected, not enforced */ \
+  X(mirror_unenforceable, "mirror_unenforceable") /* mirror: UDP verdict, no answer */   \
   X(dns_flows_pinned, "dns_flows_pinned")     /* DNS/SSDP flow blocked for its life */   \
   X(throttle_flowless, "throttle_flowless")   /* throttle matched, no flow: passed */    \
   X(icmp_errors_quoted, "icmp_errors_quoted") /* judged also by what they quote */       \

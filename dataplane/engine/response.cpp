@@ -1,7 +1,8 @@
 // Reset and notice builders. The header states the contract; RESPONSES.md the reasoning.
 //
-// Shape: one `emit` writes L2 prefix + IPv4/IPv6 + 20-byte TCP header + payload and the
-// checksums; the two public builders only choose direction, sequence numbers, flags and payload.
+// Shape: `emit_ip` writes L2 prefix + IPv4/IPv6 header of an answer; `emit` adds a 20-byte TCP
+// header + payload and the checksum, `emit_udp` a UDP header + payload. The public builders only
+// choose direction, sequence numbers, flags and payload.
 
 #include "dataplane/engine/response.hpp"
 
@@ -17,6 +18,9 @@ using packet::frame_info;
 using packet::frame_outcome;
 
 constexpr std::uint8_t ipproto_tcp = 6;
+constexpr std::uint8_t ipproto_udp = 17;
+constexpr std::size_t udp_header = 8;
+constexpr std::size_t dns_header = 12;
 constexpr std::size_t eth_header = 14;
 constexpr std::size_t pppoe_header = 8;  // PPPoE session header (6) + PPP protocol (2)
 constexpr std::size_t tcp_header = 20;
@@ -58,8 +62,9 @@ inline std::uint32_t seg_len(const frame_info& info) noexcept {
          ((info.tcp_flags & packet::tcp_fin) ? 1u : 0u);
 }
 
-inline bool answerable(bytes original, const frame_info& info) noexcept {
-  if (info.outcome != frame_outcome::ok || info.l4_proto != ipproto_tcp || info.is_fragment) {
+inline bool answerable(bytes original, const frame_info& info,
+                       std::uint8_t proto = ipproto_tcp) noexcept {
+  if (info.outcome != frame_outcome::ok || info.l4_proto != proto || info.is_fragment) {
     return false;
   }
   // Inside a tunnel the answer would need new outer headers (lengths, checksums, tunnel
@@ -78,21 +83,29 @@ inline std::uint8_t draw_ttl(response_entropy& e) noexcept {
   return static_cast<std::uint8_t>(response_ttl_min + e.next() % span);
 }
 
-std::size_t emit(bytes original, const frame_info& info, const segment& sg, response_entropy& e,
-                 bytes payload, std::span<std::uint8_t> out) noexcept {
-  if (!answerable(original, info)) return 0;
+// The answer's L2 prefix and IP header for an L4 segment of `l4_len` bytes of `proto`, toward the
+// original's sender (`reverse`) or on to its receiver. Returns the L4 header's place in `out` and
+// the pseudo-header sum, or nullptr when the original cannot be answered or `out` is too small.
+struct ip_answer {
+  std::uint8_t* l4 = nullptr;
+  std::uint64_t pseudo = 0;
+  std::size_t total = 0;  // the whole frame
+};
+
+ip_answer emit_ip(bytes original, const frame_info& info, bool reverse, std::uint8_t proto,
+                  std::size_t l4_len, response_entropy& e, std::span<std::uint8_t> out) noexcept {
+  if (!answerable(original, info, proto)) return {};
   const std::size_t l2 = info.l3_offset;
   const bool v4 = info.ip_version == 4;
   const std::size_t ip_header = v4 ? 20 : 40;
-  const std::size_t l4_len = tcp_header + payload.size();
   const std::size_t total = l2 + ip_header + l4_len;
-  if (total > out.size() || ip_header + l4_len > 0xffff) return 0;
+  if (total > out.size() || ip_header + l4_len > 0xffff) return {};
   // Our source MAC is the original's destination: never answer from a group address.
-  if (sg.reverse && (original[0] & 0x01)) return 0;
+  if (reverse && (original[0] & 0x01)) return {};
 
   std::uint8_t* o = out.data();
   std::memcpy(o, original.data(), l2);
-  if (sg.reverse) {
+  if (reverse) {
     std::memcpy(o, original.data() + 6, 6);
     std::memcpy(o + 6, original.data(), 6);
   }
@@ -102,8 +115,8 @@ std::size_t emit(bytes original, const frame_info& info, const segment& sg, resp
     store_be16(o + l2 - pppoe_header + 4, static_cast<std::uint32_t>(ip_header + l4_len + 2));
   }
 
-  const packet::ip_address& src = sg.reverse ? info.dst : info.src;
-  const packet::ip_address& dst = sg.reverse ? info.src : info.dst;
+  const packet::ip_address& src = reverse ? info.dst : info.src;
+  const packet::ip_address& dst = reverse ? info.src : info.dst;
   std::uint8_t* ip = o + l2;
   std::uint64_t pseudo = 0;
   if (v4) {
@@ -113,7 +126,7 @@ std::size_t emit(bytes original, const frame_info& info, const segment& sg, resp
     store_be16(ip + 4, static_cast<std::uint32_t>(e.next() & 0xffff));
     store_be16(ip + 6, 0x4000);  // DF
     ip[8] = draw_ttl(e);
-    ip[9] = ipproto_tcp;
+    ip[9] = proto;
     store_be16(ip + 10, 0);
     std::memcpy(ip + 12, src.bytes.data(), 4);
     std::memcpy(ip + 16, dst.bytes.data(), 4);
@@ -124,15 +137,22 @@ std::size_t emit(bytes original, const frame_info& info, const segment& sg, resp
     const auto label = static_cast<std::uint32_t>(e.next() & 0xfffff);
     store_be32(ip, (6u << 28) | label);
     store_be16(ip + 4, static_cast<std::uint32_t>(l4_len));
-    ip[6] = ipproto_tcp;
+    ip[6] = proto;
     ip[7] = draw_ttl(e);
     std::memcpy(ip + 8, src.bytes.data(), 16);
     std::memcpy(ip + 24, dst.bytes.data(), 16);
     pseudo = sum_words(ip + 8, 32);
   }
-  pseudo += ipproto_tcp + l4_len;
+  pseudo += proto + l4_len;
+  return {ip + ip_header, pseudo, total};
+}
 
-  std::uint8_t* tcp = ip + ip_header;
+std::size_t emit(bytes original, const frame_info& info, const segment& sg, response_entropy& e,
+                 bytes payload, std::span<std::uint8_t> out) noexcept {
+  const std::size_t l4_len = tcp_header + payload.size();
+  const ip_answer a = emit_ip(original, info, sg.reverse, ipproto_tcp, l4_len, e, out);
+  if (a.l4 == nullptr) return 0;
+  std::uint8_t* tcp = a.l4;
   store_be16(tcp, sg.reverse ? info.dst_port : info.src_port);
   store_be16(tcp + 2, sg.reverse ? info.src_port : info.dst_port);
   store_be32(tcp + 4, sg.seq);
@@ -142,8 +162,21 @@ std::size_t emit(bytes original, const frame_info& info, const segment& sg, resp
   store_be16(tcp + 14, sg.window);
   store_be32(tcp + 16, 0);  // checksum, urgent pointer
   if (!payload.empty()) std::memcpy(tcp + tcp_header, payload.data(), payload.size());
-  store_be16(tcp + 16, checksum(pseudo + sum_words(tcp, l4_len)));
-  return total;
+  store_be16(tcp + 16, checksum(a.pseudo + sum_words(tcp, l4_len)));
+  return a.total;
+}
+
+// Bytes of the first question (QNAME labels, QTYPE, QCLASS) at the start of `q`, or 0 when it is
+// not a plain uncompressed name within 255 bytes (a query's question never points elsewhere).
+std::size_t first_question_length(bytes q) noexcept {
+  std::size_t i = 0;
+  while (i < q.size() && i <= 255) {
+    const std::uint8_t len = q[i];
+    if (len == 0) return i + 1 + 4 <= q.size() ? i + 1 + 4 : 0;
+    if (len > 63) return 0;  // compression pointer or reserved label type
+    i += 1 + len;
+  }
+  return 0;
 }
 
 // ---- the notice's text ----------------------------------------------------------------------
@@ -370,6 +403,41 @@ std::size_t build_http_notice(bytes original_frame, const frame_info& info,
                    static_cast<std::uint8_t>(packet::tcp_psh | packet::tcp_ack | packet::tcp_fin),
                    info.tcp_window};
   return emit(original_frame, info, sg, e, bytes{text.data(), n}, out);
+}
+
+std::size_t build_dns_answer(bytes original_frame, const frame_info& info, dns_rcode rcode,
+                             response_entropy& e, std::span<std::uint8_t> out) noexcept {
+  if (!answerable(original_frame, info, ipproto_udp)) return 0;
+  const bytes query = info.payload(original_frame);
+  if (query.size() < dns_header) return 0;
+  const std::uint16_t flags = packet::load_be16(query.data() + 2);
+  // A standard query (QR 0, opcode 0) asking exactly one question.
+  if ((flags & 0x8000) != 0 || ((flags >> 11) & 0xf) != 0) return 0;
+  if (packet::load_be16(query.data() + 4) != 1) return 0;
+  const std::size_t qlen = first_question_length(query.subspan(dns_header));
+  if (qlen == 0) return 0;
+
+  const std::size_t l4_len = udp_header + dns_header + qlen;
+  const ip_answer a = emit_ip(original_frame, info, true, ipproto_udp, l4_len, e, out);
+  if (a.l4 == nullptr) return 0;
+  std::uint8_t* udp = a.l4;
+  store_be16(udp, info.dst_port);
+  store_be16(udp + 2, info.src_port);
+  store_be16(udp + 4, static_cast<std::uint32_t>(l4_len));
+  store_be16(udp + 6, 0);
+  std::uint8_t* dns = udp + udp_header;
+  std::memcpy(dns, query.data(), 2);  // ID
+  // QR, the query's opcode (0) and RD, RA, the query's CD; AA, TC, AD, Z clear.
+  const std::uint32_t answer_flags =
+      0x8000u | (flags & 0x0100u) | 0x0080u | (flags & 0x0010u) | static_cast<std::uint8_t>(rcode);
+  store_be16(dns + 2, answer_flags);
+  store_be16(dns + 4, 1);   // QDCOUNT
+  store_be32(dns + 6, 0);   // ANCOUNT, NSCOUNT
+  store_be16(dns + 10, 0);  // ARCOUNT
+  std::memcpy(dns + dns_header, query.data() + dns_header, qlen);
+  const std::uint16_t sum = checksum(a.pseudo + sum_words(udp, l4_len));
+  store_be16(udp + 6, sum == 0 ? 0xffff : sum);  // 0 means "no checksum" in UDP
+  return a.total;
 }
 
 }  // namespace sluice::engine

@@ -1,6 +1,7 @@
 #pragma once
 // Builders of the packets the fast path sends to enforce a verdict: TCP resets (either direction
-// of a flow) and the HTTP 451 notice (RFC 7725) that answers a blocked plain-HTTP request.
+// of a flow), the HTTP 451 notice (RFC 7725) that answers a blocked plain-HTTP request, and the
+// DNS answer (NXDOMAIN) to a blocked name's query.
 //
 // Pure: the original frame (as received, already parsed into `frame_info`) in, one complete
 // Ethernet frame out into a caller buffer. No allocation, no logging, no globals, no DPDK; safe
@@ -8,8 +9,8 @@
 //
 // Every builder returns the length of the frame written to `out`, or 0 when the original cannot
 // be answered; the caller then drops instead. 0 is returned when:
-// - the original is not a parsed TCP segment (`info.outcome != ok` or not TCP), or is an IP
-//   fragment;
+// - the original is not a parsed TCP segment (`info.outcome != ok` or not TCP; UDP for the DNS
+//   answer), or is an IP fragment;
 // - it arrived through a tunnel (GRE, IP-in-IP, VXLAN, GTP-U, Geneve: `encap_tunnels`; the
 //   answer would need re-encapsulation);
 // - the answer would carry a group (multicast/broadcast) source MAC;
@@ -109,5 +110,18 @@ enum class reset_target : std::uint8_t {
                                             std::string_view blocked_name, response_entropy& e,
                                             std::span<std::uint8_t> out,
                                             std::string_view blocked_by_url = {}) noexcept;
+
+// DNS response codes the fast path answers with (RFC 1035 §4.1.1).
+enum class dns_rcode : std::uint8_t { nxdomain = 3, refused = 5 };
+
+// The resolver's answer to the client's DNS query `original_frame` (UDP): toward the sender, from
+// the address and port it asked, the query's ID, flags QR|RA plus the query's RD and CD, `rcode`,
+// the first question echoed and no records (no SOA: nothing for a resolver or stub to cache, so a
+// lift takes effect at the next query). Returns 0 unless the original is a standard query
+// (QR 0, opcode 0) with exactly one uncompressed question. UDP checksum filled in.
+[[nodiscard]] std::size_t build_dns_answer(packet::bytes original_frame,
+                                           const packet::frame_info& info, dns_rcode rcode,
+                                           response_entropy& e,
+                                           std::span<std::uint8_t> out) noexcept;
 
 }  // namespace sluice::engine

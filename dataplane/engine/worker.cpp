@@ -44,8 +44,9 @@
 // those released without reassembly (timeout, table full, caps, conflicting overlap, flush)
 // are forwarded unchanged and counted in fragments_passed. Packets that are IP but not TCP/UDP
 // (other_l4.hpp) are judged by address rules and, for ICMP errors, the flow they quote. Our own
-// answers (RST, 451) are counted apart: resets_sent, notices_sent, response_failed (no mbuf,
-// unanswerable, or refused by tx).
+// answers (RST, 451, NXDOMAIN) are counted apart: resets_sent, notices_sent, dns_answers_sent,
+// response_failed (no mbuf, unanswerable, or refused by tx); on a mirror, a verdict on UDP that
+// is not a DNS query cannot be enforced at all: mirror_unenforceable.
 
 namespace sluice::engine {
 namespace {
@@ -315,11 +316,25 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     });
   }
 
-  // reset / notice on TCP: answer (rate-limited per flow), then drop the packet.
+  // reset / notice (and, on a mirror, drop): answer, then drop the packet. TCP: resets or the
+  // notice, rate-limited per flow. UDP: a client's DNS query gets NXDOMAIN, each query its
+  // answer (never larger than the query); other UDP gets nothing.
   void answer(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info, flow_entry* e,
               const burst_context& ctx, match::action act, std::uint32_t rule,
               std::uint16_t rx_port, bool from_client, burst_counts& c) noexcept {
+    if (info.l4_proto == IPPROTO_UDP && from_client && e != nullptr &&
+        e->cls.protocol == flow::flow_protocol::dns_udp) {
+      send_answer(cfg.mirror_mode ? cfg.inject_port : rx_port, engine_event::dns_answers_sent, c,
+                  [&](std::span<std::uint8_t> out) {
+                    return build_dns_answer(frame, info, dns_rcode::nxdomain, entropy, out);
+                  });
+      drop(m, c);
+      return;
+    }
     if (info.l4_proto != IPPROTO_TCP || (info.tcp_flags & packet::tcp_rst)) {
+      if (cfg.mirror_mode && info.l4_proto == IPPROTO_UDP) {
+        c.add(engine_event::mirror_unenforceable);
+      }
       drop(m, c);
       return;
     }
@@ -550,6 +565,14 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         answer(m, frame, info, e, ctx, v.act, v.rule, rx_port, from_client, c);
         return;
       case match::action::drop:
+        // A mirror cannot drop: the copy's original has reached its receiver. It enforces a
+        // drop the one way it can, as a reset (TCP) or NXDOMAIN (a DNS query); other UDP
+        // (QUIC) goes unstopped, as for reset. Inline, the packet is dropped.
+        if (cfg.mirror_mode) {
+          answer(m, frame, info, e, ctx, v.act, v.rule, rx_port, from_client, c);
+          return;
+        }
+        break;
       case match::action::monitor:
       case match::action::count:
         break;

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dataplane/packet/dns.hpp"
 #include "tests/unit/support/packet_builder.hpp"
 
 namespace {
@@ -555,4 +556,130 @@ TEST_CASE("HTTP notice: unanswerable originals and small buffers give 0") {
   buf short_by_one(n - 1);
   CHECK(en::build_http_notice(http_request_v4, fi, "law", "t.me", e, exact) == n);
   CHECK(en::build_http_notice(http_request_v4, fi, "law", "t.me", e, short_by_one) == 0);
+}
+
+// ---- DNS answer -----------------------------------------------------------------------------
+
+namespace {
+
+buf dns_query_packet(bool v6, const buf& message, std::uint16_t sport = 40123) {
+  const buf dgram = udp(sport, 53, message);
+  return v6 ? ip(client6, server6, 17, dgram) : ip(client4, server4, 17, dgram);
+}
+
+buf dns_answer(const buf& original, en::dns_rcode rcode, en::response_entropy& e,
+               std::size_t room = 512) {
+  buf out(room, 0xee);
+  const std::size_t n = en::build_dns_answer(original, pk::parse_frame(original), rcode, e, out);
+  out.resize(n);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("DNS answer: every L2 prefix x IP version, toward the client, question echoed") {
+  en::response_entropy e{11};
+  for (const auto& l2 : l2_kinds()) {
+    for (bool v6 : {false, true}) {
+      INFO(l2.name);
+      CAPTURE(v6);
+      buf query = dns_message({"web.telegram.org"}, false, 0xbeef);  // RD set
+      query[3] |= 0x10;                                               // CD: echoed
+      const buf original = l2.wrap(dns_query_packet(v6, query));
+      const pk::frame_info ofi = pk::parse_frame(original);
+      const buf answer = dns_answer(original, en::dns_rcode::nxdomain, e);
+      REQUIRE(!answer.empty());
+      const pk::frame_info afi = pk::parse_frame(answer);
+      REQUIRE(afi.outcome == pk::frame_outcome::ok);
+      CHECK(afi.l4_proto == 17);
+      CHECK(afi.encap == ofi.encap);
+      CHECK(std::size_t{afi.l3_offset} + afi.l3_length == answer.size());
+      CHECK(pk::l4_checksum_ok(answer, afi));
+      CHECK(afi.src == ofi.dst);
+      CHECK(afi.dst == ofi.src);
+      CHECK(afi.src_port == 53);
+      CHECK(afi.dst_port == 40123);
+      CHECK(afi.ttl >= en::response_ttl_min);
+      CHECK(afi.ttl <= en::response_ttl_max);
+      if (!v6) CHECK(ipv4_header_ok(answer, afi));
+      check_l2(original, ofi, answer, afi, true);
+
+      const buf msg(answer.begin() + afi.payload_offset, answer.end());
+      REQUIRE(msg.size() == query.size());  // header + the one question, nothing more
+      CHECK(pk::load_be16(msg.data()) == 0xbeef);
+      // QR, opcode 0, AA 0, TC 0, RD (as asked); RA, Z 0, AD 0, CD (as asked), RCODE 3.
+      CHECK(msg[2] == 0x81);
+      CHECK(msg[3] == 0x93);
+      CHECK(pk::load_be16(msg.data() + 4) == 1);
+      CHECK(pk::load_be16(msg.data() + 6) == 0);
+      CHECK(pk::load_be16(msg.data() + 8) == 0);
+      CHECK(pk::load_be16(msg.data() + 10) == 0);
+      CHECK(slice(msg, 12, msg.size()) == slice(query, 12, query.size()));
+      pk::dns_questions q;
+      REQUIRE(pk::parse_dns_message(msg, q) == pk::dns_outcome::question);
+      CHECK(q.is_response);
+      CHECK(q.names[0].view() == "web.telegram.org");
+    }
+  }
+}
+
+TEST_CASE("DNS answer: REFUSED, and a query without RD gets none back") {
+  en::response_entropy e{12};
+  buf query = dns_message({"t.me"}, false, 7);
+  query[2] = 0x00;  // RD clear
+  const buf answer = dns_answer(eth_ip(dns_query_packet(false, query)), en::dns_rcode::refused, e);
+  REQUIRE(!answer.empty());
+  const pk::frame_info afi = pk::parse_frame(answer);
+  CHECK(answer[afi.payload_offset + 2] == 0x80);
+  CHECK(answer[afi.payload_offset + 3] == 0x85);
+}
+
+TEST_CASE("DNS answer: what is not one plain standard query gives 0") {
+  en::response_entropy e{13};
+  const buf one = dns_message({"t.me"});
+  buf response = dns_message({"t.me"}, true);
+  buf notify = one;
+  notify[2] |= 0x20;  // opcode 4 (NOTIFY)
+  buf compressed = one;
+  compressed[12] = 0xc0;  // the question's name as a pointer
+  buf long_label = one;
+  long_label[12] = 64;
+  const buf no_end = slice(one, 0, one.size() - 5);  // the root label and QTYPE/QCLASS cut off
+  struct row {
+    const char* what;
+    buf original;
+  };
+  const std::vector<row> rows{
+      {"a response", eth_ip(dns_query_packet(false, response))},
+      {"opcode NOTIFY", eth_ip(dns_query_packet(false, notify))},
+      {"two questions", eth_ip(dns_query_packet(false, dns_message({"t.me", "a.org"})))},
+      {"no question", eth_ip(dns_query_packet(false, dns_message({})))},
+      {"compressed question", eth_ip(dns_query_packet(false, compressed))},
+      {"label over 63 bytes", eth_ip(dns_query_packet(false, long_label))},
+      {"question cut short", eth_ip(dns_query_packet(false, no_end))},
+      {"header only", eth_ip(dns_query_packet(false, slice(one, 0, 12)))},
+      {"shorter than a header", eth_ip(dns_query_packet(false, slice(one, 0, 11)))},
+      {"TCP", eth_ip(ipv4(client4, server4, 6, tcp(40123, 53, one, pk::tcp_ack, {}, 1, 1)))},
+      {"GRE tunnel", eth(0x0800, ipv4(tun_a, tun_b, 47,
+                                      gre(0, 0x0800, {}, dns_query_packet(false, one))))},
+      {"to a broadcast MAC", [&] {
+         buf f = eth_ip(dns_query_packet(false, one));
+         f[0] = 0xff;
+         return f;
+       }()},
+  };
+  for (const auto& r : rows) {
+    INFO(r.what);
+    buf out(512);
+    CHECK(en::build_dns_answer(r.original, pk::parse_frame(r.original), en::dns_rcode::nxdomain,
+                               e, out) == 0);
+  }
+  // Exactly large enough, one byte short.
+  const buf original = eth_ip(dns_query_packet(true, one));
+  const std::size_t need = 14 + 40 + 8 + one.size();
+  buf exact(need);
+  buf short_by_one(need - 1);
+  const pk::frame_info fi = pk::parse_frame(original);
+  CHECK(en::build_dns_answer(original, fi, en::dns_rcode::nxdomain, e, exact) == need);
+  CHECK(en::build_dns_answer(original, fi, en::dns_rcode::nxdomain, e, short_by_one) == 0);
 }

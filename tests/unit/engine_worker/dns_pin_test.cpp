@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dataplane/packet/dns.hpp"
 #include "tests/unit/engine_worker/harness.hpp"
 
 using namespace sluice;
@@ -227,5 +228,91 @@ TEST_CASE("SSDP: a blocked Host pins the flow like DNS") {
   CHECK(h.through(ssdp("tv.example"), true).empty());
   CHECK(h.through(allowed, true).empty());
   CHECK(h.count(engine_event::dns_flows_pinned) == 1);
+  h.check_accounting();
+}
+
+// What a blocked name's query gets, per action and mode: inline `drop` drops it (the client
+// times out); `reset` and `notice` answer NXDOMAIN at once, as a RST ends a TCP flow; a mirror
+// cannot drop, so every enforcing action answers NXDOMAIN out of the inject port, racing the
+// resolver, whose own answer the mirror only sees.
+TEST_CASE("DNS: a blocked name's query is dropped or answered NXDOMAIN as the rule and mode say") {
+  struct row {
+    const char* what;
+    action act;
+    bool mirror;
+    bool answered;
+  };
+  const row rows[] = {
+      {"inline drop", action::drop, false, false},
+      {"inline reset", action::reset, false, true},
+      {"inline notice", action::notice, false, true},
+      {"mirror drop", action::drop, true, true},
+      {"mirror reset", action::reset, true, true},
+  };
+  for (const row& r : rows) {
+    CAPTURE(r.what);
+    harness h(1024, r.mirror);
+    h.set_policy(policy_of({rule("tg", r.act, {}, {"t.me", "*.t.me"})}));
+    const dns_conv d;
+    const buf query = d.query({"web.t.me"}, 0x4242);
+    h.from_client({d.query({"example.com"}, 1), query});
+    const auto onward = drain(h.inet());
+    const auto answers = drain(r.mirror ? h.inject() : h.sub());
+    if (r.mirror) {
+      CHECK(onward.empty());  // a mirror never forwards
+    } else {
+      REQUIRE(onward.size() == 1);  // the allowed query only
+      CHECK(packet::parse_frame(onward[0]).src_port == d.cport);
+    }
+    CHECK(h.count(engine_event::dns_answers_sent) == (r.answered ? 1u : 0u));
+    if (!r.answered) {
+      CHECK(answers.empty());
+      continue;
+    }
+    REQUIRE(answers.size() == 1);
+    const packet::frame_info fi = packet::parse_frame(answers[0]);
+    REQUIRE(fi.outcome == packet::frame_outcome::ok);
+    CHECK(fi.src == d.resolver);
+    CHECK(fi.dst == d.client);
+    CHECK(fi.src_port == d.sport);
+    CHECK(fi.dst_port == d.cport);
+    CHECK(packet::l4_checksum_ok(answers[0], fi));
+    const buf msg(answers[0].begin() + fi.payload_offset, answers[0].end());
+    CHECK(packet::load_be16(msg.data()) == 0x4242);
+    CHECK((msg[3] & 0x0f) == 3);  // NXDOMAIN
+    packet::dns_questions q;
+    REQUIRE(packet::parse_dns_message(msg, q) == packet::dns_outcome::question);
+    CHECK(q.is_response);
+    CHECK(q.names[0].view() == "web.t.me");
+    // The resolver's own answer, should it come, goes no further.
+    if (r.mirror) {
+      h.from_client({d.response({"web.t.me"}, 0x4242)});
+      CHECK(drain(h.inject()).empty());
+      CHECK(drain(h.sub()).empty());
+    } else {
+      CHECK(h.through(d.response({"web.t.me"}, 0x4242), false).empty());
+    }
+    CHECK(h.count(engine_event::dns_answers_sent) == 1);
+    h.check_accounting();
+  }
+}
+
+TEST_CASE("mirror: drop on TCP is enforced with resets; on other UDP it cannot be, and says so") {
+  harness h(1024, true);
+  h.set_policy(policy_of({rule("tg", action::drop, {"149.154.160.0/20"}, {"t.me"})}));
+  tcp_conv c;
+  c.server = other_ip();
+  h.from_client({c.syn(), c.syn_ack(), c.ack(), c.data(client_hello("t.me"))});
+  const auto injected = drain(h.inject());
+  REQUIRE(injected.size() == 2);
+  CHECK(packet::parse_frame(injected[0]).dst == c.client);
+  CHECK(packet::parse_frame(injected[1]).dst == c.server);
+  CHECK(h.count(engine_event::resets_sent) == 2);
+  CHECK(h.count(engine_event::mirror_unenforceable) == 0);
+
+  // UDP to a blocked prefix (QUIC, say): nothing a copy can do about it, counted.
+  h.from_client({eth_ip(test::ip(client_ip(), tg_ip(), 17, udp(50000, 443, buf(1200, 0x40))))});
+  CHECK(drain(h.inject()).empty());
+  CHECK(h.count(engine_event::mirror_unenforceable) == 1);
   h.check_accounting();
 }
