@@ -227,16 +227,19 @@ def kill_namespace(ns):
     subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
 
 
-def dataplane_cmd(binary, file_prefix, subscriber_if, internet_if, mgmt_port, metrics_port):
+def dataplane_cmd(binary, file_prefix, subscriber_if, internet_if, mgmt_port, metrics_port,
+                  mirror=False):
     """sluice-dataplane on two net_af_packet ports, small tables, no hugepages; append the
-    controller and node options."""
+    controller and node options. With mirror, the two interfaces are the mirror port (the copy
+    comes in) and the inject port (answers go out) of --mode mirror."""
     cpus = os.cpu_count() or 1
+    ports = (["--mode", "mirror", "--mirror-port", "0", "--inject-port", "1"] if mirror else
+             ["--subscriber-port", "0", "--internet-port", "1"])
     return [binary, "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry", "-m", "256",
             "--file-prefix=" + file_prefix, "--lcores", "(0-1)@(0-%d)" % (cpus - 1),
             "--log-level=warning",
             "--vdev", "net_af_packet0,iface=" + subscriber_if,
-            "--vdev", "net_af_packet1,iface=" + internet_if, "--",
-            "--subscriber-port", "0", "--internet-port", "1",
+            "--vdev", "net_af_packet1,iface=" + internet_if, "--"] + ports + [
             "--mgmt", "127.0.0.1:%d" % mgmt_port, "--metrics", "127.0.0.1:%d" % metrics_port,
             "--flow-table-size", "4096", "--reassembly-buffers", "256", "--frag-table-size", "256"]
 

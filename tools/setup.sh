@@ -15,6 +15,7 @@ packages=(
   prometheus minisign curl openssl bird2
   etcd-server etcd-client
   chromium fonts-dejavu-core ngtcp2-client ngtcp2-server
+  unbound bind9-dnsutils
 )
 
 if [ "$(id -u)" -ne 0 ]; then
