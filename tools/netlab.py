@@ -186,6 +186,25 @@ tokens:
 %s""" % (writer, listen, source, issuer, tokens, extra)
 
 
+def telegram_policy(revision, rule_id, directive, action, blocked=True):
+    """A standalone policy (the dataplane's --policy schema): `action` on telegram.org and
+    *.telegram.org under rule_id, or, when not blocked, no rules at all (the lift)."""
+    rules = ("rules:\n  - id: %s\n    directive: %s\n    action: %s\n"
+             "    domains: [\"telegram.org\", \"*.telegram.org\"]\n"
+             % (rule_id, directive, action)) if blocked else "rules: []\n"
+    return "revision: %d\ngenerated_at: 2026-01-01T00:00:00Z\n%s" % (revision, rules)
+
+
+def metric_sum(text, name, **labels):
+    """Sum of Prometheus text samples of metric `name` whose labels include `labels`."""
+    total = 0.0
+    for line in (text or "").splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all('%s="%s"' % kv in line for kv in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def curl_error(rc):
     return {0: "", 7: "(connection refused)", 28: "(timed out)", 35: "(TLS handshake reset)",
             52: "(empty reply)", 56: "(connection reset)"}.get(rc, "")

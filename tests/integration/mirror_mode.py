@@ -40,7 +40,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
 import netlab  # noqa: E402
-from netlab import OFFLOADS_OFF, in_ns, run, wait_for, http_json  # noqa: E402
+from netlab import OFFLOADS_OFF, in_ns, run, wait_for, http_json, metric_sum  # noqa: E402
 
 CLIENT, SERVER = "10.95.0.1", "10.95.0.2"
 MGMT, METRICS = 9482, 9481
@@ -93,19 +93,8 @@ remote-control:
 """
 
 
-def policy(revision, blocked):
-    rules = ("rules:\n  - id: tg-drop\n    directive: TEST-MIRROR\n    action: drop\n"
-             "    domains: [\"telegram.org\", \"*.telegram.org\"]\n") if blocked else "rules: []\n"
-    return "revision: %d\ngenerated_at: 2026-01-01T00:00:00Z\n%s" % (revision, rules)
-
-
-def metric(text, name, **labels):
-    total = 0.0
-    for line in (text or "").splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all('%s="%s"' % kv in line for kv in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+def mirror_policy(revision, blocked):
+    return netlab.telegram_policy(revision, "tg-drop", "TEST-MIRROR", "drop", blocked)
 
 
 def main():
@@ -147,7 +136,7 @@ def main():
 
     def reload(revision, blocked):
         with open(policy_path, "w") as f:
-            f.write(policy(revision, blocked))
+            f.write(mirror_policy(revision, blocked))
         req = urllib.request.Request("http://127.0.0.1:%d/policy/reload" % MGMT, data=b"{}",
                                      method="POST")
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -188,7 +177,7 @@ def main():
         s.must(rc == 0, "before the dataplane starts, https://telegram.org loads (curl %d)" % rc)
 
         with open(policy_path, "w") as f:
-            f.write(policy(1, True))
+            f.write(mirror_policy(1, True))
         prefix = "sluice-mirror-" + tag
         cmd = netlab.dataplane_cmd(os.path.join(build, "sluice-dataplane"), prefix, "mmir1",
                                    "minj1", MGMT, METRICS, mirror=True) + ["--policy", policy_path]
@@ -248,8 +237,8 @@ def main():
 
         s.step("counters")
         m = http_json("http://127.0.0.1:%d/metrics" % METRICS) or ""
-        resets = metric(m, "sluice_dataplane_responses_total", kind="reset")
-        dns = metric(m, "sluice_dataplane_responses_total", kind="dns")
+        resets = metric_sum(m, "sluice_dataplane_responses_total", kind="reset")
+        dns = metric_sum(m, "sluice_dataplane_responses_total", kind="dns")
         s.check(resets >= 2, "resets sent: %g (>= 2, both ends of the TLS flow)" % resets)
         s.check(dns >= 2, "DNS answers sent: %g (>= 2)" % dns)
         st = http_json("http://127.0.0.1:%d/status" % MGMT) or {}

@@ -32,7 +32,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
 import netlab  # noqa: E402
-from netlab import in_ns, http_json  # noqa: E402
+from netlab import in_ns, http_json, metric_sum  # noqa: E402
 
 CLIENT, SERVER, NET = "10.62.0.1", "10.62.0.2", "10.62.0.0/24"
 MGMT, METRICS = 9492, 9491
@@ -77,21 +77,6 @@ print(json.dumps({"mss": mss, "length": len(record), "outcome": outcome}))
 """
 
 
-def policy():
-    return ("revision: 1\ngenerated_at: 2026-01-01T00:00:00Z\nrules:\n"
-            "  - id: tg-reset\n    directive: TEST-NET-TAP\n    action: reset\n"
-            "    domains: [\"telegram.org\", \"*.telegram.org\"]\n")
-
-
-def metric_sum(text, name, **labels):
-    total = 0.0
-    for line in (text or "").splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all('%s="%s"' % kv in line for kv in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 class Lab:
     def __init__(self, story, dataplane, tag):
         self.s, self.dataplane, self.tag = story, dataplane, tag
@@ -120,7 +105,7 @@ class Lab:
                                             ["DNS:telegram.org", "DNS:example.org"])
         path = os.path.join(s.work, "policy.yaml")
         with open(path, "w") as f:
-            f.write(policy())
+            f.write(netlab.telegram_policy(1, "tg-reset", "TEST-NET-TAP", "reset"))
         prefix = "sluice-tap-" + self.tag
         s.dpdk_prefixes.append(prefix)
         cpus = os.cpu_count() or 1

@@ -45,7 +45,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
 import netlab  # noqa: E402
-from netlab import in_ns, wait_for, http_json  # noqa: E402
+from netlab import in_ns, wait_for, http_json, metric_sum  # noqa: E402
 
 CLIENT, SERVER = "10.97.0.1", "10.97.0.2"
 MGMT, METRICS = 9480, 9479
@@ -54,19 +54,8 @@ TOOLS = ("ip", "unshare", "chromium", "gtlsclient", "gtlsserver", "dumpcap", "ts
 X25519MLKEM768 = 0x11ec
 
 
-def policy(revision, blocked):
-    rules = ("rules:\n  - id: tg-reset\n    directive: TEST-REAL-CLIENTS\n    action: reset\n"
-             "    domains: [\"telegram.org\", \"*.telegram.org\"]\n") if blocked else "rules: []\n"
-    return "revision: %d\ngenerated_at: 2026-01-01T00:00:00Z\n%s" % (revision, rules)
-
-
-def metric_sum(text, name, **labels):
-    total = 0.0
-    for line in (text or "").splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all('%s="%s"' % kv in line for kv in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+def rc_policy(revision, blocked):
+    return netlab.telegram_policy(revision, "tg-reset", "TEST-REAL-CLIENTS", "reset", blocked)
 
 
 class Lab:
@@ -107,7 +96,7 @@ class Lab:
         s.must(bool(ok), "ngtcp2-server listens on udp %s:443" % SERVER)
         self.policy_path = os.path.join(s.work, "policy.yaml")
         with open(self.policy_path, "w") as f:
-            f.write(policy(1, True))
+            f.write(rc_policy(1, True))
         prefix = "sluice-rc-" + self.tag
         cmd = netlab.dataplane_cmd(os.path.join(self.build, "sluice-dataplane"), prefix,
                                    "rccli" + self.tag[-5:], "rcsrv" + self.tag[-5:], MGMT,
@@ -121,7 +110,7 @@ class Lab:
 
     def reload(self, revision, blocked):
         with open(self.policy_path, "w") as f:
-            f.write(policy(revision, blocked))
+            f.write(rc_policy(revision, blocked))
         req = urllib.request.Request("http://127.0.0.1:%d/policy/reload" % MGMT, data=b"{}",
                                      method="POST")
         with urllib.request.urlopen(req, timeout=10) as r:
