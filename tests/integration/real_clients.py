@@ -12,7 +12,8 @@ ClientHello took, and which key shares it offered, instead of assuming it.
 
   1. Chromium (Debian's, headless, its own profile): https://example.org loads over TLS;
      https://telegram.org on the same address is reset. Its ClientHello carries the
-     X25519MLKEM768 key share (0x11ec) and spans two TCP segments.
+     X25519MLKEM768 key share (0x11ec) and a GREASE encrypted_client_hello, and spans two TCP
+     segments; the next one (after the lift) has its extensions in another order.
   2. The same with QUIC forced (--origin-to-force-quic-on) against ngtcp2-server:
      example.org loads over h3 (the page reports its nextHopProtocol); telegram.org does not
      load; its ClientHello spans two Initial packets.
@@ -52,6 +53,7 @@ MGMT, METRICS = 9480, 9479
 NAMES = ("telegram.org", "example.org")
 TOOLS = ("ip", "unshare", "chromium", "gtlsclient", "gtlsserver", "dumpcap", "tshark", "openssl")
 X25519MLKEM768 = 0x11ec
+ENCRYPTED_CLIENT_HELLO = 0xfe0d
 
 
 def rc_policy(revision, blocked):
@@ -151,15 +153,18 @@ class Lab:
         return [line.split("\t") for line in r.stdout.splitlines() if line.strip()]
 
     def tcp_client_hello(self, path, name):
-        """(segments, key share groups) of the first ClientHello naming `name`, or None."""
+        """(segments, key share groups, extension types in order) of the first ClientHello naming
+        `name`, or None."""
         rows = self.tshark(path, 'tls.handshake.type == 1 && tls.handshake.extensions_server_name'
                            ' == "%s"' % name,
-                           ["tcp.segment.count", "tls.handshake.extensions_key_share_group"])
+                           ["tcp.segment.count", "tls.handshake.extensions_key_share_group",
+                            "tls.handshake.extension.type"])
         if not rows:
             return None
         segments = int(rows[0][0]) if rows[0][0] else 1
         groups = [int(g) for g in rows[0][1].split(",") if g]
-        return segments, groups
+        extensions = [int(t) for t in rows[0][2].split(",") if t]
+        return segments, groups, extensions
 
     def quic_client_hello(self, path):
         """(Initial packets the ClientHello took, key share groups, SNI) of the client's first
@@ -281,12 +286,15 @@ def main():
         chromium_tls("example.org", True, "blocked")
         hello = chromium_tls("telegram.org", False, "blocked")
         s.must(hello is not None, "the capture holds Chromium's ClientHello for telegram.org")
-        segments, groups = hello
-        s.say("Chromium's ClientHello: %d TCP segments, key shares %s"
-              % (segments, ", ".join("0x%04x" % g for g in groups)))
+        segments, groups, blocked_order = hello
+        s.say("Chromium's ClientHello: %d TCP segments, key shares %s, extensions %s"
+              % (segments, ", ".join("0x%04x" % g for g in groups),
+                 " ".join("%04x" % t for t in blocked_order)))
         s.check(X25519MLKEM768 in groups,
                 "Chromium offered the post-quantum key share X25519MLKEM768 (0x11ec)")
         s.check(segments >= 2, "its ClientHello spanned %d TCP segments (>= 2)" % segments)
+        s.check(ENCRYPTED_CLIENT_HELLO in blocked_order,
+                "it carried an encrypted_client_hello extension (0xfe0d, GREASE: no ECH config)")
 
         s.step("Chromium with QUIC forced, against ngtcp2-server")
         chromium_quic("example.org", True, "blocked")
@@ -317,7 +325,15 @@ def main():
 
         s.step("the lift: the policy reloaded without the rule")
         s.must(lab.reload(2, False) == 2, "policy revision 2 (no rules) in force")
-        chromium_tls("telegram.org", True, "lifted")
+        hello = chromium_tls("telegram.org", True, "lifted")
+        if hello is not None:
+            def real(types):  # GREASE values (0x?a?a) are drawn anew for each hello
+                return [t for t in types if (t & 0x0f0f) != 0x0a0a]
+            order, before = real(hello[2]), real(blocked_order)
+            s.say("after the lift, extensions %s" % " ".join("%04x" % t for t in hello[2]))
+            s.check(sorted(order) == sorted(before) and order != before,
+                    "Chromium's next ClientHello had its extensions in another order (the block "
+                    "did not depend on one)")
         chromium_quic("telegram.org", True, "lifted")
         for v in ("v1", "v2draft"):
             ok, secs = lab.ngtcp2(v, "telegram.org")
