@@ -966,6 +966,8 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
       st.workers.push_back(ws);
       st.flow_table_entries += workers[w]->flow_entries();
       st.flow_table_capacity += o.flow_table_size;
+      st.reassembly_buffers_in_use += workers[w]->reassembly_buffers_in_use();
+      st.reassembly_buffers += o.reassembly_buffers;
     }
     auto event = [&](engine_event e) { return ev[static_cast<std::size_t>(e)]; };
     st.packets_by_direction = {{"in", event(engine_event::packets_in)},

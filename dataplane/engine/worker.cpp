@@ -87,6 +87,7 @@ struct flow_entry {
   std::uint64_t last_tsc = 0;
   std::uint64_t generation = UINT64_MAX;  // of the policy the cached groups belong to
   std::uint64_t answer_tsc = 0;           // last RST/notice sent for this flow (0 = never)
+  std::uint64_t buffer_tsc = 0;           // when cls took its reassembly buffer
   packet::ip_address internet;            // what prefix rules match
   std::uint32_t ip_group = no_group;
   std::uint32_t name_group = no_group;
@@ -900,7 +901,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     if (!e->cls.final()) {
       {
         const flow::flow_status before = e->cls.status;
+        const bool had_buffer = e->cls.stream.attached();
         const flow::classify_result r = cls.on_packet(e->cls, info, frame, dir, nic_checked);
+        if (!had_buffer && e->cls.stream.attached()) e->buffer_tsc = ctx.now_tsc;
         if (r.ignored == flow::ignored_packet::bad_checksum) {
           c.add(engine_event::fake_ignored_checksum);
         } else if (r.ignored == flow::ignored_packet::low_ttl) {
@@ -951,7 +954,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     return true;
   }
 
-  // Expires idle flows, a few entries per call, resuming where the last call stopped.
+  // Expires idle flows, and takes reassembly buffers back from requests that stay unfinished
+  // (cfg.reassembly_hold_ms), a few entries per call, resuming where the last call stopped.
   void age_some(std::uint64_t now_tsc, const burst_context& ctx, burst_counts& c) noexcept {
     for (unsigned i = 0; i < age_per_burst; ++i) {
       const void* key = nullptr;
@@ -964,7 +968,14 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       if (static_cast<std::uint32_t>(pos) >= capacity) continue;
       flow_entry& e = entries[pos];
       const std::uint64_t limit = e.closing ? closing_tsc : idle_tsc;
-      if (now_tsc <= e.last_tsc || now_tsc - e.last_tsc <= limit) continue;
+      if (now_tsc <= e.last_tsc || now_tsc - e.last_tsc <= limit) {
+        if (e.cls.stream.attached() && now_tsc > e.buffer_tsc &&
+            now_tsc - e.buffer_tsc > hold_tsc) [[unlikely]] {
+          cls.abandon(e.cls, flow::give_up_reason::held_too_long);
+          ++c.give_ups[static_cast<std::size_t>(flow::give_up_reason::held_too_long)];
+        }
+        continue;
+      }
       flow_key k;
       std::memcpy(&k, key, sizeof k);
       impact_expire(e, ctx);
@@ -1027,6 +1038,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   std::uint64_t tsc_hz = 0;
   std::uint64_t idle_tsc = 0;
   std::uint64_t closing_tsc = 0;
+  std::uint64_t hold_tsc = 0;  // cfg.reassembly_hold_ms
   std::uint64_t drain_tsc = 0;
   std::uint16_t tx_ports = 0;
   std::uint16_t tx_burst = 32;
@@ -1040,6 +1052,7 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
   w.tsc_hz = rte_get_tsc_hz();
   w.idle_tsc = w.tsc_hz * cfg.flow_idle_seconds;
   w.closing_tsc = w.tsc_hz * std::min(closing_idle_seconds, cfg.flow_idle_seconds);
+  w.hold_tsc = w.tsc_hz * cfg.reassembly_hold_ms / 1000;
   w.drain_tsc = (w.tsc_hz + US_PER_S - 1) / US_PER_S * cfg.drain_us;
   w.tx_ports = static_cast<std::uint16_t>(
       std::min<std::size_t>(cfg.tx_queue_of_port.size(), RTE_MAX_ETHPORTS));
@@ -1088,6 +1101,10 @@ void worker::flush() noexcept {
 const worker_counters& worker::counters() const noexcept { return impl_->counters; }
 
 std::uint64_t worker::flow_entries() const noexcept { return impl_->flow_count; }
+
+std::uint64_t worker::reassembly_buffers_in_use() const noexcept {
+  return impl_->pool.capacity() - impl_->pool.available();
+}
 
 sketch_set* worker::impact_sketch(std::uint32_t buffer) noexcept {
   return impl_->sketches != nullptr ? &impl_->sketches[buffer & 1u] : nullptr;

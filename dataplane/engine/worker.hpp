@@ -79,6 +79,13 @@ struct worker_config {
   std::uint32_t flow_idle_seconds = 120;      // TCP established / UDP idle timeout
   std::uint32_t reassembly_buffers = 4096;    // per worker
   std::uint32_t reassembly_buffer_bytes = 16384;  // per-flow byte cap for a request
+  // A request still unfinished this long after its flow took a reassembly buffer loses the
+  // buffer (the flow is given up: held_too_long, and passes unread). A real client's next
+  // segment comes within a round trip or a retransmission; half a ClientHello that never
+  // completes would otherwise hold a buffer until the flow's idle timeout, and a trickle of
+  // them (reassembly_buffers / flow_idle_seconds per second) would keep the pool empty, so
+  // that every split ClientHello (Chromium's post-quantum ones always are) passed unread.
+  std::uint32_t reassembly_hold_ms = 3000;
   std::uint32_t frag_table_size = 4096;       // IP datagrams held for reassembly
   std::uint32_t frag_timeout_ms = 2000;
   // Chained mbufs (scattered rx, frames larger than one mbuf) are copied into a per-worker buffer
@@ -116,6 +123,9 @@ class worker {
 
   [[nodiscard]] const worker_counters& counters() const noexcept;
   [[nodiscard]] std::uint64_t flow_entries() const noexcept;
+  // Reassembly buffers flows hold now (of cfg.reassembly_buffers). Like flow_entries(), read by
+  // the control thread while the worker runs: a plain value, possibly one burst old.
+  [[nodiscard]] std::uint64_t reassembly_buffers_in_use() const noexcept;
 
   // One of the worker's two impact sketch sets (buffer 0 or 1), null when cfg.impact_sketch is
   // off. Only drain_impact may touch the set the workers are not filling, and only after the

@@ -213,6 +213,8 @@ bool classifier::store(flow_state& st, std::uint64_t offset, packet::bytes data)
   return false;
 }
 
+void classifier::abandon(flow_state& st, give_up_reason why) noexcept { store_failed(st, why); }
+
 // The flow is given up (final), also inside a CONNECT tunnel: the target still names it.
 void classifier::store_failed(flow_state& st, give_up_reason why) noexcept {
   st.status = flow_status::gave_up;

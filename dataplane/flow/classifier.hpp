@@ -65,7 +65,8 @@ enum class flow_status : std::uint8_t {
   X(over_cap, "over_cap")                           \
   X(pool_empty, "pool_empty")                       \
   X(too_scattered, "too_scattered")                 \
-  X(malformed, "malformed")
+  X(malformed, "malformed")                         \
+  X(held_too_long, "held_too_long") /* buffer reclaimed: request unfinished */
 
 enum class give_up_reason : std::uint8_t {
 #define SLUICE_X(name, str) name,
@@ -176,6 +177,11 @@ class classifier {
   // Gives the flow's reassembly buffer (if any) back to the pool. Call when the flow ends;
   // on_packet calls it itself once a flow reaches a final status.
   void release(flow_state& state) noexcept;
+
+  // Gives the flow up (gave_up, `why`) and its reassembly buffer back to the pool: the caller's
+  // reclaim of a buffer held by a request that never completes (half a ClientHello, a flood of
+  // them). The flow's later packets are not read (final).
+  void abandon(flow_state& state, give_up_reason why) noexcept;
 
  private:
   void on_tcp(flow_state& st, const packet::frame_info& info, packet::bytes payload, direction dir,

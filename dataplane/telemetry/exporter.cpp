@@ -153,6 +153,10 @@ struct metrics_exporter::impl {
                            "Flows in the flow tables (all workers)", nl),
         flow_table_capacity(*registry, "sluice_dataplane_flow_table_capacity",
                             "Capacity of the flow tables (all workers)", nl),
+        reassembly_buffers_in_use(*registry, "sluice_dataplane_reassembly_buffers_in_use",
+                                  "Reassembly buffers flows hold now (all workers)", nl),
+        reassembly_buffers(*registry, "sluice_dataplane_reassembly_buffers",
+                           "Reassembly buffers in the pools (all workers)", nl),
         policy_revision(*registry, "sluice_dataplane_policy_revision",
                         "Revision of the policy in force", nl),
         policy_info(*registry, "sluice_dataplane_policy_info",
@@ -198,6 +202,7 @@ struct metrics_exporter::impl {
   counter_family impact_reports, impact_unrecorded_flows;
   counter_family verdicts, rule_packets;
   gauge_family flow_table_entries, flow_table_capacity;
+  gauge_family reassembly_buffers_in_use, reassembly_buffers;
   gauge_family policy_revision, policy_info, policy_load_seconds, policy_loaded_timestamp;
   counter_family policy_reload_failures;
   gauge_family controller_held_revision, controller_last_contact;
@@ -256,6 +261,8 @@ void metrics_exporter::impl::update(const dataplane_stats& s) {
 
   flow_table_entries.set({}, static_cast<double>(s.flow_table_entries));
   flow_table_capacity.set({}, static_cast<double>(s.flow_table_capacity));
+  reassembly_buffers_in_use.set({}, static_cast<double>(s.reassembly_buffers_in_use));
+  reassembly_buffers.set({}, static_cast<double>(s.reassembly_buffers));
 
   policy_revision.set({}, static_cast<double>(s.policy_revision));
   if (!s.policy_sha256.empty()) policy_info.set_only({{"sha256", s.policy_sha256}}, 1);

@@ -139,6 +139,8 @@ std::string to_json(const dataplane_stats& s) {
 
   j["flow_table_entries"] = s.flow_table_entries;
   j["flow_table_capacity"] = s.flow_table_capacity;
+  j["reassembly_buffers_in_use"] = s.reassembly_buffers_in_use;
+  j["reassembly_buffers"] = s.reassembly_buffers;
   j["policy_revision"] = s.policy_revision;
   j["policy_sha256"] = s.policy_sha256;
   j["policy_load_seconds"] = s.policy_load_seconds;
@@ -207,6 +209,8 @@ dataplane_stats from_json(std::string_view text) {
   });
   read_field(j, "flow_table_entries", s.flow_table_entries, top);
   read_field(j, "flow_table_capacity", s.flow_table_capacity, top);
+  read_field(j, "reassembly_buffers_in_use", s.reassembly_buffers_in_use, top);
+  read_field(j, "reassembly_buffers", s.reassembly_buffers, top);
   read_field(j, "policy_revision", s.policy_revision, top);
   read_field(j, "policy_sha256", s.policy_sha256, top);
   read_field(j, "policy_load_seconds", s.policy_load_seconds, top);

@@ -66,6 +66,8 @@ struct dataplane_stats {
 
   std::uint64_t flow_table_entries = 0;
   std::uint64_t flow_table_capacity = 0;
+  std::uint64_t reassembly_buffers_in_use = 0;  // held by flows now (all workers)
+  std::uint64_t reassembly_buffers = 0;         // the pools' size (all workers)
 
   std::uint64_t policy_revision = 0;
   std::string policy_sha256;
