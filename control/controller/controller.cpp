@@ -136,6 +136,29 @@ controller::controller(controller_config cfg, store::store& st, clock& clk)
                            .Help("Snapshot bodies compiled and signed (one per revision and scope)")
                            .Register(*registry_)
                            .Add({});
+  directive_parses_ = &prometheus::BuildCounter()
+                          .Name("sluice_control_directive_parses_total")
+                          .Help("Stored directive documents parsed (once each: a document never "
+                                "changes once received)")
+                          .Register(*registry_)
+                          .Add({});
+  policy_compiles_ = &prometheus::BuildCounter()
+                         .Name("sluice_control_policy_compiles_total")
+                         .Help("Fleet policy compiles (directives -> rules); skipped when no "
+                               "directive, state or emergency stop changed")
+                         .Register(*registry_)
+                         .Add({});
+  compile_seconds_ = &prometheus::BuildGauge()
+                          .Name("sluice_control_policy_compile_seconds")
+                          .Help("How long the last fleet policy compile took")
+                          .Register(*registry_)
+                          .Add({});
+  snapshot_sign_seconds_ = &prometheus::BuildGauge()
+                                .Name("sluice_control_snapshot_sign_seconds")
+                                .Help("How long the last snapshot body took to render, sign "
+                                      "and serialise (once per revision and scope)")
+                                .Register(*registry_)
+                                .Add({});
   validation_failures_ = &prometheus::BuildCounter()
                               .Name("sluice_control_validation_failures_total")
                               .Help("Inputs refused by validation, by error code")
@@ -268,6 +291,7 @@ void controller::refresh_locked(bool force) {
     revision_ = latest->revision;
     revision_at_ = latest->generated_at;
     revision_at_ms_ = revision_at_ * 1000;
+    last_compiled_.reset();
   }
   load_meta_locked();
   synced_store_rev_ = rev;
@@ -336,6 +360,7 @@ std::optional<op_error> controller::commit_locked(store::write_batch& batch) {
              res.outcome == store::commit_outcome::conflict ? "conflict" : "store_failed",
              "store: " + res.error};
   // Memory may be ahead of the store now; re-read what the store holds.
+  last_compiled_.reset();
   try {
     if (auto latest = store_.latest_revision()) {
       if (auto p = fleet::fleet_policy::from_json(latest->content)) policy_ = std::move(*p);
@@ -404,22 +429,46 @@ directive::validation_context controller::validation(std::int64_t now) const {
 
 // ---- directives ---------------------------------------------------------------------------
 
-namespace {
-
 // A stored document parsed as it was judged when received (its own receipt time), so time
-// does not make an accepted directive unreadable.
-std::optional<directive::directive> parse_stored(const directive_record& rec,
-                                                 directive::validation_context ctx) {
-  ctx.now = rec.received_at;
+// does not make an accepted directive unreadable. Parsed once per document: the lifecycle pass
+// of every tick, every recompile and every view read the same stored documents, and a
+// national blocklist's YAML (1,000,000 names) takes yaml-cpp tens of seconds to read, under the
+// lock the nodes' requests wait on.
+std::shared_ptr<const directive::directive> controller::parsed_locked(
+    const directive_record& rec) const {
+  const std::string key = key_of(rec.issuer, rec.id);
+  if (auto it = parsed_.find(key);
+      it != parsed_.end() && it->second.received_at == rec.received_at &&
+      it->second.document == rec.document)
+    return it->second.parsed;
+  directive::validation_context ctx = validation(rec.received_at);
   // Accepted once: the size limits of the day it was received held then.
   ctx.max_document_bytes = std::numeric_limits<std::size_t>::max();
   ctx.max_entries = std::numeric_limits<std::size_t>::max();
   auto r = directive::parse_directive(rec.document, ctx);
-  if (!r) return std::nullopt;
-  return std::move(*r.value);
+  directive_parses_->Increment();
+  std::shared_ptr<const directive::directive> d;
+  if (r) d = std::make_shared<const directive::directive>(std::move(*r.value));
+  parsed_[key] = {rec.document, rec.received_at, d, ++parse_generation_};
+  return d;
 }
 
-}  // namespace
+void controller::remember_parsed_locked(const directive_record& rec, directive::directive d) {
+  parsed_[key_of(rec.issuer, rec.id)] = {
+      rec.document, rec.received_at, std::make_shared<const directive::directive>(std::move(d)),
+      ++parse_generation_};
+}
+
+std::uint64_t controller::parse_generation_locked(const directive_record& rec) const {
+  const auto it = parsed_.find(key_of(rec.issuer, rec.id));
+  return it == parsed_.end() ? 0 : it->second.generation;
+}
+
+void controller::forget_parsed_locked(const std::vector<directive_record>& all) {
+  std::set<std::string> keep;
+  for (const auto& r : all) keep.insert(key_of(r.issuer, r.id));
+  std::erase_if(parsed_, [&](const auto& kv) { return !keep.contains(kv.first); });
+}
 
 std::string controller::desired_state(const directive_record& rec, const directive::directive& d,
                                       const std::vector<directive_record>& all, std::int64_t now,
@@ -434,7 +483,7 @@ std::string controller::desired_state(const directive_record& rec, const directi
   if (d.action != directive::directive_action::unblock) {
     for (const auto& u : all) {
       if (u.issuer != rec.issuer || u.action != "unblock" || !in_force(u)) continue;
-      const auto ud = parse_stored(u, validation(now));
+      const auto ud = parsed_locked(u);
       if (!ud || now < ud->not_before) continue;
       if (std::find(ud->lifts.begin(), ud->lifts.end(), rec.id) != ud->lifts.end()) {
         end_reason = "lifted";
@@ -451,7 +500,7 @@ bool controller::advance_locked(std::vector<directive_record>& all, store::write
   bool changed = false;
   for (int pass = 0; pass < 2; ++pass) {  // a lift depends on its unblock's state
     for (auto& rec : all) {
-      const auto d = parse_stored(rec, validation(now));
+      const auto d = parsed_locked(rec);
       if (!d) continue;
       std::string end_reason;
       const std::string next = desired_state(rec, *d, all, now, end_reason);
@@ -481,25 +530,50 @@ bool controller::advance_locked(std::vector<directive_record>& all, store::write
 
 bool controller::recompile_locked(const std::vector<directive_record>& all,
                                   store::write_batch& batch, const std::string& reason) {
-  std::vector<directive::directive> effective;
-  std::vector<directive::directive> shadowed;  // awaiting approval: counted, not enforced
+  // compile_fleet is pure: the same directives (the same parsed documents, in the same roles),
+  // the same emergency stop and the policy it last compiled or matched still in force give the
+  // same answer, so every tick need not copy and recompile a million names to learn that.
+  compile_inputs inputs;
+  inputs.emergency_stop = emergency_stop_;
+  inputs.revision = revision_;
+  std::vector<std::shared_ptr<const directive::directive>> effective_parsed, shadowed_parsed;
   for (const auto& rec : all) {
     if (in_force(rec)) {
-      if (auto d = parse_stored(rec, validation(now_s()))) effective.push_back(std::move(*d));
+      if (auto d = parsed_locked(rec)) {
+        effective_parsed.push_back(d);
+        inputs.directives.emplace_back(parse_generation_locked(rec), false);
+      }
     } else if (rec.state == state_awaiting) {
-      if (auto d = parse_stored(rec, validation(now_s())); d && enforcing_action(d->action))
-        shadowed.push_back(std::move(*d));
+      if (auto d = parsed_locked(rec); d && enforcing_action(d->action)) {
+        shadowed_parsed.push_back(d);
+        inputs.directives.emplace_back(parse_generation_locked(rec), true);
+      }
     }
   }
+  if (last_compiled_ && *last_compiled_ == inputs) return false;
+  std::vector<directive::directive> effective;
+  std::vector<directive::directive> shadowed;  // awaiting approval: counted, not enforced
+  effective.reserve(effective_parsed.size());
+  shadowed.reserve(shadowed_parsed.size());
+  for (const auto& d : effective_parsed) effective.push_back(*d);
+  for (const auto& d : shadowed_parsed) shadowed.push_back(*d);
+  const auto compile_start = std::chrono::steady_clock::now();
   auto compiled = fleet::compile_fleet(effective, cfg_.apps, emergency_stop_, &policy_,
                                        revision_ + 1, shadowed);
+  policy_compiles_->Increment();
+  compile_seconds_->Set(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - compile_start).count());
   if (!compiled) {
     // Fail static: the revision in force stays; the failure is on record.
+    last_compiled_.reset();
     batch.audit.push_back(event({"controller", role::engineer}, "revision.compile_failed", "",
                                 json{{"error", compiled.error}, {"reason", reason}}.dump()));
     return false;
   }
-  if (compiled.policy->same_as(policy_)) return false;
+  if (compiled.policy->same_as(policy_)) {
+    last_compiled_ = std::move(inputs);
+    return false;
+  }
 
   const std::uint64_t rev = revision_ + 1;
   std::set<std::string> before, after;
@@ -514,6 +588,8 @@ bool controller::recompile_locked(const std::vector<directive_record>& all,
 
   policy_ = std::move(*compiled.policy);
   revision_ = rev;
+  inputs.revision = rev;
+  last_compiled_ = std::move(inputs);
   revision_at_ms_ = clk_.now_ms();
   revision_at_ = revision_at_ms_ / 1000;
   batch.revisions.push_back({rev, revision_at_, policy_.to_json(), reason});
@@ -593,7 +669,7 @@ op_result<directive_view> controller::override_protection(const principal& who,
     if (reason.empty())
       return {std::nullopt, refuse(who, error_kind::invalid, "missing_reason",
                                    "an override needs a reason", key_name, "")};
-    const auto d = parse_stored(*it, validation(now_s()));
+    const auto d = parsed_locked(*it);
     const auto overlaps = d ? overlaps_of(*d) : std::vector<impact::overlap>{};
     if (overlaps.empty())
       return {std::nullopt, refuse(who, error_kind::conflict, "no_protected_overlap",
@@ -714,7 +790,7 @@ op_result<directive_view> controller::submit_locked(const principal& who,
     std::set<std::string> blocked;
     for (const auto& r : all) {
       if (r.issuer != d.issuer || r.state == state_ended || r.action == "unblock") continue;
-      if (auto od = parse_stored(r, validation(now))) {
+      if (auto od = parsed_locked(r)) {
         for (const auto& a : od->targets.apps) blocked.insert("app:" + a);
         for (const auto& p : od->targets.prefixes) blocked.insert("prefix:" + p);
         for (const auto& n : od->targets.domains) blocked.insert("domain:" + n);
@@ -744,25 +820,26 @@ op_result<directive_view> controller::submit_locked(const principal& who,
   rec.submitted_by = who.name;
   rec.received_at = now;
   rec.updated_at = now;
-  if (dry_run) {  // what would be stored, unstored
-    rec.state = "checked";
-    return {view_locked(std::move(rec)), {}};
-  }
-  store::write_batch batch;
-  batch.directives.push_back({rec, 0});
   json detail{{"action", rec.action},
               {"document_sha256", audit::sha256_hex(document)},
               {"key_id", crypto::to_hex(*id)},
               {"trusted_comment", verified.trusted_comment},
               {"not_before", fleet::format_rfc3339(d.not_before)}};
   if (d.not_after) detail["not_after"] = fleet::format_rfc3339(*d.not_after);
+  remember_parsed_locked(rec, std::move(*parsed.value));  // `d` is moved from from here on
+  if (dry_run) {  // what would be stored, unstored
+    rec.state = "checked";
+    return {view_locked(std::move(rec)), {}};
+  }
+  store::write_batch batch;
+  batch.directives.push_back({rec, 0});
   batch.audit.push_back(event(who, "directive.received", key_name, detail.dump()));
   all.push_back(rec);
   advance_locked(all, batch, "directive received: " + key_name);
   if (auto e = commit_locked(batch)) return {std::nullopt, *e};
   offers_changed_locked();
   update_gauges_locked();
-  auto stored = store_.get_directive(d.issuer, d.id);
+  auto stored = store_.get_directive(rec.issuer, rec.id);
   return {view_locked(stored ? *stored : rec), {}};
 }
 
@@ -814,7 +891,7 @@ op_result<directive_view> controller::approve_locked(const principal& who,
       return {std::nullopt, refuse(who, error_kind::conflict, "already_approved",
                                    who.name + " already approved " + key_name, key_name, "")};
   const std::int64_t now = now_s();
-  if (const auto d = parse_stored(*it, validation(now)); d && enforcing_action(d->action)) {
+  if (const auto d = parsed_locked(*it); d && enforcing_action(d->action)) {
     // Issue 8: address blocks need a fresh impact report (from the shadow rules the directive
     // has had on the fleet since it arrived), so engineers see the collateral before they
     // consent to anything; then protected targets need their override.
@@ -1150,6 +1227,7 @@ void controller::tick() {
     }
     if (lead) {
       all = store_.list_directives();
+      forget_parsed_locked(all);
       advance_locked(all, batch, "time");
       listed = true;
     }
@@ -1404,6 +1482,7 @@ op_result<controller::body_map::iterator> controller::signed_body_locked(
   auto cached = bodies_.find({offered, scope});
   if (cached != bodies_.end()) return {cached, {}};
 
+  const auto sign_start = std::chrono::steady_clock::now();
   const std::string text = fleet::node_policy_text(*p, labels, offered, generated_at);
   const auto sig = crypto::sign(cfg_.signing_key, text,
                                 "sluice-snapshot revision=" + std::to_string(offered) + " scope=" + scope,
@@ -1412,6 +1491,8 @@ op_result<controller::body_map::iterator> controller::signed_body_locked(
   auto body = std::make_shared<const std::string>(
       json{{"revision", offered}, {"scope", scope}, {"policy", text}, {"signature", *sig}}.dump());
   snapshots_signed_->Increment();
+  snapshot_sign_seconds_->Set(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - sign_start).count());
   cached_body entry;
   entry.signed_size = body->size();
   entry.served = std::move(body);
@@ -1523,7 +1604,7 @@ op_result<std::string> controller::impact(const std::string& issuer, const std::
   try {
     const auto rec = store_.get_directive(issuer, id);
     if (!rec) return {std::nullopt, {error_kind::not_found, "not_found", "no directive " + key_of(issuer, id)}};
-    const auto d = parse_stored(*rec, validation(now));
+    const auto d = parsed_locked(*rec);
     if (!d) return {std::nullopt, {error_kind::unavailable, "store_failed", "stored document unreadable"}};
     json report = impact::impact_report(*d, cfg_.apps, store_.list_impacts(now - window_s),
                                         now - window_s, now, top);
@@ -1547,7 +1628,7 @@ directive_view controller::view_locked(directive_record rec) {
   directive_view v;
   v.approvals_required = cfg_.approvals_required;
   v.overrides_required = cfg_.overrides_required;
-  v.parsed = parse_stored(rec, validation(now_s()));
+  if (const auto parsed = parsed_locked(rec)) v.parsed = *parsed;
   const std::string key_name = key_of(rec.issuer, rec.id);
   const std::int64_t now = now_s();
   std::uint64_t since = 0;

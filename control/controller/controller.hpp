@@ -464,6 +464,17 @@ class controller {
                                                              std::vector<store::directive_record>& all,
                                                              store::directive_record*& found);
   [[nodiscard]] directive::validation_context validation(std::int64_t now) const;
+  // A stored directive's document parsed as judged when it was received (nullptr when it does
+  // not parse), from parsed_ when the same document was parsed before. Under mutex_.
+  [[nodiscard]] std::shared_ptr<const directive::directive> parsed_locked(
+      const store::directive_record& rec) const;
+  // What submit_locked has just parsed, so the lifecycle pass that follows does not parse it
+  // again (the same context: its receipt time, limits that it met).
+  void remember_parsed_locked(const store::directive_record& rec, directive::directive d);
+  // parsed_'s generation for rec's document (0 when never parsed).
+  [[nodiscard]] std::uint64_t parse_generation_locked(const store::directive_record& rec) const;
+  // Drops the parses of directives no longer in the store.
+  void forget_parsed_locked(const std::vector<store::directive_record>& all);
   [[nodiscard]] op_error refuse(const principal& who, error_kind kind, std::string code,
                                 std::string message, const std::string& subject,
                                 const std::string& document, int line = 0, int column = 0);
@@ -536,6 +547,25 @@ class controller {
 
   std::mutex mutex_;
   std::condition_variable offers_changed_;
+  // Stored directives parsed (parsed_locked), by "ISSUER/ID"; each parse gets a generation.
+  struct parsed_directive {
+    std::string document;
+    std::int64_t received_at = 0;
+    std::shared_ptr<const directive::directive> parsed;
+    std::uint64_t generation = 0;
+  };
+  mutable std::map<std::string, parsed_directive> parsed_;
+  mutable std::uint64_t parse_generation_ = 0;
+  // What recompile_locked last compiled into revision_ or found equal to it: the parse
+  // generations of the directives in force (false) and shadowed (true), in store order, the
+  // emergency stop and the revision then in force. Equal inputs skip the compile.
+  struct compile_inputs {
+    std::vector<std::pair<std::uint64_t, bool>> directives;
+    bool emergency_stop = false;
+    std::uint64_t revision = 0;
+    bool operator==(const compile_inputs&) const = default;
+  };
+  std::optional<compile_inputs> last_compiled_;
   fleet::fleet_policy policy_;      // of revision_
   std::uint64_t revision_ = 0;
   std::int64_t revision_at_ = 0;    // unix seconds
@@ -604,6 +634,10 @@ class controller {
   prometheus::Counter* snapshot_bytes_ = nullptr;
   prometheus::Counter* snapshots_served_ = nullptr;
   prometheus::Counter* snapshots_signed_ = nullptr;
+  prometheus::Counter* directive_parses_ = nullptr;
+  prometheus::Counter* policy_compiles_ = nullptr;
+  prometheus::Gauge* compile_seconds_ = nullptr;
+  prometheus::Gauge* snapshot_sign_seconds_ = nullptr;
   prometheus::Counter* checkpoints_signed_ = nullptr;
   prometheus::Counter* checkpoints_refused_ = nullptr;
   prometheus::Gauge* checkpoint_records_ = nullptr;

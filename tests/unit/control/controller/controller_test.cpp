@@ -519,6 +519,63 @@ TEST_CASE("a silent node becomes stale; a restarted controller has everything") 
 
 namespace {
 
+double counter(ctl::controller& core, const std::string& name) {
+  for (const auto& family : core.registry()->Collect())
+    if (family.name == name) return family.metric.at(0).counter.value;
+  return -1;
+}
+
+}  // namespace
+
+// Issue 16 (a directive of 1,000,000 names): yaml-cpp reads such a document in tens of seconds,
+// and every tick used to parse each stored directive three times and recompile the fleet's
+// policy, all under the lock the nodes' requests wait on.
+TEST_CASE("a stored directive is parsed once, and ticks that change nothing compile nothing") {
+  fixture f;
+  std::string targets = "  domains:\n";
+  for (int i = 0; i < 2000; ++i) targets += "    - name" + std::to_string(i) + ".example.com\n";
+  REQUIRE(f.submit(block_doc("B-1", t0 + 60, std::nullopt, targets)));
+  const double compiles = counter(*f.core, "sluice_control_policy_compiles_total");
+  CHECK(counter(*f.core, "sluice_control_directive_parses_total") == 0);  // submit's own parse
+  for (int i = 0; i < 10; ++i) f.core->tick();
+  CHECK(f.core->get("ministry", "B-1"));
+  CHECK(f.core->directives().value->size() == 1);
+  REQUIRE(f.core->approve(alice, "ministry", "B-1"));
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "scheduled");
+  const std::uint64_t scheduled = f.core->rollout().target;
+  for (int i = 0; i < 10; ++i) f.core->tick();
+  CHECK(counter(*f.core, "sluice_control_directive_parses_total") == 0);
+  CHECK(counter(*f.core, "sluice_control_policy_compiles_total") == compiles + 1);  // the approval
+  CHECK(f.core->rollout().target == scheduled);
+
+  // Time still drives the lifecycle; scheduled and active directives compile alike (the rule
+  // carries its window), so nothing is compiled for it.
+  f.clk.advance(60);
+  f.core->tick();
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "active");
+  CHECK(counter(*f.core, "sluice_control_policy_compiles_total") == compiles + 1);
+  CHECK(f.core->rollout().target == scheduled);
+  // An emergency stop is an input: compiled, and compiled back.
+  REQUIRE(f.core->set_emergency_stop(alice, true, "drill"));
+  CHECK(f.core->rollout().target == scheduled + 1);
+  REQUIRE(f.core->set_emergency_stop(alice, false, "drill over"));
+  CHECK(f.core->rollout().target == scheduled + 2);
+  CHECK(counter(*f.core, "sluice_control_policy_compiles_total") == compiles + 3);
+  for (int i = 0; i < 10; ++i) f.core->tick();
+  CHECK(counter(*f.core, "sluice_control_policy_compiles_total") == compiles + 3);
+  CHECK(f.snapshot("n1").second.rules.at(0).domains.size() == 2000);
+
+  // A restarted controller reads the stored document once.
+  f.core.reset();
+  f.core = std::make_unique<ctl::controller>(f.cfg, *f.st, f.clk);
+  for (int i = 0; i < 10; ++i) f.core->tick();
+  CHECK(f.core->get("ministry", "B-1").value->record.state == "active");
+  CHECK(counter(*f.core, "sluice_control_directive_parses_total") == 1);
+  CHECK(f.core->rollout().target == scheduled + 2);
+}
+
+namespace {
+
 std::string impact_body(const std::string& rule, const std::string& directive,
                         std::int64_t window_end) {
   return json{{"window_start", window_end - 30},
