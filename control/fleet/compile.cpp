@@ -7,8 +7,11 @@
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
+#include <string_view>
 #include <tuple>
+#include <unordered_set>
 
 #include "dataplane/match/domain_name.hpp"
 
@@ -79,9 +82,10 @@ bool same_scope(const directive::scope_spec& a, const directive::scope_spec& b) 
 }
 
 void remove_entries(std::vector<std::string>& from, const std::vector<std::string>& what) {
-  std::erase_if(from, [&](const std::string& s) {
-    return std::find(what.begin(), what.end(), s) != what.end();
-  });
+  if (what.empty()) return;
+  // A set, not a scan of `what` per entry: an unblock of 100,000 names from a rule of 1,000,000.
+  const std::unordered_set<std::string_view> drop(what.begin(), what.end());
+  std::erase_if(from, [&](const std::string& s) { return drop.contains(s); });
 }
 
 json scope_json(const directive::scope_spec& s) {
@@ -105,18 +109,25 @@ std::optional<directive::scope_spec> scope_from_json(const json& j) {
   return s;
 }
 
-// Monitor rules split per target so that nodes count (and report) each prefix on its own.
+// Monitor rules split per target so that nodes count (and report) each prefix on its own. Each
+// part is made from the rule without its lists: copying them into every part made a shadow
+// directive of P prefixes and D names cost P * (P + D) strings (100,000 prefixes and 1,000,000
+// names: 10^11).
 void push_split_monitor(fleet_rule&& r, std::vector<fleet_rule>& out) {
-  for (const auto& p : r.prefixes) {
+  std::vector<std::string> prefixes = std::move(r.prefixes);
+  std::vector<std::string> domains = std::move(r.domains);
+  r.prefixes.clear();
+  r.domains.clear();
+  out.reserve(out.size() + prefixes.size() + 1);
+  for (auto& p : prefixes) {
     fleet_rule one = r;
     one.id = r.id + "@" + p;
-    one.prefixes = {p};
-    one.domains.clear();
+    one.prefixes.push_back(std::move(p));
     out.push_back(std::move(one));
   }
-  if (!r.domains.empty()) {
+  if (!domains.empty()) {
     r.id += "@names";
-    r.prefixes.clear();
+    r.domains = std::move(domains);
     out.push_back(std::move(r));
   }
 }
@@ -367,11 +378,18 @@ compile_result compile_fleet(const std::vector<directive::directive>& effective,
     }
   }
 
+  // same_as compares ids first: look the previous rules up by id (a shadow directive is one
+  // rule per prefix, so a scan of every previous rule for every new one was 10^10 comparisons
+  // with 100,000 prefixes on both sides). The last equal one gives `since`, as the scan did.
+  std::map<std::string_view, std::vector<const fleet_rule*>> previous_by_id;
+  if (previous)
+    for (const auto& old : previous->rules) previous_by_id[old.id].push_back(&old);
   for (auto& r : out.rules) {
     r.since = next_revision;
-    if (!previous) continue;
-    for (const auto& old : previous->rules)
-      if (old.same_as(r)) r.since = old.since;
+    const auto same_id = previous_by_id.find(r.id);
+    if (same_id == previous_by_id.end()) continue;
+    for (const fleet_rule* old : same_id->second)
+      if (old->same_as(r)) r.since = old->since;
   }
   result.policy = std::move(out);
   return result;

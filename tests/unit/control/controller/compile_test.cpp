@@ -200,6 +200,48 @@ TEST_CASE("directives awaiting approval compile to shadow monitor rules, one per
   CHECK(no_apps.policy->rules.size() == 1);
 }
 
+// Issue 16: a national blocklist awaiting approval. Every per-prefix part used to carry a copy
+// of all the directive's names and prefixes (P * (P + D) strings), each new rule was compared
+// with every previous one, and a narrowing unblock scanned its list for every entry; at this
+// size that was minutes and gigabytes, at 100,000 x 1,000,000 it never finished.
+TEST_CASE("a big directive: shadow parts, since and narrowing stay linear") {
+  dir::target_set big;
+  for (int i = 0; i < 6000; ++i)
+    big.prefixes.push_back("10." + std::to_string(i / 256) + "." + std::to_string(i % 256) + ".0/24");
+  for (int i = 0; i < 60000; ++i) big.domains.push_back("n" + std::to_string(i) + ".example.com");
+  const auto b = make("BIG", dir::directive_action::block, 100, big);
+  const auto first = fleet::compile_fleet({}, apps(), false, nullptr, 2, {b});
+  REQUIRE(first);
+  REQUIRE(first.policy->rules.size() == 6001);
+  for (std::size_t i = 0; i < 6000; ++i) {
+    CHECK(first.policy->rules[i].id == "moc/BIG@" + big.prefixes[i]);
+    CHECK(first.policy->rules[i].prefixes == std::vector<std::string>{big.prefixes[i]});
+    CHECK(first.policy->rules[i].domains.empty());
+  }
+  CHECK(first.policy->rules[6000].id == "moc/BIG@names");
+  CHECK(first.policy->rules[6000].prefixes.empty());
+  CHECK(first.policy->rules[6000].domains == big.domains);
+
+  // Recompiled (another directive arrives): every shadow part keeps its revision.
+  const auto m = make("M", dir::directive_action::monitor, 100, {{}, {"192.0.2.0/24"}, {}});
+  const auto second = fleet::compile_fleet({m}, apps(), false, &*first.policy, 3, {b});
+  REQUIRE(second);
+  REQUIRE(second.policy->rules.size() == 6002);
+  for (const auto& r : second.policy->rules) CHECK(r.since == (r.directive == "moc/M" ? 3 : 2));
+
+  // Approved, then narrowed by an unblock of half its names from t = 200.
+  auto narrow = make("U", dir::directive_action::unblock, 200);
+  for (int i = 0; i < 60000; i += 2) narrow.targets.domains.push_back(big.domains[i]);
+  const auto third = fleet::compile_fleet({b, narrow}, apps(), false, &*second.policy, 4);
+  REQUIRE(third);
+  REQUIRE(third.policy->rules.size() == 2);
+  CHECK(third.policy->rules[0].domains.size() == 60000);
+  CHECK(third.policy->rules[0].not_after == 200);
+  CHECK(third.policy->rules[1].domains.size() == 30000);
+  CHECK(third.policy->rules[1].domains.front() == big.domains[1]);
+  CHECK(third.policy->rules[1].not_before == 200);
+}
+
 TEST_CASE("monitor rules split in time and per target; shadow survives JSON, absent = false") {
   const auto m = make("M", dir::directive_action::monitor, 100, {{}, {"10.0.0.0/8", "192.0.2.0/24"}, {}});
   const auto narrow = make("N", dir::directive_action::unblock, 300, {{}, {"192.0.2.0/24"}, {}});
