@@ -42,6 +42,7 @@
 #include "control/agent/runner.hpp"
 #include "control/crypto/minisign.hpp"
 #include "dataplane/engine/policy_holder.hpp"
+#include "dataplane/engine/snapshot_applier.hpp"
 #include "dataplane/engine/worker.hpp"
 #include "dataplane/match/policy_config.hpp"
 #include "dataplane/port/dispatch.hpp"
@@ -145,28 +146,12 @@ int launch_worker(void* arg) { return static_cast<worker*>(arg)->run(); }
 namespace agent = control::agent;
 namespace crypto = control::crypto;
 
-// The agent's applier: snapshots go through policy_holder (compile off the hot path, RCU swap,
-// the old policy stays on error).
-class holder_applier final : public agent::applier {
- public:
-  explicit holder_applier(policy_holder& h) : holder_(h) {}
-  agent::apply_result apply(const std::string& text, std::uint64_t revision) override {
-    const load_result r = holder_.load_text(text, "controller revision " + std::to_string(revision));
-    if (r.ok) {
-      log_line("controller: policy revision ", r.revision, " in force (sha256 ", r.sha256, ")");
-    } else {
-      log_line("controller: revision ", revision, " refused, previous stays in force: ", r.error);
-    }
-    return {r.ok, r.sha256, r.error};
-  }
-  agent::applied_policy current() const override {
-    const policy_status s = holder_.status();
-    return {s.revision, s.sha256};
-  }
-
- private:
-  policy_holder& holder_;
-};
+nlohmann::json last_snapshot_json(const snapshot_figures& f) {
+  return {{"revision", f.revision},           {"bytes", f.bytes},
+          {"verify_seconds", f.verify_seconds}, {"parse_seconds", f.parse_seconds},
+          {"compile_seconds", f.compile_seconds}, {"parsed_once", f.parsed_once},
+          {"ok", f.ok},                       {"at", f.at}};
+}
 
 std::optional<std::string> read_small_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -180,11 +165,13 @@ std::optional<std::string> read_small_file(const std::string& path) {
 struct controller_link {
   std::unique_ptr<agent::http_transport> transport;
   std::unique_ptr<agent::http_transport> impact_transport;  // the impact thread's own
+  snapshot_reader reader;  // the agent's checks; keeps the parse for the applier
   holder_applier applier;
   agent::system_clock clock;
   std::unique_ptr<agent::agent> core;
   std::unique_ptr<agent::runner> thread;
-  explicit controller_link(policy_holder& h) : applier(h) {}
+  explicit controller_link(policy_holder& h)
+      : applier(h, reader, [](const std::string& line) { log_line(line); }) {}
   ~controller_link() { thread.reset(); }  // stop and join before the rest goes
 };
 
@@ -217,6 +204,7 @@ std::unique_ptr<controller_link> make_controller_link(const app_options& o, poli
   ac.controller_key = *key;
   ac.state_dir = o.state_dir;
   ac.health = std::move(health);
+  ac.verifier = &link->reader;
   link->core = std::make_unique<agent::agent>(std::move(ac), *link->transport, link->applier,
                                               link->clock);
   return link;
@@ -811,6 +799,8 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
         j["policy_path"] = ps.path;
         j["loaded_at"] = ps.loaded_at;
         j["load_seconds"] = ps.load_seconds;
+        j["parse_seconds"] = ps.parse_seconds;
+        j["compile_seconds"] = ps.compile_seconds;
         j["reload_failures"] = ps.reload_failures;
         j["last_error"] = ps.last_error;
         j["mode"] = o.mode;
@@ -832,6 +822,8 @@ int run_app(std::vector<char*> eal_argv, const app_options& o) {
                              {"controller", a.controller},
                              {"last_error", a.last_error},
                              {"startup", a.startup},
+                             // What the last snapshot cost this node (issue 16: big policies).
+                             {"last_snapshot", last_snapshot_json(link->applier.last_snapshot())},
                              // The audit checkpoint this node witnesses (issue 14).
                              {"audit_checkpoint", {{"count", a.checkpoint_count},
                                                    {"head", a.checkpoint_head},

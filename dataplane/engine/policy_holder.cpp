@@ -21,9 +21,14 @@ void free_snapshot(const active_policy* a) { delete a; }
 
 namespace {
 
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// `parse_seconds`: what reading `spec` took (before this call).
 std::optional<prepared_policy> compile_prepared(match::policy_spec spec, const std::string& origin,
-                                                std::chrono::steady_clock::time_point start,
-                                                std::string& error) {
+                                                double parse_seconds, std::string& error) {
+  const auto start = std::chrono::steady_clock::now();
   match::compile_result compiled = match::compile_policy(spec);
   if (!compiled) {
     error = (origin.empty() ? std::string("(empty policy)") : origin) + ": rule " +
@@ -34,8 +39,9 @@ std::optional<prepared_policy> compile_prepared(match::policy_spec spec, const s
   prepared_policy p;
   p.policy = std::move(compiled.policy);
   p.path = origin;
-  p.load_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  p.parse_seconds = parse_seconds;
+  p.compile_seconds = seconds_since(start);
+  p.load_seconds = p.parse_seconds + p.compile_seconds;
   return p;
 }
 
@@ -55,7 +61,7 @@ std::optional<prepared_policy> prepare_policy(const std::filesystem::path& path,
     }
     spec = std::move(*loaded.spec);
   }
-  return compile_prepared(std::move(spec), path.string(), start, error);
+  return compile_prepared(std::move(spec), path.string(), seconds_since(start), error);
 }
 
 std::optional<prepared_policy> prepare_policy_text(const std::string& text,
@@ -68,7 +74,13 @@ std::optional<prepared_policy> prepare_policy_text(const std::string& text,
     error = origin + ":" + loaded.error.text();
     return std::nullopt;
   }
-  return compile_prepared(std::move(*loaded.spec), origin, start, error);
+  return compile_prepared(std::move(*loaded.spec), origin, seconds_since(start), error);
+}
+
+std::optional<prepared_policy> prepare_policy_spec(match::policy_spec spec,
+                                                   const std::string& origin,
+                                                   double parse_seconds, std::string& error) {
+  return compile_prepared(std::move(spec), origin, parse_seconds, error);
 }
 
 policy_holder::policy_holder(worker_shared& shared, std::uint32_t workers,
@@ -101,6 +113,8 @@ void policy_holder::publish_locked(prepared_policy p) {
   status_.rules = rules;
   status_.path = p.path;
   status_.load_seconds = p.load_seconds;
+  status_.parse_seconds = p.parse_seconds;
+  status_.compile_seconds = p.compile_seconds;
   status_.loaded_at = unix_now();
   status_.last_error.clear();
   next->policy = std::move(p.policy);
@@ -139,6 +153,16 @@ load_result policy_holder::load_text(const std::string& text, const std::string&
   std::lock_guard load_lock(load_mutex_);
   std::string error;
   std::optional<prepared_policy> p = prepare_policy_text(text, origin, error);
+  std::lock_guard lock(mutex_);
+  return finish_load_locked(std::move(p), std::move(error));
+}
+
+load_result policy_holder::load_spec(match::policy_spec spec, const std::string& origin,
+                                     double parse_seconds) {
+  std::lock_guard load_lock(load_mutex_);
+  std::string error;
+  std::optional<prepared_policy> p =
+      prepare_policy_spec(std::move(spec), origin, parse_seconds, error);
   std::lock_guard lock(mutex_);
   return finish_load_locked(std::move(p), std::move(error));
 }

@@ -20,6 +20,7 @@
 
 #include "dataplane/engine/worker.hpp"
 #include "dataplane/match/policy.hpp"
+#include "dataplane/match/policy_config.hpp"
 #include "dataplane/telemetry/stats.hpp"
 
 namespace sluice::engine {
@@ -30,6 +31,8 @@ struct policy_status {
   std::string path;               // file in force (empty: no policy given), or the origin of
                                   // a text policy ("controller revision N")
   double load_seconds = 0;        // parse + compile time of the policy in force
+  double parse_seconds = 0;       //   of which reading the text (YAML -> policy_spec)
+  double compile_seconds = 0;     //   and building the lookup structures
   std::int64_t loaded_at = 0;     // unix seconds
   std::uint64_t reload_failures = 0;
   std::uint32_t rules = 0;
@@ -47,7 +50,9 @@ struct load_result {
 struct prepared_policy {
   std::unique_ptr<const match::compiled_policy> policy;
   std::string path;
-  double load_seconds = 0;
+  double load_seconds = 0;     // parse + compile
+  double parse_seconds = 0;
+  double compile_seconds = 0;
 };
 // Empty `path` = the empty policy (forward everything). Never throws except bad_alloc.
 [[nodiscard]] std::optional<prepared_policy> prepare_policy(const std::filesystem::path& path,
@@ -57,6 +62,14 @@ struct prepared_policy {
 // names it in errors and in policy_status::path (e.g. "controller revision 7").
 [[nodiscard]] std::optional<prepared_policy> prepare_policy_text(const std::string& text,
                                                                  const std::string& origin,
+                                                                 std::string& error);
+
+// As above from a policy already read (`parse_seconds`: what reading it took, for the status):
+// the controller agent's acceptance check reads a snapshot's text once, and applying it should
+// not read a million names again.
+[[nodiscard]] std::optional<prepared_policy> prepare_policy_spec(match::policy_spec spec,
+                                                                 const std::string& origin,
+                                                                 double parse_seconds,
                                                                  std::string& error);
 
 class policy_holder {
@@ -77,6 +90,9 @@ class policy_holder {
   // swaps it in like reload(); on error the policy in force stays and reload_failures is
   // bumped. A later reload() without a path re-reads the last file, not this text.
   [[nodiscard]] load_result load_text(const std::string& text, const std::string& origin);
+  // load_text for a policy already read from its text (prepare_policy_spec).
+  [[nodiscard]] load_result load_spec(match::policy_spec spec, const std::string& origin,
+                                      double parse_seconds);
 
   // Frees retired snapshots whose grace period has ended, folding their rule counters into the
   // cumulative totals. Call from the control loop.
