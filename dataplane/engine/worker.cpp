@@ -954,9 +954,13 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     return true;
   }
 
-  // Expires idle flows, and takes reassembly buffers back from requests that stay unfinished
-  // (cfg.reassembly_hold_ms), a few entries per call, resuming where the last call stopped.
+  // Expires idle flows, a few entries per call, resuming where the last call stopped. While the
+  // reassembly pool is under pressure (over three quarters in use) it also takes buffers back
+  // from requests unfinished for cfg.reassembly_hold_ms: only then, because a reclaimed flow
+  // passes unread, and a client that merely waits between its ClientHello's segments must not
+  // get through an idle pool.
   void age_some(std::uint64_t now_tsc, const burst_context& ctx, burst_counts& c) noexcept {
+    const bool pool_pressure = pool.available() * 4 < pool.capacity();
     for (unsigned i = 0; i < age_per_burst; ++i) {
       const void* key = nullptr;
       void* data = nullptr;
@@ -969,7 +973,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       flow_entry& e = entries[pos];
       const std::uint64_t limit = e.closing ? closing_tsc : idle_tsc;
       if (now_tsc <= e.last_tsc || now_tsc - e.last_tsc <= limit) {
-        if (e.cls.stream.attached() && now_tsc > e.buffer_tsc &&
+        if (pool_pressure && e.cls.stream.attached() && now_tsc > e.buffer_tsc &&
             now_tsc - e.buffer_tsc > hold_tsc) [[unlikely]] {
           cls.abandon(e.cls, flow::give_up_reason::held_too_long);
           ++c.give_ups[static_cast<std::size_t>(flow::give_up_reason::held_too_long)];

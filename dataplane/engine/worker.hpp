@@ -79,12 +79,13 @@ struct worker_config {
   std::uint32_t flow_idle_seconds = 120;      // TCP established / UDP idle timeout
   std::uint32_t reassembly_buffers = 4096;    // per worker
   std::uint32_t reassembly_buffer_bytes = 16384;  // per-flow byte cap for a request
-  // A request still unfinished this long after its flow took a reassembly buffer loses the
-  // buffer (the flow is given up: held_too_long, and passes unread). A real client's next
-  // segment comes within a round trip or a retransmission; half a ClientHello that never
-  // completes would otherwise hold a buffer until the flow's idle timeout, and a trickle of
-  // them (reassembly_buffers / flow_idle_seconds per second) would keep the pool empty, so
-  // that every split ClientHello (Chromium's post-quantum ones always are) passed unread.
+  // While the reassembly pool is over three quarters in use, a request still unfinished this
+  // long after its flow took a buffer loses the buffer (the flow is given up: held_too_long,
+  // and passes unread). Half a ClientHello that never completes would otherwise hold a buffer
+  // until the flow's idle timeout, and a trickle of them (reassembly_buffers /
+  // flow_idle_seconds per second) would keep the pool empty, so that every split ClientHello
+  // (Chromium's post-quantum ones always are) passed unread. Without that pressure nothing is
+  // reclaimed: a client pausing between its hello's segments must not slip past a block.
   std::uint32_t reassembly_hold_ms = 3000;
   std::uint32_t frag_table_size = 4096;       // IP datagrams held for reassembly
   std::uint32_t frag_timeout_ms = 2000;

@@ -113,3 +113,23 @@ TEST_CASE("within the hold time a half ClientHello keeps its buffer; the pool's 
   CHECK(give_ups(h, flow::give_up_reason::pool_empty) == 1);  // fail open, counted
   h.check_accounting();
 }
+
+TEST_CASE("without pool pressure a ClientHello paused past the hold time is still read whole") {
+  // Waiting between a hello's segments is not a way past a block: buffers are reclaimed only
+  // while the pool is over three quarters in use.
+  harness h;
+  h.cfg.reassembly_buffers = 64;
+  h.cfg.reassembly_hold_ms = 0;  // past the hold time from the next burst on
+  rebuild(h);
+  h.set_policy(policy_of({rule("tg", action::drop, {}, {"telegram.org"})}));
+  tcp_conv slow;
+  const buf hello = client_hello("telegram.org");
+  h.from_client({slow.syn(), slow.data(slice(hello, 0, 80))});
+  for (int i = 0; i < 4; ++i) h.from_client({});  // aging passes over it, no pressure
+  CHECK(h.w->reassembly_buffers_in_use() == 1);
+  h.from_client({slow.data(slice(hello, 80, hello.size()))});
+  CHECK(give_ups(h, flow::give_up_reason::held_too_long) == 0);
+  CHECK(h.count(engine_event::dropped_by_rule) == 1);
+  CHECK(h.rule_counter(0).flows == 1);
+  h.check_accounting();
+}
