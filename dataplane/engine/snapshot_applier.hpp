@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "control/agent/agent.hpp"
 #include "dataplane/engine/policy_holder.hpp"
@@ -56,6 +57,8 @@ class snapshot_reader final : public control::agent::snapshot_verifier {
   std::optional<match::policy_spec> spec_;
   double parse_seconds_ = 0;
   double verify_seconds_ = 0;
+  std::thread::id creator_ = std::this_thread::get_id();
+  bool lowered_ = false;  // the agent's thread runs at nice 5 from its first snapshot on
 };
 
 // The agent's applier: snapshots go through policy_holder (compile off the hot path, RCU swap,

@@ -4,8 +4,12 @@
 #include "dataplane/engine/snapshot_applier.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace engine = sluice::engine;
@@ -69,4 +73,27 @@ TEST_CASE("snapshot applier: the checked reading is compiled once, and only for 
   CHECK_FALSE(bad.ok);
   CHECK_FALSE(applier.last_snapshot().ok);
   CHECK(holder.status().revision == 9);
+}
+
+// The agent's thread reads and compiles snapshots for up to a minute on cores the workers may
+// share (issue 16: workers missed their 1 s heartbeat during a 1,000,000-name parse); it runs
+// below them. The thread that built the reader (start-up check, then the control loop) does not.
+TEST_CASE("snapshot reader: the agent's thread runs at nice 5, the thread that built it stays") {
+  const auto nice_of_this_thread = [] {
+    return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+  };
+  const int before = nice_of_this_thread();
+  engine::snapshot_reader reader;
+  std::string error;
+  REQUIRE(reader.policy_revision(policy(1, "telegram.org"), error) == 1u);
+  CHECK(nice_of_this_thread() == before);
+  int agent_nice = -100;
+  std::thread agent([&] {
+    std::string e;
+    (void)reader.policy_revision(policy(2, "t.me"), e);
+    agent_nice = nice_of_this_thread();
+  });
+  agent.join();
+  if (before <= 5) CHECK(agent_nice == 5);  // (run under a higher nice, it may stay there)
+  CHECK(nice_of_this_thread() == before);
 }
