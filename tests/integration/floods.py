@@ -465,8 +465,13 @@ def main():
             s.check(probe["ping_fail"] == 0 and probe["pings"] > 0,
                     "(b) the allowed connection kept answering: %d pings, %d failed, slowest %.3f s"
                     % (probe["pings"], probe["ping_fail"], probe["ping_max"]))
-            s.check(hwm <= bound, "(c) memory bounded: VmHWM %d MiB <= %d MiB (RSS before %d + "
-                    "pool %d + %d)" % (hwm, bound, rss0, BUFFERS * BUFFER_BYTES >> 20, SLACK_MB))
+            what = "VmHWM %d MiB, bound %d MiB (RSS before %d + pool %d + %d)" % (
+                hwm, bound, rss0, BUFFERS * BUFFER_BYTES >> 20, SLACK_MB)
+            if os.environ.get("SLUICE_SANITIZED"):
+                # ASan's shadow memory and quarantine grow with what is freed: printed only.
+                s.say("(c) memory under AddressSanitizer, not bounded: " + what)
+            else:
+                s.check(hwm <= bound, "(c) memory bounded: " + what)
             s.check(probe["status_bad"] == 0 and probe["metrics_bad"] == 0 and
                     all(m["healthy"] == 1 for m in samples),
                     "(d) /status healthy within 1 s each time (%d samples, slowest %.3f s), "
