@@ -205,9 +205,21 @@ def metric_sum(text, name, **labels):
     return total
 
 
+def wait_metric(url, name, minimum, timeout=10, **labels):
+    """metric_sum of `name` at the Prometheus endpoint `url`, polled until it reaches `minimum` or
+    `timeout` seconds pass (the dataplane refreshes its counters from the control loop, so what
+    just happened shows a moment later); returns the last value read."""
+    end = time.time() + timeout
+    value = metric_sum(http_json(url), name, **labels)
+    while value < minimum and time.time() < end:
+        time.sleep(0.2)
+        value = metric_sum(http_json(url), name, **labels)
+    return value
+
+
 def curl_error(rc):
     return {0: "", 7: "(connection refused)", 28: "(timed out)", 35: "(TLS handshake reset)",
-            52: "(empty reply)", 56: "(connection reset)"}.get(rc, "")
+            52: "(empty reply)", 55: "(reset while sending)", 56: "(connection reset)"}.get(rc, "")
 
 
 def self_signed_cert(work, cn, alt_names):

@@ -46,7 +46,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
 import netlab  # noqa: E402
-from netlab import in_ns, wait_for, http_json, metric_sum  # noqa: E402
+from netlab import in_ns, wait_for, http_json, metric_sum, wait_metric  # noqa: E402
 
 CLIENT, SERVER = "10.97.0.1", "10.97.0.2"
 MGMT, METRICS = 9480, 9479
@@ -317,8 +317,8 @@ def main():
                     "(gave up after %.1f s)" % (v, secs))
 
         s.step("dataplane counters")
-        m = lab.metrics()
-        verdicts = metric_sum(m, "sluice_dataplane_verdicts_total", rule="tg-reset")
+        verdicts = wait_metric("http://127.0.0.1:%d/metrics" % METRICS,
+                               "sluice_dataplane_verdicts_total", 4, rule="tg-reset")
         # 1 TLS flow (Chromium may retry once), 1 Chromium QUIC flow, 2 ngtcp2 flows.
         s.check(verdicts >= 4, "verdicts_total{rule=tg-reset} = %g (>= 4: TLS, Chromium QUIC, "
                 "ngtcp2 v1 and v2 draft)" % verdicts)
