@@ -1,7 +1,8 @@
 // libFuzzer target for the enforcement answers: the input is parsed as a frame and, when it is a
-// TCP segment, both resets and an HTTP notice are built into a fixed buffer. Every answer must
-// re-parse as ok TCP with a correct checksum, stay inside the buffer, and go the right way. The
-// first input bytes also pick the notice's texts so escaping and truncation are exercised.
+// TCP segment, both resets and an HTTP notice are built into a fixed buffer; when it is UDP, the
+// DNS answer. Every answer must re-parse as ok TCP (UDP) with a correct checksum, stay inside
+// the buffer, and go the right way; a DNS answer is never longer than the query. The first input
+// bytes also pick the notice's texts so escaping and truncation are exercised.
 
 #include <cstddef>
 #include <cstdint>
@@ -51,10 +52,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
   const pk::frame_info fi = pk::parse_frame(frame);
-  if (fi.outcome != pk::frame_outcome::ok || fi.l4_proto != 6) return 0;
-
+  if (fi.outcome != pk::frame_outcome::ok) return 0;
   static std::uint8_t out[2048];
   en::response_entropy e{size};
+  if (fi.l4_proto == 17) {
+    const std::size_t n = en::build_dns_answer(frame, fi, en::dns_rcode::nxdomain, e, out);
+    if (n == 0) return 0;
+    if (n > sizeof out || n > frame.size()) std::abort();  // never more than the query
+    const pk::bytes answer{out, n};
+    const pk::frame_info a = pk::parse_frame(answer);
+    if (a.outcome != pk::frame_outcome::ok || a.l4_proto != 17) std::abort();
+    if (!pk::l4_checksum_ok(answer, a)) std::abort();
+    if (a.src != fi.dst || a.dst != fi.src || a.src_port != fi.dst_port) std::abort();
+    if (a.payload_length > fi.payload_length || a.payload_length < 12) std::abort();
+    if ((out[a.payload_offset + 2] & 0x80) == 0) std::abort();  // QR: a response
+    return 0;
+  }
+  if (fi.l4_proto != 6) return 0;
+
   check(en::build_tcp_reset(frame, fi, en::reset_target::to_sender, e, out), out, sizeof out, fi,
         true, 0);
   check(en::build_tcp_reset(frame, fi, en::reset_target::to_receiver, e, out), out, sizeof out, fi,
