@@ -288,6 +288,21 @@ def namespaces_unavailable():
     return None
 
 
+def clients_missing(tools, require_env="SLUICE_REQUIRE_REAL_CLIENTS"):
+    """None when this is root and every one of `tools` is installed; otherwise the exit code
+    after saying why: 77 (skipped), or 1 when `require_env` is set (tools/test.sh sets it once
+    tools/setup.sh has installed them, so that a missing one fails instead of skipping)."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if os.geteuid() == 0 and not missing:
+        return None
+    why = "not root" if os.geteuid() != 0 else "missing " + ", ".join(missing)
+    if os.environ.get(require_env):
+        print("FAIL: %s (%s is set)" % (why, require_env))
+        return 1
+    print("SKIPPED: %s (tools/setup.sh installs them)" % why)
+    return 77
+
+
 def isolate(env_flag):
     """Re-executes this script in a network namespace of its own, with env_flag=1 in its
     environment; returns its exit code."""

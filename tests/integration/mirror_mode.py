@@ -30,7 +30,6 @@ otherwise exit 77, unless SLUICE_REQUIRE_REAL_CLIENTS is set (then a missing too
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -99,14 +98,9 @@ def mirror_policy(revision, blocked):
 
 def main():
     build = os.path.abspath(sys.argv[1])
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if os.geteuid() != 0 or missing:
-        why = "not root" if os.geteuid() != 0 else "missing " + ", ".join(missing)
-        if os.environ.get("SLUICE_REQUIRE_REAL_CLIENTS"):
-            print("FAIL: %s (SLUICE_REQUIRE_REAL_CLIENTS is set)" % why)
-            return 1
-        print("SKIPPED: %s (tools/setup.sh installs them)" % why)
-        return 77
+    absent = netlab.clients_missing(TOOLS)
+    if absent is not None:
+        return absent
     if os.environ.get("SLUICE_MIRROR_ISOLATED") != "1":
         netlab.sweep_stale_namespaces(r"^(sl-mir-(?:cli|srv)-(\d+))", "mirror_mode")
         return netlab.isolate("SLUICE_MIRROR_ISOLATED")

@@ -233,14 +233,9 @@ class Lab:
 
 def main():
     build = os.path.abspath(sys.argv[1])  # argv[2], the source dir, is not needed
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if os.geteuid() != 0 or missing:
-        why = "not root" if os.geteuid() != 0 else "missing " + ", ".join(missing)
-        if os.environ.get("SLUICE_REQUIRE_REAL_CLIENTS"):
-            print("FAIL: %s (SLUICE_REQUIRE_REAL_CLIENTS is set)" % why)
-            return 1
-        print("SKIPPED: %s (tools/setup.sh installs the clients)" % why)
-        return 77
+    absent = netlab.clients_missing(TOOLS)
+    if absent is not None:
+        return absent
     if os.environ.get("SLUICE_RC_ISOLATED") != "1":
         netlab.sweep_stale_namespaces(r"^(sl-rc-(?:cli|srv)-(\d+))", "real_clients")
         for d in glob.glob("/etc/netns/sl-rc-cli-*"):
