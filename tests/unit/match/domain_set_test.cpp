@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <array>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -156,4 +157,53 @@ TEST_CASE("domain_set: many rules, every rule found, near misses not") {
       CHECK_FALSE(set.find("x" + r.name).found);
     }
   }
+}
+
+TEST_CASE("domain_set: find_bulk answers exactly what find answers") {
+  // Patterns at every depth from 2 to 9 labels, so deep names have more candidates than one
+  // bulk slot holds and take the find() path; exact rules at several depths.
+  std::vector<domain_rule> rules;
+  std::string base = "telegram.org";
+  for (std::uint32_t depth = 2; depth <= 9; ++depth) {
+    rules.push_back({base, true, depth});
+    rules.push_back({"exact." + base, false, 100 + depth});
+    base = "l" + std::to_string(depth) + "." + base;
+  }
+  for (std::uint32_t i = 0; i < 5000; ++i) {
+    rules.push_back({"n" + std::to_string(i) + ".example.com", i % 2 == 0, 1000 + i});
+  }
+  const domain_set set(rules);
+
+  std::vector<std::string> names = {"", ".", "a..b", "TELEGRAM.ORG.", "www.Telegram.org",
+                                    "nottelegram.org", "exact.telegram.org", base,
+                                    "x." + base, "deep.x." + base, std::string(254, 'a'),
+                                    "exact.l2.telegram.org", "n77.example.com",
+                                    "www.n78.example.com", "www.n77.example.com"};
+  for (std::uint32_t i = 0; i < 300; ++i) {
+    names.push_back((i % 3 == 0 ? "w." : "") + std::string("n") + std::to_string(i * 17) +
+                    ".example.com");
+  }
+  std::vector<std::string_view> views(names.begin(), names.end());
+  // Every length of burst, including more than bulk_max (split in chunks).
+  for (std::size_t n : {std::size_t{1}, std::size_t{7}, domain_set::bulk_max, views.size()}) {
+    std::vector<sluice::match::domain_match> out(n);
+    set.find_bulk(views.data(), out.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto want = set.find(views[i]);
+      CAPTURE(names[i]);
+      CHECK(out[i].found == want.found);
+      CHECK(out[i].kind == want.kind);
+      CHECK(out[i].value == want.value);
+    }
+  }
+  // Spot checks that the comparison above is not between two empty answers.
+  const std::string deep = "x." + base;
+  const std::array<std::string_view, 3> three = {deep, "www.n78.example.com", "nottelegram.org"};
+  std::array<sluice::match::domain_match, 3> got;
+  set.find_bulk(three.data(), got.data(), 3);
+  CHECK(got[0].kind == sub);
+  CHECK(got[0].value == 9);
+  CHECK(got[1].kind == sub);
+  CHECK(got[1].value == 1078);
+  CHECK_FALSE(got[2].found);
 }
