@@ -30,8 +30,18 @@ std::string trim(std::string s) {
 
 std::string command_result::describe() const {
   if (ok) return "ok";
-  std::string first = output.substr(0, output.find('\n'));
-  return first.empty() ? error : error + ": " + first;
+  if (output.empty()) return error;
+  // Every line (a resolver's tool may say "ok" before the line that matters), at most 512.
+  std::string said;
+  for (const char c : output) {
+    if (said.size() >= 512) break;
+    if (c == '\n') {
+      said += " / ";
+    } else if (c != '\r') {
+      said += c;
+    }
+  }
+  return error + ": " + said;
 }
 
 std::vector<std::string> split_command(std::string_view text) {

@@ -23,7 +23,8 @@ struct command_result {
   std::string error;     // why it is not ok: "exit 1", "killed by signal 9", "timed out", ...
   double seconds = 0;
 
-  // "ok" or "<error>: <first line of output>" (what a NACK says).
+  // "ok" or "<error>: <output, lines joined by " / ", at most 512 characters>" (what a NACK
+  // says).
   [[nodiscard]] std::string describe() const;
 };
 

@@ -143,7 +143,9 @@ install_report enforcer::install_locked(const rpz_policy& p, const std::string& 
 agent::apply_result enforcer::apply(const std::string& policy_text, std::uint64_t revision) {
   agent::apply_result out;
   std::string error;
+  const auto t0 = std::chrono::steady_clock::now();
   std::optional<rpz_policy> parsed = parse_policy(policy_text, config_.zone, error);
+  const double parse_seconds = since(t0);
   std::lock_guard lock(mutex_);
   out.ruleset_sha256 = policy_.ruleset_sha256;
   const std::string rev = "revision " + std::to_string(revision);
@@ -178,9 +180,9 @@ agent::apply_result enforcer::apply(const std::string& policy_text, std::uint64_
   if (options_.metrics) options_.metrics->applied(revision);
   log(rev + " in force (sha256 " + policy_.ruleset_sha256 + "): " + std::to_string(rep.names) +
       " names, serial " + std::to_string(rep.serial) + ", " + std::to_string(rep.bytes) +
-      " bytes; render " + std::to_string(rep.render_seconds) + " s, write " +
-      std::to_string(rep.write_seconds) + " s, reload " + std::to_string(rep.reload_seconds) +
-      " s");
+      " bytes; parse " + std::to_string(parse_seconds) + " s, render " +
+      std::to_string(rep.render_seconds) + " s, write " + std::to_string(rep.write_seconds) +
+      " s, reload " + std::to_string(rep.reload_seconds) + " s");
   return out;
 }
 

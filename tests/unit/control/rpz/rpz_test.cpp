@@ -270,6 +270,8 @@ TEST_CASE("command: argv without a shell, placeholders, exit status, output, tim
   CHECK_FALSE(r.ok);
   CHECK(r.exit_status == 1);
   CHECK(r.describe() == "exit 1: error failed to read sluice.rpz");
+  r = runner.run({"sh", "-c", "echo ok; echo refused >&2; exit 2"});
+  CHECK(r.describe() == "exit 2: ok / refused");
   r = runner.run({"/nonexistent/reload"});
   CHECK_FALSE(r.ok);
   CHECK(r.describe().find("/nonexistent/reload") != std::string::npos);
