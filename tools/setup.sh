@@ -10,6 +10,7 @@ packages=(
   libnl-3-dev libnl-route-3-dev
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev
   libssl-dev libsqlite3-dev libpcap-dev libidn2-dev
+  libndpi-dev
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libboost-dev
   tshark python3-scapy python3-cryptography tcpreplay iproute2
   prometheus minisign curl openssl bird2
