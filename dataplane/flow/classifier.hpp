@@ -113,8 +113,8 @@ struct flow_state {
   bool base_known = false;
   std::uint8_t idle_payloads = 0;    // payload packets seen without progress
   std::uint8_t handshake_ttl = 0;    // TTL of the client's SYN (0 = not seen)
-  // QUIC only (5 bytes, in what was padding: sizeof stays 104). Tags are 16-bit hashes of the
-  // DCID whose Initials fill `stream` and of an attempt the client abandoned (0 = none).
+  // QUIC only. Tags are 16-bit hashes of the DCID whose Initials fill `stream` and of an attempt
+  // the client abandoned (0 = none).
   std::uint8_t quic_unreadable : 6 = 0;   // long headers we cannot read: VN, unknown versions
   bool quic_gquic_crypto : 1 = false;     // `stream` holds a QUIC-crypto CHLO (Q050), not TLS
   // TCP only, in the same byte: named by an HTTP CONNECT, still reading inside the tunnel.
@@ -129,8 +129,8 @@ struct flow_state {
   }
 };
 
-// Lives in every flow-table entry: growing it costs memory per flow (issue 17 wants it smaller).
-static_assert(sizeof(flow_state) <= 104, "flow_state grew; it is per-flow memory");
+// Lives in every flow-table entry: growing it costs memory per flow.
+static_assert(sizeof(flow_state) <= 32, "flow_state grew; it is per-flow memory");
 
 struct classify_result {
   static constexpr std::size_t max_names = packet::dns_questions::max_questions;

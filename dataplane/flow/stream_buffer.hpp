@@ -20,6 +20,9 @@ namespace sluice::flow {
 class stream_buffer {
  public:
   static constexpr std::size_t max_holes = 8;  // out-of-order islands tracked
+  // The island list lives at the start of the caller's buffer, not here: a flow that holds no
+  // buffer (nearly all of them, nearly all the time) then carries 16 bytes for its stream.
+  static constexpr std::size_t header_bytes = 80;
 
   enum class insert_result : std::uint8_t {
     ok,             // stored (possibly partly duplicate)
@@ -29,15 +32,19 @@ class stream_buffer {
   };
 
   stream_buffer() = default;
-  explicit stream_buffer(std::span<std::uint8_t> storage) noexcept : storage_(storage) {}
+  // `buffer`: header_bytes, then the stream's bytes (the per-flow cap is the rest); 4-byte
+  // aligned. A buffer no larger than the header leaves the stream detached.
+  explicit stream_buffer(std::span<std::uint8_t> buffer) noexcept { attach(buffer); }
 
-  void attach(std::span<std::uint8_t> storage) noexcept {
-    storage_ = storage;
-    count_ = 0;
+  // Takes `buffer` (as above), empty; an empty span detaches.
+  void attach(std::span<std::uint8_t> buffer) noexcept;
+  [[nodiscard]] bool attached() const noexcept { return !buffer_.empty(); }
+  // The stream's byte cap (0 when detached).
+  [[nodiscard]] std::size_t capacity() const noexcept {
+    return buffer_.empty() ? 0 : buffer_.size() - header_bytes;
   }
-  [[nodiscard]] bool attached() const noexcept { return !storage_.empty(); }
-  [[nodiscard]] std::size_t capacity() const noexcept { return storage_.size(); }
-  [[nodiscard]] std::span<std::uint8_t> storage() const noexcept { return storage_; }
+  // The whole buffer given to attach (to give back to its pool, or to attach again).
+  [[nodiscard]] std::span<std::uint8_t> storage() const noexcept { return buffer_; }
 
   [[nodiscard]] insert_result insert(std::uint64_t offset, packet::bytes data) noexcept;
 
@@ -52,13 +59,22 @@ class stream_buffer {
     std::uint32_t begin;
     std::uint32_t end;
   };
-  std::span<std::uint8_t> storage_;
-  std::array<island, max_holes> islands_{};  // sorted, disjoint, non-adjacent
-  std::uint8_t count_ = 0;
+  struct header {
+    std::array<island, max_holes> islands;  // sorted, disjoint, non-adjacent
+    std::uint8_t count;
+  };
+  static_assert(sizeof(header) <= header_bytes);
+
+  [[nodiscard]] header& head() const noexcept;
+  [[nodiscard]] std::uint8_t* bytes() const noexcept { return buffer_.data() + header_bytes; }
+
+  std::span<std::uint8_t> buffer_;
 };
 
-// A per-worker pool of equal-sized reassembly buffers, allocated once at start-up. acquire()
-// returns an empty span when exhausted (the caller then gives up on that flow, counted).
+// A per-worker pool of equal-sized reassembly buffers, allocated once at start-up, each of
+// stream_buffer::header_bytes plus `buffer_size` stream bytes (a cache-line multiple apart).
+// acquire() returns an empty span when exhausted (the caller then gives up on that flow,
+// counted).
 class buffer_pool {
  public:
   buffer_pool(std::size_t buffer_count, std::size_t buffer_size);
@@ -73,7 +89,8 @@ class buffer_pool {
   [[nodiscard]] std::size_t capacity() const noexcept { return free_.size(); }
 
  private:
-  std::size_t buffer_size_;
+  std::size_t buffer_size_;  // stream bytes per buffer
+  std::size_t stride_;       // header + stream bytes, rounded up to a cache line
   std::unique_ptr<std::uint8_t[]> memory_;
   std::unique_ptr<std::uint32_t[]> free_storage_;
   std::span<std::uint32_t> free_;

@@ -43,7 +43,7 @@ TEST_CASE("stream_buffer reassembles pieces in any order") {
   for (const auto& c : cases) {
     const std::string what = c.what;
     CAPTURE(what);
-    std::vector<std::uint8_t> storage(64);
+    std::vector<std::uint8_t> storage(stream_buffer::header_bytes + 64);
     stream_buffer sb(storage);
     for (const auto& p : c.pieces) CHECK(sb.insert(p.offset, view(p.data)) == insert_result::ok);
     CHECK(text(sb.contiguous()) == c.contiguous);
@@ -51,7 +51,7 @@ TEST_CASE("stream_buffer reassembles pieces in any order") {
 }
 
 TEST_CASE("stream_buffer enforces its cap") {
-  std::vector<std::uint8_t> storage(8);
+  std::vector<std::uint8_t> storage(stream_buffer::header_bytes + 8);
   stream_buffer sb(storage);
   CHECK(sb.insert(6, view("ghij")) == insert_result::clipped);
   CHECK(sb.insert(8, view("x")) == insert_result::beyond_cap);
@@ -62,7 +62,7 @@ TEST_CASE("stream_buffer enforces its cap") {
 }
 
 TEST_CASE("stream_buffer refuses a stream scattered into too many islands") {
-  std::vector<std::uint8_t> storage(256);
+  std::vector<std::uint8_t> storage(stream_buffer::header_bytes + 256);
   stream_buffer sb(storage);
   for (std::size_t i = 0; i < stream_buffer::max_holes; ++i) {
     CHECK(sb.insert(10 * i + 1, view("x")) == insert_result::ok);
@@ -81,7 +81,7 @@ TEST_CASE("stream_buffer matches a reference model on random pieces") {
     return (seed >> 8) % n;
   };
   for (int round = 0; round < 2000; ++round) {
-    std::vector<std::uint8_t> storage(96);
+    std::vector<std::uint8_t> storage(stream_buffer::header_bytes + 96);
     stream_buffer sb(storage);
     std::vector<int> model(96, -1);
     for (int step = 0; step < 12; ++step) {
@@ -110,7 +110,8 @@ TEST_CASE("buffer_pool hands out distinct buffers and runs dry cleanly") {
   buffer_pool pool(3, 128);
   auto a = pool.acquire(), b = pool.acquire(), c = pool.acquire();
   CHECK(pool.acquire().empty());
-  CHECK(a.size() == 128);
+  CHECK(a.size() == stream_buffer::header_bytes + 128);
+  CHECK(stream_buffer(a).capacity() == 128);
   CHECK(a.data() != b.data());
   CHECK(b.data() != c.data());
   pool.release(b);
@@ -119,4 +120,24 @@ TEST_CASE("buffer_pool hands out distinct buffers and runs dry cleanly") {
   pool.release(a);
   pool.release(c);
   CHECK(pool.available() == 2);
+}
+
+TEST_CASE("stream_buffer keeps its islands in the buffer, not in itself") {
+  // The flow entry carries only the span; a buffer too small for the header stays detached.
+  static_assert(sizeof(stream_buffer) == sizeof(std::span<std::uint8_t>));
+  std::vector<std::uint8_t> tiny(stream_buffer::header_bytes);
+  stream_buffer none(tiny);
+  CHECK_FALSE(none.attached());
+  CHECK(none.capacity() == 0);
+  CHECK(none.contiguous().empty());
+  CHECK(none.held() == 0);
+  // Re-attaching the same buffer forgets what was held (the classifier's restart).
+  std::vector<std::uint8_t> storage(stream_buffer::header_bytes + 16);
+  stream_buffer sb(storage);
+  CHECK(sb.insert(0, view("abc")) == insert_result::ok);
+  CHECK(sb.insert(5, view("f")) == insert_result::ok);
+  sb.attach(sb.storage());
+  CHECK(sb.held() == 0);
+  CHECK(sb.insert(0, view("xy")) == insert_result::ok);
+  CHECK(text(sb.contiguous()) == "xy");
 }
