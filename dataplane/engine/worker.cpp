@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <ctime>
 #include <new>
@@ -56,7 +57,8 @@ constexpr std::size_t name_slot_bytes = name_list::slot_bytes;
 constexpr std::uint32_t closing_idle_seconds = 10;  // after FIN/RST
 constexpr std::uint16_t answer_every_packets = 32;  // re-answer a blocked flow at most this often
 constexpr unsigned age_per_burst = 8;               // idle-aging scan step
-constexpr unsigned prefetch_ahead = 3;
+constexpr unsigned prefetch_ahead = 3;              // packets, where each is handled whole
+constexpr unsigned parse_ahead = 6;                 // packets, in a burst's parse stage
 constexpr std::uint32_t no_rule = match::verdict::no_rule;
 constexpr std::size_t counted_rules_per_flow = 4;
 constexpr std::size_t impact_rules_per_flow = 4;  // address rules remembered per flow
@@ -82,29 +84,46 @@ struct flow_key {
 };
 static_assert(sizeof(flow_key) == 44 && sizeof(flow_key) % 4 == 0);
 
+// What an established packet reads comes first (the bulk lookup prefetches hot_entry_bytes).
 struct flow_entry {
   flow::flow_state cls;
   std::uint64_t last_tsc = 0;
   std::uint64_t generation = UINT64_MAX;  // of the policy the cached groups belong to
+  std::uint32_t ip_group = no_group;
+  std::uint32_t name_group = no_group;
+  std::uint16_t since_answer = 0;
+  std::uint16_t name_bytes = 0;  // of the flow's name slot in use (flow_names.hpp), 0 = none
+  std::uint8_t counted_n = 0;
+  impact_state impact = impact_state::idle;
+  bool in_use = false;
+  bool closing = false;
+  bool unmatched_counted = false;
+  std::uint8_t impact_n = 0;      // entries of impact_rules in use
+  std::uint8_t impact_extra = 0;  // address rules beyond impact_rules (counted as overflow)
   std::uint64_t answer_tsc = 0;           // last RST/notice sent for this flow (0 = never)
   std::uint64_t buffer_tsc = 0;           // when cls took its reassembly buffer
   packet::ip_address internet;            // what prefix rules match
-  std::uint32_t ip_group = no_group;
-  std::uint32_t name_group = no_group;
   std::uint32_t bucket_rule = no_rule;    // the throttle rule `bucket` was made for
   std::array<std::uint32_t, counted_rules_per_flow> counted{};  // rules whose `flows` we bumped
   std::array<std::uint32_t, impact_rules_per_flow> impact_rules{};  // address rules (pending)
   token_bucket bucket{0, 0};
-  std::uint16_t since_answer = 0;
-  std::uint8_t counted_n = 0;
-  std::uint8_t impact_n = 0;      // entries of impact_rules in use
-  std::uint8_t impact_extra = 0;  // address rules beyond impact_rules (counted as overflow)
-  impact_state impact = impact_state::idle;
-  std::uint16_t name_bytes = 0;  // of the flow's name slot in use (flow_names.hpp), 0 = none
-  bool in_use = false;
-  bool closing = false;
-  bool unmatched_counted = false;
 };
+
+// A packet after the first stage of a burst (worker::impl::process_staged): parsed, and for a
+// whole single-segment TCP/UDP packet its flow key, hash and bulk-lookup position.
+struct staged {
+  packet::frame_info info;
+  flow_key key;
+  hash_sig_t sig = 0;
+  std::int32_t pos = -1;  // entry position, or negative when the bulk lookup missed
+  bool from_a = true;
+  bool parsed = false;    // false: a chain, left to on_packet
+};
+
+// Bytes at the start of a flow entry an established packet reads: prefetched after the bulk
+// lookup (the lines that hold them: entries are not line-aligned).
+constexpr std::size_t hot_entry_bytes = offsetof(flow_entry, answer_tsc);
+static_assert(hot_entry_bytes <= 2 * RTE_CACHE_LINE_SIZE);
 
 // Per-burst deltas, added to the published counters once per burst.
 struct burst_counts {
@@ -781,11 +800,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     enforce(m, frame, info, nullptr, ctx, j.v, rx_port, false, c);
   }
 
-  // `create` false: lookup only (nullptr when the flow is not held).
-  flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
-                             const burst_context& ctx, burst_counts& c,
-                             bool create = true) noexcept {
-    flow_key k;
+  // The canonical key of a packet's flow; from_a: the packet travels from side a.
+  static void make_key(const packet::frame_info& info, flow_key& k, bool& from_a) noexcept {
     std::memset(&k, 0, sizeof k);
     const int order = std::memcmp(info.src.bytes.data(), info.dst.bytes.data(), 16);
     from_a = order < 0 || (order == 0 && info.src_port <= info.dst_port);
@@ -799,7 +815,28 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     k.proto = info.l4_proto;
     k.version = info.ip_version;
     k.tenant = info.tenant_id;
-    const hash_sig_t sig = rte_hash_crc(&k, sizeof k, 0);
+  }
+
+  // `create` false: lookup only (nullptr when the flow is not held). `pre`: the packet's key,
+  // hash and bulk-lookup position from the burst's first stage (process), or null.
+  flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
+                             const burst_context& ctx, burst_counts& c, bool create = true,
+                             const staged* pre = nullptr) noexcept {
+    flow_key local;
+    const flow_key* kp = &local;
+    hash_sig_t sig;
+    if (pre != nullptr) {
+      from_a = pre->from_a;
+      if (pre->pos >= 0) [[likely]] {
+        return &entries[pre->pos];  // nothing is deleted within a burst: still this flow's
+      }
+      kp = &pre->key;  // missed then, but an earlier packet of the burst may have created it
+      sig = pre->sig;
+    } else {
+      make_key(info, local, from_a);
+      sig = rte_hash_crc(&local, sizeof local, 0);
+    }
+    const flow_key& k = *kp;
     std::int32_t pos = rte_hash_lookup_with_hash(flows, &k, sig);
     if (pos >= 0) [[likely]] {
       return &entries[pos];
@@ -844,6 +881,13 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       c.add(engine_event::multiseg_gathered);
     }
     const packet::frame_info info = packet::parse_frame(frame);
+    on_parsed(m, frame, info, rx_port, role, ctx, c, nullptr);
+  }
+
+  // The rest of on_packet, for a parsed frame; `pre` as for find_or_create.
+  void on_parsed(rte_mbuf* m, packet::bytes frame, const packet::frame_info& info,
+                 std::uint16_t rx_port, port_role role, const burst_context& ctx, burst_counts& c,
+                 const staged* pre) noexcept {
     ++c.parse[static_cast<std::size_t>(info.outcome)];
     // First fragments long enough for L4 parse `ok`: they too wait for their datagram.
     if (info.outcome == packet::frame_outcome::fragment ||
@@ -864,7 +908,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     const bool nic_checked =
         (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD;
     judgement j;
-    if (!judge(frame, info, nic_checked, role, ctx, c, j)) {
+    if (!judge(frame, info, nic_checked, role, ctx, c, j, pre)) {
       pass(m, rx_port, c);  // table full: unclassified, fail open
       return;
     }
@@ -881,9 +925,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   // and decides. False when the flow table is full (the caller passes it unclassified).
   [[nodiscard]] bool judge(packet::bytes frame, const packet::frame_info& info, bool nic_checked,
                            port_role role, const burst_context& ctx, burst_counts& c,
-                           judgement& out) noexcept {
+                           judgement& out, const staged* pre = nullptr) noexcept {
     bool from_a = true;
-    flow_entry* e = find_or_create(info, role, from_a, ctx, c);
+    flow_entry* e = find_or_create(info, role, from_a, ctx, c, true, pre);
     if (e == nullptr) return false;
     e->last_tsc = ctx.now_tsc;
     if (e->generation != ctx.generation) refresh_groups(*e, ctx);
@@ -991,6 +1035,71 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
   }
 
+  // A burst in three stages, so that one packet's cache misses overlap the others' (as DPDK's
+  // bulk lookups do): 1. parse every frame (its bytes prefetched a few packets ahead) and build
+  // the flow key of each plain TCP/UDP packet; 2. look all those keys up at once
+  // (rte_hash_lookup_with_hash_bulk prefetches buckets and keys), prefetching each found entry;
+  // 3. judge and enforce each packet in arrival order. Chains, fragments and other protocols
+  // skip the staging and take on_packet's path in their turn.
+  void process_staged(rte_mbuf** pkts, std::uint16_t n, std::uint16_t port, port_role role,
+                      const burst_context& ctx, burst_counts& c) noexcept {
+    const void* keys[max_burst];
+    hash_sig_t sigs[max_burst];
+    std::int32_t positions[max_burst];
+    std::uint8_t keyed_of[max_burst];  // staged index -> index into keys
+    std::uint16_t nk = 0;
+    // Every mbuf header first (a driver's rx usually leaves them cached; if not, their misses
+    // overlap here), then each packet's first bytes a few packets ahead of its parse.
+    for (std::uint16_t i = 0; i < n; ++i) rte_prefetch0(pkts[i]);
+    for (std::uint16_t i = 0; i < n && i < parse_ahead; ++i) {
+      rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+    }
+    for (std::uint16_t i = 0; i < n; ++i) {
+      if (i + parse_ahead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + parse_ahead], void*));
+      staged& st = stage[i];
+      st.pos = -1;
+      st.parsed = false;
+      const rte_mbuf* m = pkts[i];
+      if (m->nb_segs > 1) [[unlikely]] continue;
+      st.parsed = true;
+      st.info = packet::parse_frame(
+          packet::bytes(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len));
+      if (st.info.outcome != packet::frame_outcome::ok || st.info.is_fragment) continue;
+      make_key(st.info, st.key, st.from_a);
+      st.sig = rte_hash_crc(&st.key, sizeof st.key, 0);
+      keys[nk] = &st.key;
+      sigs[nk] = st.sig;
+      keyed_of[i] = static_cast<std::uint8_t>(nk);
+      ++nk;
+    }
+    if (nk != 0 && rte_hash_lookup_with_hash_bulk(flows, keys, sigs, nk, positions) == 0) {
+      for (std::uint16_t i = 0; i < n; ++i) {
+        staged& st = stage[i];
+        if (!st.parsed || st.info.outcome != packet::frame_outcome::ok || st.info.is_fragment) {
+          continue;
+        }
+        st.pos = positions[keyed_of[i]];
+        if (st.pos >= 0) {
+          const auto* hot = reinterpret_cast<const char*>(&entries[st.pos]);
+          rte_prefetch0(hot);
+          rte_prefetch0(hot + hot_entry_bytes / 2);
+          rte_prefetch0(hot + hot_entry_bytes - 1);
+        }
+      }
+    }
+    for (std::uint16_t i = 0; i < n; ++i) {
+      rte_mbuf* m = pkts[i];
+      const staged& st = stage[i];
+      if (!st.parsed) {
+        on_packet(m, port, role, ctx, c);
+        continue;
+      }
+      const packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
+      const bool keyed = st.info.outcome == packet::frame_outcome::ok && !st.info.is_fragment;
+      on_parsed(m, frame, st.info, port, role, ctx, c, keyed ? &st : nullptr);
+    }
+  }
+
   void process(rte_mbuf** pkts, std::uint16_t n, std::uint16_t port) noexcept {
     burst_context ctx;
     ctx.now_tsc = rte_rdtsc();
@@ -1005,12 +1114,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     } else if (role == port_role::internet) {
       c.add(engine_event::packets_out, n);
     }
-    for (std::uint16_t i = 0; i < n && i < prefetch_ahead; ++i) {
-      rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
-    }
-    for (std::uint16_t i = 0; i < n; ++i) {
-      if (i + prefetch_ahead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + prefetch_ahead], void*));
-      on_packet(pkts[i], port, role, ctx, c);
+    for (std::uint16_t done = 0; done < n; done += max_burst) {
+      process_staged(pkts + done, std::min<std::uint16_t>(n - done, max_burst), port, role, ctx,
+                     c);
     }
     age_some(ctx.now_tsc, ctx, c);
     expire_frags(ctx.now_tsc, c);
@@ -1028,6 +1134,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   rte_hash* frags = nullptr;          // null when cfg.frag_table_size == 0: fragments pass
   frag_slot* frag_slots = nullptr;
   std::uint8_t* frag_scratch = nullptr;  // the reassembled copy being judged
+  std::array<staged, max_burst> stage;   // process_staged's per-packet state
   std::uint8_t* gather = nullptr;        // a chained mbuf's frame, copied whole (on_packet)
   std::uint32_t gather_capacity = 0;
   std::uint32_t frag_capacity = 0;
