@@ -16,7 +16,7 @@ packages=(
   prometheus minisign curl openssl bird2
   etcd-server etcd-client
   chromium fonts-dejavu-core ngtcp2-client ngtcp2-server
-  unbound bind9-dnsutils
+  unbound bind9-dnsutils bind9-utils
 )
 
 if [ "$(id -u)" -ne 0 ]; then
