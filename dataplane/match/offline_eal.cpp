@@ -7,9 +7,11 @@
 
 namespace sluice::match {
 
-bool init_offline_eal(const char* program, std::size_t memory_mb, std::string& error) {
+bool init_offline_eal(const char* program, std::size_t memory_mb, std::string& error,
+                      bool hugepages) {
   // --in-memory would be implied, but 22.11 refuses it together with --no-huge.
-  std::vector<std::string> args = {program, "--no-huge", "--no-pci", "--no-shconf",
+  std::vector<std::string> args = {program, hugepages ? "--in-memory" : "--no-huge",
+                                   "--no-pci", "--no-shconf",
                                    "-m", std::to_string(memory_mb), "-l", "0",
                                    "--log-level=error", "--no-telemetry"};
   std::vector<char*> argv;
