@@ -9,7 +9,14 @@
 #   - Prometheus: promtool check rules / test rules / check config.
 #   - Grafana: python3 -m json.tool, then check_metric_names.py (every metric an expression uses
 #     is registered by an exporter in the sources), and a self-test that it catches a bad name.
-# Exit: 0 pass, 1 fail, 77 skipped (systemd-analyze or promtool missing; the rest still runs).
+#   - Resolver snippets for sluice-rpz: `named-checkconf -z` on a minimal named.conf that includes
+#     deploy/bind/named.conf.sluice-rpz and has the response-policy statement of its comment in
+#     `options`; `unbound-checkconf` on a minimal unbound.conf that includes
+#     deploy/unbound/sluice-rpz.conf as Debian's does (include-toplevel). Both load a sample zone
+#     of every answer kind sluice-rpz writes, from a temp path put in place of the snippets'.
+#     No resolver is started (tests/integration/rpz_test.py runs Unbound on the real file).
+# Exit: 0 pass, 1 fail, 77 skipped (systemd-analyze, promtool, named-checkconf or
+# unbound-checkconf missing; the rest still runs).
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -124,6 +131,73 @@ else
   done
   expect_rc 0 "promtool check config prometheus.yml" promtool check config prometheus.yml
   cd "$root" || exit 1
+fi
+
+# ---- resolver snippets for sluice-rpz --------------------------------------------------------
+# The snippets name /var/lib/sluice/rpz/sluice.rpz.zone; both checkers open the zone file, so the
+# copies point at a sample of ours: each answer kind (nxdomain, nodata, notice, a wildcard).
+rpz_path=/var/lib/sluice/rpz/sluice.rpz.zone
+rpz_zone="$tmp/rpz/sluice.rpz.zone"
+mkdir -p "$tmp/rpz"
+cat >"$rpz_zone" <<'ZONE'
+; sample in the form sluice-rpz writes (control/rpz/README.md)
+$ORIGIN sluice.rpz.
+$TTL 60
+@ IN SOA localhost. nobody.invalid. 1796665153 3600 600 86400 60
+@ IN NS localhost.
+*.telegram.org CNAME .
+nodata.example CNAME *.
+t.me CNAME notice.isp.example.
+telegram.org CNAME .
+ZONE
+
+bind_snippet="$here/bind/named.conf.sluice-rpz"
+if ! command -v named-checkconf >/dev/null; then
+  echo "skip  named-checkconf not found (apt-get install bind9-utils)"; skipped+=(named-checkconf)
+elif ! grep -q "\"$rpz_path\"" "$bind_snippet"; then
+  fail "named.conf.sluice-rpz: no zone file $rpz_path to point at the sample"
+else
+  mkdir -p "$tmp/bind"
+  sed "s#\"$rpz_path\"#\"$rpz_zone\"#" "$bind_snippet" >"$tmp/bind/named.conf.sluice-rpz"
+  # The response-policy statement is the snippet's own comment ("// In options { ... }:" and the
+  # commented lines after it), uncommented, so the text operators copy is what gets checked.
+  policy="$(sed -n '/^\/\/ In options/,$p' "$bind_snippet" | tail -n +2 | sed 's#^//##')"
+  if ! grep -q "response-policy" <<<"$policy"; then
+    fail "named.conf.sluice-rpz: no response-policy statement after '// In options'"
+  else
+    bind_conf() {  # bind_conf FILE POLICY: named.conf with POLICY in options, the snippet included
+      printf 'options {\n    directory "%s";\n%s\n};\ninclude "%s";\n' \
+        "$tmp/bind" "$2" "$tmp/bind/named.conf.sluice-rpz" >"$1"
+    }
+    bind_conf "$tmp/bind/named.conf" "$policy"
+    expect_rc 0 "named-checkconf -z: named.conf.sluice-rpz and its response-policy (zone loaded)" \
+      named-checkconf -z "$tmp/bind/named.conf"
+    # Self-test: the wrapper really carries the policy: naming an undefined zone is refused.
+    bind_conf "$tmp/bind/bad.conf" "${policy//\"sluice.rpz\"/\"other.rpz\"}"
+    expect_rc 1 "named-checkconf refuses a response-policy zone that is not defined" \
+      named-checkconf "$tmp/bind/bad.conf"
+  fi
+fi
+
+unbound_snippet="$here/unbound/sluice-rpz.conf"
+if ! command -v unbound-checkconf >/dev/null; then
+  echo "skip  unbound-checkconf not found (apt-get install unbound)"; skipped+=(unbound-checkconf)
+elif ! grep -q "zonefile: $rpz_path\$" "$unbound_snippet"; then
+  fail "sluice-rpz.conf: no zonefile $rpz_path to point at the sample"
+else
+  # As Debian's /etc/unbound/unbound.conf (include-toplevel of unbound.conf.d), with a directory of
+  # ours and no chroot or user switch.
+  mkdir -p "$tmp/unbound/unbound.conf.d"
+  sed "s#zonefile: $rpz_path\$#zonefile: $rpz_zone#" "$unbound_snippet" \
+    >"$tmp/unbound/unbound.conf.d/sluice-rpz.conf"
+  printf 'server:\n    directory: "%s"\n    chroot: ""\n    username: ""\n    pidfile: "%s"\ninclude-toplevel: "%s"\n' \
+    "$tmp/unbound" "$tmp/unbound/unbound.pid" "$tmp/unbound/unbound.conf.d/*.conf" \
+    >"$tmp/unbound/unbound.conf"
+  expect_rc 0 "unbound-checkconf: sluice-rpz.conf in unbound.conf.d (rpz zone loaded)" \
+    unbound-checkconf "$tmp/unbound/unbound.conf"
+  # Self-test: the snippet was read (its module-config, with respip, is in force).
+  expect_rc 0 "unbound-checkconf sees sluice-rpz.conf's module-config (respip)" bash -c \
+    "unbound-checkconf -o module-config '$tmp/unbound/unbound.conf' | grep -q '^respip '"
 fi
 
 # ---- Grafana and metric names -----------------------------------------------------------------
