@@ -15,16 +15,17 @@ Everything runs in a network namespace of its own (the script re-executes itself
 The story, every answer read with dig through the resolver:
   1. before: every name resolves; the block (telegram.org + *.telegram.org, response reset) and
      a notice directive (t.me): telegram.org and web.telegram.org NXDOMAIN, t.me a CNAME to the
-     notice host, example.org and nottelegram.org untouched; the node ACKs; metrics.
+     notice host, example.org and nottelegram.org untouched; the node ACKs; metrics; BIND's
+     named-checkzone accepts the file sluice-rpz wrote (BIND itself is not run: deploy/bind).
   2. restart (persisted snapshot re-applied, serial rises) with a reload command that can be
      told to fail: a new directive's zone the resolver takes and then "refuses", and one it
      really refuses (a corrupt file: Unbound's own parse error), are NACKed with the error, and
      dig proves the previous zone is in force each time; once the resolver takes it, ACK.
-  3. the lift: everything resolves again.
+  3. the lift: everything resolves again; named-checkzone accepts the empty zone too.
   4. a block with not_after 20 s ahead; the controller stopped: the name resolves again after
      not_after (the node honours windows itself).
-Root, unbound, unbound-control, dig, openssl (tools/setup.sh); otherwise exit 77, unless
-SLUICE_REQUIRE_REAL_CLIENTS is set (then a missing tool fails)."""
+Root, unbound, unbound-control, dig, named-checkzone, openssl (tools/setup.sh); otherwise exit
+77, unless SLUICE_REQUIRE_REAL_CLIENTS is set (then a missing tool fails)."""
 
 import json
 import os
@@ -42,7 +43,7 @@ sys.path.insert(0, HERE)
 import netlab  # noqa: E402
 from netlab import wait_for  # noqa: E402
 
-TOOLS = ("ip", "unshare", "unbound", "unbound-control", "dig", "openssl")
+TOOLS = ("ip", "unshare", "unbound", "unbound-control", "dig", "named-checkzone", "openssl")
 ENV_FLAG = "SLUICE_RPZ_ISOLATED"
 ISSUER = "ministry-of-communications"
 NODE = "rpz-1"
@@ -288,6 +289,15 @@ class Lab(netlab.Story):
             m = re.search(r"(?m)^@ IN SOA \S+ \S+ (\d+) ", f.read())
         return int(m.group(1)) if m else 0
 
+    def bind_accepts_zone(self, what):
+        """BIND's zone loader on the file as written (sluice-rpz renames it into place whole):
+        the file deploy/bind points named at, read as named would read it."""
+        r = subprocess.run(["named-checkzone", ZONE, self.zone_file], capture_output=True,
+                           text=True, timeout=60)
+        said = (r.stdout + r.stderr).strip().replace("\n", " / ")
+        self.check(r.returncode == 0, "%s: named-checkzone %s accepts the zone file (exit %d: %s)"
+                   % (what, ZONE, r.returncode, said))
+
     def nack_with(self, text, timeout=40):
         """The node record once it reports a refusal whose error contains `text`."""
         return wait_for(lambda: (lambda n: n if text in (n.get("error") or "") else None)(
@@ -324,6 +334,7 @@ class Lab(netlab.Story):
                           "nottelegram.org": "resolves"}, "block")
         with open(self.zone_file) as f:
             self.say(f.read().strip())
+        self.bind_accepts_zone("block (wildcard, CNAME ., notice CNAME)")
         self.check(self.metric("sluice_rpz_zone_names") == 3, "metric: 3 names in the zone")
         self.check(self.metric("sluice_rpz_applied_revision") == rev,
                    "metric: applied revision %d" % rev)
@@ -400,6 +411,7 @@ class Lab(netlab.Story):
                                                   "telesco.pe", "example.org",
                                                   "nottelegram.org")}, "after the lift")
         self.check(self.metric("sluice_rpz_zone_names") == 0, "metric: 0 names in the zone")
+        self.bind_accepts_zone("after the lift (no names)")
 
         self.step("4. a block that ends on its own, the controller stopped")
         end = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=20)
