@@ -769,6 +769,7 @@ int main(int argc, char** argv) {
       a.add(run_sluice(mix, rs.active.get(), e, epochs, false, false));
       b.add(run_ndpi(mix, side, epochs, false, nullptr));
     }
+    side.reset();  // records what nDPI allocated inside the last run's flows
     const double ndpi_bytes = static_cast<double>(perf::ndpi_side::flow_struct_bytes()) +
                               side.table_bytes_per_flow() + side.dynamic_bytes_per_flow();
     std::printf("| %u | %u | %llu | %.2f | %.0f | %.2f | %.0f | %.1fx | %.0f | %.0f |\n", flows,

@@ -62,9 +62,11 @@ inline block_list generate_block_list(std::uint32_t domains, std::uint32_t prefi
   char b[64];
   while (out.prefixes.size() < prefixes) {
     const std::uint64_t r = rng();
+    // The third group is never 0: nDPI 4.2's ptree takes an IPv6 address whose bytes 4..15
+    // are all zero for an IPv4 one (ndpi_is_ipv6), and would refuse or misfile the prefix.
     std::snprintf(b, sizeof b, "2a0%x:%x:%x::/48", static_cast<unsigned>(r % 8 + 1),
                   static_cast<unsigned>((r >> 8) & 0xffff),
-                  static_cast<unsigned>((r >> 24) & 0xffff));
+                  static_cast<unsigned>((r >> 24) % 0xffff + 1));
     std::string p = b;
     if (seen.insert(p).second) out.prefixes.push_back(std::move(p));
   }
