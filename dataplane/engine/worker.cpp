@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstring>
@@ -56,7 +57,8 @@ constexpr std::uint16_t max_burst = 64;
 constexpr std::size_t name_slot_bytes = name_list::slot_bytes;
 constexpr std::uint32_t closing_idle_seconds = 10;  // after FIN/RST
 constexpr std::uint16_t answer_every_packets = 32;  // re-answer a blocked flow at most this often
-constexpr unsigned age_per_burst = 8;               // idle-aging scan step
+constexpr unsigned age_per_burst = 8;               // idle-aging scan step (held entries)
+constexpr unsigned age_scan_words = 16;             // ... and bitmap words (1,024 positions)
 constexpr unsigned prefetch_ahead = 3;              // packets, where each is handled whole
 constexpr unsigned parse_ahead = 6;                 // packets, in a burst's parse stage
 constexpr std::uint32_t no_rule = match::verdict::no_rule;
@@ -232,6 +234,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       rte_free(entries);
     }
     rte_free(names);
+    rte_free(held_bits);
     if (sketches != nullptr) {
       for (int i = 0; i < 2; ++i) sketches[i].~sketch_set();
       rte_free(sketches);
@@ -857,6 +860,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     const bool src_is_internet =
         role == port_role::internet || (role == port_role::mirror && syn_ack);
     e.internet = src_is_internet ? info.src : info.dst;
+    held_bits[static_cast<std::uint32_t>(pos) / 64] |= std::uint64_t{1} << (pos % 64);
     ++flow_count;
     c.add(engine_event::flows_created);
     (void)ctx;
@@ -1005,15 +1009,30 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   // get through an idle pool.
   void age_some(std::uint64_t now_tsc, const burst_context& ctx, burst_counts& c) noexcept {
     const bool pool_pressure = pool.available() * 4 < pool.capacity();
-    for (unsigned i = 0; i < age_per_burst; ++i) {
-      const void* key = nullptr;
-      void* data = nullptr;
-      const std::int32_t pos = rte_hash_iterate(flows, &key, &data, &age_cursor);
-      if (pos < 0) {
-        age_cursor = 0;
-        return;
+    // Walks the bitmap of held positions, not rte_hash_iterate: that skips empty slots one by
+    // one, so on a sparse table every call scanned most of it (an idle or mostly empty worker
+    // spent nearly all its time there). At most age_per_burst entries and age_scan_words
+    // bitmap words per call.
+    const std::uint32_t words = (capacity + 63) / 64;
+    unsigned examined = 0;
+    for (unsigned scanned = 0; examined < age_per_burst && scanned < age_scan_words;) {
+      const std::uint64_t bits = held_bits[age_word] & (~std::uint64_t{0} << age_bit);
+      if (bits == 0) {
+        age_word = age_word + 1 == words ? 0 : age_word + 1;
+        age_bit = 0;
+        ++scanned;
+        continue;
       }
-      if (static_cast<std::uint32_t>(pos) >= capacity) continue;
+      const unsigned bit = static_cast<unsigned>(std::countr_zero(bits));
+      const std::uint32_t pos = age_word * 64 + bit;
+      if (bit == 63) {
+        age_word = age_word + 1 == words ? 0 : age_word + 1;
+        age_bit = 0;
+        ++scanned;
+      } else {
+        age_bit = bit + 1;
+      }
+      ++examined;
       flow_entry& e = entries[pos];
       const std::uint64_t limit = e.closing ? closing_tsc : idle_tsc;
       if (now_tsc <= e.last_tsc || now_tsc - e.last_tsc <= limit) {
@@ -1024,11 +1043,16 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         }
         continue;
       }
+      void* key = nullptr;
+      if (rte_hash_get_key_with_position(flows, static_cast<std::int32_t>(pos), &key) != 0) {
+        continue;  // cannot happen: the bit is set only while the key is held
+      }
       flow_key k;
       std::memcpy(&k, key, sizeof k);
       impact_expire(e, ctx);
       cls.release(e.cls);
       e.in_use = false;
+      held_bits[pos / 64] &= ~(std::uint64_t{1} << (pos % 64));
       rte_hash_del_key(flows, &k);
       --flow_count;
       c.add(engine_event::flows_expired);
@@ -1144,7 +1168,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   char* names = nullptr;
   sketch_set* sketches = nullptr;  // [2], the impact double buffer; null when off
   std::uint32_t capacity = 0;
-  std::uint32_t age_cursor = 0;
+  std::uint64_t* held_bits = nullptr;  // bit per entries[] position whose key the table holds
+  std::uint32_t age_word = 0;          // age_some's place in held_bits
+  unsigned age_bit = 0;
   std::uint64_t flow_count = 0;
   std::uint64_t tsc_hz = 0;
   std::uint64_t idle_tsc = 0;
@@ -1173,6 +1199,7 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
   w.flows = create_table("sl_flows_", cfg, sizeof(flow_key), cfg.flow_table_size, "flow table");
   w.capacity = table_entries(cfg.flow_table_size);
   w.entries = socket_array<flow_entry>(w.capacity, cfg.socket, "sluice_flow_entries");
+  w.held_bits = socket_array<std::uint64_t>((w.capacity + 63) / 64, cfg.socket, "sluice_flow_bits");
   w.names = socket_array<char>(std::size_t{w.capacity} * name_slot_bytes, cfg.socket,
                                "sluice_flow_names");
   if (cfg.impact_sketch) {
