@@ -18,8 +18,9 @@
 // the cut every 64 frames of the schedule. A fresh worker / flow table per epoch (a pass over
 // all flows); small flow counts repeat epochs until --min-packets.
 //
-// DPDK memory is --no-huge (4 KiB pages; this VM has no hugepages): the flow table pays the TLB
-// misses hugepages remove; nDPI's memory (malloc) is in 4 KiB pages too, unless THP grants more.
+// DPDK memory is --no-huge (4 KiB pages) unless --hugepages (2 MiB pages, reserved beforehand:
+// echo N > /proc/sys/vm/nr_hugepages): on 4 KiB pages the flow table pays the TLB misses
+// hugepages remove; nDPI's memory (malloc) is in 4 KiB pages either way, unless THP grants more.
 #include <pcap/pcap.h>
 #include <rte_bus_vdev.h>
 #include <rte_cycles.h>
@@ -102,6 +103,7 @@ struct options {
   std::string pcap;               // write one pass of the side-by-side mix here and exit
   std::uint32_t kinds = ~0u;      // --kinds: only these flow kinds (names, comma-separated)
   bool established_only = false;  // --established-only: skip the rest (for profiling)
+  bool hugepages = false;         // --hugepages: DPDK memory on reserved 2 MiB pages
 };
 
 std::vector<std::uint32_t> parse_list(const char* s) {
@@ -121,6 +123,7 @@ void usage() {
       "           [--flow-curve a,b,..] [--rule-curve a,b,..] [--established-flows N]\n"
       "           [--min-packets N] [--eal-mb N] [--seed N] [--verbose] [--pcap FILE]\n"
       "           [--kinds tls,tls_pq_split,http,opaque,dns,capture] [--established-only]\n"
+      "           [--hugepages]   (DPDK memory on 2 MiB pages: reserve --eal-mb of them first)\n"
       "  (an empty curve, e.g. --flow-curve '', skips it; --established-flows 0 skips that)\n");
 }
 
@@ -172,6 +175,8 @@ options parse(int argc, char** argv) {
       o.verbose = true;
     } else if (a == "--established-only") {
       o.established_only = true;
+    } else if (a == "--hugepages") {
+      o.hugepages = true;
     } else if (a == "--pcap") {
       o.pcap = next();
     } else if (a == "--kinds") {
@@ -261,6 +266,7 @@ struct env {
   rte_mempool* resp = nullptr;
   std::uint16_t sub = 0;
   std::uint16_t inet = 0;
+  const char* pages = "--no-huge";  // what DPDK memory is backed by, for the report
 };
 
 struct result {
@@ -581,7 +587,7 @@ int main(int argc, char** argv) {
     o.rule_curve.clear();
   }
   std::string error;
-  if (!match::init_offline_eal("bench_ndpi", o.eal_mb, error)) {
+  if (!match::init_offline_eal("bench_ndpi", o.eal_mb, error, o.hugepages)) {
     std::fprintf(stderr, "EAL: %s\n", error.c_str());
     return 1;
   }
@@ -597,6 +603,7 @@ int main(int argc, char** argv) {
   }
 
   env e;
+  if (o.hugepages) e.pages = "2 MiB hugepages";
   e.pool = rte_pktmbuf_pool_create("bench_pkts", chunk + 2048, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                    SOCKET_ID_ANY);
   e.resp =
@@ -731,10 +738,10 @@ int main(int argc, char** argv) {
     std::printf("\n%s\n%s\n", s_pol.first().detail.c_str(), s_ndpi.first().detail.c_str());
     std::printf(
         "  memory per flow: Sluice worker %.0f B per table entry (%.1f MiB for %u entries, "
-        "--no-huge); nDPI %zu B ndpi_flow_struct + %.0f B table + %.0f B allocated by "
+        "%s); nDPI %zu B ndpi_flow_struct + %.0f B table + %.0f B allocated by "
         "nDPI inside flows\n",
         s_pol.first().bytes_per_flow, static_cast<double>(s_pol.first().worker_bytes) / 1048576.0,
-        worker_cfg(e, mix.flows()).flow_table_size, perf::ndpi_side::flow_struct_bytes(),
+        worker_cfg(e, mix.flows()).flow_table_size, e.pages, perf::ndpi_side::flow_struct_bytes(),
         side.table_bytes_per_flow(), side.dynamic_bytes_per_flow());
 
     const std::uint64_t frames = mix.frames() * epochs;
@@ -801,8 +808,9 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "\n== established-flow packets only, %u flows created first (untimed), then %llu "
-        "data packets per pass both ways (timed)\n",
-        o.established_flows, static_cast<unsigned long long>(mix.frames(phase::established)));
+        "data packets per pass both ways (timed); DPDK memory: %s\n",
+        o.established_flows, static_cast<unsigned long long>(mix.frames(phase::established)),
+        e.pages);
     std::printf(
         "  Sluice: %.0f cycles/packet (%.2f Mpps) (target <= 100); nDPI: %.0f "
         "cycles/packet (%.2f Mpps)\n",
