@@ -16,16 +16,15 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "control/agent/agent.hpp"
 #include "control/agent/http_transport.hpp"
+#include "control/agent/node_cli.hpp"
 #include "control/agent/runner.hpp"
 #include "control/crypto/minisign.hpp"
 #include "control/rpz/command.hpp"
@@ -43,15 +42,6 @@ void log_line(const std::string& s) {
   std::fflush(stderr);
 }
 
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (!in.good() && !in.eof()) return std::nullopt;
-  return s.str();
-}
-
 std::string describe(const rpz::install_report& r) {
   std::string s = std::to_string(r.names) + " names, serial " + std::to_string(r.serial);
   if (!r.ok) s += "; error: " + r.error;
@@ -59,15 +49,7 @@ std::string describe(const rpz::install_report& r) {
 }
 
 struct options {
-  std::vector<std::string> controllers;
-  std::string controller_key;
-  std::string node_id;
-  std::string labels;
-  std::string node_token_file;
-  std::string node_cert;
-  std::string node_key;
-  std::string controller_ca;
-  std::string state_dir;
+  agent::node_options node;
   std::string zone = "sluice.rpz";
   std::string zone_file;
   std::string reload_command;
@@ -83,7 +65,7 @@ struct options {
 
 // Standalone: (re)load the policy file. Its revision is the file's own `revision:`.
 bool apply_file(rpz::enforcer& e, const std::string& path, const rpz::zone_config& zc) {
-  const std::optional<std::string> text = read_file(path);
+  const std::optional<std::string> text = agent::read_text_file(path);
   if (!text) {
     log_line("--policy " + path + ": cannot read; previous zone stays");
     return false;
@@ -98,20 +80,7 @@ bool apply_file(rpz::enforcer& e, const std::string& path, const rpz::zone_confi
 int main(int argc, char** argv) {
   CLI::App cli{"sluice-rpz: domain targets of Sluice policy snapshots as a Response Policy Zone"};
   options o;
-  cli.add_option("--controller", o.controllers,
-                 "controller URL (https://HOST:PORT); repeat for replicas, tried in order");
-  cli.add_option("--controller-key", o.controller_key,
-                 "the controller's minisign public key (snapshot signatures)");
-  cli.add_option("--node-id", o.node_id, "this node's id (and the node label of metrics)");
-  cli.add_option("--labels", o.labels, "node labels, k=v,k=v");
-  cli.add_option("--node-token-file", o.node_token_file,
-                 "file holding this node's bearer token (optional with --node-cert)");
-  cli.add_option("--node-cert", o.node_cert,
-                 "this node's client certificate, PEM (CN = --node-id; sluicectl nodes enroll)");
-  cli.add_option("--node-key", o.node_key, "the key of --node-cert, PEM");
-  cli.add_option("--controller-ca", o.controller_ca,
-                 "CA certificates that vouch for the controller's (https://)");
-  cli.add_option("--state-dir", o.state_dir, "directory for the last good snapshot");
+  agent::add_node_options(cli, o.node);
   cli.add_option("--zone", o.zone, "the RPZ zone's name (default sluice.rpz)");
   cli.add_option("--zone-file", o.zone_file, "the zone file the resolver loads")->required();
   cli.add_option("--reload-command", o.reload_command,
@@ -143,7 +112,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sluice-rpz: %s\n", m.c_str());
     return 2;
   };
-  if (o.controllers.empty() == o.policy.empty()) {
+  if (o.node.controllers.empty() == o.policy.empty()) {
     return usage(
         "give either --controller (with --controller-key, --node-id, --state-dir and "
         "--node-cert/--node-key or --node-token-file) or --policy FILE");
@@ -176,41 +145,20 @@ int main(int argc, char** argv) {
       return usage("--zone-file: directory " + dir.string() + " does not exist");
   }
 
-  std::optional<agent::label_map> labels;
-  std::optional<sluice::control::crypto::public_key> key;
-  agent::http_transport_config tc;
-  if (!o.controllers.empty()) {
-    if (o.node_id.empty() || o.controller_key.empty() || o.state_dir.empty()) {
-      return usage("--controller needs --node-id, --controller-key and --state-dir");
-    }
-    if (!agent::valid_node_id(o.node_id)) return usage("--node-id: invalid node id");
-    labels = agent::parse_labels(o.labels, error);
-    if (!labels) return usage("--labels: " + error);
-    const std::optional<std::string> key_text = read_file(o.controller_key);
-    if (!key_text) return usage("--controller-key " + o.controller_key + ": cannot read");
-    key = sluice::control::crypto::parse_public_key(*key_text, &error);
-    if (!key) return usage("--controller-key " + o.controller_key + ": " + error);
-    tc.urls = o.controllers;
-    tc.node_id = o.node_id;
-    tc.labels = *labels;
-    if (std::string why =
-            agent::set_credentials(tc, o.node_token_file, o.node_cert, o.node_key, o.controller_ca);
-        !why.empty())
+  agent::node_identity id;
+  if (!o.node.controllers.empty()) {
+    if (std::string why = agent::resolve_node_options(o.node, id); !why.empty()) {
       return usage(why);
+    }
   }
 
   // Signals are taken by sigtimedwait on this thread; every thread started below inherits the
   // mask, so none of them gets SIGHUP/SIGTERM/SIGINT (the commands we run get a clean mask).
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGHUP);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = agent::block_node_signals();
 
   std::unique_ptr<rpz::rpz_metrics> metrics;
   try {
-    metrics = std::make_unique<rpz::rpz_metrics>(o.node_id);
+    metrics = std::make_unique<rpz::rpz_metrics>(o.node.node_id);
     if (!o.metrics.empty()) metrics->serve(o.metrics);
   } catch (const std::exception& e) {
     log_line("--metrics " + o.metrics + ": " + e.what());
@@ -229,14 +177,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<agent::http_transport> transport;
   std::unique_ptr<agent::agent> core;
   std::unique_ptr<agent::runner> thread;
-  if (!o.controllers.empty()) {
-    transport = agent::http_transport::create(tc, error);
+  if (!o.node.controllers.empty()) {
+    transport = agent::http_transport::create(id.transport, error);
     if (!transport) return usage("--controller: " + error);
-    agent::agent_config ac;
-    ac.node_id = o.node_id;
-    ac.labels = *labels;
-    ac.controller_key = *key;
-    ac.state_dir = o.state_dir;
+    agent::agent_config ac = id.agent_config_for(o.node);
     ac.health = [&enforcer] { return enforcer.health(); };
     core = std::make_unique<agent::agent>(std::move(ac), *transport, enforcer, clock);
     if (!core->start()) {
