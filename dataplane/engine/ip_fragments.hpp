@@ -22,7 +22,7 @@ constexpr std::uint8_t ipproto_fragment = 44;
 
 // A datagram's identity (RFC 791 / RFC 8200), plus the VLAN and the tunnel (fragments inside a
 // VXLAN/GTP-U tunnel) so two subscribers' VLANs or tenants' tunnels never mix.
-struct frag_key {
+struct alignas(8) frag_key {
   std::array<std::uint8_t, 16> src;
   std::array<std::uint8_t, 16> dst;
   std::uint32_t id;
@@ -30,8 +30,9 @@ struct frag_key {
   std::uint8_t proto;
   std::uint8_t version;
   std::uint32_t tunnel;
+  std::uint32_t reserved;  // zero (memset); 48 bytes, 8-aligned: rte_hash_crc reads 64-bit words
 };
-static_assert(sizeof(frag_key) == 44 && sizeof(frag_key) % 4 == 0);
+static_assert(sizeof(frag_key) == 48 && alignof(frag_key) == 8);
 
 // Where one fragment's bytes sit in its frame: `l3_at` the IP header, `data_at` the fragment data
 // (after the IP header, or after the v6 fragment header), `frag_hdr_at` (v6) the fragment

@@ -72,9 +72,9 @@ enum class impact_state : std::uint8_t { idle, pending, done };
 
 // Canonical flow key: the (address, port) pair that sorts first is side a, so both directions
 // of a flow find the same entry. `tenant` (VXLAN/Geneve VNI) keeps tenants' overlays with the
-// same inner addresses apart (a GTP-U TEID differs per direction: not in the key). 44 bytes: a
-// multiple of 4 for rte_hash_crc.
-struct flow_key {
+// same inner addresses apart (a GTP-U TEID differs per direction: not in the key). 48 bytes,
+// 8-aligned, every byte defined: rte_hash_crc reads it as six aligned 64-bit words.
+struct alignas(8) flow_key {
   std::array<std::uint8_t, 16> a;
   std::array<std::uint8_t, 16> b;
   std::uint16_t port_a;
@@ -83,8 +83,9 @@ struct flow_key {
   std::uint8_t proto;
   std::uint8_t version;
   std::uint32_t tenant;
+  std::uint32_t reserved;  // zero (keys are memset before they are filled)
 };
-static_assert(sizeof(flow_key) == 44 && sizeof(flow_key) % 4 == 0);
+static_assert(sizeof(flow_key) == 48 && alignof(flow_key) == 8);
 
 // What an established packet reads comes first (the bulk lookup prefetches hot_entry_bytes).
 struct flow_entry {
