@@ -1,5 +1,6 @@
-// Fuzzes the domain set's wire-name lookup (hot path: must never read outside the input) and the
-// rule-name normaliser (libidn2 on arbitrary bytes).
+// Fuzzes the domain set's wire-name lookup (hot path: must never read outside the input), its
+// bulk form (must answer exactly what find answers) and the rule-name normaliser (libidn2 on
+// arbitrary bytes).
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -31,6 +32,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view name(reinterpret_cast<const char*>(data), size);
   const auto m = fixed_set().find(name);
   if (m.found && (size == 0 || size > 254)) __builtin_trap();  // never found: empty, too long
+  // The input and its suffixes after each dot, looked up in one burst, answer as find does.
+  std::string_view names[sluice::match::domain_set::bulk_max];
+  std::size_t count = 0;
+  names[count++] = name;
+  for (std::size_t dot = name.find('.'); dot != std::string_view::npos && count < std::size(names);
+       dot = name.find('.', dot + 1)) {
+    names[count++] = name.substr(dot + 1);
+  }
+  sluice::match::domain_match bulk[sluice::match::domain_set::bulk_max];
+  fixed_set().find_bulk(names, bulk, count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto one = fixed_set().find(names[i]);
+    if (one.found != bulk[i].found || one.kind != bulk[i].kind || one.value != bulk[i].value) {
+      __builtin_trap();
+    }
+  }
 
   const auto n = sluice::match::normalize_rule_name(name);
   if (n) {
