@@ -128,6 +128,56 @@ struct staged {
 constexpr std::size_t hot_entry_bytes = offsetof(flow_entry, answer_tsc);
 static_assert(hot_entry_bytes <= 2 * RTE_CACHE_LINE_SIZE);
 
+// A bit per position of an rte_hash table whose key is held, and a cursor that walks them a few
+// at a time: the aging scans' iterator. rte_hash_iterate skips empty slots one by one, so on a
+// sparse table every step scanned most of it (an idle worker spent nearly all its time there).
+class held_positions {
+ public:
+  void attach(std::uint64_t* words, std::uint32_t positions) noexcept {
+    words_ = words;
+    count_ = (positions + 63) / 64;
+  }
+  void set(std::uint32_t pos) noexcept { words_[pos / 64] |= std::uint64_t{1} << (pos % 64); }
+  void clear(std::uint32_t pos) noexcept { words_[pos / 64] &= ~(std::uint64_t{1} << (pos % 64)); }
+  [[nodiscard]] std::uint32_t words() const noexcept { return count_; }
+
+  // Calls f(pos) for at most `max_held` held positions from the cursor on, looking at no more
+  // than `max_words` words; the next call resumes after the last position given. f may clear
+  // the position it is given.
+  template <typename F>
+  void walk(unsigned max_held, unsigned max_words, F&& f) noexcept {
+    unsigned given = 0;
+    for (unsigned scanned = 0; given < max_held && scanned < max_words;) {
+      const std::uint64_t bits = words_[word_] & (~std::uint64_t{0} << bit_);
+      if (bits == 0) {
+        next_word();
+        ++scanned;
+        continue;
+      }
+      const auto bit = static_cast<unsigned>(std::countr_zero(bits));
+      const std::uint32_t pos = word_ * 64 + bit;
+      if (bit == 63) {
+        next_word();
+        ++scanned;
+      } else {
+        bit_ = bit + 1;
+      }
+      ++given;
+      f(pos);
+    }
+  }
+
+ private:
+  void next_word() noexcept {
+    word_ = word_ + 1 == count_ ? 0 : word_ + 1;
+    bit_ = 0;
+  }
+  std::uint64_t* words_ = nullptr;
+  std::uint32_t count_ = 0;  // words
+  std::uint32_t word_ = 0;
+  unsigned bit_ = 0;
+};
+
 // Per-burst deltas, added to the published counters once per burst.
 struct burst_counts {
   std::array<std::uint64_t, static_cast<std::size_t>(engine_event::count)> events{};
@@ -235,7 +285,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       rte_free(entries);
     }
     rte_free(names);
-    rte_free(held_bits);
+    rte_free(flow_bit_words);
+    rte_free(frag_bit_words);
     if (sketches != nullptr) {
       for (int i = 0; i < 2; ++i) sketches[i].~sketch_set();
       rte_free(sketches);
@@ -659,6 +710,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       fresh.first_tsc = ctx.now_tsc;
       fresh.n = 0;
       fresh.in_use = true;
+      frag_bits.set(static_cast<std::uint32_t>(pos));
       ++frag_held_datagrams;
     }
     frag_slot& slot = frag_slots[pos];
@@ -731,32 +783,27 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   }
 
   void forget_frags(frag_slot& slot) noexcept {
+    frag_bits.clear(static_cast<std::uint32_t>(&slot - frag_slots));
     rte_hash_del_key(frags, &slot.key);
     slot.n = 0;
     slot.in_use = false;
     --frag_held_datagrams;
   }
 
-  // Releases datagrams held past the timeout, a few slots per call, resuming where the last
-  // call stopped.
+  // Releases datagrams held past the timeout, a few held slots per call, resuming where the
+  // last call stopped.
   void expire_frags(std::uint64_t now_tsc, burst_counts& c) noexcept {
     if (frags == nullptr || frag_held_datagrams == 0) return;
-    for (unsigned i = 0; i < age_per_burst; ++i) {
-      const void* key = nullptr;
-      void* data = nullptr;
-      const std::int32_t pos = rte_hash_iterate(frags, &key, &data, &frag_cursor);
-      if (pos < 0) {
-        frag_cursor = 0;
-        return;
-      }
-      if (static_cast<std::uint32_t>(pos) >= frag_capacity) continue;
+    // The fragment table is small (a bitmap word per 64 datagrams): one pass over all of it,
+    // so a datagram past its timeout goes within one burst.
+    frag_bits.walk(age_per_burst, frag_bits.words(), [&](std::uint32_t pos) {
       frag_slot& slot = frag_slots[pos];
       if (!slot.in_use || now_tsc <= slot.first_tsc ||
           now_tsc - slot.first_tsc <= frag_timeout_tsc) {
-        continue;
+        return;
       }
       release_frags(slot, c);
-    }
+    });
   }
 
   // Releases every held datagram (flush, stop).
@@ -765,7 +812,6 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     for (std::uint32_t i = 0; i < frag_capacity && frag_held_datagrams != 0; ++i) {
       if (frag_slots[i].in_use) release_frags(frag_slots[i], c);
     }
-    frag_cursor = 0;
   }
 
   void publish(const burst_counts& c) noexcept {
@@ -861,7 +907,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     const bool src_is_internet =
         role == port_role::internet || (role == port_role::mirror && syn_ack);
     e.internet = src_is_internet ? info.src : info.dst;
-    held_bits[static_cast<std::uint32_t>(pos) / 64] |= std::uint64_t{1} << (pos % 64);
+    flow_bits.set(static_cast<std::uint32_t>(pos));
     ++flow_count;
     c.add(engine_event::flows_created);
     (void)ctx;
@@ -1010,30 +1056,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   // get through an idle pool.
   void age_some(std::uint64_t now_tsc, const burst_context& ctx, burst_counts& c) noexcept {
     const bool pool_pressure = pool.available() * 4 < pool.capacity();
-    // Walks the bitmap of held positions, not rte_hash_iterate: that skips empty slots one by
-    // one, so on a sparse table every call scanned most of it (an idle or mostly empty worker
-    // spent nearly all its time there). At most age_per_burst entries and age_scan_words
-    // bitmap words per call.
-    const std::uint32_t words = (capacity + 63) / 64;
-    unsigned examined = 0;
-    for (unsigned scanned = 0; examined < age_per_burst && scanned < age_scan_words;) {
-      const std::uint64_t bits = held_bits[age_word] & (~std::uint64_t{0} << age_bit);
-      if (bits == 0) {
-        age_word = age_word + 1 == words ? 0 : age_word + 1;
-        age_bit = 0;
-        ++scanned;
-        continue;
-      }
-      const unsigned bit = static_cast<unsigned>(std::countr_zero(bits));
-      const std::uint32_t pos = age_word * 64 + bit;
-      if (bit == 63) {
-        age_word = age_word + 1 == words ? 0 : age_word + 1;
-        age_bit = 0;
-        ++scanned;
-      } else {
-        age_bit = bit + 1;
-      }
-      ++examined;
+    // At most age_per_burst held entries and age_scan_words bitmap words per call.
+    flow_bits.walk(age_per_burst, age_scan_words, [&](std::uint32_t pos) {
       flow_entry& e = entries[pos];
       const std::uint64_t limit = e.closing ? closing_tsc : idle_tsc;
       if (now_tsc <= e.last_tsc || now_tsc - e.last_tsc <= limit) {
@@ -1042,22 +1066,22 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
           cls.abandon(e.cls, flow::give_up_reason::held_too_long);
           ++c.give_ups[static_cast<std::size_t>(flow::give_up_reason::held_too_long)];
         }
-        continue;
+        return;
       }
       void* key = nullptr;
       if (rte_hash_get_key_with_position(flows, static_cast<std::int32_t>(pos), &key) != 0) {
-        continue;  // cannot happen: the bit is set only while the key is held
+        return;  // cannot happen: the bit is set only while the key is held
       }
       flow_key k;
       std::memcpy(&k, key, sizeof k);
       impact_expire(e, ctx);
       cls.release(e.cls);
       e.in_use = false;
-      held_bits[pos / 64] &= ~(std::uint64_t{1} << (pos % 64));
+      flow_bits.clear(pos);
       rte_hash_del_key(flows, &k);
       --flow_count;
       c.add(engine_event::flows_expired);
-    }
+    });
   }
 
   // A burst in three stages, so that one packet's cache misses overlap the others' (as DPDK's
@@ -1163,15 +1187,15 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   std::uint8_t* gather = nullptr;        // a chained mbuf's frame, copied whole (on_packet)
   std::uint32_t gather_capacity = 0;
   std::uint32_t frag_capacity = 0;
-  std::uint32_t frag_cursor = 0;
+  held_positions frag_bits;             // frag_slots whose key the frags table holds
+  std::uint64_t* frag_bit_words = nullptr;
   std::uint32_t frag_held_datagrams = 0;
   std::uint64_t frag_timeout_tsc = 0;
   char* names = nullptr;
   sketch_set* sketches = nullptr;  // [2], the impact double buffer; null when off
   std::uint32_t capacity = 0;
-  std::uint64_t* held_bits = nullptr;  // bit per entries[] position whose key the table holds
-  std::uint32_t age_word = 0;          // age_some's place in held_bits
-  unsigned age_bit = 0;
+  held_positions flow_bits;             // entries[] positions whose key the flows table holds
+  std::uint64_t* flow_bit_words = nullptr;
   std::uint64_t flow_count = 0;
   std::uint64_t tsc_hz = 0;
   std::uint64_t idle_tsc = 0;
@@ -1200,7 +1224,9 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
   w.flows = create_table("sl_flows_", cfg, sizeof(flow_key), cfg.flow_table_size, "flow table");
   w.capacity = table_entries(cfg.flow_table_size);
   w.entries = socket_array<flow_entry>(w.capacity, cfg.socket, "sluice_flow_entries");
-  w.held_bits = socket_array<std::uint64_t>((w.capacity + 63) / 64, cfg.socket, "sluice_flow_bits");
+  w.flow_bit_words =
+      socket_array<std::uint64_t>((w.capacity + 63) / 64, cfg.socket, "sluice_flow_bits");
+  w.flow_bits.attach(w.flow_bit_words, w.capacity);
   w.names = socket_array<char>(std::size_t{w.capacity} * name_slot_bytes, cfg.socket,
                                "sluice_flow_names");
   if (cfg.impact_sketch) {
@@ -1218,6 +1244,9 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
                            "fragment table");
     w.frag_capacity = table_entries(cfg.frag_table_size);
     w.frag_slots = socket_array<frag_slot>(w.frag_capacity, cfg.socket, "sluice_frag_slots");
+    w.frag_bit_words =
+        socket_array<std::uint64_t>((w.frag_capacity + 63) / 64, cfg.socket, "sluice_frag_bits");
+    w.frag_bits.attach(w.frag_bit_words, w.frag_capacity);
     w.frag_scratch =
         socket_array<std::uint8_t>(frag_scratch_bytes, cfg.socket, "sluice_frag_scratch");
   }
