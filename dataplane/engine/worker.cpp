@@ -101,13 +101,13 @@ struct flow_entry {
   bool in_use = false;
   bool closing = false;
   bool unmatched_counted = false;
-  std::uint8_t impact_n = 0;      // entries of impact_rules in use
-  std::uint8_t impact_extra = 0;  // address rules beyond impact_rules (counted as overflow)
-  std::uint64_t answer_tsc = 0;           // last RST/notice sent for this flow (0 = never)
-  std::uint64_t buffer_tsc = 0;           // when cls took its reassembly buffer
-  packet::ip_address internet;            // what prefix rules match
-  std::uint32_t bucket_rule = no_rule;    // the throttle rule `bucket` was made for
-  std::array<std::uint32_t, counted_rules_per_flow> counted{};  // rules whose `flows` we bumped
+  std::uint8_t impact_n = 0;            // entries of impact_rules in use
+  std::uint8_t impact_extra = 0;        // address rules beyond impact_rules (counted as overflow)
+  std::uint64_t answer_tsc = 0;         // last RST/notice sent for this flow (0 = never)
+  std::uint64_t buffer_tsc = 0;         // when cls took its reassembly buffer
+  packet::ip_address internet;          // what prefix rules match
+  std::uint32_t bucket_rule = no_rule;  // the throttle rule `bucket` was made for
+  std::array<std::uint32_t, counted_rules_per_flow> counted{};      // rules whose `flows` we bumped
   std::array<std::uint32_t, impact_rules_per_flow> impact_rules{};  // address rules (pending)
   token_bucket bucket{0, 0};
 };
@@ -120,7 +120,7 @@ struct staged {
   hash_sig_t sig = 0;
   std::int32_t pos = -1;  // entry position, or negative when the bulk lookup missed
   bool from_a = true;
-  bool parsed = false;    // false: a chain, left to on_packet
+  bool parsed = false;  // false: a chain, left to on_packet
 };
 
 // Bytes at the start of a flow entry an established packet reads: prefetched after the bulk
