@@ -11,7 +11,6 @@
 // copied from the frames; both are outside the timed region. tx goes to a net_null port.
 //
 // DPDK memory is --no-huge (4 KiB pages): flow-table lookups pay TLB misses hugepages remove.
-#include <pcap/pcap.h>
 #include <rte_bus_vdev.h>
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -32,6 +31,7 @@
 #include "dataplane/match/offline_eal.hpp"
 #include "dataplane/match/policy.hpp"
 #include "dataplane/match/policy_config.hpp"
+#include "tests/perf/traffic_mix.hpp"
 #include "tests/unit/engine_worker/traffic.hpp"
 #include "tests/unit/support/packet_builder.hpp"
 
@@ -45,25 +45,6 @@ constexpr int rounds = 5;
 constexpr std::uint16_t burst = 32;
 
 std::int64_t bench_now() { return 1'796'000'000; }  // 2026-12-01: inside the example's window
-
-std::vector<buf> read_capture(const std::string& path) {
-  std::vector<buf> out;
-  char err[PCAP_ERRBUF_SIZE];
-  pcap_t* p = pcap_open_offline(path.c_str(), err);
-  if (p == nullptr) {
-    std::fprintf(stderr, "skip %s: %s\n", path.c_str(), err);
-    return out;
-  }
-  if (pcap_datalink(p) == DLT_EN10MB) {
-    pcap_pkthdr* h;
-    const u_char* d;
-    while (pcap_next_ex(p, &h, &d) == 1) {
-      if (h->caplen == h->len && h->caplen <= 1514) out.emplace_back(d, d + h->caplen);
-    }
-  }
-  pcap_close(p);
-  return out;
-}
 
 std::vector<buf> build_mix() {
   std::mt19937_64 rng(42);
@@ -113,7 +94,7 @@ std::vector<buf> build_mix() {
   const std::string dir = SLUICE_TESTDATA_DIR "/captures/";
   for (const char* f : {"zeek__quic__curl-8.1.2-dev-http3-www-google-de.pcap", "quic-v2.eth.pcap",
                         "sv__quic-ietf__input.pcap", "443-chrome.pcap", "telegram.pcap"}) {
-    for (auto& b : read_capture(dir + f)) mix.push_back(std::move(b));
+    for (auto& b : perf::read_capture(dir + f)) mix.push_back(std::move(b));
   }
   return mix;
 }

@@ -93,25 +93,6 @@ buf pq_client_hello(std::string_view sni) {
   return tls_records(tls_client_hello(exts), 1);
 }
 
-std::vector<buf> read_capture(const std::string& path) {
-  std::vector<buf> out;
-  char err[PCAP_ERRBUF_SIZE];
-  pcap_t* p = pcap_open_offline(path.c_str(), err);
-  if (p == nullptr) {
-    std::fprintf(stderr, "traffic_mix: skip %s: %s\n", path.c_str(), err);
-    return out;
-  }
-  if (pcap_datalink(p) == DLT_EN10MB) {
-    pcap_pkthdr* h;
-    const u_char* d;
-    while (pcap_next_ex(p, &h, &d) == 1) {
-      if (h->caplen == h->len && h->caplen <= 1514) out.emplace_back(d, d + h->caplen);
-    }
-  }
-  pcap_close(p);
-  return out;
-}
-
 struct endpoint {
   std::array<std::uint8_t, 16> addr{};
   std::uint16_t port = 0;
@@ -153,6 +134,25 @@ void fix_checksum(buf& f, const l3_view& v) {
 }
 
 }  // namespace
+
+std::vector<buf> read_capture(const std::string& path) {
+  std::vector<buf> out;
+  char err[PCAP_ERRBUF_SIZE];
+  pcap_t* p = pcap_open_offline(path.c_str(), err);
+  if (p == nullptr) {
+    std::fprintf(stderr, "skip %s: %s\n", path.c_str(), err);
+    return out;
+  }
+  if (pcap_datalink(p) == DLT_EN10MB) {
+    pcap_pkthdr* h;
+    const u_char* d;
+    while (pcap_next_ex(p, &h, &d) == 1) {
+      if (h->caplen == h->len && h->caplen <= 1514) out.emplace_back(d, d + h->caplen);
+    }
+  }
+  pcap_close(p);
+  return out;
+}
 
 traffic_mix::traffic_mix(const mix_config& cfg)
     : n_(std::max<std::uint32_t>(cfg.flows, 1)), seed_(cfg.seed) {

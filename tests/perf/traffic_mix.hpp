@@ -34,6 +34,11 @@ namespace sluice::perf {
 
 using test::buf;
 
+// Every whole Ethernet frame of a capture up to 1,514 bytes (a truncated or longer frame, or a
+// capture of another link type, is left out); a capture that cannot be opened gives none, and
+// says so on stderr.
+std::vector<buf> read_capture(const std::string& path);
+
 // Where a frame's innermost IP packet starts: Ethernet, 802.1Q / 802.1ad tags, GRE (IPv4 or
 // IPv6 payload) and VXLAN (UDP 4789) are stripped, no more. This is how the nDPI side of
 // bench_ndpi finds its L3 header (nDPI parses from L3), and how the mix finds patch points.
