@@ -482,3 +482,22 @@ def run_story(story, body, name, logs, time_limit=None, hold=False):
             print("  - " + f)
         return 1
     return 0
+
+
+def unbound_server(interface, pid_name):
+    """The `server:` lines every test's Unbound starts with, as a str.format template that keeps
+    `{work}` for the caller's work directory: listening on `interface` (IPv4, 127/8 allowed), in
+    the foreground, logging to stderr, no chroot or user switch, its pid file `{work}/pid_name`.
+    The caller appends its own server lines (zones, modules) and sections."""
+    return ("server:\n"
+            "  interface: %s\n"
+            "  do-daemonize: no\n"
+            "  use-syslog: no\n"
+            "  logfile: \"\"\n"
+            "  chroot: \"\"\n"
+            "  username: \"\"\n"
+            "  directory: \"{work}\"\n"
+            "  pidfile: \"{work}/%s\"\n"
+            "  access-control: 127.0.0.0/8 allow\n"
+            "  do-ip6: no\n"
+            "  verbosity: 1\n" % (interface, pid_name))

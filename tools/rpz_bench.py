@@ -31,19 +31,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netlab  # noqa: E402
 
-RESOLVER_CONF = """server:
-  interface: 127.0.0.1@53
-  do-daemonize: no
-  use-syslog: no
-  logfile: ""
-  chroot: ""
-  username: ""
-  directory: "{work}"
-  pidfile: "{work}/unbound.pid"
-  access-control: 127.0.0.0/8 allow
-  do-ip6: no
-  verbosity: 1
-  module-config: "respip iterator"
+RESOLVER_CONF = netlab.unbound_server("127.0.0.1@53", "unbound.pid") + """  module-config: "respip iterator"
 rpz:
   name: sluice.rpz
   zonefile: "{work}/sluice.rpz.zone"

@@ -67,19 +67,7 @@ while True:
     threading.Thread(target=relay, args=(q, c), daemon=True).start()
 """
 
-UNBOUND_CONF = """server:
-  interface: 127.0.0.1@5300
-  port: 5300
-  do-daemonize: no
-  use-syslog: no
-  logfile: ""
-  chroot: ""
-  username: ""
-  directory: "{work}"
-  pidfile: "{work}/unbound.pid"
-  access-control: 127.0.0.0/8 allow
-  do-ip6: no
-  verbosity: 1
+UNBOUND_CONF = netlab.unbound_server("127.0.0.1@5300", "unbound.pid") + """  port: 5300
   local-zone: "telegram.org." static
   local-data: "telegram.org. 60 IN A {server}"
   local-data: "web.telegram.org. 60 IN A {server}"

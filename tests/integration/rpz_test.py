@@ -56,36 +56,12 @@ ORIGIN_ADDR = {"example.org": "192.0.2.10", "telegram.org": "192.0.2.20",
 ZONES = ("example.org", "telegram.org", "nottelegram.org", "t.me", "telesco.pe", "isp.net")
 AUTH, RESOLVER = "127.0.0.2", "127.0.0.1"
 
-AUTH_CONF = """server:
-  interface: {auth}@53
-  do-daemonize: no
-  use-syslog: no
-  logfile: ""
-  chroot: ""
-  username: ""
-  directory: "{work}"
-  pidfile: "{work}/auth.pid"
-  access-control: 127.0.0.0/8 allow
-  do-ip6: no
-  verbosity: 1
-{zones}
+AUTH_CONF = netlab.unbound_server("{auth}@53", "auth.pid") + """{zones}
 remote-control:
   control-enable: no
 """
 
-RESOLVER_CONF = """server:
-  interface: {resolver}@53
-  do-daemonize: no
-  use-syslog: no
-  logfile: ""
-  chroot: ""
-  username: ""
-  directory: "{work}"
-  pidfile: "{work}/resolver.pid"
-  access-control: 127.0.0.0/8 allow
-  do-ip6: no
-  do-not-query-localhost: no
-  verbosity: 1
+RESOLVER_CONF = netlab.unbound_server("{resolver}@53", "resolver.pid") + """  do-not-query-localhost: no
   # No validator (the test zones are unsigned); respip is the module RPZ needs.
   module-config: "respip iterator"
 {stubs}
