@@ -121,6 +121,7 @@ struct staged {
   std::int32_t pos = -1;  // entry position, or negative when the bulk lookup missed
   bool from_a = true;
   bool parsed = false;  // false: a chain, left to on_packet
+  bool keyed = false;   // a whole TCP/UDP packet: key, sig and pos are set
 };
 
 // Bytes at the start of a flow entry an established packet reads: prefetched after the bulk
@@ -1108,12 +1109,14 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       staged& st = stage[i];
       st.pos = -1;
       st.parsed = false;
+      st.keyed = false;
       const rte_mbuf* m = pkts[i];
       if (m->nb_segs > 1) [[unlikely]] continue;
       st.parsed = true;
       st.info = packet::parse_frame(
           packet::bytes(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len));
       if (st.info.outcome != packet::frame_outcome::ok || st.info.is_fragment) continue;
+      st.keyed = true;
       make_key(st.info, st.key, st.from_a);
       st.sig = rte_hash_crc(&st.key, sizeof st.key, 0);
       keys[nk] = &st.key;
@@ -1124,9 +1127,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     if (nk != 0 && rte_hash_lookup_with_hash_bulk(flows, keys, sigs, nk, positions) == 0) {
       for (std::uint16_t i = 0; i < n; ++i) {
         staged& st = stage[i];
-        if (!st.parsed || st.info.outcome != packet::frame_outcome::ok || st.info.is_fragment) {
-          continue;
-        }
+        if (!st.keyed) continue;
         st.pos = positions[keyed_of[i]];
         if (st.pos >= 0) {
           const auto* hot = reinterpret_cast<const char*>(&entries[st.pos]);
@@ -1144,8 +1145,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         continue;
       }
       const packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
-      const bool keyed = st.info.outcome == packet::frame_outcome::ok && !st.info.is_fragment;
-      on_parsed(m, frame, st.info, port, role, ctx, c, keyed ? &st : nullptr);
+      on_parsed(m, frame, st.info, port, role, ctx, c, st.keyed ? &st : nullptr);
     }
   }
 
