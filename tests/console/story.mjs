@@ -709,14 +709,17 @@ async function story() {
     check(/0\D+2/.test(text), `impact-overlaps: overrides so far 0 of 2 ("${text.slice(-60)}")`);
     // The stand-in node's report for it: its row is marked as overlapping a protected range.
     const row = page.locator(`[data-testid="impact-row"][data-prefix="${pr.target}"]`);
-    const marked = await eventually(async () => {
-      if (await row.count()) return true;
+    // The row can show before the node's counts do (seen under load): wait for its flows.
+    const rowCells = async () => (await row.locator('td').allTextContents()).map((c) => c.trim());
+    await eventually(async () => {
+      if (await row.count() && (await rowCells())[1] === '10') return true;
       await page.reload();
       await T(page, 'directive').waitFor();
       return false;
     }, 30000, 3000);
+    const marked = (await row.count()) > 0;
     const cls = marked ? (await row.getAttribute('class')) || '' : '';
-    const cells = marked ? (await row.locator('td').allTextContents()).map((c) => c.trim()) : [];
+    const cells = marked ? await rowCells() : [];
     check(/\boverlap\b/.test(cls) && /protected/i.test(cells[0] || '') && cells[1] === '10' && /portal\.gov\.example/.test(cells[5] || ''),
           `impact row ${pr.target} highlighted as protected (class "${cls}"): ${JSON.stringify(cells)}`);
     const overrideButtons = async (p) => p.locator('[data-testid="impact-overlaps"] [data-testid="action-override"]').count();
