@@ -1,6 +1,7 @@
 #include "dataplane/engine/worker.hpp"
 
 #include <rte_branch_prediction.h>
+#include <rte_byteorder.h>
 #include <rte_cycles.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -22,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #include "dataplane/engine/flow_names.hpp"
 #include "dataplane/engine/ip_fragments.hpp"
@@ -83,9 +85,10 @@ struct alignas(8) flow_key {
   std::uint8_t proto;
   std::uint8_t version;
   std::uint32_t tenant;
-  std::uint32_t reserved;  // zero (keys are memset before they are filled)
+  std::uint32_t reserved;  // zero (make_key writes whole words)
 };
 static_assert(sizeof(flow_key) == 48 && alignof(flow_key) == 8);
+static_assert(std::is_trivially_destructible_v<packet::frame_info>);
 
 // What an established packet reads comes first (the bulk lookup prefetches hot_entry_bytes).
 struct flow_entry {
@@ -103,6 +106,12 @@ struct flow_entry {
   bool unmatched_counted = false;
   std::uint8_t impact_n = 0;            // entries of impact_rules in use
   std::uint8_t impact_extra = 0;        // address rules beyond impact_rules (counted as overflow)
+  // The verdict of a classified flow, decided once per second of ctx.now: the same groups, the
+  // same policy generation and the same second give the same verdict (rule windows are in
+  // seconds). Cleared with the groups (refresh_groups).
+  bool verdict_cached = false;
+  std::uint32_t verdict_second = 0;  // low 32 bits of the ctx.now it was decided at
+  match::verdict verdict;
   std::uint64_t answer_tsc = 0;         // last RST/notice sent for this flow (0 = never)
   std::uint64_t buffer_tsc = 0;         // when cls took its reassembly buffer
   packet::ip_address internet;          // what prefix rules match
@@ -115,7 +124,7 @@ struct flow_entry {
 // A packet after the first stage of a burst (worker::impl::process_staged): parsed, and for a
 // whole single-segment TCP/UDP packet its flow key, hash and bulk-lookup position.
 struct staged {
-  packet::frame_info info;
+  packet::frame_info info;  // constructed in place by process_staged (trivially destructible)
   flow_key key;
   hash_sig_t sig = 0;
   std::int32_t pos = -1;  // entry position, or negative when the bulk lookup missed
@@ -466,6 +475,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
 
   void refresh_groups(flow_entry& e, const burst_context& ctx) noexcept {
     e.generation = ctx.generation;
+    e.verdict_cached = false;
     e.counted_n = 0;
     e.bucket_rule = no_rule;
     e.ip_group = no_group;
@@ -851,21 +861,51 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     enforce(m, frame, info, nullptr, ctx, j.v, rx_port, false, c);
   }
 
-  // The canonical key of a packet's flow; from_a: the packet travels from side a.
-  static void make_key(const packet::frame_info& info, flow_key& k, bool& from_a) noexcept {
-    std::memset(&k, 0, sizeof k);
-    const int order = std::memcmp(info.src.bytes.data(), info.dst.bytes.data(), 16);
-    from_a = order < 0 || (order == 0 && info.src_port <= info.dst_port);
-    const auto& lo = from_a ? info.src : info.dst;
-    const auto& hi = from_a ? info.dst : info.src;
-    k.a = lo.bytes;
-    k.b = hi.bytes;
-    k.port_a = from_a ? info.src_port : info.dst_port;
-    k.port_b = from_a ? info.dst_port : info.src_port;
-    k.vlan = info.outer_vlan;
-    k.proto = info.l4_proto;
-    k.version = info.ip_version;
-    k.tenant = info.tenant_id;
+  // The canonical key of a packet's flow and its hash; from_a: the packet travels from side a.
+  // Built in registers and stored a 64-bit word at a time, and hashed from those words: the
+  // parser's stores are still in flight, and a load that spans several narrower stores (a
+  // memcmp over the addresses, rte_hash_crc over a key filled field by field) waits for them
+  // to drain. The hash equals rte_hash_crc(&k, sizeof k, 0), which reads the same six words.
+  static hash_sig_t make_key(const packet::frame_info& info, flow_key& k, bool& from_a) noexcept {
+    std::uint64_t src[2] = {0, 0}, dst[2] = {0, 0};
+    if (info.ip_version == 4) {
+      std::uint32_t s4, d4;
+      std::memcpy(&s4, info.src.bytes.data(), 4);
+      std::memcpy(&d4, info.dst.bytes.data(), 4);
+      src[0] = s4;
+      dst[0] = d4;
+    } else {
+      std::memcpy(src, info.src.bytes.data(), 16);
+      std::memcpy(dst, info.dst.bytes.data(), 16);
+    }
+    // Byte order of the addresses (big-endian words), then the ports: memcmp's order.
+    const std::uint64_t s_hi = rte_be_to_cpu_64(src[0]), d_hi = rte_be_to_cpu_64(dst[0]);
+    const std::uint64_t s_lo = rte_be_to_cpu_64(src[1]), d_lo = rte_be_to_cpu_64(dst[1]);
+    from_a = s_hi != d_hi   ? s_hi < d_hi
+             : s_lo != d_lo ? s_lo < d_lo
+                            : info.src_port <= info.dst_port;
+    const std::uint64_t* lo = from_a ? src : dst;
+    const std::uint64_t* hi = from_a ? dst : src;
+    const std::uint16_t port_a = from_a ? info.src_port : info.dst_port;
+    const std::uint16_t port_b = from_a ? info.dst_port : info.src_port;
+    static_assert(offsetof(flow_key, b) == 16 && offsetof(flow_key, port_a) == 32 &&
+                  offsetof(flow_key, port_b) == 34 && offsetof(flow_key, vlan) == 36 &&
+                  offsetof(flow_key, proto) == 38 && offsetof(flow_key, version) == 39 &&
+                  offsetof(flow_key, tenant) == 40 && RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN);
+    const std::uint64_t words[6] = {
+        lo[0],
+        lo[1],
+        hi[0],
+        hi[1],
+        std::uint64_t{port_a} | std::uint64_t{port_b} << 16 |
+            std::uint64_t{info.outer_vlan} << 32 | std::uint64_t{info.l4_proto} << 48 |
+            std::uint64_t{info.ip_version} << 56,
+        std::uint64_t{info.tenant_id},  // reserved: zero
+    };
+    std::memcpy(&k, words, sizeof k);
+    hash_sig_t sig = 0;
+    for (const std::uint64_t w : words) sig = rte_hash_crc_8byte(w, sig);
+    return sig;
   }
 
   // `create` false: lookup only (nullptr when the flow is not held). `pre`: the packet's key,
@@ -884,8 +924,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       kp = &pre->key;  // missed then, but an earlier packet of the burst may have created it
       sig = pre->sig;
     } else {
-      make_key(info, local, from_a);
-      sig = rte_hash_crc(&local, sizeof local, 0);
+      sig = make_key(info, local, from_a);
     }
     const flow_key& k = *kp;
     std::int32_t pos = rte_hash_lookup_with_hash(flows, &k, sig);
@@ -994,7 +1033,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     std::uint32_t name_group = e->name_group;
     match::verdict v;
     bool judged = false;
-    if (!e->cls.final()) {
+    const bool was_final = e->cls.final();  // then the groups stay as they are for this packet
+    if (!was_final) {
       {
         const flow::flow_status before = e->cls.status;
         const bool had_buffer = e->cls.stream.attached();
@@ -1036,7 +1076,17 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       }
     }
     if (!judged && ctx.policy != nullptr) {
-      v = ctx.policy->decide(opt_group(e->ip_group), opt_group(name_group), ctx.now);
+      const auto second = static_cast<std::uint32_t>(ctx.now);
+      if (was_final && e->verdict_cached && e->verdict_second == second) {
+        v = e->verdict;
+      } else {
+        v = ctx.policy->decide(opt_group(e->ip_group), opt_group(name_group), ctx.now);
+        if (was_final) {
+          e->verdict = v;
+          e->verdict_second = second;
+          e->verdict_cached = true;
+        }
+      }
     }
     if (v.enforce() || v.monitors != 0) {
       count_rules(e, ctx, v, e->ip_group, name_group);
@@ -1113,12 +1163,13 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       const rte_mbuf* m = pkts[i];
       if (m->nb_segs > 1) [[unlikely]] continue;
       st.parsed = true;
-      st.info = packet::parse_frame(
-          packet::bytes(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len));
+      // Parsed in place (the result is constructed in st.info): assigning it would copy a
+      // just-written struct through loads wider than the parser's stores.
+      ::new (&st.info) packet::frame_info(packet::parse_frame(
+          packet::bytes(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len)));
       if (st.info.outcome != packet::frame_outcome::ok || st.info.is_fragment) continue;
       st.keyed = true;
-      make_key(st.info, st.key, st.from_a);
-      st.sig = rte_hash_crc(&st.key, sizeof st.key, 0);
+      st.sig = make_key(st.info, st.key, st.from_a);
       keys[nk] = &st.key;
       sigs[nk] = st.sig;
       keyed_of[i] = static_cast<std::uint8_t>(nk);
