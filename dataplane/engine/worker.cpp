@@ -897,9 +897,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         lo[1],
         hi[0],
         hi[1],
-        std::uint64_t{port_a} | std::uint64_t{port_b} << 16 |
-            std::uint64_t{info.outer_vlan} << 32 | std::uint64_t{info.l4_proto} << 48 |
-            std::uint64_t{info.ip_version} << 56,
+        std::uint64_t{port_a} | std::uint64_t{port_b} << 16 | std::uint64_t{info.outer_vlan} << 32 |
+            std::uint64_t{info.l4_proto} << 48 | std::uint64_t{info.ip_version} << 56,
         std::uint64_t{info.tenant_id},  // reserved: zero
     };
     std::memcpy(&k, words, sizeof k);
