@@ -103,6 +103,8 @@ struct options {
   std::string pcap;               // write one pass of the side-by-side mix here and exit
   std::uint32_t kinds = ~0u;      // --kinds: only these flow kinds (names, comma-separated)
   bool established_only = false;  // --established-only: skip the rest (for profiling)
+  bool sluice_only = false;       // --sluice-only: no nDPI runs (profiling; no ratio, no sanity)
+  int sluice_policy = 3;          // --sluice-policy list|empty: which Sluice runs (bit 1, bit 2)
   bool hugepages = false;         // --hugepages: DPDK memory on reserved 2 MiB pages
 };
 
@@ -124,6 +126,7 @@ void usage() {
       "           [--min-packets N] [--eal-mb N] [--seed N] [--verbose] [--pcap FILE]\n"
       "           [--kinds tls,tls_pq_split,http,opaque,dns,capture] [--established-only]\n"
       "           [--hugepages]   (DPDK memory on 2 MiB pages: reserve --eal-mb of them first)\n"
+      "           [--sluice-only] [--sluice-policy list|empty] (no nDPI runs: for perf)\n"
       "  (an empty curve, e.g. --flow-curve '', skips it; --established-flows 0 skips that)\n");
 }
 
@@ -175,6 +178,12 @@ options parse(int argc, char** argv) {
       o.verbose = true;
     } else if (a == "--established-only") {
       o.established_only = true;
+    } else if (a == "--sluice-only") {
+      o.sluice_only = true;
+    } else if (a == "--sluice-policy") {
+      const std::string v = next();
+      o.sluice_only = true;
+      o.sluice_policy = v == "list" ? 1 : v == "empty" ? 2 : 3;
     } else if (a == "--hugepages") {
       o.hugepages = true;
     } else if (a == "--pcap") {
@@ -377,7 +386,9 @@ result run_sluice(const traffic_mix& mix, const engine::active_policy* ap, const
   result r;
   const std::uint32_t rules = ap->policy ? ap->policy->rule_count() : 0;
   for (std::uint32_t i = 0; i < rules; ++i) ap->rule_counters[i] = {};
-  for (std::uint32_t ep = 0; ep < epochs; ++ep) {
+  // Established-only: one worker, its flows set up once, then `epochs` timed passes over them.
+  const std::uint32_t workers = established_only ? 1 : epochs;
+  for (std::uint32_t ep = 0; ep < workers; ++ep) {
     engine::worker_shared shared;
     shared.clock = bench_now;
     shared.policy.store(ap, std::memory_order_release);
@@ -389,7 +400,9 @@ result run_sluice(const traffic_mix& mix, const engine::active_policy* ap, const
     const std::uint64_t fed_before = r.fed;
     if (established_only) {
       sluice_pass(*w, e, mix, phase::setup, false, r);
-      sluice_pass(*w, e, mix, phase::established, true, r);
+      for (std::uint32_t pass = 0; pass < epochs; ++pass) {
+        sluice_pass(*w, e, mix, phase::established, true, r);
+      }
     } else {
       sluice_pass(*w, e, mix, phase::all, true, r);
     }
@@ -467,12 +480,15 @@ result run_ndpi(const traffic_mix& mix, perf::ndpi_side& side, std::uint32_t epo
   result r;
   std::vector<std::uint8_t> arena(std::size_t{chunk} * 2048);
   std::uint64_t clock_packets = 0;
-  for (std::uint32_t ep = 0; ep < epochs; ++ep) {
+  const std::uint32_t tables = established_only ? 1 : epochs;  // as in run_sluice
+  for (std::uint32_t ep = 0; ep < tables; ++ep) {
     side.reset();
     const std::uint64_t fed_before = r.fed;
     if (established_only) {
       ndpi_pass(side, mix, phase::setup, false, r, arena, clock_packets);
-      ndpi_pass(side, mix, phase::established, true, r, arena, clock_packets);
+      for (std::uint32_t pass = 0; pass < epochs; ++pass) {
+        ndpi_pass(side, mix, phase::established, true, r, arena, clock_packets);
+      }
     } else {
       ndpi_pass(side, mix, phase::all, true, r, arena, clock_packets);
     }
@@ -540,7 +556,10 @@ struct series {
   [[nodiscard]] bool accounted() const {
     return std::all_of(runs.begin(), runs.end(), [](const result& r) { return r.accounted; });
   }
-  [[nodiscard]] const result& first() const { return runs.front(); }
+  [[nodiscard]] const result& first() const {
+    static const result none;  // no runs (--sluice-only's nDPI side)
+    return runs.empty() ? none : runs.front();
+  }
 };
 
 void print_census(const traffic_mix& mix) {
@@ -686,7 +705,7 @@ int main(int argc, char** argv) {
   }
 
   // ---- 1. side by side --------------------------------------------------------------------
-  {
+  if (!o.established_only) {
     rule_set rs = make_rules(telegram, o.main_domains, o.prefixes, o.seed);
     const traffic_mix mix(mix_cfg(o, o.main_flows, rs));
     const std::uint32_t epochs = epochs_for(mix, phase::all, o.min_packets);
@@ -699,9 +718,13 @@ int main(int argc, char** argv) {
     series s_empty, s_pol, s_ndpi;
     kind_tally tally;
     for (int rep = 0; rep < o.reps; ++rep) {
-      s_pol.add(run_sluice(mix, rs.active.get(), e, epochs, false, o.verbose || rep == 0));
-      s_ndpi.add(run_ndpi(mix, side, epochs, false, rep == 0 ? &tally : nullptr));
-      s_empty.add(run_sluice(mix, empty.get(), e, epochs, false, false));
+      if (o.sluice_policy & 1) {
+        s_pol.add(run_sluice(mix, rs.active.get(), e, epochs, false, o.verbose || rep == 0));
+      }
+      if (!o.sluice_only) {
+        s_ndpi.add(run_ndpi(mix, side, epochs, false, rep == 0 ? &tally : nullptr));
+      }
+      if (o.sluice_policy & 2) s_empty.add(run_sluice(mix, empty.get(), e, epochs, false, false));
     }
     const double ratio = s_pol.mpps() / s_ndpi.mpps();
     std::printf(
@@ -804,7 +827,7 @@ int main(int argc, char** argv) {
     const int reps = o.smoke ? 1 : 2;
     for (int rep = 0; rep < reps; ++rep) {
       a.add(run_sluice(mix, rs.active.get(), e, epochs, true, false));
-      b.add(run_ndpi(mix, side, epochs, true, nullptr));
+      if (!o.sluice_only) b.add(run_ndpi(mix, side, epochs, true, nullptr));
     }
     std::printf(
         "\n== established-flow packets only, %u flows created first (untimed), then %llu "
@@ -845,6 +868,11 @@ int main(int argc, char** argv) {
         perf::ndpi_side::flow_struct_bytes());
   }
 
+  if (o.sluice_only) {
+    std::printf("\nsanity: not checked (--sluice-only)\n");
+    rte_eal_cleanup();
+    return 0;
+  }
   std::printf("\nsanity: %s\n", sane ? "ok" : "FAILED");
   std::fflush(stdout);
   rte_eal_cleanup();
