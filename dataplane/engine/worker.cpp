@@ -91,7 +91,8 @@ static_assert(sizeof(flow_key) == 48 && alignof(flow_key) == 8);
 static_assert(std::is_trivially_destructible_v<packet::frame_info>);
 
 // What an established packet reads comes first (the bulk lookup prefetches hot_entry_bytes).
-struct flow_entry {
+// Line-aligned, so that those bytes are exactly the first two lines.
+struct alignas(RTE_CACHE_LINE_SIZE) flow_entry {
   flow::flow_state cls;
   std::uint64_t last_tsc = 0;
   std::uint64_t generation = UINT64_MAX;  // of the policy the cached groups belong to
@@ -112,11 +113,13 @@ struct flow_entry {
   bool verdict_cached = false;
   std::uint32_t verdict_second = 0;  // low 32 bits of the ctx.now it was decided at
   match::verdict verdict;
+  // Read by every packet of a flow a rule matched (count_rules, answer).
+  std::array<std::uint32_t, counted_rules_per_flow> counted{};  // rules whose `flows` we bumped
   std::uint64_t answer_tsc = 0;         // last RST/notice sent for this flow (0 = never)
+  // Cold: classification, policy swaps, throttling.
   std::uint64_t buffer_tsc = 0;         // when cls took its reassembly buffer
   packet::ip_address internet;          // what prefix rules match
   std::uint32_t bucket_rule = no_rule;  // the throttle rule `bucket` was made for
-  std::array<std::uint32_t, counted_rules_per_flow> counted{};      // rules whose `flows` we bumped
   std::array<std::uint32_t, impact_rules_per_flow> impact_rules{};  // address rules (pending)
   token_bucket bucket{0, 0};
 };
@@ -134,9 +137,9 @@ struct staged {
 };
 
 // Bytes at the start of a flow entry an established packet reads: prefetched after the bulk
-// lookup (the lines that hold them: entries are not line-aligned).
-constexpr std::size_t hot_entry_bytes = offsetof(flow_entry, answer_tsc);
-static_assert(hot_entry_bytes <= 2 * RTE_CACHE_LINE_SIZE);
+// lookup.
+constexpr std::size_t hot_entry_bytes = offsetof(flow_entry, buffer_tsc);
+static_assert(hot_entry_bytes <= 2 * RTE_CACHE_LINE_SIZE && sizeof(flow_entry) == 192);
 
 // A bit per position of an rte_hash table whose key is held, and a cursor that walks them a few
 // at a time: the aging scans' iterator. rte_hash_iterate skips empty slots one by one, so on a
@@ -1181,9 +1184,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         st.pos = positions[keyed_of[i]];
         if (st.pos >= 0) {
           const auto* hot = reinterpret_cast<const char*>(&entries[st.pos]);
-          rte_prefetch0(hot);
-          rte_prefetch0(hot + hot_entry_bytes / 2);
-          rte_prefetch0(hot + hot_entry_bytes - 1);
+          for (std::size_t at = 0; at < hot_entry_bytes; at += RTE_CACHE_LINE_SIZE) {
+            rte_prefetch0(hot + at);
+          }
         }
       }
     }
