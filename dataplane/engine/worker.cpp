@@ -131,9 +131,13 @@ struct staged {
   flow_key key;
   hash_sig_t sig = 0;
   std::int32_t pos = -1;  // entry position, or negative when the bulk lookup missed
+  // For a keyed packet whose flow the bulk lookup missed: the address group of the flow it
+  // would create (internet_address), looked up with the burst's other new flows.
+  std::uint32_t ip_group = no_group;
   bool from_a = true;
-  bool parsed = false;  // false: a chain, left to on_packet
-  bool keyed = false;   // a whole TCP/UDP packet: key, sig and pos are set
+  bool parsed = false;     // false: a chain, left to on_packet
+  bool keyed = false;      // a whole TCP/UDP packet: key, sig and pos are set
+  bool ip_looked = false;  // ip_group is set
 };
 
 // Bytes at the start of a flow entry an established packet reads: prefetched after the bulk
@@ -476,7 +480,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
 
   // ---- policy ------------------------------------------------------------------------------
 
-  void refresh_groups(flow_entry& e, const burst_context& ctx) noexcept {
+  // `looked_up`: e.internet's address group, already looked up (process_staged), or null.
+  void refresh_groups(flow_entry& e, const burst_context& ctx,
+                      const std::uint32_t* looked_up = nullptr) noexcept {
     e.generation = ctx.generation;
     e.verdict_cached = false;
     e.counted_n = 0;
@@ -489,7 +495,11 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       e.impact_extra = 0;
     }
     if (ctx.policy == nullptr) return;
-    if (auto g = ctx.policy->match_ip(e.internet)) e.ip_group = *g;
+    if (looked_up != nullptr) {
+      e.ip_group = *looked_up;
+    } else if (auto g = ctx.policy->match_ip(e.internet)) {
+      e.ip_group = *g;
+    }
     if (e.name_bytes != 0) {
       // Re-decided from every name the flow revealed: the strongest under this policy decides.
       name_list l = names_of(e);
@@ -910,6 +920,17 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     return sig;
   }
 
+  // The internet side's address of the flow a packet would create: what prefix rules match.
+  [[nodiscard]] static const packet::ip_address& internet_address(const packet::frame_info& info,
+                                                                  port_role role) noexcept {
+    const bool syn_ack = (info.tcp_flags & (packet::tcp_syn | packet::tcp_ack)) ==
+                         (packet::tcp_syn | packet::tcp_ack);
+    // Mirror ports carry both directions: take the server of the first packet we see.
+    const bool src_is_internet =
+        role == port_role::internet || (role == port_role::mirror && syn_ack);
+    return src_is_internet ? info.src : info.dst;
+  }
+
   // `create` false: lookup only (nullptr when the flow is not held). `pre`: the packet's key,
   // hash and bulk-lookup position from the burst's first stage (process), or null.
   flow_entry* find_or_create(const packet::frame_info& info, port_role role, bool& from_a,
@@ -943,12 +964,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     flow_entry& e = entries[pos];
     e = flow_entry{};
     e.in_use = true;
-    const bool syn_ack = (info.tcp_flags & (packet::tcp_syn | packet::tcp_ack)) ==
-                         (packet::tcp_syn | packet::tcp_ack);
-    // Mirror ports carry both directions: take the server of the first packet we see.
-    const bool src_is_internet =
-        role == port_role::internet || (role == port_role::mirror && syn_ack);
-    e.internet = src_is_internet ? info.src : info.dst;
+    e.internet = internet_address(info, role);
     flow_bits.set(static_cast<std::uint32_t>(pos));
     ++flow_count;
     c.add(engine_event::flows_created);
@@ -1023,7 +1039,12 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     flow_entry* e = find_or_create(info, role, from_a, ctx, c, true, pre);
     if (e == nullptr) return false;
     e->last_tsc = ctx.now_tsc;
-    if (e->generation != ctx.generation) refresh_groups(*e, ctx);
+    if (e->generation != ctx.generation) {
+      // A flow this burst created: its address group was looked up in the burst's bulk stage.
+      const bool looked =
+          pre != nullptr && pre->ip_looked && e->internet == internet_address(info, role);
+      refresh_groups(*e, ctx, looked ? &pre->ip_group : nullptr);
+    }
     const bool tcp = info.l4_proto == IPPROTO_TCP;
     if (tcp && (info.tcp_flags & (packet::tcp_fin | packet::tcp_rst))) e->closing = true;
 
@@ -1162,6 +1183,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       st.pos = -1;
       st.parsed = false;
       st.keyed = false;
+      st.ip_looked = false;
       const rte_mbuf* m = pkts[i];
       if (m->nb_segs > 1) [[unlikely]] continue;
       st.parsed = true;
@@ -1190,6 +1212,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
         }
       }
     }
+    if (ctx.policy != nullptr) look_up_new_flow_addresses(n, role, *ctx.policy);
     for (std::uint16_t i = 0; i < n; ++i) {
       rte_mbuf* m = pkts[i];
       const staged& st = stage[i];
@@ -1199,6 +1222,41 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       }
       const packet::bytes frame(rte_pktmbuf_mtod(m, const std::uint8_t*), m->data_len);
       on_parsed(m, frame, st.info, port, role, ctx, c, st.keyed ? &st : nullptr);
+    }
+  }
+
+  // The address groups of the flows the burst may create (keyed packets the bulk lookup
+  // missed), looked up together: rte_fib's bulk lookups prefetch their tables, so the misses
+  // of a burst's new flows overlap instead of each waiting in refresh_groups.
+  void look_up_new_flow_addresses(std::uint16_t n, port_role role,
+                                  const match::compiled_policy& policy) noexcept {
+    std::uint32_t v4[max_burst], v4_group[max_burst];
+    std::uint8_t v6[max_burst][16];
+    std::uint32_t v6_group[max_burst];
+    std::uint8_t v4_of[max_burst], v6_of[max_burst];
+    unsigned n4 = 0, n6 = 0;
+    for (std::uint16_t i = 0; i < n; ++i) {
+      const staged& st = stage[i];
+      if (!st.keyed || st.pos >= 0) continue;
+      const packet::ip_address& a = internet_address(st.info, role);
+      if (a.version == 4) {
+        v4[n4] = a.v4();
+        v4_of[n4++] = static_cast<std::uint8_t>(i);
+      } else {
+        std::memcpy(v6[n6], a.bytes.data(), 16);
+        v6_of[n6++] = static_cast<std::uint8_t>(i);
+      }
+    }
+    static_assert(match::prefix_set::none == no_group);
+    if (n4 != 0) policy.prefixes().lookup_v4_bulk(v4, v4_group, n4);
+    if (n6 != 0) policy.prefixes().lookup_v6_bulk(v6, v6_group, n6);
+    for (unsigned k = 0; k < n4; ++k) {
+      stage[v4_of[k]].ip_group = v4_group[k];
+      stage[v4_of[k]].ip_looked = true;
+    }
+    for (unsigned k = 0; k < n6; ++k) {
+      stage[v6_of[k]].ip_group = v6_group[k];
+      stage[v6_of[k]].ip_looked = true;
     }
   }
 
