@@ -670,11 +670,17 @@ int main(int argc, char** argv) {
   if (!o.pcap.empty()) {  // what the engines see, for tshark / tcpdump
     const rule_set rs = make_rules(telegram, o.main_domains, o.prefixes, o.seed);
     const traffic_mix mix(mix_cfg(o, o.main_flows, rs));
+    // The whole mix in FILE, and each direction on its own (FILE.subscriber.pcap: client to
+    // server; FILE.internet.pcap: the replies), for two net_pcap ports (perf_dataplane.py --mix).
     pcap_t* p = pcap_open_dead(DLT_EN10MB, 65535);
-    pcap_dumper_t* d = pcap_dump_open(p, o.pcap.c_str());
-    if (d == nullptr) {
-      std::fprintf(stderr, "%s: %s\n", o.pcap.c_str(), pcap_geterr(p));
-      return 1;
+    const std::string names[3] = {o.pcap, o.pcap + ".subscriber.pcap", o.pcap + ".internet.pcap"};
+    pcap_dumper_t* dumpers[3] = {};
+    for (int i = 0; i < 3; ++i) {
+      dumpers[i] = pcap_dump_open(p, names[i].c_str());
+      if (dumpers[i] == nullptr) {
+        std::fprintf(stderr, "%s: %s\n", names[i].c_str(), pcap_geterr(p));
+        return 1;
+      }
     }
     std::vector<std::uint8_t> frame(2048);
     traffic_mix::cursor c;
@@ -683,8 +689,10 @@ int main(int argc, char** argv) {
       std::uint32_t len = 0;
       std::vector<std::uint8_t> buf(std::size_t{chunk} * 2048);
       std::vector<std::uint32_t> lens;
-      const std::uint32_t got = mix.fill(c, phase::all, chunk, [&](std::uint32_t l, bool) {
+      std::vector<bool> up;
+      const std::uint32_t got = mix.fill(c, phase::all, chunk, [&](std::uint32_t l, bool client) {
         lens.push_back(l);
+        up.push_back(client);
         return buf.data() + (lens.size() - 1) * 2048;
       });
       if (got == 0) break;
@@ -693,14 +701,17 @@ int main(int argc, char** argv) {
         h.ts.tv_sec = static_cast<time_t>(1'796'000'000 + n / 1'000'000);
         h.ts.tv_usec = static_cast<suseconds_t>(n % 1'000'000);
         h.caplen = h.len = lens[i];
-        pcap_dump(reinterpret_cast<u_char*>(d), &h, buf.data() + std::size_t{i} * 2048);
+        const u_char* bytes = buf.data() + std::size_t{i} * 2048;
+        pcap_dump(reinterpret_cast<u_char*>(dumpers[0]), &h, bytes);
+        pcap_dump(reinterpret_cast<u_char*>(dumpers[up[i] ? 1 : 2]), &h, bytes);
       }
       (void)len;
     }
-    pcap_dump_close(d);
+    for (pcap_dumper_t* d : dumpers) pcap_dump_close(d);
     pcap_close(p);
-    std::printf("wrote %llu frames of %u flows to %s\n", static_cast<unsigned long long>(n),
-                mix.flows(), o.pcap.c_str());
+    std::printf("wrote %llu frames of %u flows to %s (and by direction to %s, %s)\n",
+                static_cast<unsigned long long>(n), mix.flows(), o.pcap.c_str(), names[1].c_str(),
+                names[2].c_str());
     return 0;
   }
 
