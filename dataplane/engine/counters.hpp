@@ -29,7 +29,8 @@ namespace sluice::engine {
   X(resets_sent, "resets_sent")                                                          \
   X(notices_sent, "notices_sent")                                                        \
   X(dns_answers_sent, "dns_answers_sent")     /* NXDOMAIN to a blocked name's query */   \
-  X(response_failed, "response_failed")       /* no mbuf or unanswerable: dropped */     \
+  X(response_failed, "response_failed")       /* no mbuf, or tx refused it */            \
+  X(response_unanswerable, "response_unanswerable") /* in a tunnel &c: unsent */         \
   X(throttled_drops, "throttled_drops")                                                  \
   X(monitor_hits, "monitor_hits")                                                        \
   X(policy_unmatched_flows, "policy_unmatched_flows")                                    \

@@ -49,8 +49,9 @@
 // are forwarded unchanged and counted in fragments_passed. Packets that are IP but not TCP/UDP
 // (other_l4.hpp) are judged by address rules and, for ICMP errors, the flow they quote. Our own
 // answers (RST, 451, NXDOMAIN) are counted apart: resets_sent, notices_sent, dns_answers_sent,
-// response_failed (no mbuf, unanswerable, or refused by tx); on a mirror, a verdict on UDP that
-// is not a DNS query cannot be enforced at all: mirror_unenforceable.
+// response_failed (no mbuf, or refused by tx), response_unanswerable (the packet cannot be answered
+// where it stands, e.g. inside a tunnel: RESPONSES.md; it is dropped all the same); on a mirror, a
+// verdict on UDP that is not a DNS query cannot be enforced at all: mirror_unenforceable.
 
 namespace sluice::engine {
 namespace {
@@ -383,7 +384,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     const std::size_t len = build(std::span<std::uint8_t>(data, rte_pktmbuf_tailroom(r)));
     if (len == 0) {
       rte_pktmbuf_free(r);
-      c.add(engine_event::response_failed);
+      c.add(engine_event::response_unanswerable);
       return false;
     }
     r->data_len = static_cast<std::uint16_t>(len);

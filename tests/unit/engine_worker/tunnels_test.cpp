@@ -112,6 +112,10 @@ TEST_CASE("UDP tunnels: the inner ClientHello is judged, the frame goes on as it
     CHECK(to_sub.empty());  // never an answer built into (or outside) the tunnel
     CHECK(h.count(engine_event::resets_sent) == 0);
     CHECK(h.count(engine_event::notices_sent) == 0);
+    // Counted apart from response_failed (which is for a lack of mbufs or a refusing tx).
+    CHECK(h.count(engine_event::response_failed) == 0);
+    const bool answered = r.act != action::drop && std::string(r.sni) == "t.me";
+    CHECK(h.count(engine_event::response_unanswerable) == (answered ? 2 : 0));  // both resets
     if (std::string(r.sni) == "t.me") {
       CHECK(to_inet.empty());
       CHECK(h.count(engine_event::dropped_by_rule) == 1);
