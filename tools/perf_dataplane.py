@@ -76,8 +76,9 @@ def main():
         binary = found[0]
     metrics = free_port()
     cpus = os.cpu_count() or 1
-    tmp = tempfile.TemporaryDirectory(prefix="sluice-perf-dp-")
+    tmp = None  # the mix's pcap files, kept until the dataplane is gone
     if args.mix:
+        tmp = tempfile.TemporaryDirectory(prefix="sluice-perf-dp-")
         bench = os.path.join(args.build, "tests", "bench_ndpi")
         mix = os.path.join(tmp.name, "mix.pcap")
         out = subprocess.run([bench, "--pcap", mix, "--flows", str(args.mix)],

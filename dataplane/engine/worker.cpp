@@ -158,6 +158,7 @@ class held_positions {
   void set(std::uint32_t pos) noexcept { words_[pos / 64] |= std::uint64_t{1} << (pos % 64); }
   void clear(std::uint32_t pos) noexcept { words_[pos / 64] &= ~(std::uint64_t{1} << (pos % 64)); }
   [[nodiscard]] std::uint32_t words() const noexcept { return count_; }
+  [[nodiscard]] std::uint64_t* storage() const noexcept { return words_; }  // as attached
 
   // Calls f(pos) for at most `max_held` held positions from the cursor on, looking at no more
   // than `max_words` words; the next call resumes after the last position given. f may clear
@@ -303,8 +304,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
       rte_free(entries);
     }
     rte_free(names);
-    rte_free(flow_bit_words);
-    rte_free(frag_bit_words);
+    rte_free(flow_bits.storage());
+    rte_free(frag_bits.storage());
     if (sketches != nullptr) {
       for (int i = 0; i < 2; ++i) sketches[i].~sketch_set();
       rte_free(sketches);
@@ -1300,14 +1301,12 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
   std::uint32_t gather_capacity = 0;
   std::uint32_t frag_capacity = 0;
   held_positions frag_bits;             // frag_slots whose key the frags table holds
-  std::uint64_t* frag_bit_words = nullptr;
   std::uint32_t frag_held_datagrams = 0;
   std::uint64_t frag_timeout_tsc = 0;
   char* names = nullptr;
   sketch_set* sketches = nullptr;  // [2], the impact double buffer; null when off
   std::uint32_t capacity = 0;
   held_positions flow_bits;             // entries[] positions whose key the flows table holds
-  std::uint64_t* flow_bit_words = nullptr;
   std::uint64_t flow_count = 0;
   std::uint64_t tsc_hz = 0;
   std::uint64_t idle_tsc = 0;
@@ -1336,9 +1335,9 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
   w.flows = create_table("sl_flows_", cfg, sizeof(flow_key), cfg.flow_table_size, "flow table");
   w.capacity = table_entries(cfg.flow_table_size);
   w.entries = socket_array<flow_entry>(w.capacity, cfg.socket, "sluice_flow_entries");
-  w.flow_bit_words =
-      socket_array<std::uint64_t>((w.capacity + 63) / 64, cfg.socket, "sluice_flow_bits");
-  w.flow_bits.attach(w.flow_bit_words, w.capacity);
+  w.flow_bits.attach(
+      socket_array<std::uint64_t>((w.capacity + 63) / 64, cfg.socket, "sluice_flow_bits"),
+      w.capacity);
   w.names = socket_array<char>(std::size_t{w.capacity} * name_slot_bytes, cfg.socket,
                                "sluice_flow_names");
   if (cfg.impact_sketch) {
@@ -1356,9 +1355,9 @@ worker::worker(const worker_config& cfg, worker_shared& shared)
                            "fragment table");
     w.frag_capacity = table_entries(cfg.frag_table_size);
     w.frag_slots = socket_array<frag_slot>(w.frag_capacity, cfg.socket, "sluice_frag_slots");
-    w.frag_bit_words =
-        socket_array<std::uint64_t>((w.frag_capacity + 63) / 64, cfg.socket, "sluice_frag_bits");
-    w.frag_bits.attach(w.frag_bit_words, w.frag_capacity);
+    w.frag_bits.attach(
+        socket_array<std::uint64_t>((w.frag_capacity + 63) / 64, cfg.socket, "sluice_frag_bits"),
+        w.frag_capacity);
     w.frag_scratch =
         socket_array<std::uint8_t>(frag_scratch_bytes, cfg.socket, "sluice_frag_scratch");
   }
