@@ -108,12 +108,13 @@ struct alignas(RTE_CACHE_LINE_SIZE) flow_entry {
   bool unmatched_counted = false;
   std::uint8_t impact_n = 0;            // entries of impact_rules in use
   std::uint8_t impact_extra = 0;        // address rules beyond impact_rules (counted as overflow)
-  // The verdict of a classified flow, decided once per second of ctx.now: the same groups, the
-  // same policy generation and the same second give the same verdict (rule windows are in
-  // seconds). Cleared with the groups (refresh_groups).
+  // The flow's last verdict, reused while its inputs hold: the same policy generation, the same
+  // address group (both fixed until refresh_groups clears this), the same name group and the
+  // same second of ctx.now (rule windows are in seconds) give the same verdict.
   bool verdict_cached = false;
   std::uint32_t verdict_second = 0;  // low 32 bits of the ctx.now it was decided at
   match::verdict verdict;
+  std::uint32_t verdict_name_group = no_group;  // the name group it was decided with
   // Read by every packet of a flow a rule matched (count_rules, answer).
   std::array<std::uint32_t, counted_rules_per_flow> counted{};  // rules whose `flows` we bumped
   std::uint64_t answer_tsc = 0;         // last RST/notice sent for this flow (0 = never)
@@ -1102,15 +1103,14 @@ struct alignas(RTE_CACHE_LINE_SIZE) worker::impl {
     }
     if (!judged && ctx.policy != nullptr) {
       const auto second = static_cast<std::uint32_t>(ctx.now);
-      if (was_final && e->verdict_cached && e->verdict_second == second) {
+      if (e->verdict_cached && e->verdict_second == second && e->verdict_name_group == name_group) {
         v = e->verdict;
       } else {
         v = ctx.policy->decide(opt_group(e->ip_group), opt_group(name_group), ctx.now);
-        if (was_final) {
-          e->verdict = v;
-          e->verdict_second = second;
-          e->verdict_cached = true;
-        }
+        e->verdict = v;
+        e->verdict_second = second;
+        e->verdict_name_group = name_group;
+        e->verdict_cached = true;
       }
     }
     if (v.enforce() || v.monitors != 0) {
