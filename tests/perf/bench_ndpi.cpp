@@ -4,9 +4,11 @@
 // generated domain rules and P generated prefixes), and (b) nDPI 4.2 doing the equivalent job
 // (ndpi_side.hpp: its own flow table, dissection until a name, the same block list). Both on one
 // pinned core, interleaved A/B runs, median of N. Reports Mpps per core, cycles per packet and the
-// ratio, then the curves (concurrent flows; domain rules), cycles per established-flow packet and
-// bytes of memory per flow. Reports numbers; fails only when the figures are insane (a packet
-// unaccounted for, nothing blocked, no name found, a ratio that is not a number), never on time.
+// ratio, the mix's setup and established frames each timed apart, then the curves (concurrent
+// flows; domain rules), cycles per established-flow packet, bytes of memory per flow and the
+// host's memory floor (what a random cache line costs). Reports numbers; fails only when the
+// figures are insane (a packet unaccounted for, nothing blocked, no name found, a ratio that is
+// not a number), never on time.
 //
 //   bench_ndpi            the full run (README "Performance (engine, side by side with nDPI)")
 //   bench_ndpi --smoke    seconds, tiny scale: the ctest perf_smoke
@@ -30,6 +32,7 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +42,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -288,6 +292,10 @@ struct result {
   std::uint64_t flows_blocked = 0;
   std::uint64_t named = 0;  // nDPI: flows with a name
   bool accounted = true;
+  // Established-only runs: the pass that sets the flows up (every frame that is not established
+  // data: handshakes, names, DNS), timed apart from the established passes.
+  std::uint64_t setup_packets = 0;
+  std::uint64_t setup_cycles = 0;
   double bytes_per_flow = 0;  // Sluice: worker allocation / table entries
   std::size_t worker_bytes = 0;
   std::string detail;
@@ -297,6 +305,20 @@ struct result {
   }
   [[nodiscard]] double wall_cpp() const {
     return packets == 0 ? NAN : static_cast<double>(wall) / static_cast<double>(packets);
+  }
+  [[nodiscard]] double setup_cpp() const {
+    return setup_packets == 0
+               ? NAN
+               : static_cast<double>(setup_cycles) / static_cast<double>(setup_packets);
+  }
+  // Times the setup pass of an established-only run, `pass(into)`, apart from this result's.
+  template <typename Pass>
+  void time_setup(Pass&& pass) {
+    result s;
+    pass(s);
+    fed += s.fed;
+    setup_packets += s.packets;
+    setup_cycles += s.cycles;
   }
   [[nodiscard]] double mpps() const {
     return cycles == 0
@@ -330,9 +352,8 @@ engine::worker_config worker_cfg(const env& e, std::uint32_t flows) {
   return cfg;
 }
 
-// One pass of phase `p` through worker `w`; times process_burst when `timed`.
-void sluice_pass(engine::worker& w, const env& e, const traffic_mix& mix, phase p, bool timed,
-                 result& r) {
+// One pass of phase `p` through worker `w`, timing process_burst.
+void sluice_pass(engine::worker& w, const env& e, const traffic_mix& mix, phase p, result& r) {
   std::vector<rte_mbuf*> mbufs(chunk);
   std::vector<rte_mbuf*> ordered(chunk);
   std::vector<std::uint8_t> up(chunk);
@@ -374,10 +395,8 @@ void sluice_pass(engine::worker& w, const env& e, const traffic_mix& mix, phase 
     sw.start();
     for (const burst& b : bursts) w.process_burst(ordered.data() + b.off, b.n, b.port);
     r.fed += n;
-    if (timed) {
-      sw.stop(r.cycles, r.wall);
-      r.packets += n;
-    }
+    sw.stop(r.cycles, r.wall);
+    r.packets += n;
   }
 }
 
@@ -399,12 +418,12 @@ result run_sluice(const traffic_mix& mix, const engine::active_policy* ap, const
     r.bytes_per_flow = static_cast<double>(r.worker_bytes) / cfg.flow_table_size;
     const std::uint64_t fed_before = r.fed;
     if (established_only) {
-      sluice_pass(*w, e, mix, phase::setup, false, r);
+      r.time_setup([&](result& s) { sluice_pass(*w, e, mix, phase::setup, s); });
       for (std::uint32_t pass = 0; pass < epochs; ++pass) {
-        sluice_pass(*w, e, mix, phase::established, true, r);
+        sluice_pass(*w, e, mix, phase::established, r);
       }
     } else {
-      sluice_pass(*w, e, mix, phase::all, true, r);
+      sluice_pass(*w, e, mix, phase::all, r);
     }
     stopwatch sw;
     sw.start();
@@ -442,7 +461,7 @@ result run_sluice(const traffic_mix& mix, const engine::active_policy* ap, const
 
 // ---- nDPI ------------------------------------------------------------------------------------
 
-void ndpi_pass(perf::ndpi_side& side, const traffic_mix& mix, phase p, bool timed, result& r,
+void ndpi_pass(perf::ndpi_side& side, const traffic_mix& mix, phase p, result& r,
                std::vector<std::uint8_t>& arena, std::uint64_t& clock_packets) {
   constexpr std::uint32_t slot = 2048;
   std::vector<std::uint32_t> lens(chunk);
@@ -463,10 +482,8 @@ void ndpi_pass(perf::ndpi_side& side, const traffic_mix& mix, phase p, bool time
     }
     clock_packets += n;
     r.fed += n;
-    if (timed) {
-      sw.stop(r.cycles, r.wall);
-      r.packets += n;
-    }
+    sw.stop(r.cycles, r.wall);
+    r.packets += n;
   }
 }
 
@@ -485,12 +502,12 @@ result run_ndpi(const traffic_mix& mix, perf::ndpi_side& side, std::uint32_t epo
     side.reset();
     const std::uint64_t fed_before = r.fed;
     if (established_only) {
-      ndpi_pass(side, mix, phase::setup, false, r, arena, clock_packets);
+      r.time_setup([&](result& s) { ndpi_pass(side, mix, phase::setup, s, arena, clock_packets); });
       for (std::uint32_t pass = 0; pass < epochs; ++pass) {
-        ndpi_pass(side, mix, phase::established, true, r, arena, clock_packets);
+        ndpi_pass(side, mix, phase::established, r, arena, clock_packets);
       }
     } else {
-      ndpi_pass(side, mix, phase::all, true, r, arena, clock_packets);
+      ndpi_pass(side, mix, phase::all, r, arena, clock_packets);
     }
     const perf::ndpi_stats& s = side.stats();
     if (s.packets != r.fed - fed_before || s.forwarded + s.dropped != s.packets) {
@@ -527,6 +544,55 @@ result run_ndpi(const traffic_mix& mix, perf::ndpi_side& side, std::uint32_t epo
   return r;
 }
 
+// ---- the host's memory floor ----------------------------------------------------------------
+
+// What a random 64-byte line read costs on this host, in TSC cycles, over a buffer as large as a
+// million-flow worker's tables and in the same page size: `latency` when each read waits for the
+// one before (a chain), `throughput` when 32 independent chains overlap (the most a burst's
+// staged, prefetched lookups can hope for). The cache-missing lines a packet reads, times
+// `throughput`, bound its cycles from below, whatever the code does with them.
+struct memory_floor {
+  double latency = 0;
+  double throughput = 0;
+  std::size_t mib = 0;
+};
+
+memory_floor measure_memory_floor(bool smoke, bool huge) {
+  memory_floor f;
+  f.mib = smoke ? 64 : 512;
+  const std::size_t lines = f.mib * 1024 * 1024 / RTE_CACHE_LINE_SIZE;
+  const std::size_t words = RTE_CACHE_LINE_SIZE / sizeof(std::uint64_t);
+  void* mem = mmap(nullptr, lines * RTE_CACHE_LINE_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return f;
+  madvise(mem, lines * RTE_CACHE_LINE_SIZE, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  auto* buf = static_cast<std::uint64_t*>(mem);
+  // One random cycle through every line: line order[i] holds the index of line order[i + 1].
+  std::vector<std::uint32_t> order(lines);
+  for (std::size_t i = 0; i < lines; ++i) order[i] = static_cast<std::uint32_t>(i);
+  std::mt19937_64 rng(7);
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::size_t i = 0; i < lines; ++i) buf[order[i] * words] = order[(i + 1) % lines];
+  const std::size_t steps = smoke ? 200'000 : 4'000'000;
+  auto chase = [&](unsigned chains) {
+    std::vector<std::uint64_t> at(chains);
+    for (unsigned c = 0; c < chains; ++c) at[c] = order[lines / chains * c];
+    const std::uint64_t t0 = rte_rdtsc_precise();
+    for (std::size_t s = 0; s < steps / chains; ++s) {
+      for (unsigned c = 0; c < chains; ++c) at[c] = buf[at[c] * words];
+    }
+    const std::uint64_t t1 = rte_rdtsc_precise();
+    std::uint64_t sink = 0;
+    for (std::uint64_t a : at) sink += a;
+    asm volatile("" : : "r"(sink));
+    return static_cast<double>(t1 - t0) / static_cast<double>(steps / chains * chains);
+  };
+  f.latency = chase(1);
+  f.throughput = chase(32);
+  munmap(mem, lines * RTE_CACHE_LINE_SIZE);
+  return f;
+}
+
 // ---- reporting -------------------------------------------------------------------------------
 
 double median(std::vector<double> v) {
@@ -551,6 +617,11 @@ struct series {
   [[nodiscard]] double wall_cpp() const {
     std::vector<double> v;
     for (const auto& r : runs) v.push_back(r.wall_cpp());
+    return median(v);
+  }
+  [[nodiscard]] double setup_cpp() const {
+    std::vector<double> v;
+    for (const auto& r : runs) v.push_back(r.setup_cpp());
     return median(v);
   }
   [[nodiscard]] bool accounted() const {
@@ -778,6 +849,32 @@ int main(int argc, char** argv) {
         worker_cfg(e, mix.flows()).flow_table_size, e.pages, perf::ndpi_side::flow_struct_bytes(),
         side.table_bytes_per_flow(), side.dynamic_bytes_per_flow());
 
+    // Where the ratio comes from: the mix's two kinds of frames, each engine timed on each apart
+    // (established-only runs, whose setup pass is timed on its own).
+    {
+      series by_pol, by_ndpi;
+      const std::uint32_t est_epochs = epochs_for(mix, phase::established, o.min_packets);
+      for (int rep = 0; rep < (o.smoke ? 1 : 2); ++rep) {
+        by_pol.add(run_sluice(mix, rs.active.get(), e, est_epochs, true, false));
+        if (!o.sluice_only) by_ndpi.add(run_ndpi(mix, side, est_epochs, true, nullptr));
+      }
+      const double setup_share =
+          static_cast<double>(mix.frames(phase::setup)) / static_cast<double>(mix.frames());
+      const double budget = s_ndpi.cpp() / 8;
+      std::printf(
+          "  by kind of frame (cycles/packet, each kind timed apart):\n"
+          "    setup frames (%.0f%% of the mix: handshakes, ClientHellos, HTTP requests, DNS, "
+          "QUIC and capture flows whole): Sluice %.0f, nDPI %.0f\n"
+          "    established data (%.0f%%): Sluice %.0f, nDPI %.0f\n"
+          "    8x nDPI on the mix allows %.0f cycles/packet; Sluice's setup frames alone "
+          "weigh %.0f of it (%.0f%% x %.0f)\n",
+          100 * setup_share, by_pol.setup_cpp(), by_ndpi.setup_cpp(), 100 * (1 - setup_share),
+          by_pol.cpp(), by_ndpi.cpp(), budget, setup_share * by_pol.setup_cpp(), 100 * setup_share,
+          by_pol.setup_cpp());
+      sane &= !insane("by kind of frame: packets unaccounted for",
+                      !by_pol.accounted() || !by_ndpi.accounted());
+    }
+
     const std::uint64_t frames = mix.frames() * epochs;
     sane &= !insane("Sluice saw no packets", s_pol.first().packets == 0);
     sane &= !insane("Sluice left packets unaccounted for",
@@ -877,6 +974,22 @@ int main(int argc, char** argv) {
         static_cast<double>(bytes[1]) / 1048576.0, entries[1],
         static_cast<double>(bytes[0]) / 1048576.0, entries[0],
         perf::ndpi_side::flow_struct_bytes());
+  }
+
+  // ---- 5. the host's memory floor ------------------------------------------------------------
+  {
+    const memory_floor f = measure_memory_floor(o.smoke, o.hugepages);
+    // An established packet's flow at a million flows: rte_hash's two candidate buckets (its bulk
+    // lookup prefetches both), the 48-byte key's slot and the entry's two hot lines.
+    constexpr int lines_per_established_packet = 5;
+    std::printf(
+        "\n== memory floor of this host: a random 64 B line over %zu MiB (%s) costs %.0f cycles "
+        "alone, %.0f cycles each when 32 overlap;\n  an established packet at 1M flows reads "
+        "at least %d lines no other packet shares (2 hash buckets, the key, 2 entry lines): "
+        ">= %.0f cycles/packet from memory alone\n",
+        f.mib, o.hugepages ? "2 MiB pages asked for" : "4 KiB pages", f.latency, f.throughput,
+        lines_per_established_packet, lines_per_established_packet * f.throughput);
+    sane &= !insane("memory floor: not measured", !(f.latency > 0 && f.throughput > 0));
   }
 
   if (o.sluice_only) {
