@@ -10,6 +10,7 @@
 #include <array>
 #include <compare>
 #include <cstdint>
+#include <cstring>
 
 #include "dataplane/packet/bytes.hpp"
 
@@ -72,44 +73,56 @@ enum tcp_flag : std::uint8_t {
   tcp_urg = 0x20,
 };
 
+// Default-constructed: every field zero, except `outcome` (truncated).
 struct frame_info {
-  frame_outcome outcome = frame_outcome::truncated;
-  std::uint16_t encap = 0;       // encap_flag bits
-  std::uint16_t outer_vlan = 0;  // first VLAN id seen (0 if none)
+  // Two memsets, not member initialisers: GCC clears the whole 92-byte struct with `rep stos`
+  // under DPDK's -march=corei7 (tens of cycles to start, for every frame parsed), each half
+  // with a few vector stores.
+  frame_info() noexcept {
+    constexpr std::size_t half = 48;
+    static_assert(sizeof(frame_info) > half);
+    std::memset(static_cast<void*>(this), 0, half);
+    std::memset(reinterpret_cast<char*>(this) + half, 0, sizeof(frame_info) - half);
+    outcome = frame_outcome::truncated;
+  }
+
+  frame_outcome outcome;
+  std::uint16_t encap;       // encap_flag bits
+  std::uint16_t outer_vlan;  // first VLAN id seen (0 if none)
   // VNI (VXLAN, Geneve) or TEID (GTP-U) of the innermost UDP tunnel passed, as on the wire; 0 if
   // none. A GTP-U TEID differs per direction (each end picks the TEID it receives on), so it
   // keys a datagram's fragments but not a flow.
-  std::uint32_t tunnel_id = 0;
+  std::uint32_t tunnel_id;
   // VNI of the innermost VXLAN/Geneve tunnel passed (0 if none): the same in both directions, so
   // flow keys carry it and two tenants' overlays with the same inner addresses stay apart.
-  std::uint32_t tenant_id = 0;
+  std::uint32_t tenant_id;
 
   // Innermost IP header.
-  std::uint8_t ip_version = 0;    // 4 or 6 (0 when L3 not reached)
-  std::uint8_t l4_proto = 0;      // IPPROTO_* of the innermost header
-  std::uint8_t ttl = 0;           // TTL / hop limit
-  std::uint16_t l3_offset = 0;    // offset of the innermost IP header in the frame
-  std::uint16_t l3_length = 0;    // IP datagram length per its header (clamped to the frame)
-  std::uint16_t outer_l3_offset = 0;  // offset of the outermost IP header (tunnels: its outer one)
+  std::uint8_t ip_version;        // 4 or 6 (0 when L3 not reached)
+  std::uint8_t l4_proto;          // IPPROTO_* of the innermost header
+  std::uint8_t ttl;               // TTL / hop limit
+  std::uint16_t l3_offset;        // offset of the innermost IP header in the frame
+  std::uint16_t l3_length;        // IP datagram length per its header (clamped to the frame)
+  std::uint16_t outer_l3_offset;  // offset of the outermost IP header (tunnels: its outer one)
   ip_address src;
   ip_address dst;
 
   // Fragmentation of the innermost IP datagram.
-  bool is_fragment = false;       // MF set or offset != 0
-  bool more_fragments = false;
-  std::uint16_t frag_offset = 0;  // in bytes
-  std::uint32_t frag_id = 0;      // IPv4 id or IPv6 fragment identification
+  bool is_fragment;  // MF set or offset != 0
+  bool more_fragments;
+  std::uint16_t frag_offset;  // in bytes
+  std::uint32_t frag_id;      // IPv4 id or IPv6 fragment identification
 
   // L4 (valid when outcome == ok; l4_offset also for other_l4, where the L4 header starts).
-  std::uint16_t l4_offset = 0;
-  std::uint16_t src_port = 0;
-  std::uint16_t dst_port = 0;
-  std::uint8_t tcp_flags = 0;
-  std::uint32_t tcp_seq = 0;
-  std::uint32_t tcp_ack = 0;
-  std::uint16_t tcp_window = 0;
-  std::uint16_t payload_offset = 0;  // start of TCP/UDP payload in the frame
-  std::uint16_t payload_length = 0;  // bounded by both the IP length and the frame
+  std::uint16_t l4_offset;
+  std::uint16_t src_port;
+  std::uint16_t dst_port;
+  std::uint8_t tcp_flags;
+  std::uint32_t tcp_seq;
+  std::uint32_t tcp_ack;
+  std::uint16_t tcp_window;
+  std::uint16_t payload_offset;  // start of TCP/UDP payload in the frame
+  std::uint16_t payload_length;  // bounded by both the IP length and the frame
 
   [[nodiscard]] bytes payload(bytes frame) const noexcept {
     return frame.subspan(payload_offset, payload_length);
