@@ -11,6 +11,7 @@
 #include <compare>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "dataplane/packet/bytes.hpp"
 
@@ -128,6 +129,7 @@ struct frame_info {
     return frame.subspan(payload_offset, payload_length);
   }
 };
+static_assert(std::is_trivially_copyable_v<frame_info>, "the constructor clears it with memset");
 
 // Parses an Ethernet frame down to the innermost L4 header.
 [[nodiscard]] frame_info parse_frame(bytes frame) noexcept;
