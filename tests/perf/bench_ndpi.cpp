@@ -604,24 +604,14 @@ double median(std::vector<double> v) {
 struct series {
   std::vector<result> runs;
   void add(result r) { runs.push_back(std::move(r)); }
-  [[nodiscard]] double mpps() const {
+  [[nodiscard]] double mpps() const { return median_of(&result::mpps); }
+  [[nodiscard]] double cpp() const { return median_of(&result::cpp); }
+  [[nodiscard]] double wall_cpp() const { return median_of(&result::wall_cpp); }
+  [[nodiscard]] double setup_cpp() const { return median_of(&result::setup_cpp); }
+  // The median over the runs of one figure of each.
+  [[nodiscard]] double median_of(double (result::*figure)() const) const {
     std::vector<double> v;
-    for (const auto& r : runs) v.push_back(r.mpps());
-    return median(v);
-  }
-  [[nodiscard]] double cpp() const {
-    std::vector<double> v;
-    for (const auto& r : runs) v.push_back(r.cpp());
-    return median(v);
-  }
-  [[nodiscard]] double wall_cpp() const {
-    std::vector<double> v;
-    for (const auto& r : runs) v.push_back(r.wall_cpp());
-    return median(v);
-  }
-  [[nodiscard]] double setup_cpp() const {
-    std::vector<double> v;
-    for (const auto& r : runs) v.push_back(r.setup_cpp());
+    for (const auto& r : runs) v.push_back((r.*figure)());
     return median(v);
   }
   [[nodiscard]] bool accounted() const {
